@@ -1,0 +1,240 @@
+package blockproto
+
+import "time"
+
+// Version is the protocol version this package speaks. A peer that offers a
+// different version is refused with [ErrVersion].
+const Version = 1
+
+// Preambles open every connection: 3 bytes of kind and 1 byte of version,
+// padded to PreambleLen bytes.
+const (
+	// PreambleLen is the length of every connection preamble in bytes.
+	PreambleLen = 8
+	// TokenLen is the length of a data-connection token in bytes.
+	TokenLen = 16
+	// NonceLen is the length of the authentication nonces in bytes.
+	NonceLen = 32
+	// MACLen is the length of an HMAC-SHA256 proof in bytes.
+	MACLen = 32
+)
+
+// Bounds on every variable-length field. Decoders reject larger values before
+// allocating.
+const (
+	// MaxFrame is the largest control frame body, type byte included.
+	MaxFrame = 1 << 20
+	// MaxName is the longest volume, client or server name in bytes.
+	MaxName = 128
+	// MaxMessage is the longest error or reason text in bytes.
+	MaxMessage = 4096
+	// MaxVolumes is the most volumes one VolumeList may carry.
+	MaxVolumes = 4096
+	// MaxDataConns is the most data connections one session may open.
+	MaxDataConns = 64
+	// MaxExtentLen is the largest extent announced on a data connection.
+	MaxExtentLen = 64 << 20
+	// MaxReadLen is the largest byte range one Read may ask for.
+	MaxReadLen = 1 << 40
+)
+
+// Type identifies a control message.
+type Type uint8
+
+// Control message types. Values are part of the wire format.
+const (
+	TypeHello        Type = 1  // client -> server
+	TypeChallenge    Type = 2  // server -> client
+	TypeAuth         Type = 3  // client -> server
+	TypeWelcome      Type = 4  // server -> client
+	TypeDataAttached Type = 5  // server -> client
+	TypeListVolumes  Type = 6  // client -> server
+	TypeVolumeList   Type = 7  // server -> client
+	TypeStatVolume   Type = 8  // client -> server
+	TypeVolumeInfo   Type = 9  // server -> client
+	TypeRead         Type = 10 // client -> server
+	TypeExtent       Type = 11 // server -> client
+	TypeReadDone     Type = 12 // server -> client
+	TypeError        Type = 13 // either direction
+	TypeCancel       Type = 14 // client -> server
+	TypePing         Type = 15 // either direction
+	TypePong         Type = 16 // either direction
+	TypeGoodbye      Type = 17 // server -> client: draining, send no new reads
+)
+
+// Caps is a bit set of capabilities a peer offers in Hello/Challenge.
+type Caps uint64
+
+// Capability bits.
+const (
+	// CapTCP: plain TCP data connections.
+	CapTCP Caps = 1 << 0
+	// CapDevmemRX: the client receives with devmem RX (payload lands in a
+	// dmabuf bound to a NIC queue).
+	CapDevmemRX Caps = 1 << 1
+	// CapDevmemTX: the server sends with devmem TX from dmabuf buffers.
+	CapDevmemTX Caps = 1 << 2
+	// CapEmulated: devmem is provided by the software NIC, not hardware.
+	CapEmulated Caps = 1 << 3
+)
+
+// Msg is a control message. Every message type in this package implements it.
+type Msg interface {
+	// Type returns the message's wire type.
+	Type() Type
+}
+
+// Hello opens the control connection (client -> server).
+type Hello struct {
+	Caps   Caps
+	Nonce  [NonceLen]byte // client nonce for the challenge-response
+	Client string         // free-form client name, for logs (<= MaxName)
+}
+
+// Challenge answers Hello (server -> client).
+type Challenge struct {
+	Caps      Caps
+	Nonce     [NonceLen]byte // server nonce
+	SessionID uint64
+	Server    string // server name, for logs (<= MaxName)
+}
+
+// Auth proves the client knows the pre-shared key (client -> server).
+type Auth struct {
+	MAC [MACLen]byte // ClientProof(key, hello nonce, challenge nonce, session)
+}
+
+// Welcome accepts the client and proves the server knows the key too
+// (server -> client). It carries one single-use token per data connection the
+// client may open.
+type Welcome struct {
+	MAC    [MACLen]byte // ServerProof(key, hello nonce, challenge nonce, session)
+	Tokens [][TokenLen]byte
+}
+
+// DataAttached tells the client that the data connection that presented
+// Tokens[Index] was accepted (server -> client).
+type DataAttached struct {
+	Index uint16
+}
+
+// ListVolumes asks for the server's volumes (client -> server).
+type ListVolumes struct{}
+
+// VolumeStat describes one volume.
+type VolumeStat struct {
+	Name       string
+	Size       uint64
+	ExtentSize uint32
+	Generation uint64
+}
+
+// VolumeList answers ListVolumes.
+type VolumeList struct {
+	Volumes []VolumeStat
+}
+
+// StatVolume asks about one volume (client -> server).
+type StatVolume struct {
+	Name string
+}
+
+// VolumeInfo answers StatVolume. The per-extent checksums are not carried;
+// they arrive with each extent.
+type VolumeInfo struct {
+	Volume VolumeStat
+}
+
+// Read asks for Length bytes of Volume starting at Offset (client -> server).
+// The server answers with Extent announcements, then ReadDone or Error.
+type Read struct {
+	ID       uint64 // client-chosen, unique among the session's open reads
+	Volume   string
+	Offset   uint64
+	Length   uint64    // 1..MaxReadLen
+	Deadline time.Time // zero: none; encoded as Unix nanoseconds
+}
+
+// Extent announces payload that follows on a data connection (server ->
+// client). It is sent before the first of its bytes is written: the bytes are
+// DataConn's stream bytes [StreamOffset, StreamOffset+Length).
+type Extent struct {
+	ID           uint64 // the Read's ID
+	DataConn     uint16 // index into Welcome.Tokens
+	StreamOffset uint64 // offset in that data connection's byte stream
+	VolumeOffset uint64 // where the bytes belong in the volume
+	Length       uint32 // 1..MaxExtentLen
+	CRC32C       uint32 // Castagnoli CRC of the bytes
+}
+
+// ReadDone ends a Read whose every extent was announced (server -> client).
+type ReadDone struct {
+	ID    uint64
+	Bytes uint64 // total announced payload
+}
+
+// Code classifies an Error.
+type Code uint16
+
+// Error codes. Values are part of the wire format.
+const (
+	CodeInternal     Code = 1
+	CodeBadRequest   Code = 2
+	CodeAuth         Code = 3
+	CodeNotFound     Code = 4
+	CodeOutOfRange   Code = 5
+	CodeBusy         Code = 6
+	CodeTimedOut     Code = 7
+	CodeCancelled    Code = 8
+	CodeShuttingDown Code = 9
+	CodeIO           Code = 10
+	CodeVersion      Code = 11
+)
+
+// Error reports a failure (either direction). ID 0 concerns the session; any
+// other ID names a Read, which ends with it.
+type Error struct {
+	ID      uint64
+	Code    Code
+	Message string // <= MaxMessage
+}
+
+// Cancel abandons a Read (client -> server). Extents already announced are
+// still sent in full, so the data streams stay in step.
+type Cancel struct {
+	ID uint64
+}
+
+// Ping asks the peer to answer with a Pong carrying the same Seq.
+type Ping struct {
+	Seq uint64
+}
+
+// Pong answers Ping.
+type Pong struct {
+	Seq uint64
+}
+
+// Goodbye tells the client that the server is draining: reads already
+// accepted will finish, new ones are refused (server -> client).
+type Goodbye struct {
+	Reason string
+}
+
+func (*Hello) Type() Type        { return TypeHello }
+func (*Challenge) Type() Type    { return TypeChallenge }
+func (*Auth) Type() Type         { return TypeAuth }
+func (*Welcome) Type() Type      { return TypeWelcome }
+func (*DataAttached) Type() Type { return TypeDataAttached }
+func (*ListVolumes) Type() Type  { return TypeListVolumes }
+func (*VolumeList) Type() Type   { return TypeVolumeList }
+func (*StatVolume) Type() Type   { return TypeStatVolume }
+func (*VolumeInfo) Type() Type   { return TypeVolumeInfo }
+func (*Read) Type() Type         { return TypeRead }
+func (*Extent) Type() Type       { return TypeExtent }
+func (*ReadDone) Type() Type     { return TypeReadDone }
+func (*Error) Type() Type        { return TypeError }
+func (*Cancel) Type() Type       { return TypeCancel }
+func (*Ping) Type() Type         { return TypePing }
+func (*Pong) Type() Type         { return TypePong }
+func (*Goodbye) Type() Type      { return TypeGoodbye }

@@ -1,0 +1,57 @@
+package engine
+
+import (
+	"context"
+	"net"
+	"os"
+)
+
+// Transport names reported on results, logs and metrics.
+const (
+	TransportTCP           = "tcp"
+	TransportDevmem        = "devmem"
+	TransportDevmemEmulate = "devmem-emulated"
+)
+
+// RecvTransport moves the payload of a client's data connections into
+// provider memory. transport/tcp and transport/devmem implement it.
+type RecvTransport interface {
+	// Name is reported on every result that used this transport.
+	Name() string
+	// NewReceiver prepares an established data connection for receiving
+	// into p's buffers. The receiver does not own conn.
+	NewReceiver(conn net.Conn, p Provider) (Receiver, error)
+}
+
+// Receiver receives the payload bytes of one data connection. The engine
+// calls it from one goroutine per data connection, in stream order.
+type Receiver interface {
+	// Receive reads exactly n bytes of the stream into dst at off.
+	Receive(ctx context.Context, dst BufferID, off, n int64) error
+	// Discard reads and drops exactly n bytes of the stream (payload of a
+	// cancelled or failed read, which must still be drained).
+	Discard(ctx context.Context, n int64) error
+	// Close releases what the receiver holds; it does not close the conn.
+	Close() error
+}
+
+// SendTransport writes extent payload on a server's data connections.
+type SendTransport interface {
+	// Name is reported in the server's logs and metrics.
+	Name() string
+	// NewSender prepares an accepted data connection for sending. The
+	// sender does not own conn.
+	NewSender(conn net.Conn) (Sender, error)
+}
+
+// Sender sends the payload of one data connection, one extent at a time, in
+// announcement order.
+type Sender interface {
+	// SendExtent writes n bytes of f starting at off. It returns once the
+	// bytes are handed to the kernel; buffers are recycled only after the
+	// kernel reports their completion.
+	SendExtent(f *os.File, off, n int64) error
+	// Close waits for outstanding completions and releases what the sender
+	// holds; it does not close the conn.
+	Close() error
+}

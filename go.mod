@@ -1,0 +1,3 @@
+module github.com/blockxfer/blockxfer
+
+go 1.26
