@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 )
@@ -23,10 +24,17 @@ type RecvTransport interface {
 	NewReceiver(conn net.Conn, p Provider) (Receiver, error)
 }
 
+// ErrProvider marks a Receive that consumed its bytes from the stream but
+// could not place them because the provider failed. The request fails; the
+// data connection stays usable. Any other Receive error means the stream is
+// out of step and the session must end.
+var ErrProvider = errors.New("provider failed")
+
 // Receiver receives the payload bytes of one data connection. The engine
 // calls it from one goroutine per data connection, in stream order.
 type Receiver interface {
-	// Receive reads exactly n bytes of the stream into dst at off.
+	// Receive reads exactly n bytes of the stream into dst at off. Provider
+	// failures are wrapped with ErrProvider.
 	Receive(ctx context.Context, dst BufferID, off, n int64) error
 	// Discard reads and drops exactly n bytes of the stream (payload of a
 	// cancelled or failed read, which must still be drained).
@@ -43,6 +51,12 @@ type SendTransport interface {
 	// sender does not own conn.
 	NewSender(conn net.Conn) (Sender, error)
 }
+
+// ErrSource marks a SendExtent that could not read its source. The sender
+// has written the extent's remaining bytes as zeros, so the stream stays in
+// step; the read fails, the data connection stays usable. Any other
+// SendExtent error means the connection is unusable.
+var ErrSource = errors.New("source read failed")
 
 // Sender sends the payload of one data connection, one extent at a time, in
 // announcement order.

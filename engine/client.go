@@ -1,0 +1,458 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/blockxfer/blockxfer/blockproto"
+)
+
+// Config configures a client [Session].
+type Config struct {
+	// Key is the pre-shared key both ends hold (see docs/protocol.md).
+	Key []byte
+	// Provider receives the payload. Required.
+	Provider Provider
+	// Transport receives payload on the data connections. Required.
+	Transport RecvTransport
+	// FallbackReason, when set, says why Transport is not the one the user
+	// asked for; it is copied onto every result (design.md 2.5).
+	FallbackReason string
+	// DataConns is how many data connections to open (default 4).
+	DataConns int
+	// Verify checks every extent's CRC-32C after it lands.
+	Verify bool
+	// Name identifies the client in the server's logs.
+	Name string
+	// DialTimeout bounds connecting and the handshake (default 10s).
+	DialTimeout time.Duration
+	// KeepAlive is the ping interval on an idle control connection
+	// (default 15s); a server silent for three intervals ends the session.
+	KeepAlive time.Duration
+	// StallTimeout bounds how long an ended request waits for an extent it
+	// is receiving before its data connection is declared stalled and the
+	// session closed (default 30s).
+	StallTimeout time.Duration
+	// Logger receives the session's logs (default: discard).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Provider == nil {
+		return errors.New("engine: config: no provider")
+	}
+	if c.Transport == nil {
+		return errors.New("engine: config: no transport")
+	}
+	if len(c.Key) == 0 {
+		return errors.New("engine: config: no key")
+	}
+	if c.DataConns == 0 {
+		c.DataConns = 4
+	}
+	if c.DataConns < 1 || c.DataConns > blockproto.MaxDataConns {
+		return fmt.Errorf("engine: config: data connections %d out of range 1..%d", c.DataConns, blockproto.MaxDataConns)
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 10 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 15 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Session is an authenticated connection to one blockd: a control connection
+// and Config.DataConns data connections. It is safe for concurrent use.
+type Session struct {
+	cfg    Config
+	addr   string
+	ctl    net.Conn
+	proto  *blockproto.Conn
+	server string
+	data   []*dataConn
+
+	mu      sync.Mutex
+	nextID  uint64
+	reqs    map[uint64]*request
+	callQ   []chan blockproto.Msg // FIFO of list/stat waiters
+	closed  bool
+	err     error // why the session ended
+	done    chan struct{}
+	lastRx  time.Time
+	closeWG sync.WaitGroup
+}
+
+// Dial connects to the blockd at addr, authenticates, and opens the data
+// connections. It returns once every data connection is attached.
+func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	var d net.Dialer
+	ctl, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("engine: dial %s: %w", addr, err)
+	}
+	s := &Session{
+		cfg:   cfg,
+		addr:  addr,
+		ctl:   ctl,
+		proto: blockproto.NewConn(ctl),
+		reqs:  make(map[uint64]*request),
+		done:  make(chan struct{}),
+	}
+	stop := context.AfterFunc(ctx, func() { ctl.SetDeadline(time.Now()) })
+	tokens, err := s.handshake()
+	if err == nil {
+		err = s.attach(ctx, &d, tokens)
+	}
+	if !stop() || err != nil {
+		if err == nil {
+			err = ctx.Err()
+		}
+		ctl.Close()
+		for _, dc := range s.data {
+			dc.close()
+		}
+		return nil, fmt.Errorf("engine: connect to %s: %w", addr, err)
+	}
+	ctl.SetDeadline(time.Time{})
+	s.lastRx = time.Now()
+	s.closeWG.Add(2 + len(s.data))
+	go s.readControl()
+	go s.keepalive()
+	for _, dc := range s.data {
+		go s.runData(dc)
+	}
+	cfg.Logger.Info("session open", "server", addr, "server_name", s.server,
+		"data_conns", len(s.data), "transport", cfg.Transport.Name())
+	return s, nil
+}
+
+// handshake runs Hello/Challenge/Auth/Welcome and returns the data tokens.
+func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
+	if err := blockproto.WriteControlPreamble(s.ctl); err != nil {
+		return nil, err
+	}
+	hello := &blockproto.Hello{Caps: blockproto.CapTCP, Client: s.cfg.Name}
+	var err error
+	if hello.Nonce, err = blockproto.NewNonce(); err != nil {
+		return nil, err
+	}
+	if err := s.proto.WriteMsg(hello); err != nil {
+		return nil, err
+	}
+	m, err := s.proto.ReadMsg()
+	if err != nil {
+		return nil, fmt.Errorf("read challenge: %w", err)
+	}
+	ch, ok := m.(*blockproto.Challenge)
+	if !ok {
+		return nil, unexpected(m, "challenge")
+	}
+	s.server = ch.Server
+	proof := blockproto.ClientProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)
+	if err := s.proto.WriteMsg(&blockproto.Auth{MAC: proof}); err != nil {
+		return nil, err
+	}
+	m, err = s.proto.ReadMsg()
+	if err != nil {
+		return nil, fmt.Errorf("read welcome: %w", err)
+	}
+	w, ok := m.(*blockproto.Welcome)
+	if !ok {
+		if e, isErr := m.(*blockproto.Error); isErr && e.Code == blockproto.CodeAuth {
+			return nil, fmt.Errorf("%w: %w", ErrAuth, e)
+		}
+		return nil, unexpected(m, "welcome")
+	}
+	want := blockproto.ServerProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)
+	if !blockproto.VerifyProof(w.MAC, want) {
+		return nil, fmt.Errorf("%w: server did not prove it holds the key", ErrAuth)
+	}
+	if len(w.Tokens) < s.cfg.DataConns {
+		return nil, fmt.Errorf("server granted %d data connections, %d asked", len(w.Tokens), s.cfg.DataConns)
+	}
+	return w.Tokens[:s.cfg.DataConns], nil
+}
+
+// attach opens one data connection per token and waits for the server to
+// confirm each on the control connection.
+func (s *Session) attach(ctx context.Context, d *net.Dialer, tokens [][blockproto.TokenLen]byte) error {
+	for i, tok := range tokens {
+		c, err := d.DialContext(ctx, "tcp", s.addr)
+		if err != nil {
+			return fmt.Errorf("data connection %d: %w", i, err)
+		}
+		dc := &dataConn{index: i, conn: c, jobs: make(chan job, jobQueue)}
+		s.data = append(s.data, dc)
+		if err := blockproto.WriteDataPreamble(c, tok); err != nil {
+			return fmt.Errorf("data connection %d: %w", i, err)
+		}
+	}
+	attached := make([]bool, len(tokens))
+	for n := 0; n < len(tokens); {
+		m, err := s.proto.ReadMsg()
+		if err != nil {
+			return fmt.Errorf("wait for data connections: %w", err)
+		}
+		a, ok := m.(*blockproto.DataAttached)
+		if !ok {
+			return unexpected(m, "data-attached")
+		}
+		if int(a.Index) >= len(tokens) || attached[a.Index] {
+			return fmt.Errorf("server attached unknown data connection %d", a.Index)
+		}
+		attached[a.Index] = true
+		n++
+	}
+	for _, dc := range s.data {
+		r, err := s.cfg.Transport.NewReceiver(dc.conn, s.cfg.Provider)
+		if err != nil {
+			return fmt.Errorf("data connection %d: %s receiver: %w", dc.index, s.cfg.Transport.Name(), err)
+		}
+		dc.recv = r
+	}
+	return nil
+}
+
+func unexpected(m blockproto.Msg, want string) error {
+	if e, ok := m.(*blockproto.Error); ok {
+		return fmt.Errorf("server error: %w", e)
+	}
+	return fmt.Errorf("protocol: got %s, want %s", m.Type(), want)
+}
+
+// Server returns the name the server gave in its handshake.
+func (s *Session) Server() string { return s.server }
+
+// Close ends the session. Requests still running fail with ErrSessionClosed.
+// It waits for the session's goroutines to stop.
+func (s *Session) Close() error {
+	s.fail(fmt.Errorf("%w: closed by client", ErrSessionClosed))
+	s.closeWG.Wait()
+	return nil
+}
+
+// Err returns why the session ended, or nil while it is up.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// fail ends the session with err: it closes every connection and fails
+// every pending request and call.
+func (s *Session) fail(err error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.err = err
+	reqs := s.reqs
+	s.reqs = map[uint64]*request{}
+	calls := s.callQ
+	s.callQ = nil
+	s.mu.Unlock()
+
+	close(s.done)
+	s.ctl.Close()
+	for _, dc := range s.data {
+		dc.close()
+	}
+	for _, r := range reqs {
+		r.end(StateFailed, err)
+	}
+	for _, c := range calls {
+		close(c)
+	}
+	s.cfg.Logger.Info("session closed", "server", s.addr, "reason", err)
+}
+
+// call sends a list/stat request and waits for its answer. The server
+// answers such calls in order, so waiters queue FIFO.
+func (s *Session) call(ctx context.Context, m blockproto.Msg) (blockproto.Msg, error) {
+	ch := make(chan blockproto.Msg, 1)
+	s.mu.Lock()
+	if s.closed {
+		err := s.err
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.callQ = append(s.callQ, ch)
+	// Write under the lock so queue order matches wire order.
+	err := s.proto.WriteMsg(m)
+	s.mu.Unlock()
+	if err != nil {
+		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
+		return nil, s.Err()
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			return nil, s.Err()
+		}
+		if e, isErr := r.(*blockproto.Error); isErr {
+			return nil, e
+		}
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Volumes lists the server's volumes.
+func (s *Session) Volumes(ctx context.Context) ([]blockproto.VolumeStat, error) {
+	m, err := s.call(ctx, &blockproto.ListVolumes{})
+	if err != nil {
+		return nil, fmt.Errorf("engine: list volumes: %w", err)
+	}
+	l, ok := m.(*blockproto.VolumeList)
+	if !ok {
+		return nil, fmt.Errorf("engine: list volumes: %w", unexpected(m, "volume-list"))
+	}
+	return l.Volumes, nil
+}
+
+// Stat describes one volume.
+func (s *Session) Stat(ctx context.Context, name string) (blockproto.VolumeStat, error) {
+	m, err := s.call(ctx, &blockproto.StatVolume{Name: name})
+	if err != nil {
+		return blockproto.VolumeStat{}, fmt.Errorf("engine: stat %s: %w", name, err)
+	}
+	v, ok := m.(*blockproto.VolumeInfo)
+	if !ok {
+		return blockproto.VolumeStat{}, fmt.Errorf("engine: stat %s: %w", name, unexpected(m, "volume-info"))
+	}
+	return v.Volume, nil
+}
+
+// readControl dispatches messages from the server until the session ends.
+func (s *Session) readControl() {
+	defer s.closeWG.Done()
+	for {
+		m, err := s.proto.ReadMsg()
+		if err != nil {
+			s.fail(fmt.Errorf("%w: control connection: %w", ErrSessionClosed, err))
+			return
+		}
+		s.mu.Lock()
+		s.lastRx = time.Now()
+		s.mu.Unlock()
+		switch m := m.(type) {
+		case *blockproto.Extent:
+			s.onExtent(m)
+		case *blockproto.ReadDone:
+			if r := s.lookup(m.ID); r != nil {
+				r.serverDone(int64(m.Bytes), nil)
+			}
+		case *blockproto.Error:
+			if m.ID == 0 {
+				s.fail(fmt.Errorf("%w: server: %w", ErrSessionClosed, m))
+				return
+			}
+			if r := s.lookup(m.ID); r != nil {
+				r.serverDone(-1, m)
+			}
+		case *blockproto.VolumeList, *blockproto.VolumeInfo:
+			s.answer(m)
+		case *blockproto.Ping:
+			s.proto.WriteMsg(&blockproto.Pong{Seq: m.Seq})
+		case *blockproto.Pong:
+		case *blockproto.Goodbye:
+			s.cfg.Logger.Info("server is draining", "server", s.addr, "reason", m.Reason)
+		default:
+			s.fail(fmt.Errorf("%w: protocol: unexpected %s from server", ErrSessionClosed, m.Type()))
+			return
+		}
+	}
+}
+
+// answer hands a call's reply to the oldest waiter.
+func (s *Session) answer(m blockproto.Msg) {
+	s.mu.Lock()
+	if len(s.callQ) == 0 {
+		s.mu.Unlock()
+		s.fail(fmt.Errorf("%w: protocol: unsolicited %s", ErrSessionClosed, m.Type()))
+		return
+	}
+	ch := s.callQ[0]
+	s.callQ = s.callQ[1:]
+	s.mu.Unlock()
+	ch <- m
+}
+
+func (s *Session) lookup(id uint64) *request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reqs[id]
+}
+
+// onExtent queues an announced extent on its data connection.
+func (s *Session) onExtent(e *blockproto.Extent) {
+	if int(e.DataConn) >= len(s.data) {
+		s.fail(fmt.Errorf("%w: protocol: extent on unknown data connection %d", ErrSessionClosed, e.DataConn))
+		return
+	}
+	dc := s.data[e.DataConn]
+	if e.StreamOffset != dc.announced {
+		s.fail(fmt.Errorf("%w: protocol: data connection %d: extent at stream offset %d, expected %d",
+			ErrSessionClosed, e.DataConn, e.StreamOffset, dc.announced))
+		return
+	}
+	dc.announced += uint64(e.Length)
+	r := s.lookup(e.ID)
+	if r != nil && !r.announce(e) {
+		s.fail(fmt.Errorf("%w: protocol: read %d: extent [%d,+%d) outside the request",
+			ErrSessionClosed, e.ID, e.VolumeOffset, e.Length))
+		return
+	}
+	select {
+	case dc.jobs <- job{req: r, ext: *e, at: time.Now()}:
+	case <-s.done:
+	}
+}
+
+// keepalive pings the server while the session is idle and ends the session
+// when the server stays silent for three intervals.
+func (s *Session) keepalive() {
+	defer s.closeWG.Done()
+	t := time.NewTicker(s.cfg.KeepAlive)
+	defer t.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			silent := now.Sub(s.lastRx)
+			s.mu.Unlock()
+			if silent > 3*s.cfg.KeepAlive {
+				s.fail(fmt.Errorf("%w: server silent for %s", ErrSessionClosed, silent.Round(time.Millisecond)))
+				return
+			}
+			seq++
+			if err := s.proto.WriteMsg(&blockproto.Ping{Seq: seq}); err != nil {
+				s.fail(fmt.Errorf("%w: keepalive: %w", ErrSessionClosed, err))
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,415 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blockxfer/blockxfer/blockproto"
+)
+
+// Range is a byte range of a volume.
+type Range struct {
+	Offset int64
+	Length int64
+}
+
+// Request asks for Length bytes of Volume at Offset, placed in Dst at DstOff.
+type Request struct {
+	Volume string
+	Offset int64
+	Length int64
+	Dst    Buffer
+	DstOff int64
+}
+
+// Handle follows one submitted request.
+type Handle struct{ r *request }
+
+// Done is closed when the request has reached a terminal state and the
+// engine has stopped writing into its destination.
+func (h *Handle) Done() <-chan struct{} { return h.r.done }
+
+// Result returns the request's outcome. It blocks until Done is closed.
+func (h *Handle) Result() Result {
+	<-h.r.done
+	return h.r.res
+}
+
+// Progress returns the payload bytes placed so far.
+func (h *Handle) Progress() int64 { return h.r.placed.Load() }
+
+// Cancel abandons the request; it ends in StateCancelled unless it already
+// ended. Cancel does not wait for Done.
+func (h *Handle) Cancel() {
+	h.r.abort(StateCancelled, fmt.Errorf("engine: read %s [%d,+%d): %w", h.r.res.Volume, h.r.offset, h.r.length, context.Canceled))
+}
+
+// chunkSize is how much of an extent a data connection receives before it
+// checks again whether the request still wants the bytes.
+const chunkSize = 1 << 20
+
+// jobQueue bounds the extents queued per data connection.
+const jobQueue = 4096
+
+type job struct {
+	req *request // nil: the request already ended; discard
+	ext blockproto.Extent
+	at  time.Time
+}
+
+type dataConn struct {
+	index     int
+	conn      net.Conn
+	recv      Receiver
+	jobs      chan job
+	announced uint64 // stream bytes announced; touched by readControl only
+}
+
+func (dc *dataConn) close() { dc.conn.Close() }
+
+// request is the client-side state of one read.
+type request struct {
+	s      *Session
+	id     uint64
+	dst    BufferID
+	dstOff int64
+	offset int64
+	length int64
+	done   chan struct{}
+	placed atomic.Int64
+	stop   func() bool // stops the context watcher
+
+	mu         sync.Mutex
+	state      State // StatePending until the request ends
+	active     int   // receives into dst in progress
+	announced  int64
+	received   int64
+	serverSaid bool  // ReadDone arrived
+	serverLen  int64 // bytes ReadDone reported
+	finished   bool  // done closed
+	stall      *time.Timer
+	res        Result
+}
+
+// Submit starts reads and returns a handle per request, in order. Each
+// request honours ctx: its deadline is sent to the server and ends the
+// request in StateTimedOut, its cancellation in StateCancelled. Requests that
+// are malformed end at once in StateFailed.
+func (s *Session) Submit(ctx context.Context, reqs []Request) []*Handle {
+	hs := make([]*Handle, len(reqs))
+	for i, q := range reqs {
+		hs[i] = &Handle{r: s.start(ctx, q)}
+	}
+	return hs
+}
+
+func (s *Session) start(ctx context.Context, q Request) *request {
+	r := &request{
+		s:      s,
+		dst:    q.Dst.ID,
+		dstOff: q.DstOff,
+		offset: q.Offset,
+		length: q.Length,
+		done:   make(chan struct{}),
+		res: Result{
+			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
+			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason,
+			Start: time.Now(),
+		},
+	}
+	switch {
+	case q.Length <= 0 || q.Offset < 0:
+		r.end(StateFailed, fmt.Errorf("engine: read %s: bad range offset %d length %d", q.Volume, q.Offset, q.Length))
+		return r
+	case q.DstOff < 0 || q.DstOff+q.Length > q.Dst.Size:
+		r.end(StateFailed, fmt.Errorf("engine: read %s: %d bytes at %d do not fit a %d-byte buffer: %w",
+			q.Volume, q.Length, q.DstOff, q.Dst.Size, ErrOutOfBounds))
+		return r
+	case ctx.Err() != nil:
+		r.end(ctxState(ctx.Err()), ctx.Err())
+		return r
+	}
+	deadline, _ := ctx.Deadline()
+	s.mu.Lock()
+	if s.closed {
+		err := s.err
+		s.mu.Unlock()
+		r.end(StateFailed, err)
+		return r
+	}
+	s.nextID++
+	r.id = s.nextID
+	s.reqs[r.id] = r
+	err := s.proto.WriteMsg(&blockproto.Read{
+		ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline,
+	})
+	s.mu.Unlock()
+	if err != nil {
+		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
+		return r
+	}
+	r.stop = context.AfterFunc(ctx, func() {
+		r.abort(ctxState(ctx.Err()), fmt.Errorf("engine: read %s [%d,+%d): %w", q.Volume, q.Offset, q.Length, ctx.Err()))
+	})
+	return r
+}
+
+func ctxState(err error) State {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return StateTimedOut
+	}
+	return StateCancelled
+}
+
+// Read fetches ranges of volume into dst, placed one after another from
+// offset 0, and waits for all of them. It returns a result per range and the
+// first failure.
+func (s *Session) Read(ctx context.Context, volume string, ranges []Range, dst Buffer) ([]Result, error) {
+	reqs := make([]Request, len(ranges))
+	var off int64
+	for i, rg := range ranges {
+		reqs[i] = Request{Volume: volume, Offset: rg.Offset, Length: rg.Length, Dst: dst, DstOff: off}
+		off += rg.Length
+	}
+	hs := s.Submit(ctx, reqs)
+	res := make([]Result, len(hs))
+	var first error
+	for i, h := range hs {
+		res[i] = h.Result()
+		if res[i].Err != nil && first == nil {
+			first = res[i].Err
+		}
+	}
+	return res, first
+}
+
+// announce records an extent; false if it falls outside the request.
+func (r *request) announce(e *blockproto.Extent) bool {
+	off := int64(e.VolumeOffset)
+	if off < r.offset || off+int64(e.Length) > r.offset+r.length {
+		return false
+	}
+	r.mu.Lock()
+	r.announced += int64(e.Length)
+	r.mu.Unlock()
+	return true
+}
+
+// begin reserves the destination for one receive; false if the request has
+// ended and the bytes must be discarded.
+func (r *request) begin() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != StatePending {
+		return false
+	}
+	r.active++
+	return true
+}
+
+// release ends a receive begun with begin; placed bytes count as progress.
+func (r *request) release(placed int64) {
+	r.placed.Add(placed)
+	r.mu.Lock()
+	r.active--
+	r.maybeFinish()
+	r.mu.Unlock()
+}
+
+// extentDone records a fully received extent, or the error that spoilt it.
+func (r *request) extentDone(t ExtentTiming, err error) {
+	if err != nil {
+		r.abort(StateFailed, err)
+		return
+	}
+	r.mu.Lock()
+	r.received += t.Length
+	r.res.Extents = append(r.res.Extents, t)
+	r.maybeFinish()
+	r.mu.Unlock()
+}
+
+// serverDone records ReadDone (err nil, n bytes) or a per-request Error.
+func (r *request) serverDone(n int64, err *blockproto.Error) {
+	if err != nil {
+		st := StateFailed
+		switch err.Code {
+		case blockproto.CodeTimedOut:
+			st = StateTimedOut
+		case blockproto.CodeCancelled:
+			st = StateCancelled
+		}
+		var e error = err
+		if err.Code == blockproto.CodeShuttingDown {
+			e = fmt.Errorf("%w: %w", ErrDraining, err)
+		}
+		r.abort(st, fmt.Errorf("engine: read %s [%d,+%d): %w", r.res.Volume, r.offset, r.length, e))
+		return
+	}
+	r.mu.Lock()
+	r.serverSaid = true
+	r.serverLen = n
+	if r.state == StatePending && n != r.announced {
+		r.mu.Unlock()
+		r.abort(StateFailed, fmt.Errorf("engine: read %d: server reported %d bytes, announced %d", r.id, n, r.announced))
+		return
+	}
+	r.maybeFinish()
+	r.mu.Unlock()
+}
+
+// abort ends the request early. Bytes still to come for it are discarded;
+// Done closes once no receive is writing into the destination. If a receive
+// stays stuck past the stall timeout, the session is closed to unblock it.
+func (r *request) abort(st State, err error) {
+	r.mu.Lock()
+	if r.state != StatePending {
+		r.mu.Unlock()
+		return
+	}
+	r.state = st
+	r.res.Err = err
+	if r.active > 0 && r.s != nil {
+		s := r.s
+		r.stall = time.AfterFunc(s.cfg.StallTimeout, func() {
+			s.fail(fmt.Errorf("%w: a data connection stalled for %s", ErrSessionClosed, s.cfg.StallTimeout))
+		})
+	}
+	r.maybeFinish()
+	r.mu.Unlock()
+	if r.s != nil && r.id != 0 {
+		r.s.forget(r.id, st != StateFailed)
+	}
+}
+
+// end ends a request that never reached the wire or whose session is gone.
+func (r *request) end(st State, err error) { r.abort(st, err) }
+
+// maybeFinish closes done when the request is complete. r.mu must be held.
+func (r *request) maybeFinish() {
+	if r.finished {
+		return
+	}
+	if r.state == StatePending {
+		if !r.serverSaid || r.received != r.serverLen {
+			return
+		}
+		r.state = StateDone
+	}
+	if r.active > 0 {
+		return
+	}
+	r.finished = true
+	if r.stall != nil {
+		r.stall.Stop()
+	}
+	if r.stop != nil {
+		r.stop()
+	}
+	r.res.End = time.Now()
+	r.res.Bytes = r.placed.Load()
+	r.res.State = r.state
+	if r.res.Err != nil {
+		r.res.Error = r.res.Err.Error()
+	}
+	if r.state == StateDone && r.s != nil {
+		r.s.forget(r.id, false)
+	}
+	close(r.done)
+}
+
+// forget drops a request from the session; with cancel it also tells the
+// server to stop announcing extents for it.
+func (s *Session) forget(id uint64, cancel bool) {
+	s.mu.Lock()
+	_, ok := s.reqs[id]
+	delete(s.reqs, id)
+	closed := s.closed
+	s.mu.Unlock()
+	if ok && cancel && !closed {
+		// Best effort: if the write fails the session is ending anyway.
+		s.proto.WriteMsg(&blockproto.Cancel{ID: id})
+	}
+}
+
+// runData receives the payload of one data connection, extent by extent, in
+// announcement order.
+func (s *Session) runData(dc *dataConn) {
+	defer s.closeWG.Done()
+	defer dc.recv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.done
+		cancel()
+	}()
+	for {
+		var j job
+		select {
+		case j = <-dc.jobs:
+		case <-s.done:
+			return
+		}
+		if err := s.receiveExtent(ctx, dc, j); err != nil {
+			s.fail(fmt.Errorf("%w: data connection %d: %w", ErrSessionClosed, dc.index, err))
+			return
+		}
+	}
+}
+
+// receiveExtent moves one extent from the stream into its destination. It
+// returns an error only when the stream is no longer usable.
+func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error {
+	r, e := j.req, j.ext
+	total := int64(e.Length)
+	var dstOff int64
+	if r != nil {
+		dstOff = r.dstOff + int64(e.VolumeOffset) - r.offset
+	}
+	var spoilt error
+	for pos := int64(0); pos < total; {
+		n := min(total-pos, chunkSize)
+		if r == nil || spoilt != nil || !r.begin() {
+			if err := dc.recv.Discard(ctx, n); err != nil {
+				return err
+			}
+			pos += n
+			continue
+		}
+		err := dc.recv.Receive(ctx, r.dst, dstOff+pos, n)
+		if err != nil && !errors.Is(err, ErrProvider) {
+			r.release(0)
+			return err
+		}
+		if err != nil {
+			spoilt = fmt.Errorf("engine: read %d: extent at %d: %w", r.id, e.VolumeOffset, err)
+			r.release(0)
+		} else {
+			r.release(n)
+		}
+		pos += n
+	}
+	if r == nil {
+		return nil
+	}
+	if spoilt == nil && s.cfg.Verify && r.begin() {
+		sum, err := s.cfg.Provider.Checksum(ctx, r.dst, dstOff, total)
+		switch {
+		case err != nil:
+			spoilt = fmt.Errorf("engine: read %d: checksum extent at %d: %w", r.id, e.VolumeOffset, err)
+		case sum != e.CRC32C:
+			spoilt = fmt.Errorf("engine: read %s: extent [%d,+%d) on data connection %d: crc32c %08x, server announced %08x: %w",
+				r.res.Volume, e.VolumeOffset, e.Length, dc.index, sum, e.CRC32C, ErrChecksum)
+		}
+		r.release(0)
+	}
+	r.extentDone(ExtentTiming{
+		VolumeOffset: int64(e.VolumeOffset), Length: total, DataConn: dc.index, Latency: time.Since(j.at),
+	}, spoilt)
+	return nil
+}

@@ -1,0 +1,73 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// State is where a request stands.
+type State int
+
+// Request states. Every request ends in one of the terminal states.
+const (
+	StatePending State = iota
+	StateDone
+	StateFailed
+	StateCancelled
+	StateTimedOut
+)
+
+var stateNames = [...]string{"pending", "done", "failed", "cancelled", "timed-out"}
+
+// String returns the state's name, as shown in JSON results and metrics.
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// MarshalText makes a State print as its name in JSON.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// ExtentTiming records one extent of a read.
+type ExtentTiming struct {
+	VolumeOffset int64         `json:"volume_offset"`
+	Length       int64         `json:"length"`
+	DataConn     int           `json:"data_conn"`
+	Latency      time.Duration `json:"latency_ns"` // announcement to last byte placed
+}
+
+// Result is the outcome of one read request.
+type Result struct {
+	Volume         string         `json:"volume"`
+	Offset         int64          `json:"offset"`
+	Length         int64          `json:"length"`
+	Bytes          int64          `json:"bytes"` // payload placed in the destination
+	State          State          `json:"state"`
+	Err            error          `json:"-"`
+	Error          string         `json:"error,omitempty"`
+	Transport      string         `json:"transport"`
+	FallbackReason string         `json:"fallback_reason,omitempty"`
+	Start          time.Time      `json:"start"`
+	End            time.Time      `json:"end"`
+	Extents        []ExtentTiming `json:"extents,omitempty"`
+}
+
+// Duration is how long the request took.
+func (r *Result) Duration() time.Duration { return r.End.Sub(r.Start) }
+
+// Engine errors. Errors returned by the engine wrap one of these or a
+// *blockproto.Error carrying the server's code and message.
+var (
+	// ErrSessionClosed: the session ended (closed locally, or its
+	// connection to the server was lost) before the request finished.
+	ErrSessionClosed = errors.New("session closed")
+	// ErrChecksum: an extent's bytes do not match its CRC-32C.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrAuth: the server or the client failed authentication.
+	ErrAuth = errors.New("authentication failed")
+	// ErrDraining: the server is shutting down and takes no new reads.
+	ErrDraining = errors.New("server is shutting down")
+)

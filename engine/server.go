@@ -1,0 +1,728 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/catalog"
+)
+
+// ServerConfig configures a [Server].
+type ServerConfig struct {
+	// Key is the pre-shared key clients must prove they hold.
+	Key []byte
+	// Store holds the volumes served. Required.
+	Store *catalog.Store
+	// Transport sends payload on data connections. Required.
+	Transport SendTransport
+	// Name is the server's name in handshakes and logs (default: hostname).
+	Name string
+	// MaxSessions caps concurrent sessions (default 256).
+	MaxSessions int
+	// DataConns is how many data connections each session may open
+	// (default 16).
+	DataConns int
+	// MaxInflight caps the announced-but-unsent payload bytes of one
+	// session (default 256 MiB); it is the server's back-pressure.
+	MaxInflight int64
+	// HandshakeTimeout bounds a connection's preamble and handshake
+	// (default 10s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a control connection silent for this long
+	// (default 2m; clients ping every 15s).
+	IdleTimeout time.Duration
+	// Logger receives the server's logs (default: discard).
+	Logger *slog.Logger
+	// Metrics, if set, receives the server's metrics.
+	Metrics *Metrics
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("engine: server closed")
+
+// Server serves the volumes of a catalog to blockxfer clients.
+type Server struct {
+	cfg     ServerConfig
+	crcTab  *crc32.Table
+	nextSID atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	sessions  map[*srvSession]struct{}
+	tokens    map[[blockproto.TokenLen]byte]tokenRef
+	draining  bool
+	closed    bool
+
+	conns sync.WaitGroup // connection goroutines
+	reads sync.WaitGroup // reads in flight, across sessions
+}
+
+type tokenRef struct {
+	sess  *srvSession
+	index int
+}
+
+// NewServer checks cfg and returns a server ready to Serve.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Store == nil || cfg.Transport == nil {
+		return nil, errors.New("engine: server config: store and transport are required")
+	}
+	if len(cfg.Key) == 0 {
+		return nil, errors.New("engine: server config: no key")
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.MaxSessions == 0 {
+		cfg.MaxSessions = 256
+	}
+	if cfg.DataConns == 0 {
+		cfg.DataConns = 16
+	}
+	if cfg.DataConns < 1 || cfg.DataConns > blockproto.MaxDataConns {
+		return nil, fmt.Errorf("engine: server config: data connections %d out of range 1..%d", cfg.DataConns, blockproto.MaxDataConns)
+	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = 256 << 20
+	}
+	if cfg.MaxInflight < blockproto.MaxExtentLen {
+		return nil, fmt.Errorf("engine: server config: max in-flight %d below the largest extent (%d)", cfg.MaxInflight, blockproto.MaxExtentLen)
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:       cfg,
+		crcTab:    crc32.MakeTable(crc32.Castagnoli),
+		listeners: map[net.Listener]struct{}{},
+		sessions:  map[*srvSession]struct{}{},
+		tokens:    map[[blockproto.TokenLen]byte]tokenRef{},
+	}, nil
+}
+
+// Serve accepts connections on l until Shutdown or Close; it then returns
+// ErrServerClosed. Control and data connections share the listener.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed || s.draining {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			stopping := s.closed || s.draining
+			s.mu.Unlock()
+			if stopping {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("engine: accept: %w", err)
+		}
+		s.conns.Add(1)
+		go func() {
+			defer s.conns.Done()
+			s.handle(c)
+		}()
+	}
+}
+
+// Shutdown stops accepting connections, tells every session the server is
+// draining, lets reads already accepted finish, and then closes every
+// session. If ctx ends first, the remaining reads fail with a clear error
+// and Shutdown returns ctx's error once every goroutine has stopped.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	sessions := s.sessionList()
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.write(&blockproto.Goodbye{Reason: "server shutting down"})
+	}
+	drained := make(chan struct{})
+	go func() {
+		s.reads.Wait()
+		close(drained)
+	}()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.Close()
+	return err
+}
+
+// Close closes the listeners and every session at once; reads in flight
+// fail with CodeShuttingDown. It waits for the server's goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	sessions := s.sessionList()
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.close(errors.New("server shutting down"), blockproto.CodeShuttingDown)
+	}
+	s.conns.Wait()
+	return nil
+}
+
+// sessionList returns the live sessions. s.mu must be held.
+func (s *Server) sessionList() []*srvSession {
+	l := make([]*srvSession, 0, len(s.sessions))
+	for ss := range s.sessions {
+		l = append(l, ss)
+	}
+	return l
+}
+
+// handle reads a connection's preamble and runs it as control or data.
+func (s *Server) handle(c net.Conn) {
+	log := s.cfg.Logger.With("remote", c.RemoteAddr().String())
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	p, err := blockproto.ReadPreamble(c)
+	if err != nil {
+		log.Warn("rejected connection", "err", err)
+		code := blockproto.CodeBadRequest
+		if errors.Is(err, blockproto.ErrVersion) {
+			code = blockproto.CodeVersion
+		}
+		s.cfg.Metrics.rejected("preamble")
+		blockproto.NewConn(c).WriteMsg(&blockproto.Error{Code: code, Message: err.Error()})
+		c.Close()
+		return
+	}
+	if p.Kind == blockproto.KindData {
+		s.attachData(c, p.Token, log)
+		return
+	}
+	s.runControl(c, log)
+}
+
+// attachData hands a data connection to the session that issued its token.
+// A token is good once; an unknown or used one closes the connection.
+func (s *Server) attachData(c net.Conn, tok [blockproto.TokenLen]byte, log *slog.Logger) {
+	s.mu.Lock()
+	ref, ok := s.tokens[tok]
+	delete(s.tokens, tok)
+	s.mu.Unlock()
+	if !ok {
+		log.Warn("rejected data connection: unknown or already used token")
+		s.cfg.Metrics.rejected("data-token")
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	if err := ref.sess.attach(ref.index, c); err != nil {
+		log.Warn("data connection failed", "session", ref.sess.id, "err", err)
+		c.Close()
+	}
+}
+
+// runControl authenticates a control connection and serves its session.
+func (s *Server) runControl(c net.Conn, log *slog.Logger) {
+	defer c.Close()
+	pc := blockproto.NewConn(c)
+	ss, err := s.handshake(c, pc, log)
+	if err != nil {
+		log.Warn("handshake failed", "err", err)
+		return
+	}
+	defer s.drop(ss)
+	ss.log.Info("session open", "client", ss.client)
+	ss.serve()
+}
+
+func (s *Server) handshake(c net.Conn, pc *blockproto.Conn, log *slog.Logger) (*srvSession, error) {
+	m, err := pc.ReadMsg()
+	if err != nil {
+		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
+		return nil, err
+	}
+	hello, ok := m.(*blockproto.Hello)
+	if !ok {
+		err := fmt.Errorf("expected hello, got %s", m.Type())
+		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
+		return nil, err
+	}
+	ch := &blockproto.Challenge{Caps: blockproto.CapTCP, SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
+	if ch.Nonce, err = blockproto.NewNonce(); err != nil {
+		return nil, err
+	}
+	if err := pc.WriteMsg(ch); err != nil {
+		return nil, err
+	}
+	m, err = pc.ReadMsg()
+	if err != nil {
+		return nil, err
+	}
+	auth, ok := m.(*blockproto.Auth)
+	if !ok || !blockproto.VerifyProof(auth.MAC, blockproto.ClientProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)) {
+		s.cfg.Metrics.rejected("auth")
+		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeAuth, Message: "authentication failed: the client does not hold this server's key"})
+		return nil, errors.New("authentication failed")
+	}
+	ss := &srvSession{
+		srv:      s,
+		id:       ch.SessionID,
+		client:   hello.Client,
+		conn:     c,
+		proto:    pc,
+		log:      log.With("session", ch.SessionID),
+		data:     make([]*srvData, s.cfg.DataConns),
+		reads:    map[uint64]*srvRead{},
+		inflight: semaphore.NewWeighted(s.cfg.MaxInflight),
+		done:     make(chan struct{}),
+	}
+	w := &blockproto.Welcome{MAC: blockproto.ServerProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)}
+	for range s.cfg.DataConns {
+		t, err := blockproto.NewToken()
+		if err != nil {
+			return nil, err
+		}
+		w.Tokens = append(w.Tokens, t)
+	}
+	s.mu.Lock()
+	switch {
+	case s.draining || s.closed:
+		s.mu.Unlock()
+		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeShuttingDown, Message: "server is shutting down"})
+		return nil, ErrDraining
+	case len(s.sessions) >= s.cfg.MaxSessions:
+		s.mu.Unlock()
+		s.cfg.Metrics.rejected("busy")
+		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBusy, Message: fmt.Sprintf("server busy: %d sessions open", s.cfg.MaxSessions)})
+		return nil, errors.New("too many sessions")
+	}
+	s.sessions[ss] = struct{}{}
+	for i, t := range w.Tokens {
+		s.tokens[t] = tokenRef{ss, i}
+	}
+	ss.tokens = w.Tokens
+	s.mu.Unlock()
+	s.cfg.Metrics.sessionsUp()
+	c.SetDeadline(time.Time{})
+	if err := pc.WriteMsg(w); err != nil {
+		s.drop(ss)
+		return nil, err
+	}
+	return ss, nil
+}
+
+// drop forgets a session and its unused tokens.
+func (s *Server) drop(ss *srvSession) {
+	s.mu.Lock()
+	if _, ok := s.sessions[ss]; !ok {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.sessions, ss)
+	for _, t := range ss.tokens {
+		delete(s.tokens, t)
+	}
+	s.mu.Unlock()
+	ss.close(errors.New("session ended"), blockproto.CodeShuttingDown)
+	s.cfg.Metrics.sessionsDown()
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining || s.closed
+}
+
+// srvSession is the server side of one client session.
+type srvSession struct {
+	srv      *Server
+	id       uint64
+	client   string
+	conn     net.Conn
+	proto    *blockproto.Conn
+	log      *slog.Logger
+	tokens   [][blockproto.TokenLen]byte
+	inflight *semaphore.Weighted
+
+	mu       sync.Mutex
+	data     []*srvData // by token index; nil until attached
+	reads    map[uint64]*srvRead
+	closed   bool
+	done     chan struct{}
+	announce sync.Mutex // orders stream offsets, Extent writes and queueing
+	workers  sync.WaitGroup
+}
+
+type srvData struct {
+	index  int
+	conn   net.Conn
+	sender Sender
+	queue  chan sendJob
+	stream uint64       // next stream offset; guarded by srvSession.announce
+	queued atomic.Int64 // bytes queued, for choosing the least loaded
+}
+
+type sendJob struct {
+	rd  *srvRead
+	f   *os.File
+	off int64
+	n   int64
+}
+
+type srvRead struct {
+	id     uint64
+	ctx    context.Context
+	cancel context.CancelFunc
+	sends  sync.WaitGroup
+	ioErr  atomic.Pointer[error]
+}
+
+func (ss *srvSession) write(m blockproto.Msg) error { return ss.proto.WriteMsg(m) }
+
+// attach starts the sender of data connection index.
+func (ss *srvSession) attach(index int, c net.Conn) error {
+	snd, err := ss.srv.cfg.Transport.NewSender(c)
+	if err != nil {
+		return fmt.Errorf("%s sender: %w", ss.srv.cfg.Transport.Name(), err)
+	}
+	d := &srvData{index: index, conn: c, sender: snd, queue: make(chan sendJob, jobQueue)}
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		snd.Close()
+		return errors.New("session already closed")
+	}
+	ss.data[index] = d
+	ss.workers.Add(1)
+	ss.mu.Unlock()
+	go ss.runSender(d)
+	return ss.write(&blockproto.DataAttached{Index: uint16(index)})
+}
+
+// runSender writes queued extents on one data connection until the session
+// closes its queue. After a failure it keeps draining the queue, failing each
+// job, so the reads waiting on them finish.
+func (ss *srvSession) runSender(d *srvData) {
+	defer ss.workers.Done()
+	defer d.sender.Close()
+	var broken error
+	for j := range d.queue {
+		if broken != nil {
+			ss.finishJob(d, j, broken)
+			continue
+		}
+		err := d.sender.SendExtent(j.f, j.off, j.n)
+		if err != nil && !errors.Is(err, ErrSource) {
+			broken = fmt.Errorf("data connection %d: %w", d.index, err)
+			ss.log.Warn("data connection failed", "index", d.index, "err", err)
+			ss.finishJob(d, j, broken)
+			go ss.close(broken, blockproto.CodeIO)
+			continue
+		}
+		if err == nil {
+			ss.srv.cfg.Metrics.sent(ss.srv.cfg.Transport.Name(), j.n)
+		}
+		ss.finishJob(d, j, err)
+	}
+}
+
+func (ss *srvSession) finishJob(d *srvData, j sendJob, err error) {
+	if err != nil {
+		j.rd.ioErr.CompareAndSwap(nil, &err)
+	}
+	d.queued.Add(-j.n)
+	ss.inflight.Release(j.n)
+	j.rd.sends.Done()
+}
+
+// serve reads control messages until the connection ends.
+func (ss *srvSession) serve() {
+	idle := ss.srv.cfg.IdleTimeout
+	for {
+		ss.conn.SetReadDeadline(time.Now().Add(idle))
+		m, err := ss.proto.ReadMsg()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				ss.log.Warn("control connection", "err", err)
+				ss.write(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
+			}
+			return
+		}
+		switch m := m.(type) {
+		case *blockproto.Read:
+			ss.startRead(m)
+		case *blockproto.Cancel:
+			ss.mu.Lock()
+			rd := ss.reads[m.ID]
+			ss.mu.Unlock()
+			if rd != nil {
+				rd.cancel()
+			}
+		case *blockproto.ListVolumes:
+			ss.write(ss.list())
+		case *blockproto.StatVolume:
+			ss.write(ss.stat(m.Name))
+		case *blockproto.Ping:
+			ss.write(&blockproto.Pong{Seq: m.Seq})
+		case *blockproto.Pong:
+		default:
+			ss.log.Warn("unexpected message", "type", m.Type())
+			ss.write(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: "unexpected " + m.Type().String()})
+			return
+		}
+	}
+}
+
+// close ends the session: reads in flight fail, connections close, and the
+// senders drain their queues. It waits for the senders.
+func (ss *srvSession) close(why error, code blockproto.Code) {
+	ss.mu.Lock()
+	if ss.closed {
+		ss.mu.Unlock()
+		return
+	}
+	ss.closed = true
+	reads := make([]*srvRead, 0, len(ss.reads))
+	for _, rd := range ss.reads {
+		reads = append(reads, rd)
+	}
+	data := append([]*srvData(nil), ss.data...)
+	ss.mu.Unlock()
+	close(ss.done)
+	for _, rd := range reads {
+		rd.cancel()
+	}
+	ss.write(&blockproto.Error{Code: code, Message: why.Error()})
+	ss.conn.Close()
+	for _, d := range data {
+		if d != nil {
+			d.conn.Close()
+		}
+	}
+	// Closed connections unblock the senders; once no enqueue is running
+	// (they hold announce and see closed), the queues can be closed.
+	ss.announce.Lock()
+	for _, d := range data {
+		if d != nil {
+			close(d.queue)
+		}
+	}
+	ss.announce.Unlock()
+	ss.workers.Wait()
+	ss.log.Info("session closed", "reason", why)
+}
+
+func (ss *srvSession) list() blockproto.Msg {
+	vols, err := ss.srv.cfg.Store.Catalog().List()
+	if err != nil {
+		return &blockproto.Error{Code: blockproto.CodeInternal, Message: err.Error()}
+	}
+	l := &blockproto.VolumeList{}
+	for _, v := range vols {
+		l.Volumes = append(l.Volumes, volumeStat(v))
+	}
+	return l
+}
+
+func (ss *srvSession) stat(name string) blockproto.Msg {
+	v, err := ss.srv.cfg.Store.Catalog().Get(name)
+	if err != nil {
+		return catalogError(0, err)
+	}
+	return &blockproto.VolumeInfo{Volume: volumeStat(v)}
+}
+
+func volumeStat(v *catalog.Volume) blockproto.VolumeStat {
+	return blockproto.VolumeStat{Name: v.Name, Size: uint64(v.Size), ExtentSize: uint32(v.ExtentSize), Generation: v.Generation}
+}
+
+func catalogError(id uint64, err error) *blockproto.Error {
+	code := blockproto.CodeInternal
+	switch {
+	case errors.Is(err, catalog.ErrNotFound):
+		code = blockproto.CodeNotFound
+	case errors.Is(err, catalog.ErrBadName):
+		code = blockproto.CodeBadRequest
+	}
+	return &blockproto.Error{ID: id, Code: code, Message: err.Error()}
+}
+
+// startRead registers a read and serves it in its own goroutine.
+func (ss *srvSession) startRead(m *blockproto.Read) {
+	if ss.srv.isDraining() {
+		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server is shutting down: no new reads"})
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if !m.Deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(context.Background(), m.Deadline)
+	}
+	rd := &srvRead{id: m.ID, ctx: ctx, cancel: cancel}
+	ss.mu.Lock()
+	if ss.closed || ss.reads[m.ID] != nil {
+		dup := !ss.closed
+		ss.mu.Unlock()
+		cancel()
+		if dup {
+			ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBadRequest, Message: fmt.Sprintf("read id %d already in use", m.ID)})
+		}
+		return
+	}
+	ss.reads[m.ID] = rd
+	ss.srv.reads.Add(1)
+	ss.mu.Unlock()
+	go func() {
+		defer ss.srv.reads.Done()
+		start := time.Now()
+		reply := ss.serveRead(rd, m)
+		ss.mu.Lock()
+		delete(ss.reads, m.ID)
+		ss.mu.Unlock()
+		cancel()
+		outcome := "done"
+		if e, ok := reply.(*blockproto.Error); ok {
+			outcome = e.Code.String()
+			ss.log.Info("read failed", "id", m.ID, "volume", m.Volume, "offset", m.Offset, "length", m.Length, "err", e.Message)
+		}
+		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), outcome, time.Since(start))
+		ss.write(reply)
+	}()
+}
+
+// serveRead announces and queues every extent of a read and waits for them
+// to be sent. It returns the read's final message: ReadDone or Error.
+func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg {
+	f, v, err := ss.srv.cfg.Store.Open(m.Volume)
+	if err != nil {
+		return catalogError(m.ID, err)
+	}
+	defer f.Close()
+	if m.Offset >= uint64(v.Size) || m.Length > uint64(v.Size)-m.Offset {
+		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeOutOfRange,
+			Message: fmt.Sprintf("read [%d,+%d) past the end of volume %s (%d bytes)", m.Offset, m.Length, v.Name, v.Size)}
+	}
+	var stopErr error
+	var total uint64
+	for off, end := int64(m.Offset), int64(m.Offset+m.Length); off < end; {
+		i := int(off / v.ExtentSize)
+		extOff, extLen := v.ExtentRange(i)
+		n := min(extOff+extLen, end) - off
+		if err := rd.ctx.Err(); err != nil {
+			stopErr = err
+			break
+		}
+		crc := v.ExtentCRC(i)
+		if off != extOff || n != extLen {
+			if crc, err = ss.partialCRC(f, off, n); err != nil {
+				stopErr = err
+				break
+			}
+		}
+		if err := ss.inflight.Acquire(rd.ctx, n); err != nil {
+			stopErr = err
+			break
+		}
+		if err := ss.enqueue(rd, f, off, n, crc); err != nil {
+			ss.inflight.Release(n)
+			stopErr = err
+			break
+		}
+		total += uint64(n)
+		off += n
+	}
+	rd.sends.Wait()
+	switch {
+	case errors.Is(stopErr, context.DeadlineExceeded):
+		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeTimedOut, Message: "deadline expired after " + fmt.Sprint(total) + " bytes"}
+	case errors.Is(stopErr, context.Canceled):
+		if ss.srv.isDraining() {
+			return &blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server shutting down"}
+		}
+		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeCancelled, Message: "cancelled"}
+	case stopErr != nil:
+		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeIO, Message: stopErr.Error()}
+	}
+	if p := rd.ioErr.Load(); p != nil {
+		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeIO, Message: (*p).Error()}
+	}
+	return &blockproto.ReadDone{ID: m.ID, Bytes: total}
+}
+
+// partialCRC computes the CRC-32C of part of an extent (the catalog holds
+// whole-extent sums).
+func (ss *srvSession) partialCRC(f *os.File, off, n int64) (uint32, error) {
+	h := crc32.New(ss.srv.crcTab)
+	if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
+		return 0, fmt.Errorf("read volume at %d: %w", off, err)
+	}
+	return h.Sum32(), nil
+}
+
+// enqueue announces one extent on the least loaded data connection and
+// queues its bytes there. The announcement goes out before the bytes.
+func (ss *srvSession) enqueue(rd *srvRead, f *os.File, off, n int64, crc uint32) error {
+	ss.announce.Lock()
+	defer ss.announce.Unlock()
+	ss.mu.Lock()
+	var d *srvData
+	for _, c := range ss.data {
+		if c != nil && (d == nil || c.queued.Load() < d.queued.Load()) {
+			d = c
+		}
+	}
+	closed := ss.closed
+	ss.mu.Unlock()
+	if closed {
+		return context.Canceled
+	}
+	if d == nil {
+		return errors.New("no data connection attached")
+	}
+	e := &blockproto.Extent{ID: rd.id, DataConn: uint16(d.index), StreamOffset: d.stream,
+		VolumeOffset: uint64(off), Length: uint32(n), CRC32C: crc}
+	if err := ss.write(e); err != nil {
+		return err
+	}
+	d.stream += uint64(n)
+	d.queued.Add(n)
+	rd.sends.Add(1)
+	// The sender always makes progress (a closed connection fails fast),
+	// so this cannot block for good; close waits for announce before it
+	// closes the queue.
+	d.queue <- sendJob{rd: rd, f: f, off: off, n: n}
+	return nil
+}

@@ -1,0 +1,10 @@
+// Package tcp is the plain TCP transport: the fallback that always works, and
+// the baseline devmem is measured against.
+//
+// The server sends each extent straight from the volume's backing file with
+// sendfile(2), at an explicit offset, so one open file serves every data
+// connection without seeking. The client receives straight into the
+// destination when the provider's memory is mapped in this process
+// ([engine.Mapper]); otherwise through a host staging buffer and
+// [engine.Provider.CopyIn].
+package tcp

@@ -1,0 +1,71 @@
+package tcp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/engine"
+)
+
+// maxSendfile caps one sendfile(2) call, as the kernel does (0x7ffff000).
+const maxSendfile = 1 << 30
+
+func newSender(conn net.Conn) (engine.Sender, error) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return &copySender{conn: conn}, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("tcp: sender: %w", err)
+	}
+	return &sendfileSender{conn: conn, rc: rc}, nil
+}
+
+// sendfileSender sends with sendfile(2) from an explicit file offset, so
+// several connections share one *os.File without seeking it.
+type sendfileSender struct {
+	conn net.Conn
+	rc   syscall.RawConn
+}
+
+func (s *sendfileSender) SendExtent(f *os.File, off, n int64) error {
+	src := int(f.Fd())
+	defer runtime.KeepAlive(f)
+	for n > 0 {
+		var sent int
+		var serr error
+		err := s.rc.Write(func(fd uintptr) bool {
+			o := off
+			sent, serr = unix.Sendfile(int(fd), src, &o, int(min(n, maxSendfile)))
+			return !errors.Is(serr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = serr
+		}
+		if sent > 0 {
+			off += int64(sent)
+			n -= int64(sent)
+		}
+		switch {
+		case err == nil && sent == 0:
+			// sendfile reads nothing at end of file: the backing shrank.
+			return pad(s.conn, n, fmt.Errorf("volume file ends at %d", off))
+		case err != nil:
+			// sendfile reports one errno for both ends; ask the file.
+			if _, perr := unix.Pread(src, make([]byte, 1), off); perr != nil {
+				return pad(s.conn, n, os.NewSyscallError("pread", perr))
+			}
+			return fmt.Errorf("tcp: sendfile: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *sendfileSender) Close() error { return nil }

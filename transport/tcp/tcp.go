@@ -1,0 +1,161 @@
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"github.com/blockxfer/blockxfer/engine"
+)
+
+// DefaultStaging is the staging buffer size of a receiver whose provider is
+// not CPU-mappable.
+const DefaultStaging = 1 << 20
+
+// Transport is the plain TCP transport. The zero value is ready to use.
+type Transport struct {
+	// Staging is the staging buffer size per data connection for providers
+	// that are not CPU-mappable (default DefaultStaging).
+	Staging int
+}
+
+var (
+	_ engine.RecvTransport = (*Transport)(nil)
+	_ engine.SendTransport = (*Transport)(nil)
+)
+
+// Name returns engine.TransportTCP.
+func (*Transport) Name() string { return engine.TransportTCP }
+
+// NewReceiver returns a receiver that reads conn into p's buffers.
+func (t *Transport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Receiver, error) {
+	r := &receiver{conn: conn, p: p}
+	if m, ok := p.(engine.Mapper); ok && p.Capabilities().CPUMappable {
+		r.mapper = m
+	} else {
+		size := t.Staging
+		if size <= 0 {
+			size = DefaultStaging
+		}
+		r.staging = make([]byte, size)
+	}
+	return r, nil
+}
+
+type receiver struct {
+	conn    net.Conn
+	p       engine.Provider
+	mapper  engine.Mapper
+	staging []byte
+	scratch []byte
+}
+
+// Receive reads n stream bytes into dst at off. A provider failure still
+// consumes the n bytes, so the stream stays in step.
+func (r *receiver) Receive(ctx context.Context, dst engine.BufferID, off, n int64) error {
+	if r.mapper != nil {
+		b, err := r.mapper.Bytes(dst)
+		if err == nil && (off < 0 || off+n > int64(len(b))) {
+			err = fmt.Errorf("%d bytes at %d in a %d-byte buffer: %w", n, off, len(b), engine.ErrOutOfBounds)
+		}
+		if err != nil {
+			return r.spoil(ctx, n, err)
+		}
+		if _, err := io.ReadFull(r.conn, b[off:off+n]); err != nil {
+			return fmt.Errorf("tcp: receive: %w", err)
+		}
+		return nil
+	}
+	for n > 0 {
+		chunk := r.staging[:min(n, int64(len(r.staging)))]
+		if _, err := io.ReadFull(r.conn, chunk); err != nil {
+			return fmt.Errorf("tcp: receive: %w", err)
+		}
+		if err := r.p.CopyIn(ctx, dst, off, chunk); err != nil {
+			return r.spoil(ctx, n-int64(len(chunk)), err)
+		}
+		off += int64(len(chunk))
+		n -= int64(len(chunk))
+	}
+	return nil
+}
+
+// spoil drains the rest of an extent the provider could not take.
+func (r *receiver) spoil(ctx context.Context, rest int64, perr error) error {
+	if err := r.Discard(ctx, rest); err != nil {
+		return err
+	}
+	return fmt.Errorf("tcp: %s: %w: %w", r.p.Name(), engine.ErrProvider, perr)
+}
+
+// Discard reads and drops n stream bytes.
+func (r *receiver) Discard(_ context.Context, n int64) error {
+	if r.scratch == nil {
+		r.scratch = make([]byte, 64<<10)
+	}
+	for n > 0 {
+		k, err := r.conn.Read(r.scratch[:min(n, int64(len(r.scratch)))])
+		n -= int64(k)
+		if err != nil && n > 0 {
+			return fmt.Errorf("tcp: discard: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close releases the receiver's buffers.
+func (r *receiver) Close() error {
+	r.staging, r.scratch = nil, nil
+	return nil
+}
+
+// NewSender returns a sender for conn.
+func (t *Transport) NewSender(conn net.Conn) (engine.Sender, error) {
+	return newSender(conn)
+}
+
+// zeros pads an extent whose source failed.
+var zeros = make([]byte, 64<<10)
+
+// pad writes n zero bytes so the stream stays in step after a source
+// failure, and returns the source error wrapped with engine.ErrSource.
+func pad(conn net.Conn, n int64, srcErr error) error {
+	for n > 0 {
+		k, err := conn.Write(zeros[:min(n, int64(len(zeros)))])
+		n -= int64(k)
+		if err != nil {
+			return fmt.Errorf("tcp: pad after source failure (%v): %w", srcErr, err)
+		}
+	}
+	return fmt.Errorf("tcp: %w: %w", engine.ErrSource, srcErr)
+}
+
+// copySender sends through user space, for connections that are not TCP
+// sockets (such as net.Pipe in tests).
+type copySender struct{ conn net.Conn }
+
+func (s *copySender) SendExtent(f *os.File, off, n int64) error {
+	buf := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k, err := f.ReadAt(buf[:min(n, int64(len(buf)))], off)
+		if k > 0 {
+			if _, werr := s.conn.Write(buf[:k]); werr != nil {
+				return fmt.Errorf("tcp: send: %w", werr)
+			}
+			off += int64(k)
+			n -= int64(k)
+		}
+		if err != nil && n > 0 {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("volume file ends at %d", off)
+			}
+			return pad(s.conn, n, err)
+		}
+	}
+	return nil
+}
+
+func (s *copySender) Close() error { return nil }
