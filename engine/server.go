@@ -445,6 +445,8 @@ func (ss *srvSession) runSender(d *srvData) {
 			ss.finishJob(d, j, broken)
 			continue
 		}
+		// A client that stops reading is cut off after the idle timeout.
+		d.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
 		err := d.sender.SendExtent(j.f, j.off, j.n)
 		if err != nil && !errors.Is(err, ErrSource) {
 			broken = fmt.Errorf("data connection %d: %w", d.index, err)

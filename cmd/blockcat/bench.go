@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/internal/cli"
+)
+
+// benchRow is one request size's figures.
+type benchRow struct {
+	Size           int64   `json:"size"`
+	Requests       int     `json:"requests"`
+	Bytes          int64   `json:"bytes"`
+	Seconds        float64 `json:"seconds"`
+	BytesPerSecond float64 `json:"bytes_per_second"`
+	P50            float64 `json:"p50_seconds"`
+	P99            float64 `json:"p99_seconds"`
+	Transport      string  `json:"transport"`
+	FallbackReason string  `json:"fallback_reason,omitempty"`
+}
+
+func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("blockcat bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	sizes := fs.String("sizes", "4KiB,64KiB,1MiB,16MiB", "comma-separated request sizes")
+	duration := fs.Duration("duration", 3*time.Second, "time spent on each size")
+	concurrency := fs.Int("concurrency", 8, "requests in flight")
+	fs.BoolVar(&c.verify, "verify", false, "check every extent's CRC-32C")
+	seed := fs.Uint64("seed", 1, "seed for the random offsets")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--sizes LIST] [--duration D] [--concurrency N] [--json]")
+	if err != nil {
+		return usageErr(err)
+	}
+	var reqSizes []int64
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := cli.ParseSize(f)
+		if err != nil || n <= 0 {
+			return usageErr(fmt.Errorf("--sizes: bad size %q", f))
+		}
+		reqSizes = append(reqSizes, n)
+	}
+	if *concurrency < 1 || *duration <= 0 {
+		return usageErr(errors.New("--concurrency and --duration must be positive"))
+	}
+	ctx, cancel := c.context(ctx)
+	defer cancel()
+	s, p, err := c.dial(ctx, pos[0], stderr)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	defer s.Close()
+	vol, err := s.Stat(ctx, pos[1])
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(*seed, 0))
+	var rows []benchRow
+	for _, size := range reqSizes {
+		if size > int64(vol.Size) {
+			return fmt.Errorf("request size %d is larger than volume %s (%d bytes)", size, vol.Name, vol.Size)
+		}
+		row, err := benchSize(ctx, s, p, vol.Name, int64(vol.Size), size, *concurrency, *duration, rng)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row)
+	}
+	if *asJSON {
+		return writeJSON(stdout, rows)
+	}
+	fmt.Fprintf(stdout, "volume %s, %d data connections, %d requests in flight, transport %s\n",
+		vol.Name, c.dataConns, *concurrency, rows[0].Transport)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SIZE\tREQUESTS\tTHROUGHPUT\tP50\tP99\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%s/s\t%s\t%s\t\n", cli.FormatBytes(float64(r.Size)), r.Requests,
+			cli.FormatBytes(r.BytesPerSecond), fmtDur(r.P50), fmtDur(r.P99))
+	}
+	return tw.Flush()
+}
+
+// benchSize keeps concurrency reads of size bytes at random offsets in
+// flight for d and reports throughput and latency percentiles.
+func benchSize(ctx context.Context, s *engine.Session, p engine.Provider, volume string, volSize, size int64,
+	concurrency int, d time.Duration, rng *rand.Rand) (benchRow, error) {
+	row := benchRow{Size: size}
+	bufs := make([]engine.Buffer, concurrency)
+	for i := range bufs {
+		b, err := p.Alloc(ctx, size, false)
+		if err != nil {
+			return row, err
+		}
+		bufs[i] = b
+		defer p.Free(context.Background(), b.ID)
+	}
+	slots := (volSize - size) / size
+	submit := func(buf engine.Buffer) *engine.Handle {
+		off := rng.Int64N(slots+1) * size
+		return s.Submit(ctx, []engine.Request{{Volume: volume, Offset: off, Length: size, Dst: buf}})[0]
+	}
+	handles := make([]*engine.Handle, concurrency)
+	for i := range handles {
+		handles[i] = submit(bufs[i])
+	}
+	var lat []time.Duration
+	start := time.Now()
+	stop := start.Add(d)
+	for live := concurrency; live > 0; {
+		for i, h := range handles {
+			if h == nil {
+				continue
+			}
+			r := h.Result()
+			if r.Err != nil {
+				return row, r.Err
+			}
+			lat = append(lat, r.Duration())
+			row.Bytes += r.Bytes
+			row.Transport, row.FallbackReason = r.Transport, r.FallbackReason
+			if time.Now().Before(stop) {
+				handles[i] = submit(bufs[i])
+			} else {
+				handles[i] = nil
+				live--
+			}
+		}
+	}
+	row.Seconds = time.Since(start).Seconds()
+	row.Requests = len(lat)
+	row.BytesPerSecond = float64(row.Bytes) / row.Seconds
+	slices.Sort(lat)
+	row.P50 = lat[len(lat)*50/100].Seconds()
+	row.P99 = lat[min(len(lat)-1, len(lat)*99/100)].Seconds()
+	return row, nil
+}
+
+func fmtDur(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Microsecond).String()
+}

@@ -1,0 +1,166 @@
+// Command blockcat fetches blockxfer volumes into accelerator (or host)
+// memory, writes them out, verifies them and benchmarks the path.
+//
+//	blockcat ls SERVER
+//	blockcat get SERVER VOLUME [--offset N --length N] [-o FILE|-] [--verify] [--json]
+//	blockcat bench SERVER VOLUME [--sizes LIST] [--duration D] [--json]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/transport/tcp"
+)
+
+const usage = `blockcat fetches blockxfer volumes into memory.
+
+Usage:
+  blockcat ls SERVER [--json]
+  blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]
+  blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
+
+Common flags: --key-file FILE (or $BLOCKXFER_KEY_FILE), --data-conns N,
+--timeout D, --log-level LEVEL. Run 'blockcat COMMAND -h' for all flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "ls":
+		err = ls(ctx, args[1:], stdout, stderr)
+	case "get":
+		err = get(ctx, args[1:], stdout, stderr)
+	case "bench":
+		err = bench(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "blockcat: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "blockcat: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "blockcat: %v\n", err)
+	return 1
+}
+
+var errUsage = errors.New("bad usage")
+
+func usageErr(err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errUsage, err)
+}
+
+// common holds the flags every command that talks to a server shares.
+type common struct {
+	keyFile   string
+	dataConns int
+	timeout   time.Duration
+	logLevel  string
+	verify    bool
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default $"+cli.KeyEnv+")")
+	fs.IntVar(&c.dataConns, "data-conns", 4, "parallel data connections")
+	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+}
+
+// dial opens a session with the built-in host-memory provider over TCP.
+// The caller closes both.
+func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*engine.Session, *hostmem.Provider, error) {
+	key, err := cli.LoadKey(c.keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := cli.NewLogger(stderr, "text", c.logLevel)
+	if err != nil {
+		return nil, nil, usageErr(err)
+	}
+	p := hostmem.New()
+	s, err := engine.Dial(ctx, server, engine.Config{
+		Key:       key,
+		Provider:  p,
+		Transport: &tcp.Transport{},
+		DataConns: c.dataConns,
+		Verify:    c.verify,
+		Name:      "blockcat",
+		Logger:    log,
+	})
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return s, p, nil
+}
+
+func (c *common) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.timeout > 0 {
+		return context.WithTimeout(ctx, c.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("blockcat ls", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := cli.Parse(fs, args, 1, "SERVER [--json]")
+	if err != nil {
+		return usageErr(err)
+	}
+	ctx, cancel := c.context(ctx)
+	defer cancel()
+	c.dataConns = 1
+	s, p, err := c.dial(ctx, pos[0], stderr)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	defer s.Close()
+	vols, err := s.Volumes(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, vols)
+	}
+	fmt.Fprintf(stdout, "%-32s %12s %10s %5s\n", "NAME", "SIZE", "EXTENT", "GEN")
+	for _, v := range vols {
+		fmt.Fprintf(stdout, "%-32s %12s %10s %5d\n", v.Name, cli.FormatBytes(float64(v.Size)),
+			cli.FormatBytes(float64(v.ExtentSize)), v.Generation)
+	}
+	return nil
+}

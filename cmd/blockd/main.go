@@ -1,0 +1,86 @@
+// Command blockd is the blockxfer storage server. It keeps a catalog of
+// volumes in a data directory and serves them to blockcat and other engine
+// clients.
+//
+//	blockd keygen -o FILE
+//	blockd volume create NAME --size SIZE [--fill zero|random] --data DIR
+//	blockd volume import NAME SRC [--link] --data DIR
+//	blockd volume list|inspect|rm ... --data DIR
+//	blockd serve --data DIR --listen ADDR [--key-file FILE] [--metrics ADDR]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `blockd is the blockxfer storage server.
+
+Usage:
+  blockd serve --data DIR --listen ADDR [--key-file FILE] [--metrics ADDR] [flags]
+  blockd volume create NAME --size SIZE [--extent-size SIZE] [--fill zero|random] --data DIR
+  blockd volume import NAME SRC [--link] [--extent-size SIZE] --data DIR
+  blockd volume list [--json] --data DIR
+  blockd volume inspect NAME [--verify] [--json] --data DIR
+  blockd volume rm NAME --data DIR
+  blockd keygen -o FILE
+
+Run 'blockd COMMAND -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the exit status: 0 success,
+// 1 failure, 2 bad usage.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr)
+	case "volume":
+		err = volume(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		err = keygen(args[1:], stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "blockd: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "blockd: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "blockd: %v\n", err)
+	return 1
+}
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("bad usage")
+
+func usageErr(err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errUsage, err)
+}

@@ -1,0 +1,169 @@
+// Package cli holds what blockd and blockcat share: key files, byte sizes,
+// flag parsing with flags after positional arguments, and logging.
+package cli
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// KeyLen is the length of a generated pre-shared key in bytes.
+const KeyLen = 32
+
+// KeyEnv names the environment variable that may give the key file's path.
+const KeyEnv = "BLOCKXFER_KEY_FILE"
+
+// NewKey returns a random key, hex-encoded with a trailing newline, as
+// written to key files.
+func NewKey() ([]byte, error) {
+	k := make([]byte, KeyLen)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return []byte(hex.EncodeToString(k) + "\n"), nil
+}
+
+// WriteKeyFile writes a new key to path with mode 0600; it refuses to
+// overwrite an existing file.
+func WriteKeyFile(path string) error {
+	k, err := NewKey()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	if _, err := f.Write(k); err != nil {
+		f.Close()
+		return fmt.Errorf("write key: %w", err)
+	}
+	return f.Close()
+}
+
+// LoadKey reads a hex key file. An empty path falls back to $BLOCKXFER_KEY_FILE.
+func LoadKey(path string) ([]byte, error) {
+	if path == "" {
+		path = os.Getenv(KeyEnv)
+	}
+	if path == "" {
+		return nil, fmt.Errorf("no key: pass --key-file or set %s (create one with 'blockd keygen -o FILE')", KeyEnv)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: not hex: %w", path, err)
+	}
+	if len(k) < 16 {
+		return nil, fmt.Errorf("key file %s: key has %d bytes, need at least 16", path, len(k))
+	}
+	return k, nil
+}
+
+var units = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"B", 1},
+}
+
+// ParseSize parses a byte count such as "4096", "64KiB", "256M" or "1GiB"
+// (single-letter suffixes are binary).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q: want a byte count such as 4096, 64KiB or 1GiB", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q too large", s)
+	}
+	return n * mult, nil
+}
+
+// FormatBytes renders n in binary units, e.g. "256.0 MiB".
+func FormatBytes(n float64) string {
+	const k = 1024
+	for _, u := range []string{"B", "KiB", "MiB", "GiB", "TiB"} {
+		if math.Abs(n) < k || u == "TiB" {
+			if u == "B" {
+				return fmt.Sprintf("%.0f B", n)
+			}
+			return fmt.Sprintf("%.1f %s", n, u)
+		}
+		n /= k
+	}
+	return ""
+}
+
+// SizeFlag is a flag.Value holding a byte count parsed with ParseSize.
+type SizeFlag int64
+
+// String implements flag.Value.
+func (s *SizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+// Set implements flag.Value.
+func (s *SizeFlag) Set(v string) error {
+	n, err := ParseSize(v)
+	*s = SizeFlag(n)
+	return err
+}
+
+// Parse parses args with fs, allowing flags after positional arguments, and
+// returns the positional arguments. want is the number of positional
+// arguments required, and usage names them for the error.
+func Parse(fs *flag.FlagSet, args []string, want int, usage string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(pos) != want {
+		return nil, fmt.Errorf("usage: %s %s", fs.Name(), usage)
+	}
+	return pos, nil
+}
+
+// NewLogger returns a slog logger writing to w in "text" or "json" format
+// at the given level ("debug", "info", "warn", "error").
+func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad log level %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("bad log format %q: want text or json", format)
+}
