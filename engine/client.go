@@ -83,15 +83,16 @@ type Session struct {
 	server string
 	data   []*dataConn
 
-	mu      sync.Mutex
-	nextID  uint64
-	reqs    map[uint64]*request
-	callQ   []chan blockproto.Msg // FIFO of list/stat waiters
-	closed  bool
-	err     error // why the session ended
-	done    chan struct{}
-	lastRx  time.Time
-	closeWG sync.WaitGroup
+	mu       sync.Mutex
+	nextID   uint64
+	reqs     map[uint64]*request
+	callQ    []chan blockproto.Msg // FIFO of list/stat waiters
+	closed   bool
+	draining bool  // the server said Goodbye
+	err      error // why the session ended
+	done     chan struct{}
+	lastRx   time.Time
+	closeWG  sync.WaitGroup
 }
 
 // Dial connects to the blockd at addr, authenticates, and opens the data
@@ -271,13 +272,15 @@ func (s *Session) fail(err error) {
 	s.callQ = nil
 	s.mu.Unlock()
 
+	// End the requests first, so a receive unblocked below cannot
+	// record a lesser error in their place.
+	for _, r := range reqs {
+		r.end(StateFailed, err)
+	}
 	close(s.done)
 	s.ctl.Close()
 	for _, dc := range s.data {
 		dc.close()
-	}
-	for _, r := range reqs {
-		r.end(StateFailed, err)
 	}
 	for _, c := range calls {
 		close(c)
@@ -349,7 +352,7 @@ func (s *Session) readControl() {
 	for {
 		m, err := s.proto.ReadMsg()
 		if err != nil {
-			s.fail(fmt.Errorf("%w: control connection: %w", ErrSessionClosed, err))
+			s.closeAfterDrain(fmt.Errorf("%w: control connection: %w", ErrSessionClosed, err))
 			return
 		}
 		s.mu.Lock()
@@ -376,12 +379,50 @@ func (s *Session) readControl() {
 			s.proto.WriteMsg(&blockproto.Pong{Seq: m.Seq})
 		case *blockproto.Pong:
 		case *blockproto.Goodbye:
+			s.mu.Lock()
+			s.draining = true
+			s.mu.Unlock()
 			s.cfg.Logger.Info("server is draining", "server", s.addr, "reason", m.Reason)
 		default:
 			s.fail(fmt.Errorf("%w: protocol: unexpected %s from server", ErrSessionClosed, m.Type()))
 			return
 		}
 	}
+}
+
+// closeAfterDrain ends the session when its control connection ends. If the
+// server said Goodbye first, reads it finished (ReadDone received) may still
+// have payload in flight on the data connections: they get up to the stall
+// timeout to land before the session closes. Reads the server never
+// finished fail with ErrDraining.
+func (s *Session) closeAfterDrain(cause error) {
+	s.mu.Lock()
+	draining := s.draining && !s.closed
+	reqs := make([]*request, 0, len(s.reqs))
+	for _, r := range s.reqs {
+		reqs = append(reqs, r)
+	}
+	s.mu.Unlock()
+	if draining {
+		timeout := time.NewTimer(s.cfg.StallTimeout)
+		defer timeout.Stop()
+	wait:
+		for _, r := range reqs {
+			r.mu.Lock()
+			finished := r.serverSaid
+			r.mu.Unlock()
+			if !finished {
+				r.abort(StateFailed, fmt.Errorf("engine: read %s [%d,+%d): %w", r.res.Volume, r.offset, r.length, ErrDraining))
+				continue
+			}
+			select {
+			case <-r.done:
+			case <-timeout.C:
+				break wait
+			}
+		}
+	}
+	s.fail(cause)
 }
 
 // answer hands a call's reply to the oldest waiter.

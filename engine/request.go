@@ -136,8 +136,11 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	}
 	deadline, _ := ctx.Deadline()
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		err := s.err
+		if !s.closed {
+			err = fmt.Errorf("engine: read %s: %w", q.Volume, ErrDraining)
+		}
 		s.mu.Unlock()
 		r.end(StateFailed, err)
 		return r
@@ -153,9 +156,17 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
 		return r
 	}
-	r.stop = context.AfterFunc(ctx, func() {
+	stop := context.AfterFunc(ctx, func() {
 		r.abort(ctxState(ctx.Err()), fmt.Errorf("engine: read %s [%d,+%d): %w", q.Volume, q.Offset, q.Length, ctx.Err()))
 	})
+	r.mu.Lock()
+	if r.finished {
+		r.mu.Unlock()
+		stop()
+		return r
+	}
+	r.stop = stop
+	r.mu.Unlock()
 	return r
 }
 
@@ -229,7 +240,9 @@ func (r *request) extentDone(t ExtentTiming, err error) {
 	}
 	r.mu.Lock()
 	r.received += t.Length
-	r.res.Extents = append(r.res.Extents, t)
+	if r.state == StatePending {
+		r.res.Extents = append(r.res.Extents, t)
+	}
 	r.maybeFinish()
 	r.mu.Unlock()
 }

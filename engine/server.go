@@ -179,6 +179,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-drained:
+		// Every read is sent. Half-close the sessions so clients read
+		// the rest of their payload before EOF, and let them hang up.
+		s.mu.Lock()
+		sessions = s.sessionList()
+		s.mu.Unlock()
+		for _, ss := range sessions {
+			ss.closeWrite()
+		}
+		hungUp := make(chan struct{})
+		go func() {
+			s.conns.Wait()
+			close(hungUp)
+		}()
+		select {
+		case <-hungUp:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -361,6 +379,13 @@ func (s *Server) drop(ss *srvSession) {
 	s.cfg.Metrics.sessionsDown()
 }
 
+// Sessions returns the number of sessions open.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
 func (s *Server) isDraining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -412,6 +437,25 @@ type srvRead struct {
 }
 
 func (ss *srvSession) write(m blockproto.Msg) error { return ss.proto.WriteMsg(m) }
+
+// closeWrite half-closes the session's connections: everything written so
+// far is delivered, then the client sees EOF.
+func (ss *srvSession) closeWrite() {
+	type halfCloser interface{ CloseWrite() error }
+	ss.mu.Lock()
+	conns := []net.Conn{ss.conn}
+	for _, d := range ss.data {
+		if d != nil {
+			conns = append(conns, d.conn)
+		}
+	}
+	ss.mu.Unlock()
+	for _, c := range conns {
+		if hc, ok := c.(halfCloser); ok {
+			hc.CloseWrite()
+		}
+	}
+}
 
 // attach starts the sender of data connection index.
 func (ss *srvSession) attach(index int, c net.Conn) error {
@@ -667,6 +711,11 @@ func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg 
 		off += n
 	}
 	rd.sends.Wait()
+	if stopErr == nil {
+		// A read that missed its deadline (or was cancelled) while its
+		// last bytes were on the way reports so; the client gave up on it.
+		stopErr = rd.ctx.Err()
+	}
 	switch {
 	case errors.Is(stopErr, context.DeadlineExceeded):
 		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeTimedOut, Message: "deadline expired after " + fmt.Sprint(total) + " bytes"}

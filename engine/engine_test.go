@@ -1,0 +1,670 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/catalog"
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/transport/tcp"
+)
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+// env is a server on loopback with one or more volumes.
+type env struct {
+	t     *testing.T
+	addr  string
+	srv   *engine.Server
+	store *catalog.Store
+	done  chan error
+}
+
+type envOpts struct {
+	transport engine.SendTransport
+	cfg       func(*engine.ServerConfig)
+}
+
+func newEnv(t *testing.T, o envOpts) *env {
+	t.Helper()
+	checkLeaks(t)
+	store, err := catalog.OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.transport == nil {
+		o.transport = &tcp.Transport{}
+	}
+	cfg := engine.ServerConfig{Key: testKey, Store: store, Transport: o.transport, Name: "test"}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	srv, err := engine.NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, addr: l.Addr().String(), srv: srv, store: store, done: make(chan error, 1)}
+	go func() { e.done <- srv.Serve(l) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-e.done; !errors.Is(err, engine.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+		store.Close()
+	})
+	return e
+}
+
+// volume creates a random volume and returns its bytes.
+func (e *env) volume(name string, size, extent int64) []byte {
+	e.t.Helper()
+	v, err := e.store.Create(context.Background(), name, size, extent, catalog.FillRandom)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, err := os.ReadFile(v.Backing)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+type client struct {
+	*engine.Session
+	p *hostmem.Provider
+}
+
+func (e *env) dial(mod func(*engine.Config)) (*client, error) {
+	p := hostmem.New()
+	cfg := engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 3, Verify: true, Name: "t"}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := engine.Dial(context.Background(), e.addr, cfg)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	return &client{s, p}, nil
+}
+
+func (e *env) client(mod func(*engine.Config)) *client {
+	e.t.Helper()
+	c, err := e.dial(mod)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close(); c.p.Close() })
+	return c
+}
+
+func (c *client) alloc(t *testing.T, n int64) (engine.Buffer, []byte) {
+	t.Helper()
+	b, err := c.p.Alloc(context.Background(), n, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := c.p.Bytes(b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, mem
+}
+
+// checkLeaks fails the test if it leaves goroutines or file descriptors
+// behind. Cleanups run last-in first-out, so this one runs after the
+// test's own teardown.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	fds := countFDs(t)
+	gs := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		// Goroutines that were told to stop may still be unwinding:
+		// yield until they are gone, up to a bound.
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > gs && time.Now().Before(deadline) {
+			runtime.Gosched()
+		}
+		if n := runtime.NumGoroutine(); n > gs {
+			buf := make([]byte, 1<<20)
+			t.Errorf("leaked %d goroutines:\n%s", n-gs, buf[:runtime.Stack(buf, true)])
+		}
+		if n := countFDs(t); n > fds {
+			t.Errorf("leaked %d file descriptors", n-fds)
+		}
+	})
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func TestFetchWholeVolume(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	// An odd size: the last extent is short.
+	want := e.volume("vol", 8<<20+12345, 256<<10)
+	c := e.client(nil)
+	buf, mem := c.alloc(t, int64(len(want)))
+	res, err := c.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("fetched bytes differ from the volume")
+	}
+	r := res[0]
+	if r.State != engine.StateDone || r.Bytes != int64(len(want)) || r.Transport != engine.TransportTCP {
+		t.Fatalf("result %+v", r)
+	}
+	if len(r.Extents) != 33 {
+		t.Fatalf("got %d extents, want 33", len(r.Extents))
+	}
+	conns := map[int]bool{}
+	for _, x := range r.Extents {
+		conns[x.DataConn] = true
+	}
+	if len(conns) != 3 {
+		t.Errorf("extents used %d data connections, want all 3", len(conns))
+	}
+}
+
+func TestRandomRangesBatch(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 4<<20, 64<<10)
+	c := e.client(nil)
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	const n = 200
+	reqs := make([]engine.Request, n)
+	var total int64
+	for i := range reqs {
+		off := rng.Int64N(int64(len(want)) - 1)
+		l := 1 + rng.Int64N(min(int64(len(want))-off, 300<<10))
+		reqs[i] = engine.Request{Volume: "vol", Offset: off, Length: l, DstOff: total}
+		total += l
+	}
+	buf, mem := c.alloc(t, total)
+	for i := range reqs {
+		reqs[i].Dst = buf
+	}
+	hs := c.Submit(context.Background(), reqs)
+	for i, h := range hs {
+		r := h.Result()
+		if r.Err != nil {
+			t.Fatalf("request %d: %v", i, r.Err)
+		}
+		q := reqs[i]
+		if !bytes.Equal(mem[q.DstOff:q.DstOff+q.Length], want[q.Offset:q.Offset+q.Length]) {
+			t.Fatalf("request %d [%d,+%d): bytes differ", i, q.Offset, q.Length)
+		}
+	}
+}
+
+func TestConcurrentClients(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 2<<20, 128<<10)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			c, err := e.dial(nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.p.Close()
+			defer c.Close()
+			for range 4 {
+				buf, _ := c.p.Alloc(context.Background(), int64(len(want)), false)
+				if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf); err != nil {
+					errs <- err
+					return
+				}
+				mem, _ := c.p.Bytes(buf.ID)
+				if !bytes.Equal(mem, want) {
+					errs <- errors.New("bytes differ")
+					return
+				}
+				c.p.Free(context.Background(), buf.ID)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestListAndStat(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.volume("b", 8192, 4096)
+	e.volume("a", 4096, 4096)
+	c := e.client(nil)
+	vols, err := c.Volumes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vols) != 2 || vols[0].Name != "a" || vols[1].Name != "b" || vols[1].Size != 8192 {
+		t.Fatalf("volumes %+v", vols)
+	}
+	st, err := c.Stat(context.Background(), "b")
+	if err != nil || st.Size != 8192 || st.ExtentSize != 4096 {
+		t.Fatalf("stat b: %+v, %v", st, err)
+	}
+	_, err = c.Stat(context.Background(), "nope")
+	var pe *blockproto.Error
+	if !errors.As(err, &pe) || pe.Code != blockproto.CodeNotFound {
+		t.Fatalf("stat nope: %v, want a not-found error", err)
+	}
+}
+
+func TestReadErrors(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.volume("vol", 64<<10, 4096)
+	c := e.client(nil)
+	buf, _ := c.alloc(t, 128<<10)
+	cases := []struct {
+		name   string
+		volume string
+		off, n int64
+		code   blockproto.Code
+	}{
+		{"past end", "vol", 60 << 10, 8 << 10, blockproto.CodeOutOfRange},
+		{"starts past end", "vol", 64 << 10, 1, blockproto.CodeOutOfRange},
+		{"unknown volume", "nope", 0, 1, blockproto.CodeNotFound},
+		{"escaping name", "../catalog.db", 0, 1, blockproto.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.Read(context.Background(), tc.volume, []engine.Range{{tc.off, tc.n}}, buf)
+			var pe *blockproto.Error
+			if !errors.As(err, &pe) || pe.Code != tc.code {
+				t.Fatalf("got %v, want code %s", err, tc.code)
+			}
+		})
+	}
+	// Bad requests are refused locally without hurting the session.
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, 256 << 10}}, buf); !errors.Is(err, engine.ErrOutOfBounds) {
+		t.Fatalf("read larger than the buffer: %v", err)
+	}
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, 4096}}, buf); err != nil {
+		t.Fatalf("session unusable after errors: %v", err)
+	}
+}
+
+func TestWrongKey(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.volume("vol", 4096, 4096)
+	_, err := e.dial(func(c *engine.Config) { c.Key = []byte("not the key at all, not at all!!") })
+	if !errors.Is(err, engine.ErrAuth) {
+		t.Fatalf("dial with the wrong key: %v, want ErrAuth", err)
+	}
+	// The server stays up for the next client.
+	if _, err := e.client(nil).Volumes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawConn opens a TCP connection to the server.
+func (e *env) rawConn(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c
+}
+
+// expectError reads the server's answer: an Error frame with code, then EOF.
+func expectError(t *testing.T, c net.Conn, code blockproto.Code) {
+	t.Helper()
+	pc := blockproto.NewConn(c)
+	m, err := pc.ReadMsg()
+	if err != nil {
+		t.Fatalf("want an error frame, got %v", err)
+	}
+	e, ok := m.(*blockproto.Error)
+	if !ok || e.Code != code {
+		t.Fatalf("got %#v, want error code %s", m, code)
+	}
+	// Unread input at close makes the kernel send a reset instead of FIN.
+	if _, err := pc.ReadMsg(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("connection not closed after the error: %v", err)
+	}
+}
+
+func TestBadControlInput(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.volume("vol", 4096, 4096)
+	preamble := func(c net.Conn) {
+		if err := blockproto.WriteControlPreamble(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("garbage", func(t *testing.T) {
+		c := e.rawConn(t)
+		c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		expectError(t, c, blockproto.CodeBadRequest)
+	})
+	t.Run("other version", func(t *testing.T) {
+		c := e.rawConn(t)
+		c.Write([]byte{'B', 'X', 'C', 9, 0, 0, 0, 0})
+		expectError(t, c, blockproto.CodeVersion)
+	})
+	t.Run("oversized frame", func(t *testing.T) {
+		c := e.rawConn(t)
+		preamble(c)
+		c.Write([]byte{0xff, 0xff, 0xff, 0xff, byte(blockproto.TypeHello)})
+		expectError(t, c, blockproto.CodeBadRequest)
+	})
+	t.Run("unknown type", func(t *testing.T) {
+		c := e.rawConn(t)
+		preamble(c)
+		c.Write([]byte{0, 0, 0, 1, 200})
+		expectError(t, c, blockproto.CodeBadRequest)
+	})
+	t.Run("read before auth", func(t *testing.T) {
+		c := e.rawConn(t)
+		preamble(c)
+		b, _ := blockproto.AppendFrame(nil, &blockproto.Read{ID: 1, Volume: "vol", Length: 1})
+		c.Write(b)
+		expectError(t, c, blockproto.CodeBadRequest)
+	})
+	t.Run("truncated frame", func(t *testing.T) {
+		c := e.rawConn(t)
+		preamble(c)
+		b, _ := blockproto.AppendFrame(nil, &blockproto.Hello{Client: "x"})
+		c.Write(b[:len(b)-3])
+		c.(*net.TCPConn).CloseWrite()
+		expectError(t, c, blockproto.CodeBadRequest)
+	})
+	if _, err := e.client(nil).Volumes(context.Background()); err != nil {
+		t.Fatalf("server unusable after bad input: %v", err)
+	}
+}
+
+func TestDataTokens(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.volume("vol", 4096, 4096)
+	closed := func(c net.Conn) {
+		t.Helper()
+		if n, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("data connection with a bad token: read %d, %v; want EOF", n, err)
+		}
+	}
+	t.Run("forged", func(t *testing.T) {
+		c := e.rawConn(t)
+		tok, _ := blockproto.NewToken()
+		blockproto.WriteDataPreamble(c, tok)
+		closed(c)
+	})
+	t.Run("reused", func(t *testing.T) {
+		// Run the handshake by hand to learn a token, use it, then reuse it.
+		ctl := e.rawConn(t)
+		pc := blockproto.NewConn(ctl)
+		blockproto.WriteControlPreamble(ctl)
+		nonce, _ := blockproto.NewNonce()
+		pc.WriteMsg(&blockproto.Hello{Nonce: nonce, Client: "t"})
+		m, err := pc.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := m.(*blockproto.Challenge)
+		pc.WriteMsg(&blockproto.Auth{MAC: blockproto.ClientProof(testKey, nonce, ch.Nonce, ch.SessionID)})
+		m, err = pc.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok := m.(*blockproto.Welcome).Tokens[0]
+		first := e.rawConn(t)
+		blockproto.WriteDataPreamble(first, tok)
+		if m, err := pc.ReadMsg(); err != nil || m.(*blockproto.DataAttached).Index != 0 {
+			t.Fatalf("first use of the token: %v %v", m, err)
+		}
+		second := e.rawConn(t)
+		blockproto.WriteDataPreamble(second, tok)
+		closed(second)
+	})
+	if _, err := e.client(nil).Volumes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gate holds the server's sends: the first `free` extents go out, the rest
+// wait until open is called.
+type gate struct {
+	tcp.Transport
+	free   atomic.Int64
+	opened chan struct{}
+	once   sync.Once
+	held   chan struct{} // receives once per held extent
+}
+
+func newGate(free int64) *gate {
+	g := &gate{opened: make(chan struct{}), held: make(chan struct{}, 1024)}
+	g.free.Store(free)
+	return g
+}
+
+func (g *gate) open() { g.once.Do(func() { close(g.opened) }) }
+
+func (g *gate) NewSender(c net.Conn) (engine.Sender, error) {
+	s, err := g.Transport.NewSender(c)
+	return &gatedSender{s, g}, err
+}
+
+type gatedSender struct {
+	engine.Sender
+	g *gate
+}
+
+func (s *gatedSender) SendExtent(f *os.File, off, n int64) error {
+	if s.g.free.Add(-1) < 0 {
+		s.g.held <- struct{}{}
+		<-s.g.opened
+	}
+	return s.Sender.SendExtent(f, off, n)
+}
+
+func TestDeadlineExpiresMidRead(t *testing.T) {
+	g := newGate(2)
+	e := newEnv(t, envOpts{transport: g})
+	t.Cleanup(g.open)
+	want := e.volume("vol", 4<<20, 64<<10)
+	c := e.client(nil)
+	buf, mem := c.alloc(t, int64(len(want)))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	h := c.Submit(ctx, []engine.Request{{Volume: "vol", Length: int64(len(want)), Dst: buf}})[0]
+	<-g.held // the read is mid-way: two extents sent, the third held
+	<-ctx.Done()
+	g.open()
+	r := h.Result()
+	if r.State != engine.StateTimedOut || !errors.Is(r.Err, context.DeadlineExceeded) {
+		t.Fatalf("state %s, err %v; want timed-out", r.State, r.Err)
+	}
+	// The session is still good.
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("bytes differ after a timed-out read")
+	}
+}
+
+func TestStalledServerEndsRequest(t *testing.T) {
+	g := newGate(1)
+	e := newEnv(t, envOpts{transport: g})
+	t.Cleanup(g.open)
+	e.volume("vol", 1<<20, 64<<10)
+	c := e.client(func(c *engine.Config) { c.StallTimeout = 200 * time.Millisecond; c.DataConns = 1 })
+	buf, _ := c.alloc(t, 1<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	h := c.Submit(ctx, []engine.Request{{Volume: "vol", Length: 1 << 20, Dst: buf}})[0]
+	r := h.Result() // must not hang although the server never sends the rest
+	if r.State != engine.StateTimedOut {
+		t.Fatalf("state %s, want timed-out", r.State)
+	}
+	if err := c.Err(); !errors.Is(err, engine.ErrSessionClosed) || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("session error %v, want a stalled data connection", err)
+	}
+}
+
+func TestCancel(t *testing.T) {
+	g := newGate(1)
+	e := newEnv(t, envOpts{transport: g})
+	t.Cleanup(g.open)
+	want := e.volume("vol", 2<<20, 64<<10)
+	c := e.client(nil)
+	buf, mem := c.alloc(t, int64(len(want)))
+	h := c.Submit(context.Background(), []engine.Request{{Volume: "vol", Length: int64(len(want)), Dst: buf}})[0]
+	<-g.held
+	h.Cancel()
+	g.open()
+	if r := h.Result(); r.State != engine.StateCancelled || !errors.Is(r.Err, context.Canceled) {
+		t.Fatalf("state %s err %v, want cancelled", r.State, r.Err)
+	}
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("bytes differ after a cancelled read")
+	}
+}
+
+func TestClientDisconnectMidTransfer(t *testing.T) {
+	g := newGate(1)
+	e := newEnv(t, envOpts{transport: g})
+	t.Cleanup(g.open)
+	want := e.volume("vol", 2<<20, 64<<10)
+	c, err := e.dial(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, _ := c.alloc(t, int64(len(want)))
+	h := c.Submit(context.Background(), []engine.Request{{Volume: "vol", Length: int64(len(want)), Dst: buf}})[0]
+	<-g.held
+	c.Close()
+	c.p.Close()
+	if r := h.Result(); r.State != engine.StateFailed || !errors.Is(r.Err, engine.ErrSessionClosed) {
+		t.Fatalf("state %s err %v", r.State, r.Err)
+	}
+	g.open()
+	// A later client is served; the server's cleanup (checked by the
+	// test's Close and leak check) must not hang on the dead session.
+	c2 := e.client(nil)
+	buf2, mem := c2.alloc(t, int64(len(want)))
+	if _, err := c2.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf2); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("bytes differ")
+	}
+}
+
+func TestChecksumMismatchDetected(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 1<<20, 64<<10)
+	v, _ := e.store.Catalog().Get("vol")
+	f, err := os.OpenFile(v.Backing, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{want[300<<10] ^ 0x10}, 300<<10) // extent 4
+	f.Close()
+	c := e.client(nil)
+	buf, _ := c.alloc(t, int64(len(want)))
+	_, err = c.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf)
+	if !errors.Is(err, engine.ErrChecksum) || !strings.Contains(err.Error(), "[262144,+65536)") {
+		t.Fatalf("got %v, want a checksum error naming extent [262144,+65536)", err)
+	}
+	// Without verification the same read succeeds (and returns the bad byte).
+	c2 := e.client(func(c *engine.Config) { c.Verify = false })
+	buf2, _ := c2.alloc(t, int64(len(want)))
+	if _, err := c2.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShutdownDrainsReads(t *testing.T) {
+	g := newGate(1)
+	e := newEnv(t, envOpts{transport: g})
+	t.Cleanup(g.open)
+	want := e.volume("vol", 1<<20, 64<<10)
+	c := e.client(nil)
+	buf, mem := c.alloc(t, int64(len(want)))
+	h := c.Submit(context.Background(), []engine.Request{{Volume: "vol", Length: int64(len(want)), Dst: buf}})[0]
+	<-g.held
+	shut := make(chan error, 1)
+	go func() { shut <- e.srv.Shutdown(context.Background()) }()
+	// New reads are refused while draining; the one in flight finishes.
+	probe, _ := c.alloc(t, 1)
+	var err error
+	for {
+		_, err = c.Read(context.Background(), "vol", []engine.Range{{0, 1}}, probe)
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, engine.ErrDraining) {
+		t.Fatalf("read while draining: %v, want ErrDraining", err)
+	}
+	g.open()
+	if r := h.Result(); r.Err != nil {
+		t.Fatalf("read in flight during shutdown: %v", r.Err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("bytes differ")
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionLimit(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *engine.ServerConfig) { c.MaxSessions = 1 }})
+	e.client(nil)
+	_, err := e.dial(nil)
+	var pe *blockproto.Error
+	if !errors.As(err, &pe) || pe.Code != blockproto.CodeBusy {
+		t.Fatalf("second session: %v, want busy", err)
+	}
+}
+
+func TestRandomVolumeBytesAreRandom(t *testing.T) {
+	// Guards the tests above: a volume of zeros would hide misplaced bytes.
+	e := newEnv(t, envOpts{})
+	b := e.volume("vol", 64<<10, 4096)
+	zero := make([]byte, 4096)
+	if bytes.Equal(b[:4096], zero) || bytes.Equal(b[:4096], b[4096:8192]) {
+		t.Fatal("random fill is not random")
+	}
+}
