@@ -105,7 +105,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("serving", "addr", l.Addr().String(), "data", *dataDir, "volumes", len(vols), "transport", engine.TransportTCP)
 	if *readyFile != "" {
-		if err := writeFileAtomic(*readyFile, []byte(l.Addr().String()+"\n")); err != nil {
+		// A plain write, so the ready file may be a FIFO the caller reads.
+		if err := os.WriteFile(*readyFile, []byte(l.Addr().String()+"\n"), 0o644); err != nil {
 			l.Close()
 			return err
 		}
