@@ -18,4 +18,19 @@
 // a byte arrives on the control connection before the byte itself.
 //
 // docs/protocol.md in the repository specifies the encoding byte by byte.
+//
+// # Using the package
+//
+// [WriteControlPreamble], [WriteDataPreamble] and [ReadPreamble] open
+// connections. [Conn] reads and writes control frames on a control
+// connection; [Marshal], [AppendFrame] and [Unmarshal] are the codec under
+// it. [ClientProof], [ServerProof] and [VerifyProof] implement the
+// handshake's challenge-response, with nonces and tokens from [NewNonce] and
+// [NewToken].
+//
+// Encoders and decoders enforce the same bounds, so a message that encodes is
+// one the peer accepts. Failures wrap the sentinels [ErrFrameTooLarge],
+// [ErrUnknownType], [ErrMalformed], [ErrBadPreamble] and [ErrVersion]. A wire
+// [Error] is itself a Go error, so a read that fails on the server can be
+// returned as is.
 package blockproto

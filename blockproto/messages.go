@@ -191,7 +191,8 @@ const (
 	CodeVersion      Code = 11
 )
 
-// Error reports a failure (either direction). ID 0 concerns the session; any
+// Error reports a failure (either direction). ID 0 concerns the session, or
+// answers a pending ListVolumes or StatVolume (see docs/protocol.md); any
 // other ID names a Read, which ends with it.
 type Error struct {
 	ID      uint64
@@ -221,20 +222,53 @@ type Goodbye struct {
 	Reason string
 }
 
-func (*Hello) Type() Type        { return TypeHello }
-func (*Challenge) Type() Type    { return TypeChallenge }
-func (*Auth) Type() Type         { return TypeAuth }
-func (*Welcome) Type() Type      { return TypeWelcome }
+// Type returns TypeHello.
+func (*Hello) Type() Type { return TypeHello }
+
+// Type returns TypeChallenge.
+func (*Challenge) Type() Type { return TypeChallenge }
+
+// Type returns TypeAuth.
+func (*Auth) Type() Type { return TypeAuth }
+
+// Type returns TypeWelcome.
+func (*Welcome) Type() Type { return TypeWelcome }
+
+// Type returns TypeDataAttached.
 func (*DataAttached) Type() Type { return TypeDataAttached }
-func (*ListVolumes) Type() Type  { return TypeListVolumes }
-func (*VolumeList) Type() Type   { return TypeVolumeList }
-func (*StatVolume) Type() Type   { return TypeStatVolume }
-func (*VolumeInfo) Type() Type   { return TypeVolumeInfo }
-func (*Read) Type() Type         { return TypeRead }
-func (*Extent) Type() Type       { return TypeExtent }
-func (*ReadDone) Type() Type     { return TypeReadDone }
-func (*Error) Type() Type        { return TypeError }
-func (*Cancel) Type() Type       { return TypeCancel }
-func (*Ping) Type() Type         { return TypePing }
-func (*Pong) Type() Type         { return TypePong }
-func (*Goodbye) Type() Type      { return TypeGoodbye }
+
+// Type returns TypeListVolumes.
+func (*ListVolumes) Type() Type { return TypeListVolumes }
+
+// Type returns TypeVolumeList.
+func (*VolumeList) Type() Type { return TypeVolumeList }
+
+// Type returns TypeStatVolume.
+func (*StatVolume) Type() Type { return TypeStatVolume }
+
+// Type returns TypeVolumeInfo.
+func (*VolumeInfo) Type() Type { return TypeVolumeInfo }
+
+// Type returns TypeRead.
+func (*Read) Type() Type { return TypeRead }
+
+// Type returns TypeExtent.
+func (*Extent) Type() Type { return TypeExtent }
+
+// Type returns TypeReadDone.
+func (*ReadDone) Type() Type { return TypeReadDone }
+
+// Type returns TypeError.
+func (*Error) Type() Type { return TypeError }
+
+// Type returns TypeCancel.
+func (*Cancel) Type() Type { return TypeCancel }
+
+// Type returns TypePing.
+func (*Ping) Type() Type { return TypePing }
+
+// Type returns TypePong.
+func (*Pong) Type() Type { return TypePong }
+
+// Type returns TypeGoodbye.
+func (*Goodbye) Type() Type { return TypeGoodbye }

@@ -106,7 +106,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	var d net.Dialer
 	ctl, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("engine: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
 	s := &Session{
 		cfg:   cfg,
@@ -129,7 +129,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		for _, dc := range s.data {
 			dc.close()
 		}
-		return nil, fmt.Errorf("engine: connect to %s: %w", addr, err)
+		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
 	ctl.SetDeadline(time.Time{})
 	s.lastRx = time.Now()
@@ -229,6 +229,20 @@ func (s *Session) attach(ctx context.Context, d *net.Dialer, tokens [][blockprot
 		dc.recv = r
 	}
 	return nil
+}
+
+// withCtx names the context's error when it is why err happened: a dial or
+// read cut short by the deadline otherwise reports only "i/o timeout".
+func withCtx(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if dl, ok := ctx.Deadline(); cerr == nil && ok && !time.Now().Before(dl) {
+		// The dial's own timer can fire before the context's.
+		cerr = context.DeadlineExceeded
+	}
+	if cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w (%v)", cerr, err)
+	}
+	return err
 }
 
 func unexpected(m blockproto.Msg, want string) error {
@@ -366,6 +380,10 @@ func (s *Session) readControl() {
 				r.serverDone(int64(m.Bytes), nil)
 			}
 		case *blockproto.Error:
+			if m.ID == 0 && s.answersCall(m) {
+				s.answer(m)
+				continue
+			}
 			if m.ID == 0 {
 				s.fail(fmt.Errorf("%w: server: %w", ErrSessionClosed, m))
 				return
@@ -423,6 +441,18 @@ func (s *Session) closeAfterDrain(cause error) {
 		}
 	}
 	s.fail(cause)
+}
+
+// answersCall reports whether an ID-0 Error answers a pending list or stat
+// call rather than ending the session (docs/protocol.md section 9.1).
+func (s *Session) answersCall(e *blockproto.Error) bool {
+	switch e.Code {
+	case blockproto.CodeNotFound, blockproto.CodeIO, blockproto.CodeBusy, blockproto.CodeInternal:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.callQ) > 0
+	}
+	return false
 }
 
 // answer hands a call's reply to the oldest waiter.

@@ -281,6 +281,13 @@ func TestListAndStat(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Code != blockproto.CodeNotFound {
 		t.Fatalf("stat nope: %v, want a not-found error", err)
 	}
+	if _, err := c.Stat(context.Background(), "../escape"); err == nil {
+		t.Fatal("stat of an escaping name succeeded")
+	}
+	// A failed stat does not end the session.
+	if _, err := c.Stat(context.Background(), "a"); err != nil {
+		t.Fatalf("session unusable after a failed stat: %v", err)
+	}
 }
 
 func TestReadErrors(t *testing.T) {

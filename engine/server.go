@@ -622,7 +622,12 @@ func catalogError(id uint64, err error) *blockproto.Error {
 	case errors.Is(err, catalog.ErrNotFound):
 		code = blockproto.CodeNotFound
 	case errors.Is(err, catalog.ErrBadName):
-		code = blockproto.CodeBadRequest
+		// No volume can have that name. A stat is answered with ID 0, where
+		// only not-found, io, busy and internal answer the call.
+		code = blockproto.CodeNotFound
+		if id != 0 {
+			code = blockproto.CodeBadRequest
+		}
 	}
 	return &blockproto.Error{ID: id, Code: code, Message: err.Error()}
 }

@@ -1,0 +1,564 @@
+package blockproto
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// FrameHeaderLen is the length of a control frame's length prefix in bytes.
+const FrameHeaderLen = 4
+
+// volumeStatMinLen is the encoded size of a VolumeStat with a one-byte name:
+// name length (2) + name (1) + Size (8) + ExtentSize (4) + Generation (8).
+const volumeStatMinLen = 2 + 1 + 8 + 4 + 8
+
+// Marshal encodes m as a frame body: the type byte followed by the payload,
+// without the length prefix (see [AppendFrame] for a whole frame). It checks
+// every field against the bounds the decoder enforces, so a message Marshal
+// accepts is one [Unmarshal] accepts; otherwise it returns an error wrapping
+// [ErrMalformed], [ErrUnknownType] or [ErrFrameTooLarge].
+func Marshal(m Msg) ([]byte, error) {
+	b, err := appendBody(make([]byte, 0, sizeHint(m)), m)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// AppendFrame appends the whole frame for m, length prefix included, to dst
+// and returns the extended slice. It does not allocate when dst has room.
+// On error it returns dst with its length and contents unchanged, and the
+// error; the error cases are those of [Marshal].
+func AppendFrame(dst []byte, m Msg) ([]byte, error) {
+	start := len(dst)
+	dst = slices.Grow(dst, FrameHeaderLen+sizeHint(m))
+	b, err := appendBody(append(dst, 0, 0, 0, 0), m)
+	if err != nil {
+		return dst[:start], err
+	}
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-FrameHeaderLen))
+	return b, nil
+}
+
+// sizeHint returns the encoded body size of m, or a small default.
+func sizeHint(m Msg) int {
+	switch m := m.(type) {
+	case *Welcome:
+		if m != nil {
+			return 1 + MACLen + 2 + len(m.Tokens)*TokenLen
+		}
+	case *VolumeList:
+		if m != nil {
+			n := 1 + 2
+			for i := range m.Volumes {
+				n += volumeStatMinLen - 1 + len(m.Volumes[i].Name)
+			}
+			return n
+		}
+	case *Error:
+		if m != nil {
+			return 1 + 8 + 2 + 2 + len(m.Message)
+		}
+	case *Goodbye:
+		if m != nil {
+			return 1 + 2 + len(m.Reason)
+		}
+	}
+	return 64
+}
+
+// appendBody validates m and appends its type byte and payload to dst. On
+// error the returned slice must not be used.
+func appendBody(dst []byte, m Msg) ([]byte, error) {
+	if err := validate(m); err != nil {
+		return dst, err
+	}
+	start := len(dst)
+	be := binary.BigEndian
+	switch m := m.(type) {
+	case *Hello:
+		dst = append(dst, byte(TypeHello))
+		dst = be.AppendUint64(dst, uint64(m.Caps))
+		dst = append(dst, m.Nonce[:]...)
+		dst = appendString(dst, m.Client)
+	case *Challenge:
+		dst = append(dst, byte(TypeChallenge))
+		dst = be.AppendUint64(dst, uint64(m.Caps))
+		dst = append(dst, m.Nonce[:]...)
+		dst = be.AppendUint64(dst, m.SessionID)
+		dst = appendString(dst, m.Server)
+	case *Auth:
+		dst = append(dst, byte(TypeAuth))
+		dst = append(dst, m.MAC[:]...)
+	case *Welcome:
+		dst = append(dst, byte(TypeWelcome))
+		dst = append(dst, m.MAC[:]...)
+		dst = be.AppendUint16(dst, uint16(len(m.Tokens)))
+		for i := range m.Tokens {
+			dst = append(dst, m.Tokens[i][:]...)
+		}
+	case *DataAttached:
+		dst = append(dst, byte(TypeDataAttached))
+		dst = be.AppendUint16(dst, m.Index)
+	case *ListVolumes:
+		dst = append(dst, byte(TypeListVolumes))
+	case *VolumeList:
+		dst = append(dst, byte(TypeVolumeList))
+		dst = be.AppendUint16(dst, uint16(len(m.Volumes)))
+		for i := range m.Volumes {
+			dst = appendVolumeStat(dst, &m.Volumes[i])
+		}
+	case *StatVolume:
+		dst = append(dst, byte(TypeStatVolume))
+		dst = appendString(dst, m.Name)
+	case *VolumeInfo:
+		dst = append(dst, byte(TypeVolumeInfo))
+		dst = appendVolumeStat(dst, &m.Volume)
+	case *Read:
+		dst = append(dst, byte(TypeRead))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = appendString(dst, m.Volume)
+		dst = be.AppendUint64(dst, m.Offset)
+		dst = be.AppendUint64(dst, m.Length)
+		var ns int64
+		if !m.Deadline.IsZero() {
+			ns = m.Deadline.UnixNano()
+		}
+		dst = be.AppendUint64(dst, uint64(ns))
+	case *Extent:
+		dst = append(dst, byte(TypeExtent))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = be.AppendUint16(dst, m.DataConn)
+		dst = be.AppendUint64(dst, m.StreamOffset)
+		dst = be.AppendUint64(dst, m.VolumeOffset)
+		dst = be.AppendUint32(dst, m.Length)
+		dst = be.AppendUint32(dst, m.CRC32C)
+	case *ReadDone:
+		dst = append(dst, byte(TypeReadDone))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = be.AppendUint64(dst, m.Bytes)
+	case *Error:
+		dst = append(dst, byte(TypeError))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = be.AppendUint16(dst, uint16(m.Code))
+		dst = appendString(dst, m.Message)
+	case *Cancel:
+		dst = append(dst, byte(TypeCancel))
+		dst = be.AppendUint64(dst, m.ID)
+	case *Ping:
+		dst = append(dst, byte(TypePing))
+		dst = be.AppendUint64(dst, m.Seq)
+	case *Pong:
+		dst = append(dst, byte(TypePong))
+		dst = be.AppendUint64(dst, m.Seq)
+	case *Goodbye:
+		dst = append(dst, byte(TypeGoodbye))
+		dst = appendString(dst, m.Reason)
+	}
+	if n := len(dst) - start; n > MaxFrame {
+		return dst, fmt.Errorf("blockproto: %v encodes to %d bytes, more than %d: %w", m.Type(), n, MaxFrame, ErrFrameTooLarge)
+	}
+	return dst, nil
+}
+
+// appendString appends s with its u16 length prefix. The caller has checked
+// that len(s) fits.
+func appendString(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
+}
+
+func appendVolumeStat(dst []byte, v *VolumeStat) []byte {
+	dst = appendString(dst, v.Name)
+	dst = binary.BigEndian.AppendUint64(dst, v.Size)
+	dst = binary.BigEndian.AppendUint32(dst, v.ExtentSize)
+	return binary.BigEndian.AppendUint64(dst, v.Generation)
+}
+
+// Unmarshal decodes a frame body (type byte and payload, no length prefix) as
+// produced by [Marshal]. It returns an error wrapping [ErrUnknownType] for a
+// type byte this version does not know, and one wrapping [ErrMalformed] for
+// an empty or truncated body, trailing bytes, or any field out of bounds.
+// Lengths and counts are checked before anything is allocated. The returned
+// message does not alias body.
+//
+// A non-zero Read.Deadline is returned in UTC without a monotonic clock
+// reading, and an empty VolumeList as a nil slice, so decoded messages compare
+// equal with reflect.DeepEqual exactly when their encodings are equal.
+func Unmarshal(body []byte) (Msg, error) {
+	if len(body) == 0 {
+		return nil, malformed("empty frame body")
+	}
+	t := Type(body[0])
+	d := decoder{b: body[1:]}
+	var m Msg
+	switch t {
+	case TypeHello:
+		x := &Hello{}
+		x.Caps = Caps(d.u64("Hello.Caps"))
+		d.array(x.Nonce[:], "Hello.Nonce")
+		x.Client = d.string("Hello.Client", MaxName)
+		m = x
+	case TypeChallenge:
+		x := &Challenge{}
+		x.Caps = Caps(d.u64("Challenge.Caps"))
+		d.array(x.Nonce[:], "Challenge.Nonce")
+		x.SessionID = d.u64("Challenge.SessionID")
+		x.Server = d.string("Challenge.Server", MaxName)
+		m = x
+	case TypeAuth:
+		x := &Auth{}
+		d.array(x.MAC[:], "Auth.MAC")
+		m = x
+	case TypeWelcome:
+		x := &Welcome{}
+		d.array(x.MAC[:], "Welcome.MAC")
+		n := int(d.u16("Welcome.Tokens count"))
+		if d.err == nil {
+			if n < 1 || n > MaxDataConns {
+				return nil, malformedf("Welcome has %d tokens, want 1..%d", n, MaxDataConns)
+			}
+			if d.need(n*TokenLen, "Welcome.Tokens") {
+				x.Tokens = make([][TokenLen]byte, n)
+				for i := range x.Tokens {
+					d.array(x.Tokens[i][:], "Welcome.Tokens")
+				}
+			}
+		}
+		m = x
+	case TypeDataAttached:
+		m = &DataAttached{Index: d.u16("DataAttached.Index")}
+	case TypeListVolumes:
+		m = &ListVolumes{}
+	case TypeVolumeList:
+		x := &VolumeList{}
+		n := int(d.u16("VolumeList count"))
+		if d.err == nil {
+			if n > MaxVolumes {
+				return nil, malformedf("VolumeList has %d volumes, more than %d", n, MaxVolumes)
+			}
+			if n > 0 && d.need(n*volumeStatMinLen, "VolumeList.Volumes") {
+				x.Volumes = make([]VolumeStat, n)
+				for i := range x.Volumes {
+					d.volumeStat(&x.Volumes[i], "VolumeList.Volumes")
+				}
+			}
+		}
+		m = x
+	case TypeStatVolume:
+		m = &StatVolume{Name: d.string("StatVolume.Name", MaxName)}
+	case TypeVolumeInfo:
+		x := &VolumeInfo{}
+		d.volumeStat(&x.Volume, "VolumeInfo.Volume")
+		m = x
+	case TypeRead:
+		x := &Read{}
+		x.ID = d.u64("Read.ID")
+		x.Volume = d.string("Read.Volume", MaxName)
+		x.Offset = d.u64("Read.Offset")
+		x.Length = d.u64("Read.Length")
+		ns := int64(d.u64("Read.Deadline"))
+		if d.err == nil {
+			if ns < 0 {
+				return nil, malformedf("Read.Deadline %d is before the Unix epoch", ns)
+			}
+			if ns > 0 {
+				x.Deadline = time.Unix(0, ns).UTC()
+			}
+		}
+		m = x
+	case TypeExtent:
+		x := &Extent{}
+		x.ID = d.u64("Extent.ID")
+		x.DataConn = d.u16("Extent.DataConn")
+		x.StreamOffset = d.u64("Extent.StreamOffset")
+		x.VolumeOffset = d.u64("Extent.VolumeOffset")
+		x.Length = d.u32("Extent.Length")
+		x.CRC32C = d.u32("Extent.CRC32C")
+		m = x
+	case TypeReadDone:
+		x := &ReadDone{}
+		x.ID = d.u64("ReadDone.ID")
+		x.Bytes = d.u64("ReadDone.Bytes")
+		m = x
+	case TypeError:
+		x := &Error{}
+		x.ID = d.u64("Error.ID")
+		x.Code = Code(d.u16("Error.Code"))
+		x.Message = d.string("Error.Message", MaxMessage)
+		m = x
+	case TypeCancel:
+		m = &Cancel{ID: d.u64("Cancel.ID")}
+	case TypePing:
+		m = &Ping{Seq: d.u64("Ping.Seq")}
+	case TypePong:
+		m = &Pong{Seq: d.u64("Pong.Seq")}
+	case TypeGoodbye:
+		m = &Goodbye{Reason: d.string("Goodbye.Reason", MaxMessage)}
+	default:
+		return nil, fmt.Errorf("blockproto: message type %d: %w", uint8(t), ErrUnknownType)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, malformedf("%d trailing bytes after %v", len(d.b), t)
+	}
+	if err := validate(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// decoder reads big-endian fields from b. The first failure is kept in err;
+// later reads return zero values.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+// need reports whether n more bytes are available, recording a truncation
+// error naming field if not.
+func (d *decoder) need(n int, field string) bool {
+	if d.err != nil {
+		return false
+	}
+	if len(d.b) < n {
+		d.err = malformedf("truncated at %s", field)
+		return false
+	}
+	return true
+}
+
+func (d *decoder) u16(field string) uint16 {
+	if !d.need(2, field) {
+		return 0
+	}
+	v := binary.BigEndian.Uint16(d.b)
+	d.b = d.b[2:]
+	return v
+}
+
+func (d *decoder) u32(field string) uint32 {
+	if !d.need(4, field) {
+		return 0
+	}
+	v := binary.BigEndian.Uint32(d.b)
+	d.b = d.b[4:]
+	return v
+}
+
+func (d *decoder) u64(field string) uint64 {
+	if !d.need(8, field) {
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+// array fills dst from the next len(dst) bytes.
+func (d *decoder) array(dst []byte, field string) {
+	if d.need(len(dst), field) {
+		d.b = d.b[copy(dst, d.b):]
+	}
+}
+
+// string reads a u16-length-prefixed string of at most max bytes, checking
+// the length before copying.
+func (d *decoder) string(field string, max int) string {
+	n := int(d.u16(field))
+	if d.err != nil {
+		return ""
+	}
+	if n > max {
+		d.err = malformedf("%s is %d bytes, more than %d", field, n, max)
+		return ""
+	}
+	if !d.need(n, field) {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) volumeStat(v *VolumeStat, field string) {
+	v.Name = d.string(field+".Name", MaxName)
+	v.Size = d.u64(field + ".Size")
+	v.ExtentSize = d.u32(field + ".ExtentSize")
+	v.Generation = d.u64(field + ".Generation")
+}
+
+// Deadline bounds: a non-zero deadline must be representable as a positive
+// int64 count of Unix nanoseconds.
+var (
+	minDeadline = time.Unix(0, 1)
+	maxDeadline = time.Unix(0, math.MaxInt64)
+)
+
+// validate checks m's fields against the protocol bounds. Both Marshal and
+// Unmarshal use it, so the two directions agree.
+func validate(m Msg) error {
+	switch m := m.(type) {
+	case nil:
+		return malformed("nil message")
+	case *Hello:
+		if m == nil {
+			return nilMsg(TypeHello)
+		}
+		return checkString("Hello.Client", m.Client, 0, MaxName)
+	case *Challenge:
+		if m == nil {
+			return nilMsg(TypeChallenge)
+		}
+		return checkString("Challenge.Server", m.Server, 0, MaxName)
+	case *Auth:
+		if m == nil {
+			return nilMsg(TypeAuth)
+		}
+	case *Welcome:
+		if m == nil {
+			return nilMsg(TypeWelcome)
+		}
+		if n := len(m.Tokens); n < 1 || n > MaxDataConns {
+			return malformedf("Welcome has %d tokens, want 1..%d", n, MaxDataConns)
+		}
+	case *DataAttached:
+		if m == nil {
+			return nilMsg(TypeDataAttached)
+		}
+		if m.Index >= MaxDataConns {
+			return malformedf("DataAttached.Index %d, want < %d", m.Index, MaxDataConns)
+		}
+	case *ListVolumes:
+		if m == nil {
+			return nilMsg(TypeListVolumes)
+		}
+	case *VolumeList:
+		if m == nil {
+			return nilMsg(TypeVolumeList)
+		}
+		if n := len(m.Volumes); n > MaxVolumes {
+			return malformedf("VolumeList has %d volumes, more than %d", n, MaxVolumes)
+		}
+		for i := range m.Volumes {
+			if err := checkVolumeStat("VolumeList.Volumes", &m.Volumes[i]); err != nil {
+				return err
+			}
+		}
+	case *StatVolume:
+		if m == nil {
+			return nilMsg(TypeStatVolume)
+		}
+		return checkString("StatVolume.Name", m.Name, 1, MaxName)
+	case *VolumeInfo:
+		if m == nil {
+			return nilMsg(TypeVolumeInfo)
+		}
+		return checkVolumeStat("VolumeInfo.Volume", &m.Volume)
+	case *Read:
+		if m == nil {
+			return nilMsg(TypeRead)
+		}
+		if m.ID == 0 {
+			return malformed("Read.ID is 0")
+		}
+		if err := checkString("Read.Volume", m.Volume, 1, MaxName); err != nil {
+			return err
+		}
+		if m.Length < 1 || m.Length > MaxReadLen {
+			return malformedf("Read.Length %d, want 1..%d", m.Length, uint64(MaxReadLen))
+		}
+		if m.Offset > math.MaxUint64-m.Length {
+			return malformedf("Read range %d+%d overflows", m.Offset, m.Length)
+		}
+		if d := m.Deadline; !d.IsZero() && (d.Before(minDeadline) || d.After(maxDeadline)) {
+			return malformedf("Read.Deadline %v cannot be encoded as positive Unix nanoseconds", d)
+		}
+	case *Extent:
+		if m == nil {
+			return nilMsg(TypeExtent)
+		}
+		if m.ID == 0 {
+			return malformed("Extent.ID is 0")
+		}
+		if m.DataConn >= MaxDataConns {
+			return malformedf("Extent.DataConn %d, want < %d", m.DataConn, MaxDataConns)
+		}
+		if m.Length < 1 || m.Length > MaxExtentLen {
+			return malformedf("Extent.Length %d, want 1..%d", m.Length, MaxExtentLen)
+		}
+		if m.StreamOffset > math.MaxUint64-uint64(m.Length) {
+			return malformedf("Extent stream range %d+%d overflows", m.StreamOffset, m.Length)
+		}
+		if m.VolumeOffset > math.MaxUint64-uint64(m.Length) {
+			return malformedf("Extent volume range %d+%d overflows", m.VolumeOffset, m.Length)
+		}
+	case *ReadDone:
+		if m == nil {
+			return nilMsg(TypeReadDone)
+		}
+		if m.ID == 0 {
+			return malformed("ReadDone.ID is 0")
+		}
+		if m.Bytes > MaxReadLen {
+			return malformedf("ReadDone.Bytes %d, more than %d", m.Bytes, uint64(MaxReadLen))
+		}
+	case *Error:
+		if m == nil {
+			return nilMsg(TypeError)
+		}
+		if m.Code == 0 {
+			return malformed("Error.Code is 0")
+		}
+		return checkString("Error.Message", m.Message, 0, MaxMessage)
+	case *Cancel:
+		if m == nil {
+			return nilMsg(TypeCancel)
+		}
+		if m.ID == 0 {
+			return malformed("Cancel.ID is 0")
+		}
+	case *Ping:
+		if m == nil {
+			return nilMsg(TypePing)
+		}
+	case *Pong:
+		if m == nil {
+			return nilMsg(TypePong)
+		}
+	case *Goodbye:
+		if m == nil {
+			return nilMsg(TypeGoodbye)
+		}
+		return checkString("Goodbye.Reason", m.Reason, 0, MaxMessage)
+	default:
+		return fmt.Errorf("blockproto: %T is not a blockproto message: %w", m, ErrUnknownType)
+	}
+	return nil
+}
+
+func nilMsg(t Type) error {
+	return malformedf("nil *%v", t)
+}
+
+func checkString(field, s string, min, max int) error {
+	if len(s) < min || len(s) > max {
+		return malformedf("%s is %d bytes, want %d..%d", field, len(s), min, max)
+	}
+	return nil
+}
+
+func checkVolumeStat(field string, v *VolumeStat) error {
+	if err := checkString(field+".Name", v.Name, 1, MaxName); err != nil {
+		return err
+	}
+	if v.ExtentSize < 1 || v.ExtentSize > MaxExtentLen {
+		return malformedf("%s.ExtentSize %d, want 1..%d", field, v.ExtentSize, MaxExtentLen)
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package blockproto
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+const (
+	// connReadBufSize is the size of a Conn's read buffer. Frames that fit
+	// are decoded in place, without a copy.
+	connReadBufSize = 32 << 10
+	// maxKeptBuf is the largest scratch buffer a Conn keeps between frames;
+	// a larger one (a big VolumeList) is dropped after use.
+	maxKeptBuf = 64 << 10
+	// readChunk is how much a large frame's buffer grows at a time, so a
+	// length prefix alone cannot make the reader allocate MaxFrame bytes.
+	readChunk = 64 << 10
+)
+
+// Conn reads and writes control frames on a control connection, after the
+// preamble has been exchanged (see [WriteControlPreamble] and
+// [ReadPreamble]).
+//
+// WriteMsg is safe for concurrent use: each frame goes out in one Write call
+// under a mutex, so frames from different goroutines never interleave.
+// ReadMsg must be called from one goroutine at a time. Reading and writing
+// may proceed concurrently.
+//
+// Conn buffers its reads, so once a Conn reads from a connection nothing
+// else may read from it. Conn does not close the connection.
+type Conn struct {
+	wmu  sync.Mutex
+	w    io.Writer
+	wbuf []byte // frame scratch, guarded by wmu
+	werr error  // sticky write error, guarded by wmu
+
+	r    *bufio.Reader
+	rbuf []byte // scratch for frames larger than r's buffer
+	rerr error  // sticky read error: the stream lost frame alignment
+}
+
+// NewConn returns a Conn that exchanges frames over rw.
+func NewConn(rw io.ReadWriter) *Conn {
+	return &Conn{
+		w: rw,
+		r: bufio.NewReaderSize(rw, connReadBufSize),
+	}
+}
+
+// WriteMsg encodes m as one frame and writes it with a single Write call.
+//
+// If m does not encode (see [Marshal]) nothing is written and the Conn stays
+// usable. If the Write fails, the frame may have been cut short, so that
+// error is returned by every later WriteMsg too.
+func (c *Conn) WriteMsg(m Msg) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	b, err := AppendFrame(c.wbuf[:0], m)
+	if err != nil {
+		return err
+	}
+	if cap(b) <= maxKeptBuf {
+		c.wbuf = b
+	}
+	if _, err := c.w.Write(b); err != nil {
+		c.werr = fmt.Errorf("blockproto: write %v frame: %w", m.Type(), err)
+		return c.werr
+	}
+	return nil
+}
+
+// ReadMsg reads and decodes the next frame.
+//
+// At a clean end of stream between frames it returns io.EOF itself. A frame
+// cut short by the end of the stream gives an error wrapping
+// io.ErrUnexpectedEOF; a length prefix outside 1..[MaxFrame] gives one
+// wrapping [ErrFrameTooLarge] or [ErrMalformed]. These and read errors of the
+// underlying connection are returned again by every later call.
+//
+// A complete frame whose body does not decode gives an error wrapping
+// [ErrUnknownType] or [ErrMalformed]; the frame is consumed and the next
+// ReadMsg reads the frame after it, so a caller may choose to carry on.
+func (c *Conn) ReadMsg() (Msg, error) {
+	if c.rerr != nil {
+		return nil, c.rerr
+	}
+	hdr, err := c.r.Peek(FrameHeaderLen)
+	if err != nil {
+		if len(hdr) == 0 && err == io.EOF {
+			return nil, io.EOF // returned as is: callers compare with ==
+		}
+		return nil, c.fail(fmt.Errorf("blockproto: read frame header: %w", unexpected(err)))
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	c.r.Discard(FrameHeaderLen)
+	switch {
+	case n == 0:
+		return nil, c.fail(malformed("frame length 0"))
+	case n > MaxFrame:
+		return nil, c.fail(fmt.Errorf("blockproto: frame length %d, more than %d: %w", n, MaxFrame, ErrFrameTooLarge))
+	}
+	size := int(n)
+	if size <= c.r.Size() {
+		body, err := c.r.Peek(size)
+		if err != nil {
+			return nil, c.fail(fmt.Errorf("blockproto: read %d-byte frame: %w", size, unexpected(err)))
+		}
+		m, err := Unmarshal(body)
+		c.r.Discard(size) // cannot fail: Peek returned size bytes
+		return m, err
+	}
+	body, err := c.readLarge(size)
+	if err != nil {
+		return nil, c.fail(fmt.Errorf("blockproto: read %d-byte frame: %w", size, unexpected(err)))
+	}
+	return Unmarshal(body)
+}
+
+// readLarge reads a size-byte body that does not fit the read buffer,
+// growing the scratch buffer only as bytes arrive (at most doubling what
+// has arrived), so a lying length prefix costs little memory.
+func (c *Conn) readLarge(size int) ([]byte, error) {
+	buf := c.rbuf[:0]
+	for len(buf) < size {
+		k := min(size-len(buf), readChunk)
+		if cap(buf)-len(buf) < k {
+			nb := make([]byte, len(buf), min(size, max(2*cap(buf), len(buf)+k)))
+			copy(nb, buf)
+			buf = nb
+		}
+		got, err := io.ReadFull(c.r, buf[len(buf):len(buf)+k])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cap(buf) <= maxKeptBuf {
+		c.rbuf = buf
+	} else {
+		c.rbuf = nil
+	}
+	return buf, nil
+}
+
+// fail records err as the sticky read error and returns it.
+func (c *Conn) fail(err error) error {
+	c.rerr = err
+	return err
+}
+
+// unexpected turns an end of stream inside a frame into io.ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

@@ -1,0 +1,368 @@
+// Package integration runs the real blockd and blockcat binaries as
+// processes and checks what a user sees: bytes, exit codes, messages.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bin holds the binaries built once for the whole package.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "blockxfer-integration")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/blockd", "../cmd/blockcat")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.Exit(1)
+	}
+	bin = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one finished command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCmd(t *testing.T, env []string, name string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, name), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return r
+}
+
+func mustRun(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	r := runCmd(t, env, name, args...)
+	if r.code != 0 {
+		t.Fatalf("%s %s: exit %d\n%s", name, strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+// server is a blockd process serving a data directory.
+type server struct {
+	addr, data string
+	env        []string // BLOCKXFER_KEY_FILE for clients
+	cmd        *exec.Cmd
+	log        *syncBuffer
+	exited     chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newData makes a data directory with a key and the given random volumes.
+func newData(t *testing.T, vols map[string]string) (dir string, env []string) {
+	t.Helper()
+	dir = t.TempDir()
+	key := filepath.Join(dir, "blockd.key")
+	mustRun(t, nil, "blockd", "keygen", "-o", key)
+	for name, size := range vols {
+		mustRun(t, nil, "blockd", "volume", "create", name, "--size", size, "--fill", "random", "--data", dir)
+	}
+	return dir, []string{"BLOCKXFER_KEY_FILE=" + key}
+}
+
+// startServer runs blockd serve on a free loopback port and waits until it
+// has written its address to the ready FIFO.
+func startServer(t *testing.T, data string, env []string, extra ...string) *server {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	if err := syscall.Mkfifo(ready, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Read-write open does not wait for the writer.
+	fifo, err := os.OpenFile(ready, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fifo.Close()
+	s := &server{data: data, env: env, log: &syncBuffer{}, exited: make(chan error, 1)}
+	args := append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0", "--ready-file", ready}, extra...)
+	s.cmd = exec.Command(filepath.Join(bin, "blockd"), args...)
+	s.cmd.Stderr = s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.exited <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		<-s.exited
+		if t.Failed() {
+			t.Logf("blockd log:\n%s", s.log.String())
+		}
+	})
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(fifo).ReadString('\n')
+		line <- strings.TrimSpace(l)
+	}()
+	select {
+	case s.addr = <-line:
+	case err := <-s.exited:
+		s.exited <- err
+		t.Fatalf("blockd exited before serving: %v\n%s", err, s.log.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("blockd did not become ready\n%s", s.log.String())
+	}
+	return s
+}
+
+func (s *server) volumeBytes(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.data, "volumes", name+".vol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestServeAndFetch(t *testing.T) {
+	data, env := newData(t, map[string]string{"big": "24MiB", "small": "100KiB"})
+	s := startServer(t, data, env)
+	want := s.volumeBytes(t, "big")
+
+	t.Run("ls", func(t *testing.T) {
+		var vols []struct {
+			Name string
+			Size uint64
+		}
+		if err := json.Unmarshal([]byte(mustRun(t, env, "blockcat", "ls", s.addr, "--json")), &vols); err != nil {
+			t.Fatal(err)
+		}
+		if len(vols) != 2 || vols[0].Name != "big" || vols[0].Size != 24<<20 || vols[1].Name != "small" {
+			t.Fatalf("ls: %+v", vols)
+		}
+	})
+
+	t.Run("whole volume", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "out")
+		var res struct {
+			Bytes     int64
+			Transport string
+			Verified  bool
+			Extents   []json.RawMessage
+		}
+		js := mustRun(t, env, "blockcat", "get", s.addr, "big", "--verify", "--json", "-o", out)
+		if err := json.Unmarshal([]byte(js), &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.Bytes != int64(len(want)) || res.Transport != "tcp" || !res.Verified || len(res.Extents) != 6 {
+			t.Fatalf("result: %s", js)
+		}
+		got, _ := os.ReadFile(out)
+		if !bytes.Equal(got, want) {
+			t.Fatal("fetched file differs from the volume")
+		}
+	})
+
+	t.Run("stdout", func(t *testing.T) {
+		small := s.volumeBytes(t, "small")
+		if got := mustRun(t, env, "blockcat", "get", s.addr, "small", "-o", "-"); got != string(small) {
+			t.Fatal("stdout differs from the volume")
+		}
+	})
+
+	t.Run("random ranges", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 7))
+		for range 6 {
+			off := rng.Int64N(int64(len(want)))
+			n := 1 + rng.Int64N(int64(len(want))-off)
+			out := filepath.Join(t.TempDir(), "out")
+			mustRun(t, env, "blockcat", "get", s.addr, "big", "--offset", fmt.Sprint(off), "--length", fmt.Sprint(n),
+				"--window", "1MiB", "--verify", "-o", out)
+			got, _ := os.ReadFile(out)
+			if !bytes.Equal(got, want[off:off+n]) {
+				t.Fatalf("range [%d,+%d) differs", off, n)
+			}
+		}
+	})
+
+	t.Run("concurrent clients", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan string, 6)
+		for i := range 6 {
+			wg.Go(func() {
+				out := filepath.Join(t.TempDir(), fmt.Sprint(i))
+				r := runCmd(t, env, "blockcat", "get", s.addr, "big", "--verify", "-o", out)
+				if r.code != 0 {
+					errs <- r.stderr
+					return
+				}
+				if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+					errs <- "bytes differ"
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	})
+
+	t.Run("bench", func(t *testing.T) {
+		var rows []struct {
+			Size     int64
+			Requests int
+			P50      float64 `json:"p50_seconds"`
+			P99      float64 `json:"p99_seconds"`
+		}
+		js := mustRun(t, env, "blockcat", "bench", s.addr, "big", "--sizes", "64KiB,1MiB", "--duration", "300ms", "--json")
+		if err := json.Unmarshal([]byte(js), &rows); err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 2 || rows[0].Size != 64<<10 || rows[0].Requests == 0 || rows[1].P50 <= 0 || rows[1].P99 < rows[1].P50 {
+			t.Fatalf("bench: %s", js)
+		}
+	})
+}
+
+func TestErrorsLeaveServerUp(t *testing.T) {
+	data, env := newData(t, map[string]string{"vol": "1MiB"})
+	s := startServer(t, data, env)
+
+	wrongKey := filepath.Join(t.TempDir(), "wrong.key")
+	mustRun(t, nil, "blockd", "keygen", "-o", wrongKey)
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		msg  string
+	}{
+		{"wrong key", []string{"BLOCKXFER_KEY_FILE=" + wrongKey}, []string{"get", s.addr, "vol"}, "authentication failed"},
+		{"no key", []string{"BLOCKXFER_KEY_FILE="}, []string{"get", s.addr, "vol"}, "no key"},
+		{"past the end", env, []string{"get", s.addr, "vol", "--offset", "1MiB", "--length", "1"}, "past the end"},
+		{"range past the end", env, []string{"get", s.addr, "vol", "--offset", "1000", "--length", "1MiB"}, "past the end"},
+		{"unknown volume", env, []string{"get", s.addr, "nope"}, "not-found"},
+		{"escaping name", env, []string{"get", s.addr, "../blockd.key"}, "invalid volume name"},
+		{"deadline", env, []string{"get", s.addr, "vol", "--timeout", "1ns"}, "deadline exceeded"},
+		{"bad flag", env, []string{"get", s.addr}, "usage"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCmd(t, tc.env, "blockcat", tc.args...)
+			if r.code == 0 || !strings.Contains(r.stderr, tc.msg) {
+				t.Fatalf("exit %d, stderr %q; want failure mentioning %q", r.code, r.stderr, tc.msg)
+			}
+		})
+	}
+	// Garbage on the port gets an error frame and a closed connection.
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("\x00\x01garbage that is not blockxfer\r\n"))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reply, _ := bufio.NewReader(c).ReadString(0xff)
+	c.Close()
+	if !strings.Contains(reply, "not a blockxfer connection") && !strings.Contains(reply, "preamble") {
+		t.Fatalf("garbage got reply %q", reply)
+	}
+	want := s.volumeBytes(t, "vol")
+	out := filepath.Join(t.TempDir(), "out")
+	mustRun(t, env, "blockcat", "get", s.addr, "vol", "--verify", "-o", out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Fatal("bytes differ after the bad clients")
+	}
+}
+
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	data, env := newData(t, map[string]string{"vol": "4MiB"})
+	s := startServer(t, data, env)
+	mustRun(t, env, "blockcat", "get", s.addr, "vol", "--verify")
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+		if err != nil {
+			t.Fatalf("blockd exited with %v after SIGTERM\n%s", err, s.log.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("blockd did not stop after SIGTERM")
+	}
+	if !strings.Contains(s.log.String(), "stopped") {
+		t.Fatalf("no stop message in the log:\n%s", s.log.String())
+	}
+	// The catalog lock is released and the catalog intact.
+	if out := mustRun(t, nil, "blockd", "volume", "inspect", "vol", "--verify", "--data", data); !strings.Contains(out, "all 1 extents match") {
+		t.Fatalf("inspect after stop: %s", out)
+	}
+}
+
+func TestVolumeCommands(t *testing.T) {
+	data := t.TempDir()
+	src := filepath.Join(t.TempDir(), "src")
+	payload := bytes.Repeat([]byte("blockxfer"), 100000)
+	os.WriteFile(src, payload, 0o644)
+	mustRun(t, nil, "blockd", "volume", "import", "copied", src, "--data", data)
+	mustRun(t, nil, "blockd", "volume", "import", "linked", src, "--link", "--data", data)
+	list := mustRun(t, nil, "blockd", "volume", "list", "--data", data)
+	if !strings.Contains(list, "copied") || !strings.Contains(list, "linked") {
+		t.Fatalf("list: %s", list)
+	}
+	if r := runCmd(t, nil, "blockd", "volume", "create", "../evil", "--size", "4KiB", "--data", data); r.code == 0 {
+		t.Fatal("created a volume named ../evil")
+	}
+	mustRun(t, nil, "blockd", "volume", "rm", "linked", "--data", data)
+	if _, err := os.Stat(src); err != nil {
+		t.Fatalf("removing a linked volume removed its source: %v", err)
+	}
+	var v struct {
+		Size     int64
+		Verified bool
+	}
+	json.Unmarshal([]byte(mustRun(t, nil, "blockd", "volume", "inspect", "copied", "--verify", "--json", "--data", data)), &v)
+	if v.Size != int64(len(payload)) || !v.Verified {
+		t.Fatalf("inspect: %+v", v)
+	}
+}
