@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -239,7 +240,8 @@ func withCtx(ctx context.Context, err error) error {
 		// The dial's own timer can fire before the context's.
 		cerr = context.DeadlineExceeded
 	}
-	if cerr != nil && !errors.Is(err, cerr) {
+	// net reports a context deadline as "i/o timeout"; say which it was.
+	if cerr != nil && !strings.Contains(err.Error(), cerr.Error()) {
 		return fmt.Errorf("%w (%v)", cerr, err)
 	}
 	return err
