@@ -8,8 +8,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -265,6 +267,41 @@ func TestServeAndFetch(t *testing.T) {
 			t.Fatalf("bench: %s", js)
 		}
 	})
+}
+
+func TestMetrics(t *testing.T) {
+	data, env := newData(t, map[string]string{"vol": "2MiB"})
+	ml, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ml.Addr().String()
+	ml.Close()
+	s := startServer(t, data, env, "--metrics", metricsAddr)
+	mustRun(t, env, "blockcat", "get", s.addr, "vol")
+	if r := runCmd(t, env, "blockcat", "get", s.addr, "vol", "--offset", "1MiB", "--length", "2MiB"); r.code == 0 {
+		t.Fatal("a read past the end succeeded")
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`blockd_sent_bytes_total{transport="tcp"} 2.097152e+06`,
+		`blockd_reads_total{outcome="done",transport="tcp"} 1`,
+		`blockd_read_duration_seconds_count{transport="tcp"} 2`,
+		`blockd_reads_total{outcome="out-of-range",transport="tcp"} 1`,
+		`blockd_sessions`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
+	}
 }
 
 func TestErrorsLeaveServerUp(t *testing.T) {
