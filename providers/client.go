@@ -1,0 +1,557 @@
+package providers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
+	"github.com/blockxfer/blockxfer/providers/providerpb"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// maxGatherBatch is the most copies sent in one Gather RPC: 64Ki records of
+// 40 bytes, 2.5 MiB, under gRPC's 4 MiB default message limit.
+const maxGatherBatch = 64 << 10
+
+// exitGrace is how long a call whose connection broke waits for the plugin
+// process to be reaped, so it can report ErrPluginExited with the exit
+// status rather than a bare transport error.
+const exitGrace = 5 * time.Second
+
+// GRPCClient is the host-side adapter: an engine.Provider that forwards
+// every call to a plugin. Bulk bytes move through staging memfds shared with
+// the plugin; dmabuf fds arrive over the side socket. It is safe for
+// concurrent use. Get one from Load (as part of a Plugin).
+type GRPCClient struct {
+	rpc    providerpb.ProviderClient
+	fds    *fdpass.Conn
+	logger hclog.Logger
+	stage  *stagingPool
+	reqID  atomic.Uint64
+
+	// Set once by init before the client is shared.
+	name     string
+	version  string
+	caps     engine.Capabilities
+	unusable string
+	life     *lifeline
+
+	mu       sync.Mutex
+	bufs     map[engine.BufferID]remoteBuffer
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+// remoteBuffer is what the host knows of a plugin buffer.
+type remoteBuffer struct {
+	size int64
+	fd   int // dmabuf fd owned by the host, or -1
+}
+
+// lifeline reports the end of the plugin process.
+type lifeline struct {
+	exited chan struct{} // closed when the process has exited
+	err    error         // wraps ErrPluginExited; set before exited is closed
+}
+
+var _ engine.Provider = (*GRPCClient)(nil)
+
+func newGRPCClient(rpc providerpb.ProviderClient, fds *fdpass.Conn, logger hclog.Logger) *GRPCClient {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &GRPCClient{
+		rpc:    rpc,
+		fds:    fds,
+		logger: logger,
+		stage:  newStagingPool(rpc, fds, 0, 0),
+		bufs:   make(map[engine.BufferID]remoteBuffer),
+		name:   "plugin",
+	}
+}
+
+// init fetches the plugin's capabilities and sets up staging.
+func (c *GRPCClient) init(ctx context.Context, slotSize int64, slots int, life *lifeline) error {
+	c.life = life
+	c.stage = newStagingPool(c.rpc, c.fds, slotSize, slots)
+	resp, err := c.rpc.Capabilities(ctx, &providerpb.CapabilitiesRequest{})
+	if err != nil {
+		return c.callErr(ctx, "capabilities", err)
+	}
+	c.name = resp.GetName()
+	if c.name == "" {
+		c.name = "plugin"
+	}
+	c.version = resp.GetVersion()
+	c.unusable = resp.GetUnusableReason()
+	c.caps = engine.Capabilities{
+		Kind:         engine.MemoryKind(resp.GetKind()),
+		Device:       resp.GetDevice(),
+		DmabufExport: resp.GetDmabufExport(),
+		// Plugin memory is not addressable by this process, whatever it is
+		// in the plugin's: GRPCClient is not an engine.Mapper.
+		CPUMappable:    false,
+		Gather:         resp.GetGather(),
+		DeviceChecksum: resp.GetDeviceChecksum(),
+		MaxAlloc:       resp.GetMaxAlloc(),
+	}
+	return nil
+}
+
+// Name returns the provider's name as the plugin reports it.
+func (c *GRPCClient) Name() string { return c.name }
+
+// Version returns the plugin's version string (may be empty).
+func (c *GRPCClient) Version() string { return c.version }
+
+// Unusable returns why the provider cannot work on this machine, or "".
+func (c *GRPCClient) Unusable() string { return c.unusable }
+
+// Capabilities returns the capabilities the plugin reported when loaded.
+// CPUMappable is always false: plugin memory is not addressable here.
+func (c *GRPCClient) Capabilities() engine.Capabilities { return c.caps }
+
+// begin registers a call; it fails once the client is closed or the plugin
+// has exited. Every successful begin is paired with end.
+func (c *GRPCClient) begin() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if c.life != nil {
+		select {
+		case <-c.life.exited:
+			return c.life.err
+		default:
+		}
+	}
+	c.inflight.Add(1)
+	return nil
+}
+
+func (c *GRPCClient) end() { c.inflight.Done() }
+
+// dead is closed when the plugin process has exited (never, without one).
+func (c *GRPCClient) dead() <-chan struct{} {
+	if c.life == nil {
+		return nil
+	}
+	return c.life.exited
+}
+
+// callErr converts an RPC error: ctx's own error when ctx ended,
+// ErrPluginExited when the connection broke because the plugin died, else a
+// *RemoteError wrapping the plugin's sentinel.
+func (c *GRPCClient) callErr(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *RemoteError
+	if errors.As(err, &re) || errors.Is(err, ErrPluginExited) || errors.Is(err, ErrClosed) {
+		return err
+	}
+	st, isStatus := status.FromError(err)
+	code := st.Code()
+	if !isStatus {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("providers: %s: %s: %w", c.name, op, err)
+		}
+		if errors.Is(err, fdpass.ErrClosed) {
+			code = codes.Unavailable
+		} else {
+			return fmt.Errorf("providers: %s: %s: %w", c.name, op, err)
+		}
+	}
+	if code == codes.Canceled || code == codes.DeadlineExceeded {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("providers: %s: %s: %w", c.name, op, cerr)
+		}
+	}
+	if code == codes.Unavailable || code == codes.Canceled {
+		// The connection broke: if the plugin died, say so.
+		if c.life != nil {
+			t := time.NewTimer(exitGrace)
+			defer t.Stop()
+			select {
+			case <-c.life.exited:
+				return fmt.Errorf("providers: %s: %s: %w", c.name, op, c.life.err)
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+	}
+	if !isStatus {
+		return fmt.Errorf("providers: %s: %s: %w", c.name, op, err)
+	}
+	return fromStatus(c.name, op, err)
+}
+
+// lookup returns what the host knows of buffer id.
+func (c *GRPCClient) lookup(op string, id engine.BufferID) (remoteBuffer, error) {
+	c.mu.Lock()
+	b, ok := c.bufs[id]
+	c.mu.Unlock()
+	if !ok {
+		return b, fmt.Errorf("providers: %s: %s: buffer %d: %w", c.name, op, id, engine.ErrUnknownBuffer)
+	}
+	return b, nil
+}
+
+// checkRange checks [off, off+n) against buffer id.
+func (c *GRPCClient) checkRange(op string, id engine.BufferID, off, n int64) error {
+	b, err := c.lookup(op, id)
+	if err != nil {
+		return err
+	}
+	if off < 0 || n < 0 || off > b.size || n > b.size-off {
+		return fmt.Errorf("providers: %s: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", c.name, op, id, off, off, n, b.size, engine.ErrOutOfBounds)
+	}
+	return nil
+}
+
+// checkCopies checks every copy against the host's record of the buffers,
+// under one lock acquisition.
+func (c *GRPCClient) checkCopies(copies []engine.Copy) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var (
+		lastID   engine.BufferID
+		lastSize int64 = -1
+	)
+	size := func(id engine.BufferID) (int64, bool) {
+		if id == lastID && lastSize >= 0 {
+			return lastSize, true
+		}
+		b, ok := c.bufs[id]
+		if ok {
+			lastID, lastSize = id, b.size
+		}
+		return b.size, ok
+	}
+	for i := range copies {
+		cp := &copies[i]
+		for _, r := range [2]struct {
+			op  string
+			id  engine.BufferID
+			off int64
+		}{{"gather src", cp.Src, cp.SrcOff}, {"gather dst", cp.Dst, cp.DstOff}} {
+			n, ok := size(r.id)
+			if !ok {
+				return fmt.Errorf("providers: %s: %s: buffer %d: %w", c.name, r.op, r.id, engine.ErrUnknownBuffer)
+			}
+			if r.off < 0 || cp.Len < 0 || r.off > n || cp.Len > n-r.off {
+				return fmt.Errorf("providers: %s: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", c.name, r.op, r.id, r.off, r.off, cp.Len, n, engine.ErrOutOfBounds)
+			}
+		}
+	}
+	return nil
+}
+
+// Alloc allocates size bytes in the plugin. With dmabuf true the plugin
+// exports the buffer as a dmabuf and its fd arrives over the side socket:
+// Buffer.DmabufFD is then an fd in this process, owned by the buffer and
+// closed by Free (or Close, or when the plugin exits). It returns errors
+// wrapping engine.ErrNoDmabuf, ErrUnusable or ErrPluginExited.
+func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+	if err := c.begin(); err != nil {
+		return engine.Buffer{DmabufFD: -1}, err
+	}
+	defer c.end()
+	if c.fds == nil {
+		return engine.Buffer{DmabufFD: -1}, errors.New("providers: no side socket")
+	}
+	id := c.reqID.Add(1)
+	c.fds.Expect(id)
+	resp, err := c.rpc.Allocate(ctx, &providerpb.AllocateRequest{RequestId: id, Size: size, Dmabuf: dmabuf})
+	if err != nil {
+		c.fds.Forget(id)
+		return engine.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
+	}
+	buf := engine.Buffer{ID: engine.BufferID(resp.GetBufferId()), Size: resp.GetSize(), DmabufFD: -1}
+	if resp.GetDmabufSent() {
+		fd, err := c.fds.Take(ctx, id)
+		if err != nil {
+			c.freeRemote(ctx, buf.ID)
+			if errors.Is(err, fdpass.ErrClosed) {
+				return engine.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
+			}
+			return engine.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: receive dmabuf fd: %w", c.name, err)
+		}
+		buf.DmabufFD = fd
+	} else {
+		c.fds.Forget(id)
+		if dmabuf {
+			c.freeRemote(ctx, buf.ID)
+			return engine.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: %w: dmabuf requested but no fd sent", c.name, ErrProtocol)
+		}
+	}
+	c.mu.Lock()
+	c.bufs[buf.ID] = remoteBuffer{size: buf.Size, fd: buf.DmabufFD}
+	c.mu.Unlock()
+	return buf, nil
+}
+
+// freeRemote frees a buffer the caller will never see, best effort.
+func (c *GRPCClient) freeRemote(ctx context.Context, id engine.BufferID) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attachTimeout)
+	defer cancel()
+	if _, err := c.rpc.Free(fctx, &providerpb.FreeRequest{BufferId: uint64(id)}); err != nil {
+		c.logger.Warn("free of abandoned buffer failed", "plugin", c.name, "buffer", id, "error", err)
+	}
+}
+
+// Free frees the buffer in the plugin and closes its dmabuf fd here. The fd
+// is closed even when the plugin fails the call (it exited, or no longer
+// knows the buffer).
+func (c *GRPCClient) Free(ctx context.Context, id engine.BufferID) error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.end()
+	_, err := c.rpc.Free(ctx, &providerpb.FreeRequest{BufferId: uint64(id)})
+	err = c.callErr(ctx, "free", err)
+	if err == nil || errors.Is(err, engine.ErrUnknownBuffer) || errors.Is(err, ErrPluginExited) {
+		c.mu.Lock()
+		b, ok := c.bufs[id]
+		delete(c.bufs, id)
+		c.mu.Unlock()
+		if ok && b.fd >= 0 {
+			closeFD(b.fd)
+		}
+	}
+	return err
+}
+
+// CopyIn copies src into dst at off through staging: src is copied into a
+// staging buffer and the plugin copies it from there. Ranges larger than a
+// staging slot are pipelined slot by slot. When src lies in a Staging buffer
+// the plugin copies straight from it, with no host-side copy. Bounds are
+// checked before any byte moves.
+func (c *GRPCClient) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.end()
+	if err := c.checkRange("copy-in", dst, off, int64(len(src))); err != nil {
+		return err
+	}
+	if s, soff := c.stage.within(src); s != nil {
+		_, err := c.rpc.CopyIn(ctx, &providerpb.CopyInRequest{
+			Dst: uint64(dst), DstOff: off, StagingId: s.id, StagingOff: soff, Len: int64(len(src)),
+		})
+		return c.callErr(ctx, "copy-in", err)
+	}
+	return c.pipeline(ctx, "copy-in", len(src), func(ctx context.Context, s *stagingSlot, pos, n int) error {
+		copy(s.mem[:n], src[pos:pos+n])
+		_, err := c.rpc.CopyIn(ctx, &providerpb.CopyInRequest{
+			Dst: uint64(dst), DstOff: off + int64(pos), StagingId: s.id, Len: int64(n),
+		})
+		return err
+	})
+}
+
+// AcquireStaging lends the caller one of the plugin's staging buffers, for
+// CopyIn and ReadBack without the host-side copy (see Staging). It waits
+// for a free staging slot while all are in use, until ctx ends.
+func (c *GRPCClient) AcquireStaging(ctx context.Context) (*Staging, error) {
+	if err := c.begin(); err != nil {
+		return nil, err
+	}
+	defer c.end()
+	s, err := c.stage.get(ctx, c.dead())
+	if err != nil {
+		return nil, c.callErr(ctx, "acquire staging", err)
+	}
+	c.stage.lend(s)
+	return &Staging{Bytes: s.mem, slot: s, pool: c.stage}, nil
+}
+
+// ReadBack copies len(p) bytes of src at off into p through staging, slot by
+// slot, pipelined; straight into p when p lies in a Staging buffer. Bounds
+// are checked before any byte moves.
+func (c *GRPCClient) ReadBack(ctx context.Context, src engine.BufferID, off int64, p []byte) error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.end()
+	if err := c.checkRange("read-back", src, off, int64(len(p))); err != nil {
+		return err
+	}
+	if s, soff := c.stage.within(p); s != nil {
+		_, err := c.rpc.ReadBack(ctx, &providerpb.ReadBackRequest{
+			Src: uint64(src), SrcOff: off, StagingId: s.id, StagingOff: soff, Len: int64(len(p)),
+		})
+		return c.callErr(ctx, "read-back", err)
+	}
+	return c.pipeline(ctx, "read-back", len(p), func(ctx context.Context, s *stagingSlot, pos, n int) error {
+		if _, err := c.rpc.ReadBack(ctx, &providerpb.ReadBackRequest{
+			Src: uint64(src), SrcOff: off + int64(pos), StagingId: s.id, Len: int64(n),
+		}); err != nil {
+			return err
+		}
+		copy(p[pos:pos+n], s.mem[:n])
+		return nil
+	})
+}
+
+// pipeline runs step over total bytes in staging-slot-sized chunks. Each
+// chunk gets its own slot; a chunk's RPC runs while the next chunk is
+// prepared. CopyIn's host-side copy happens in step before the RPC, so it is
+// run inline for the first chunk and overlaps the previous chunk's RPC after.
+func (c *GRPCClient) pipeline(ctx context.Context, op string, total int, step func(ctx context.Context, s *stagingSlot, pos, n int) error) error {
+	slot := int(c.stage.slotSize)
+	if total == 0 {
+		return nil
+	}
+	if total <= slot {
+		s, err := c.stage.get(ctx, c.dead())
+		if err != nil {
+			return c.callErr(ctx, op, err)
+		}
+		defer c.stage.put(s)
+		return c.callErr(ctx, op, step(ctx, s, 0, total))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	for pos := 0; pos < total && ctx.Err() == nil; pos += slot {
+		n := min(slot, total-pos)
+		s, err := c.stage.get(ctx, c.dead())
+		if err != nil {
+			fail(err)
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.stage.put(s)
+			if err := step(ctx, s, pos, n); err != nil {
+				fail(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return c.callErr(ctx, op, firstErr)
+	}
+	return nil
+}
+
+// Gather sends the copies to the plugin, which performs them on the device
+// in order, and returns when all are complete. Every copy is checked against
+// the host's record of the buffers first, so a bad copy fails the call
+// before any byte moves. Batches larger than 64Ki copies are sent as several
+// RPCs, in order.
+func (c *GRPCClient) Gather(ctx context.Context, copies []engine.Copy) error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.end()
+	if err := c.checkCopies(copies); err != nil {
+		return err
+	}
+	buf := recordPool.Get().(*[]byte)
+	defer recordPool.Put(buf)
+	for len(copies) > 0 {
+		batch := copies[:min(len(copies), maxGatherBatch)]
+		copies = copies[len(batch):]
+		*buf = appendCopies((*buf)[:0], batch)
+		if _, err := c.rpc.Gather(ctx, &providerpb.GatherRequest{Copies: *buf}); err != nil {
+			return c.callErr(ctx, "gather", err)
+		}
+	}
+	return nil
+}
+
+// Checksum returns the CRC-32C of n bytes of buf at off, computed by the
+// plugin (on the device when Capabilities().DeviceChecksum).
+func (c *GRPCClient) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+	if err := c.begin(); err != nil {
+		return 0, err
+	}
+	defer c.end()
+	if err := c.checkRange("checksum", buf, off, n); err != nil {
+		return 0, err
+	}
+	resp, err := c.rpc.Checksum(ctx, &providerpb.ChecksumRequest{BufferId: uint64(buf), Off: []int64{off}, Len: []int64{n}})
+	if err != nil {
+		return 0, c.callErr(ctx, "checksum", err)
+	}
+	if len(resp.GetCrc32C()) != 1 {
+		return 0, fmt.Errorf("providers: %s: checksum: %w: %d checksums for 1 range", c.name, ErrProtocol, len(resp.GetCrc32C()))
+	}
+	return resp.Crc32C[0], nil
+}
+
+// Close stops new calls, waits for the calls in flight, then releases
+// staging and closes every dmabuf fd this client received. It does not stop
+// the plugin process: Plugin.Close does, before calling this.
+func (c *GRPCClient) Close() error {
+	if !c.markClosed() {
+		return nil
+	}
+	return c.release()
+}
+
+// markClosed makes new calls fail with ErrClosed. It reports false if the
+// client was already closed.
+func (c *GRPCClient) markClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.closed = true
+	return true
+}
+
+// release waits for the calls in flight, then closes the side socket, the
+// received dmabuf fds and the staging buffers.
+func (c *GRPCClient) release() error {
+	c.inflight.Wait()
+	c.closeDmabufs()
+	var errs []error
+	if c.fds != nil {
+		errs = append(errs, c.fds.Close())
+	}
+	errs = append(errs, c.stage.close())
+	return errors.Join(errs...)
+}
+
+// closeDmabufs closes every dmabuf fd received from the plugin. Buffers stay
+// in the table, so Free still reports on them, without an fd.
+func (c *GRPCClient) closeDmabufs() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, b := range c.bufs {
+		if b.fd >= 0 {
+			closeFD(b.fd)
+			b.fd = -1
+			c.bufs[id] = b
+		}
+	}
+}
+
+// pluginExited runs when the plugin process has exited: pending fds and the
+// dmabuf fds of its buffers are closed; calls fail with ErrPluginExited.
+func (c *GRPCClient) pluginExited() {
+	if c.fds != nil {
+		c.fds.Close()
+	}
+	c.closeDmabufs()
+}

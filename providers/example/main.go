@@ -1,0 +1,18 @@
+// Command blockxfer-provider-example is the smallest complete provider
+// plugin, written for plugin authors to copy. Its buffers are memfds, and it
+// hands each buffer's memfd to the host as the buffer's "dmabuf" fd, so the
+// fd passing a real dmabuf exporter does is visible (and testable) on any
+// Linux machine. A memfd is not a dmabuf: a NIC cannot be bound to it.
+//
+// Build it under the name the engine discovers:
+//
+//	go build -o blockxfer-provider-example ./providers/example
+//
+// See docs/providers.md for the protocol.
+package main
+
+import "github.com/blockxfer/blockxfer/providers"
+
+func main() {
+	providers.Serve(newProvider(), nil)
+}

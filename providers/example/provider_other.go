@@ -1,0 +1,17 @@
+//go:build !linux
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/blockxfer/blockxfer/engine"
+)
+
+func newProvider() engine.Provider {
+	fmt.Fprintf(os.Stderr, "blockxfer-provider-example: memfd is not supported on %s\n", runtime.GOOS)
+	os.Exit(1)
+	return nil
+}

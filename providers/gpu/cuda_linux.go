@@ -1,0 +1,344 @@
+//go:build linux && cgo
+
+package main
+
+/*
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+// The few CUDA driver API types and entry points used, declared here so no
+// CUDA header or toolkit is needed. Versioned names (_v2) are the ones
+// cuda.h maps the plain names to.
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext;
+typedef void *CUstream;
+typedef unsigned long long CUdeviceptr;
+
+enum {
+	BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 124,
+	BX_CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD = 1,
+	BX_CU_STREAM_NON_BLOCKING = 1,
+};
+
+static struct {
+	void *lib;
+	CUresult (*cuInit)(unsigned int);
+	CUresult (*cuDriverGetVersion)(int *);
+	CUresult (*cuGetErrorName)(CUresult, const char **);
+	CUresult (*cuDeviceGetCount)(int *);
+	CUresult (*cuDeviceGet)(CUdevice *, int);
+	CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+	CUresult (*cuDeviceGetAttribute)(int *, int, CUdevice);
+	CUresult (*cuDeviceTotalMem)(size_t *, CUdevice);
+	CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+	CUresult (*cuDevicePrimaryCtxRelease)(CUdevice);
+	CUresult (*cuCtxSetCurrent)(CUcontext);
+	CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+	CUresult (*cuMemFree)(CUdeviceptr);
+	CUresult (*cuMemGetHandleForAddressRange)(void *, CUdeviceptr, size_t, int, unsigned long long);
+	CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+	CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+	CUresult (*cuMemcpyDtoDAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+	CUresult (*cuStreamCreate)(CUstream *, unsigned int);
+	CUresult (*cuStreamDestroy)(CUstream);
+	CUresult (*cuStreamSynchronize)(CUstream);
+	CUresult (*cuMemHostRegister)(void *, size_t, unsigned int);
+	CUresult (*cuMemHostUnregister)(void *);
+} bx;
+
+// bx_load opens the driver library and resolves every entry point. It
+// returns NULL, or the dlerror text, or the name of a missing symbol (with
+// *missing set). cuMemGetHandleForAddressRange (CUDA 11.7+) is optional.
+static const char *bx_load(const char *path, int *missing) {
+	*missing = 0;
+	bx.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (bx.lib == NULL) {
+		return dlerror();
+	}
+#define BX_SYM(field, name) \
+	if ((*(void **)(&bx.field) = dlsym(bx.lib, name)) == NULL) { *missing = 1; return name; }
+	BX_SYM(cuInit, "cuInit")
+	BX_SYM(cuDriverGetVersion, "cuDriverGetVersion")
+	BX_SYM(cuGetErrorName, "cuGetErrorName")
+	BX_SYM(cuDeviceGetCount, "cuDeviceGetCount")
+	BX_SYM(cuDeviceGet, "cuDeviceGet")
+	BX_SYM(cuDeviceGetName, "cuDeviceGetName")
+	BX_SYM(cuDeviceGetAttribute, "cuDeviceGetAttribute")
+	BX_SYM(cuDeviceTotalMem, "cuDeviceTotalMem_v2")
+	BX_SYM(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain")
+	BX_SYM(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2")
+	BX_SYM(cuCtxSetCurrent, "cuCtxSetCurrent")
+	BX_SYM(cuMemAlloc, "cuMemAlloc_v2")
+	BX_SYM(cuMemFree, "cuMemFree_v2")
+	BX_SYM(cuMemcpyHtoD, "cuMemcpyHtoD_v2")
+	BX_SYM(cuMemcpyDtoH, "cuMemcpyDtoH_v2")
+	BX_SYM(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2")
+	BX_SYM(cuStreamCreate, "cuStreamCreate")
+	BX_SYM(cuStreamDestroy, "cuStreamDestroy_v2")
+	BX_SYM(cuStreamSynchronize, "cuStreamSynchronize")
+	BX_SYM(cuMemHostRegister, "cuMemHostRegister_v2")
+	BX_SYM(cuMemHostUnregister, "cuMemHostUnregister")
+#undef BX_SYM
+	*(void **)(&bx.cuMemGetHandleForAddressRange) = dlsym(bx.lib, "cuMemGetHandleForAddressRange");
+	return NULL;
+}
+
+static int bx_has_dmabuf_export(void) { return bx.cuMemGetHandleForAddressRange != NULL; }
+
+static const char *bx_error_name(CUresult r) {
+	const char *s = NULL;
+	if (bx.cuGetErrorName(r, &s) != 0 || s == NULL) {
+		return NULL;
+	}
+	return s;
+}
+
+static CUresult bx_init(void) { return bx.cuInit(0); }
+static CUresult bx_driver_version(int *v) { return bx.cuDriverGetVersion(v); }
+static CUresult bx_device_count(int *n) { return bx.cuDeviceGetCount(n); }
+static CUresult bx_device_get(CUdevice *d, int ordinal) { return bx.cuDeviceGet(d, ordinal); }
+static CUresult bx_device_name(char *s, int n, CUdevice d) { return bx.cuDeviceGetName(s, n, d); }
+static CUresult bx_device_total_mem(size_t *n, CUdevice d) { return bx.cuDeviceTotalMem(n, d); }
+static CUresult bx_dmabuf_supported(int *v, CUdevice d) {
+	return bx.cuDeviceGetAttribute(v, BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED, d);
+}
+static CUresult bx_ctx_retain(CUcontext *c, CUdevice d) { return bx.cuDevicePrimaryCtxRetain(c, d); }
+static CUresult bx_ctx_release(CUdevice d) { return bx.cuDevicePrimaryCtxRelease(d); }
+
+// Every call below makes ctx current on the calling thread first, inside
+// the same C call: a goroutine may run on any thread between cgo calls.
+
+static CUresult bx_mem_alloc(CUcontext ctx, CUdeviceptr *p, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemAlloc(p, n);
+}
+
+static CUresult bx_mem_free(CUcontext ctx, CUdeviceptr p) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemFree(p);
+}
+
+static CUresult bx_export_dmabuf(CUcontext ctx, int *fd, CUdeviceptr p, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemGetHandleForAddressRange(fd, p, n, BX_CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0);
+}
+
+static CUresult bx_htod(CUcontext ctx, CUdeviceptr dst, const void *src, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemcpyHtoD(dst, src, n);
+}
+
+static CUresult bx_dtoh(CUcontext ctx, void *dst, CUdeviceptr src, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemcpyDtoH(dst, src, n);
+}
+
+static CUresult bx_stream_create(CUcontext ctx, CUstream *s) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuStreamCreate(s, BX_CU_STREAM_NON_BLOCKING);
+}
+
+static CUresult bx_stream_destroy(CUcontext ctx, CUstream s) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuStreamDestroy(s);
+}
+
+// bx_gather queues n device-to-device copies on stream s and waits for
+// them. On a queueing error it still waits for the copies already queued,
+// so none is running when the call returns, and returns the first error.
+static CUresult bx_gather(CUcontext ctx, CUstream s, const uint64_t *dst, const uint64_t *src, const uint64_t *len, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	if (r) {
+		return r;
+	}
+	CUresult first = 0;
+	for (size_t i = 0; i < n; i++) {
+		if ((first = bx.cuMemcpyDtoDAsync(dst[i], src[i], len[i], s)) != 0) {
+			break;
+		}
+	}
+	r = bx.cuStreamSynchronize(s);
+	return first ? first : r;
+}
+
+static CUresult bx_host_register(CUcontext ctx, void *p, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemHostRegister(p, n, 0);
+}
+
+static CUresult bx_host_unregister(CUcontext ctx, void *p) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuMemHostUnregister(p);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// cuContext is a CUDA context (the device's primary context).
+type cuContext = C.CUcontext
+
+// cuDevice is a CUDA device handle.
+type cuDevice = C.CUdevice
+
+// cuStream is a CUDA stream.
+type cuStream = C.CUstream
+
+// cudaSuccess is CUDA_SUCCESS.
+const cudaSuccess = 0
+
+// cudaError is a failed driver call, named with cuGetErrorName.
+type cudaError struct {
+	Op   string // the driver entry point
+	Code int
+	Name string // e.g. CUDA_ERROR_OUT_OF_MEMORY
+}
+
+func (e *cudaError) Error() string {
+	return fmt.Sprintf("%s: %s (%d)", e.Op, e.Name, e.Code)
+}
+
+// check converts a CUresult into nil or a *cudaError.
+func check(op string, r C.CUresult) error {
+	if r == cudaSuccess {
+		return nil
+	}
+	name := "CUDA error"
+	if s := C.bx_error_name(r); s != nil {
+		name = C.GoString(s)
+	}
+	return &cudaError{Op: op, Code: int(r), Name: name}
+}
+
+// loadDriver opens the CUDA driver library at path. missing reports that
+// the library opened but lacks a required entry point.
+func loadDriver(path string) (err error, missing bool) {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	var miss C.int
+	if msg := C.bx_load(cpath, &miss); msg != nil {
+		return fmt.Errorf("%s", C.GoString(msg)), miss != 0
+	}
+	return nil, false
+}
+
+func hasDmabufExport() bool { return C.bx_has_dmabuf_export() != 0 }
+
+func cuInit() error { return check("cuInit", C.bx_init()) }
+
+func cuDriverVersion() (int, error) {
+	var v C.int
+	err := check("cuDriverGetVersion", C.bx_driver_version(&v))
+	return int(v), err
+}
+
+func cuDeviceCount() (int, error) {
+	var n C.int
+	err := check("cuDeviceGetCount", C.bx_device_count(&n))
+	return int(n), err
+}
+
+func cuDeviceGet(ordinal int) (C.CUdevice, error) {
+	var d C.CUdevice
+	err := check("cuDeviceGet", C.bx_device_get(&d, C.int(ordinal)))
+	return d, err
+}
+
+func cuDeviceName(d C.CUdevice) string {
+	var buf [256]C.char
+	if C.bx_device_name(&buf[0], C.int(len(buf)), d) != cudaSuccess {
+		return ""
+	}
+	return C.GoString(&buf[0])
+}
+
+func cuDeviceTotalMem(d C.CUdevice) (int64, error) {
+	var n C.size_t
+	err := check("cuDeviceTotalMem", C.bx_device_total_mem(&n, d))
+	return int64(n), err
+}
+
+func cuDmabufSupported(d C.CUdevice) (bool, error) {
+	var v C.int
+	err := check("cuDeviceGetAttribute(CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED)", C.bx_dmabuf_supported(&v, d))
+	return v != 0, err
+}
+
+func cuPrimaryCtxRetain(d C.CUdevice) (cuContext, error) {
+	var c C.CUcontext
+	err := check("cuDevicePrimaryCtxRetain", C.bx_ctx_retain(&c, d))
+	return c, err
+}
+
+func cuPrimaryCtxRelease(d C.CUdevice) error {
+	return check("cuDevicePrimaryCtxRelease", C.bx_ctx_release(d))
+}
+
+func cuMemAlloc(ctx cuContext, n int64) (uint64, error) {
+	var p C.CUdeviceptr
+	err := check("cuMemAlloc", C.bx_mem_alloc(ctx, &p, C.size_t(n)))
+	return uint64(p), err
+}
+
+func cuMemFree(ctx cuContext, p uint64) error {
+	return check("cuMemFree", C.bx_mem_free(ctx, C.CUdeviceptr(p)))
+}
+
+func cuExportDmabuf(ctx cuContext, p uint64, n int64) (int, error) {
+	var fd C.int = -1
+	err := check("cuMemGetHandleForAddressRange(CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD)", C.bx_export_dmabuf(ctx, &fd, C.CUdeviceptr(p), C.size_t(n)))
+	return int(fd), err
+}
+
+// cuHtoD copies src to device address dst. src may be Go memory: the
+// driver reads it during the call only.
+func cuHtoD(ctx cuContext, dst uint64, src []byte) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return check("cuMemcpyHtoD", C.bx_htod(ctx, C.CUdeviceptr(dst), unsafe.Pointer(&src[0]), C.size_t(len(src))))
+}
+
+// cuDtoH copies device address src to dst.
+func cuDtoH(ctx cuContext, dst []byte, src uint64) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return check("cuMemcpyDtoH", C.bx_dtoh(ctx, unsafe.Pointer(&dst[0]), C.CUdeviceptr(src), C.size_t(len(dst))))
+}
+
+func cuStreamCreate(ctx cuContext) (cuStream, error) {
+	var s C.CUstream
+	err := check("cuStreamCreate", C.bx_stream_create(ctx, &s))
+	return s, err
+}
+
+func cuStreamDestroy(ctx cuContext, s cuStream) error {
+	return check("cuStreamDestroy", C.bx_stream_destroy(ctx, s))
+}
+
+// cuGather queues the copies (device addresses) on s and waits for them.
+func cuGather(ctx cuContext, s cuStream, dst, src, n []uint64) error {
+	if len(n) == 0 {
+		return nil
+	}
+	return check("cuMemcpyDtoDAsync/cuStreamSynchronize", C.bx_gather(ctx, s,
+		(*C.uint64_t)(unsafe.Pointer(&dst[0])), (*C.uint64_t)(unsafe.Pointer(&src[0])),
+		(*C.uint64_t)(unsafe.Pointer(&n[0])), C.size_t(len(n))))
+}
+
+// cuHostRegister page-locks mem (not Go memory: a staging mapping) for DMA.
+func cuHostRegister(ctx cuContext, mem []byte) error {
+	return check("cuMemHostRegister", C.bx_host_register(ctx, unsafe.Pointer(&mem[0]), C.size_t(len(mem))))
+}
+
+func cuHostUnregister(ctx cuContext, mem []byte) error {
+	return check("cuMemHostUnregister", C.bx_host_unregister(ctx, unsafe.Pointer(&mem[0])))
+}

@@ -1,0 +1,371 @@
+//go:build linux && cgo
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sync"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers"
+	"golang.org/x/sys/unix"
+)
+
+// maxStreams is how many CUDA streams concurrent Gathers share.
+const maxStreams = 4
+
+// checksumChunk is how much Checksum reads back per driver call.
+const checksumChunk = 4 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// checksumBufs holds read-back buffers for Checksum.
+var checksumBufs = sync.Pool{New: func() any { b := make([]byte, checksumChunk); return &b }}
+
+// provider is the CUDA engine.Provider for one device. It is safe for
+// concurrent use: copies run under the read lock, Free under the write lock.
+type provider struct {
+	cfg         config
+	why         string // unusable reason
+	device      cuDevice
+	ctx         cuContext // the device's primary context, retained
+	name        string
+	version     string
+	total       int64
+	dmabufOK    bool
+	noDmabufWhy string
+	pageSize    int64
+
+	streams  chan cuStream
+	streamMu sync.Mutex
+	nstreams int
+
+	mu      sync.RWMutex
+	bufs    map[engine.BufferID]*gpuBuffer
+	next    engine.BufferID
+	staging [][]byte // registered with cuMemHostRegister
+	closed  bool
+}
+
+// gpuBuffer is one cuMemAlloc allocation.
+type gpuBuffer struct {
+	ptr  uint64 // device address
+	size int64  // as asked
+	fd   int    // exported dmabuf, or -1
+}
+
+// newProvider loads the driver and opens the configured device. Any failure
+// makes the provider unusable, with a reason saying what to fix.
+func newProvider(cfg config) *provider {
+	p := &provider{
+		cfg:      cfg,
+		pageSize: int64(unix.Getpagesize()),
+		streams:  make(chan cuStream, maxStreams),
+		bufs:     make(map[engine.BufferID]*gpuBuffer),
+		version:  "1",
+	}
+	p.why = p.open()
+	return p
+}
+
+// open returns "" or why the device cannot be used.
+func (p *provider) open() string {
+	if p.cfg.err != nil {
+		return p.cfg.err.Error()
+	}
+	if err, missing := loadDriver(p.cfg.library); err != nil {
+		if missing {
+			return fmt.Sprintf("%s lacks the CUDA driver entry point %v: the NVIDIA driver is too old, update it", p.cfg.library, err)
+		}
+		if p.cfg.override {
+			return fmt.Sprintf("%s (from %s) cannot be loaded: %v", p.cfg.library, libraryEnv, err)
+		}
+		return fmt.Sprintf("%s not found: install the NVIDIA driver (dlopen: %v)", p.cfg.library, err)
+	}
+	if err := cuInit(); err != nil {
+		return fmt.Sprintf("%v: no usable NVIDIA GPU (is the kernel driver loaded? try nvidia-smi)", err)
+	}
+	if v, err := cuDriverVersion(); err == nil {
+		p.version = fmt.Sprintf("1 (CUDA driver %d.%d)", v/1000, v%1000/10)
+	}
+	n, err := cuDeviceCount()
+	if err != nil {
+		return err.Error()
+	}
+	if p.cfg.device >= n {
+		return fmt.Sprintf("CUDA device %d requested (-device or %s) but the driver reports %d device(s)", p.cfg.device, deviceEnv, n)
+	}
+	if p.device, err = cuDeviceGet(p.cfg.device); err != nil {
+		return err.Error()
+	}
+	p.name = cuDeviceName(p.device)
+	if p.total, err = cuDeviceTotalMem(p.device); err != nil {
+		return err.Error()
+	}
+	supported, err := cuDmabufSupported(p.device)
+	switch {
+	case err != nil:
+		p.noDmabufWhy = fmt.Sprintf("cannot tell whether cuda:%d exports dmabufs: %v", p.cfg.device, err)
+	case !supported:
+		p.noDmabufWhy = fmt.Sprintf("cuda:%d (%s) reports CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0: dmabuf export needs a GPU and driver that support it (the NVIDIA open kernel modules, CUDA 11.7+)", p.cfg.device, p.name)
+	case !hasDmabufExport():
+		p.noDmabufWhy = fmt.Sprintf("%s has no cuMemGetHandleForAddressRange: dmabuf export needs CUDA 11.7+, update the NVIDIA driver", p.cfg.library)
+	default:
+		p.dmabufOK = true
+	}
+	if p.ctx, err = cuPrimaryCtxRetain(p.device); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+func (p *provider) Name() string { return "gpu" }
+
+// Version reports the plugin and driver versions (providers.Versioner).
+func (p *provider) Version() string { return p.version }
+
+// UnusableReason says why the GPU cannot be used (providers.UnusableReasoner).
+func (p *provider) UnusableReason() string { return p.why }
+
+func (p *provider) Capabilities() engine.Capabilities {
+	return engine.Capabilities{
+		Kind:           engine.MemoryGPU,
+		Device:         fmt.Sprintf("cuda:%d", p.cfg.device),
+		DmabufExport:   p.dmabufOK,
+		CPUMappable:    false,
+		Gather:         true,
+		DeviceChecksum: false,
+		MaxAlloc:       p.total,
+	}
+}
+
+// Alloc allocates size bytes, rounded up to the host page size (dmabuf
+// export needs page-aligned ranges). With dmabuf true the whole allocation
+// is exported with cuMemGetHandleForAddressRange; the buffer owns the fd.
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+	none := engine.Buffer{DmabufFD: -1}
+	if p.why != "" {
+		return none, fmt.Errorf("gpu: %w: %s", providers.ErrUnusable, p.why)
+	}
+	if dmabuf && !p.dmabufOK {
+		return none, fmt.Errorf("gpu: %w: %s", engine.ErrNoDmabuf, p.noDmabufWhy)
+	}
+	if size <= 0 {
+		return none, fmt.Errorf("gpu: alloc %d bytes: size must be positive", size)
+	}
+	rounded := (size + p.pageSize - 1) &^ (p.pageSize - 1)
+	ptr, err := cuMemAlloc(p.ctx, rounded)
+	if err != nil {
+		return none, fmt.Errorf("gpu: alloc %d bytes on cuda:%d: %w", rounded, p.cfg.device, err)
+	}
+	b := &gpuBuffer{ptr: ptr, size: size, fd: -1}
+	if dmabuf {
+		if int64(ptr)%p.pageSize != 0 {
+			cuMemFree(p.ctx, ptr)
+			return none, fmt.Errorf("gpu: cuMemAlloc returned %#x, not page-aligned: cannot export it as a dmabuf", ptr)
+		}
+		if b.fd, err = cuExportDmabuf(p.ctx, ptr, rounded); err != nil {
+			cuMemFree(p.ctx, ptr)
+			return none, fmt.Errorf("gpu: export %d bytes as a dmabuf: %w", rounded, err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		b.release(p.ctx)
+		return none, errors.New("gpu: provider closed")
+	}
+	p.next++
+	p.bufs[p.next] = b
+	return engine.Buffer{ID: p.next, Size: size, DmabufFD: b.fd}, nil
+}
+
+// release closes the dmabuf and frees the device memory.
+func (b *gpuBuffer) release(ctx cuContext) error {
+	var errs []error
+	if b.fd >= 0 {
+		errs = append(errs, unix.Close(b.fd))
+	}
+	return errors.Join(append(errs, cuMemFree(ctx, b.ptr))...)
+}
+
+func (p *provider) Free(ctx context.Context, id engine.BufferID) error {
+	p.mu.Lock()
+	b, ok := p.bufs[id]
+	delete(p.bufs, id)
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("gpu: free %d: %w", id, engine.ErrUnknownBuffer)
+	}
+	return b.release(p.ctx)
+}
+
+// lookup returns buffer id after checking [off, off+n). Callers hold p.mu.
+func (p *provider) lookup(id engine.BufferID, off, n int64) (*gpuBuffer, error) {
+	b, ok := p.bufs[id]
+	if !ok {
+		return nil, fmt.Errorf("gpu: buffer %d: %w", id, engine.ErrUnknownBuffer)
+	}
+	if off < 0 || n < 0 || off > b.size || n > b.size-off {
+		return nil, fmt.Errorf("gpu: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, engine.ErrOutOfBounds)
+	}
+	return b, nil
+}
+
+// CopyIn copies host bytes to the device with cuMemcpyHtoD. From a staging
+// buffer (pinned by RegisterStaging) this is a direct DMA.
+func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	b, err := p.lookup(dst, off, int64(len(src)))
+	if err != nil {
+		return err
+	}
+	if err := cuHtoD(p.ctx, b.ptr+uint64(off), src); err != nil {
+		return fmt.Errorf("gpu: copy-in: %w", err)
+	}
+	return nil
+}
+
+// ReadBack copies device bytes to the host with cuMemcpyDtoH.
+func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	b, err := p.lookup(src, off, int64(len(dst)))
+	if err != nil {
+		return err
+	}
+	if err := cuDtoH(p.ctx, dst, b.ptr+uint64(off)); err != nil {
+		return fmt.Errorf("gpu: read-back: %w", err)
+	}
+	return nil
+}
+
+// Gather checks every copy, queues them all on one stream in order
+// (cuMemcpyDtoDAsync) and waits for the stream.
+func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+	if len(copies) == 0 {
+		return nil
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	dst, src, n := make([]uint64, len(copies)), make([]uint64, len(copies)), make([]uint64, len(copies))
+	for i, c := range copies {
+		s, err := p.lookup(c.Src, c.SrcOff, c.Len)
+		if err != nil {
+			return err
+		}
+		d, err := p.lookup(c.Dst, c.DstOff, c.Len)
+		if err != nil {
+			return err
+		}
+		dst[i], src[i], n[i] = d.ptr+uint64(c.DstOff), s.ptr+uint64(c.SrcOff), uint64(c.Len)
+	}
+	s, err := p.stream(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { p.streams <- s }()
+	if err := cuGather(p.ctx, s, dst, src, n); err != nil {
+		return fmt.Errorf("gpu: gather: %w", err)
+	}
+	return nil
+}
+
+// stream returns a free stream, creating up to maxStreams.
+func (p *provider) stream(ctx context.Context) (cuStream, error) {
+	select {
+	case s := <-p.streams:
+		return s, nil
+	default:
+	}
+	p.streamMu.Lock()
+	if p.nstreams < maxStreams {
+		p.nstreams++
+		p.streamMu.Unlock()
+		s, err := cuStreamCreate(p.ctx)
+		if err != nil {
+			p.streamMu.Lock()
+			p.nstreams--
+			p.streamMu.Unlock()
+			return nil, fmt.Errorf("gpu: %w", err)
+		}
+		return s, nil
+	}
+	p.streamMu.Unlock()
+	select {
+	case s := <-p.streams:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Checksum reads the range back in 4 MiB chunks and computes CRC-32C on the
+// host: there is no device kernel for it.
+func (p *provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	b, err := p.lookup(buf, off, n)
+	if err != nil {
+		return 0, err
+	}
+	chunk := checksumBufs.Get().(*[]byte)
+	defer checksumBufs.Put(chunk)
+	var sum uint32
+	for pos := int64(0); pos < n; {
+		m := min(n-pos, int64(len(*chunk)))
+		if err := cuDtoH(p.ctx, (*chunk)[:m], b.ptr+uint64(off+pos)); err != nil {
+			return 0, fmt.Errorf("gpu: checksum: %w", err)
+		}
+		sum = crc32.Update(sum, castagnoli, (*chunk)[:m])
+		pos += m
+	}
+	return sum, nil
+}
+
+// RegisterStaging pins a staging buffer with cuMemHostRegister so CopyIn and
+// ReadBack through it are direct DMA (providers.StagingRegistrar).
+func (p *provider) RegisterStaging(mem []byte) error {
+	if p.why != "" || len(mem) == 0 {
+		return nil
+	}
+	if err := cuHostRegister(p.ctx, mem); err != nil {
+		return fmt.Errorf("gpu: pin staging: %w", err)
+	}
+	p.mu.Lock()
+	p.staging = append(p.staging, mem)
+	p.mu.Unlock()
+	return nil
+}
+
+// Close frees every buffer, destroys the streams, unpins staging and
+// releases the primary context.
+func (p *provider) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.why != "" {
+		p.closed = true
+		return nil
+	}
+	p.closed = true
+	var errs []error
+	for id, b := range p.bufs {
+		errs = append(errs, b.release(p.ctx))
+		delete(p.bufs, id)
+	}
+	p.streamMu.Lock()
+	for ; p.nstreams > 0; p.nstreams-- {
+		errs = append(errs, cuStreamDestroy(p.ctx, <-p.streams))
+	}
+	p.streamMu.Unlock()
+	for _, mem := range p.staging {
+		errs = append(errs, cuHostUnregister(p.ctx, mem))
+	}
+	p.staging = nil
+	errs = append(errs, cuPrimaryCtxRelease(p.device))
+	return errors.Join(errs...)
+}

@@ -1,0 +1,332 @@
+// Package hostmem is the built-in host-memory provider: an in-process
+// engine.Provider whose buffers are sealed memfds mapped MAP_SHARED into this
+// process. It is the engine's default provider.
+//
+// Buffers are CPU-mappable (Provider implements engine.Mapper), Gather is a
+// memmove through the mappings and Checksum is CRC-32C over the mapping, both
+// without copies or allocations. Host memory cannot be exported as a dmabuf:
+// Alloc with dmabuf true fails with engine.ErrNoDmabuf (use the udmabuf
+// provider plugin for host memory a NIC can be bound to).
+//
+// # Concurrency
+//
+// A Provider is safe for concurrent use. Copies run under a read lock, so any
+// number of CopyIn, Gather, ReadBack and Checksum calls proceed in parallel;
+// Free and Close wait for the copies in flight to finish before unmapping.
+//
+// # Platform
+//
+// memfd is Linux-only: on other systems Alloc returns an error wrapping
+// memfd's not-supported error.
+package hostmem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sync"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/internal/memfd"
+)
+
+// ErrClosed is returned by every method called after Close.
+var ErrClosed = errors.New("hostmem: provider closed")
+
+// castagnoli is the CRC-32C table (hardware accelerated on amd64 and arm64).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Provider is the host-memory provider. The zero value is not usable; call
+// New.
+type Provider struct {
+	mu     sync.RWMutex
+	bufs   map[engine.BufferID]*buffer
+	nextID engine.BufferID
+	closed bool
+}
+
+// buffer is one memfd-backed allocation.
+type buffer struct {
+	fd  int
+	mem []byte // the mapping; len(mem) is the buffer size
+}
+
+var (
+	_ engine.Provider = (*Provider)(nil)
+	_ engine.Mapper   = (*Provider)(nil)
+)
+
+// New returns an empty host-memory provider.
+func New() *Provider {
+	return &Provider{bufs: make(map[engine.BufferID]*buffer)}
+}
+
+// Name returns "host".
+func (p *Provider) Name() string { return "host" }
+
+// Capabilities reports host memory: CPU-mappable, gather and checksum done
+// in place, no dmabuf export, no stated allocation limit.
+func (p *Provider) Capabilities() engine.Capabilities {
+	return engine.Capabilities{
+		Kind:           engine.MemoryHost,
+		CPUMappable:    true,
+		Gather:         true,
+		DeviceChecksum: true,
+	}
+}
+
+// Alloc allocates size bytes of zeroed host memory backed by a memfd created
+// with MFD_CLOEXEC|MFD_ALLOW_SEALING and sealed against shrinking and growing.
+// With dmabuf true it returns an error wrapping engine.ErrNoDmabuf. The
+// returned Buffer's DmabufFD is -1.
+func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+	if dmabuf {
+		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc: %w: host memory has no dmabuf exporter (use the udmabuf provider)", engine.ErrNoDmabuf)
+	}
+	if err := ctx.Err(); err != nil {
+		return engine.Buffer{DmabufFD: -1}, err
+	}
+	if size <= 0 {
+		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: size must be positive", size)
+	}
+	fd, err := memfd.Create("blockxfer-host", size, memfd.SealShrink|memfd.SealGrow)
+	if err != nil {
+		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
+	}
+	mem, err := memfd.Map(fd, size)
+	if err != nil {
+		memfd.Close(fd)
+		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
+	}
+	b := &buffer{fd: fd, mem: mem}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		b.release()
+		return engine.Buffer{DmabufFD: -1}, ErrClosed
+	}
+	p.nextID++
+	id := p.nextID
+	p.bufs[id] = b
+	p.mu.Unlock()
+	return engine.Buffer{ID: id, Size: size, DmabufFD: -1}, nil
+}
+
+// Free unmaps the buffer and closes its memfd, after any copy in flight on it
+// has finished. It returns an error wrapping engine.ErrUnknownBuffer if id is
+// not allocated.
+func (p *Provider) Free(ctx context.Context, id engine.BufferID) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	b, ok := p.bufs[id]
+	if ok {
+		delete(p.bufs, id)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return unknown("free", id)
+	}
+	return b.release()
+}
+
+// Bytes returns the buffer's mapping. The slice is valid until Free or Close;
+// touching it afterwards faults. It returns an error wrapping
+// engine.ErrUnknownBuffer if id is not allocated.
+func (p *Provider) Bytes(id engine.BufferID) ([]byte, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	b, ok := p.bufs[id]
+	if !ok {
+		return nil, unknown("bytes", id)
+	}
+	return b.mem[:len(b.mem):len(b.mem)], nil
+}
+
+// FD returns the memfd backing the buffer, e.g. to map it in another
+// process or to bind it where a mappable fd stands in for a dmabuf (the
+// software NIC). The buffer owns the fd: it is closed by Free and must not be
+// closed by the caller (dup it to keep it). It returns an error wrapping
+// engine.ErrUnknownBuffer if id is not allocated.
+func (p *Provider) FD(id engine.BufferID) (int, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return -1, ErrClosed
+	}
+	b, ok := p.bufs[id]
+	if !ok {
+		return -1, unknown("fd", id)
+	}
+	return b.fd, nil
+}
+
+// CopyIn copies src into dst at off. It returns an error wrapping
+// engine.ErrUnknownBuffer or engine.ErrOutOfBounds, and does not allocate.
+func (p *Provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	b, ok := p.bufs[dst]
+	if !ok {
+		return unknown("copy-in", dst)
+	}
+	if !inBounds(off, int64(len(src)), len(b.mem)) {
+		return outOfBounds("copy-in", dst, off, int64(len(src)), len(b.mem))
+	}
+	copy(b.mem[off:], src)
+	return nil
+}
+
+// Gather performs copies in order with memmove semantics (a copy may overlap
+// itself or an earlier one in the same buffer). Every copy is checked before
+// any byte moves, so on an error wrapping engine.ErrUnknownBuffer or
+// engine.ErrOutOfBounds no buffer has changed. It does not allocate.
+func (p *Provider) Gather(ctx context.Context, copies []engine.Copy) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	var c lookupCache
+	for i := range copies {
+		cp := &copies[i]
+		src, dst := c.get(p.bufs, cp.Src), c.get(p.bufs, cp.Dst)
+		switch {
+		case src == nil:
+			return unknown("gather src", cp.Src)
+		case dst == nil:
+			return unknown("gather dst", cp.Dst)
+		case !inBounds(cp.SrcOff, cp.Len, len(src.mem)):
+			return outOfBounds("gather src", cp.Src, cp.SrcOff, cp.Len, len(src.mem))
+		case !inBounds(cp.DstOff, cp.Len, len(dst.mem)):
+			return outOfBounds("gather dst", cp.Dst, cp.DstOff, cp.Len, len(dst.mem))
+		}
+	}
+	for i := range copies {
+		cp := &copies[i]
+		src, dst := c.get(p.bufs, cp.Src), c.get(p.bufs, cp.Dst)
+		copy(dst.mem[cp.DstOff:cp.DstOff+cp.Len], src.mem[cp.SrcOff:cp.SrcOff+cp.Len])
+	}
+	return nil
+}
+
+// ReadBack copies len(dst) bytes of src at off into dst. It returns an error
+// wrapping engine.ErrUnknownBuffer or engine.ErrOutOfBounds, and does not
+// allocate.
+func (p *Provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return ErrClosed
+	}
+	b, ok := p.bufs[src]
+	if !ok {
+		return unknown("read-back", src)
+	}
+	if !inBounds(off, int64(len(dst)), len(b.mem)) {
+		return outOfBounds("read-back", src, off, int64(len(dst)), len(b.mem))
+	}
+	copy(dst, b.mem[off:])
+	return nil
+}
+
+// Checksum returns the CRC-32C (Castagnoli) of n bytes of buf at off,
+// computed over the mapping. It returns an error wrapping
+// engine.ErrUnknownBuffer or engine.ErrOutOfBounds.
+func (p *Provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return 0, ErrClosed
+	}
+	b, ok := p.bufs[buf]
+	if !ok {
+		return 0, unknown("checksum", buf)
+	}
+	if !inBounds(off, n, len(b.mem)) {
+		return 0, outOfBounds("checksum", buf, off, n, len(b.mem))
+	}
+	return crc32.Checksum(b.mem[off:off+n], castagnoli), nil
+}
+
+// Close frees every buffer. Later calls return ErrClosed; Close itself may be
+// called again and then returns nil.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	var errs []error
+	for id, b := range p.bufs {
+		errs = append(errs, b.release())
+		delete(p.bufs, id)
+	}
+	return errors.Join(errs...)
+}
+
+// release unmaps the buffer and closes its memfd.
+func (b *buffer) release() error {
+	return errors.Join(memfd.Unmap(b.mem), memfd.Close(b.fd))
+}
+
+// lookupCache remembers the last two buffers looked up, so a gather of many
+// fragments into one destination costs about one map lookup per fragment.
+type lookupCache struct {
+	id  [2]engine.BufferID
+	buf [2]*buffer
+	n   int
+}
+
+// get returns the buffer for id or nil.
+func (c *lookupCache) get(bufs map[engine.BufferID]*buffer, id engine.BufferID) *buffer {
+	if c.buf[0] != nil && c.id[0] == id {
+		return c.buf[0]
+	}
+	if c.buf[1] != nil && c.id[1] == id {
+		return c.buf[1]
+	}
+	b := bufs[id]
+	if b != nil {
+		c.id[c.n], c.buf[c.n] = id, b
+		c.n ^= 1
+	}
+	return b
+}
+
+// inBounds reports whether [off, off+n) lies within a buffer of size bytes,
+// without overflowing.
+func inBounds(off, n int64, size int) bool {
+	return off >= 0 && n >= 0 && off <= int64(size) && n <= int64(size)-off
+}
+
+func unknown(op string, id engine.BufferID) error {
+	return fmt.Errorf("hostmem: %s: buffer %d: %w", op, id, engine.ErrUnknownBuffer)
+}
+
+func outOfBounds(op string, id engine.BufferID, off, n int64, size int) error {
+	return fmt.Errorf("hostmem: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", op, id, off, off, n, size, engine.ErrOutOfBounds)
+}

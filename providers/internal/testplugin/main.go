@@ -1,0 +1,77 @@
+// Command testplugin is a provider plugin for the providers package's tests:
+// host memory (hostmem) behind the plugin boundary, with failure hooks set
+// through the environment. Alloc with dmabuf exports the buffer's memfd as
+// its "dmabuf" fd.
+//
+//   - TESTPLUGIN_NO_DMABUF=1: serve hostmem as is (Alloc with dmabuf fails
+//     with engine.ErrNoDmabuf).
+//   - TESTPLUGIN_HOLD_GATHER=<fifo>: Gather writes one byte to the fifo, then
+//     blocks until the process is killed.
+//   - TESTPLUGIN_UNUSABLE=<reason>: the provider reports itself unusable.
+//   - TESTPLUGIN_NAME=<name>: the provider's name (default "testplugin").
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+)
+
+// provider wraps hostmem with the hooks.
+type provider struct {
+	*hostmem.Provider
+	name   string
+	export bool
+	hold   string
+	why    string
+}
+
+func (p *provider) Name() string           { return p.name }
+func (p *provider) UnusableReason() string { return p.why }
+func (p *provider) Version() string        { return "test" }
+
+// Alloc exports the hostmem buffer's memfd as its "dmabuf" fd when asked
+// for one, so the host receives an fd per buffer.
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+	if !p.export {
+		return p.Provider.Alloc(ctx, size, dmabuf)
+	}
+	b, err := p.Provider.Alloc(ctx, size, false)
+	if err != nil || !dmabuf {
+		return b, err
+	}
+	if b.DmabufFD, err = p.Provider.FD(b.ID); err != nil {
+		p.Provider.Free(ctx, b.ID)
+		return engine.Buffer{DmabufFD: -1}, err
+	}
+	return b, nil
+}
+
+// Gather blocks forever when asked to, after telling the test it has begun.
+func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+	if p.hold != "" {
+		if f, err := os.OpenFile(p.hold, os.O_WRONLY, 0); err == nil {
+			f.Write([]byte{1})
+			f.Close()
+		}
+		select {}
+	}
+	return p.Provider.Gather(ctx, copies)
+}
+
+func main() {
+	name := os.Getenv("TESTPLUGIN_NAME")
+	if name == "" {
+		name = "testplugin"
+	}
+	providers.Serve(&provider{
+		Provider: hostmem.New(),
+		name:     name,
+		export:   os.Getenv("TESTPLUGIN_NO_DMABUF") != "1",
+		hold:     os.Getenv("TESTPLUGIN_HOLD_GATHER"),
+		why:      os.Getenv("TESTPLUGIN_UNUSABLE"),
+	}, nil)
+}

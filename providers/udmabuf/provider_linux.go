@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/internal/memfd"
+	"github.com/blockxfer/blockxfer/providers/internal/uapi"
+	"golang.org/x/sys/unix"
+)
+
+// Where the kernel exposes udmabuf.
+const (
+	devicePath    = "/dev/udmabuf"
+	sizeLimitPath = "/sys/module/udmabuf/parameters/size_limit_mb"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// provider is the udmabuf engine.Provider. It is safe for concurrent use:
+// copies run under the read lock, Free under the write lock.
+type provider struct {
+	dev      int    // /dev/udmabuf, or -1
+	why      string // unusable reason, when dev is -1
+	limit    int64  // size_limit_mb in bytes, 0 if unknown
+	limitMB  int64
+	pageSize int64
+
+	mu   sync.RWMutex
+	bufs map[engine.BufferID]*buffer
+	next engine.BufferID
+}
+
+// buffer is one udmabuf: the dmabuf fd and its mapping (rounded up to a
+// page; size is what was asked for).
+type buffer struct {
+	dmabuf int
+	mem    []byte
+	size   int64
+}
+
+// newProvider opens the udmabuf device at dev and reads the size limit at
+// limitPath. A missing or unusable device makes the provider unusable, with
+// the reason.
+func newProvider(dev, limitPath string) *provider {
+	p := &provider{dev: -1, pageSize: int64(unix.Getpagesize()), bufs: make(map[engine.BufferID]*buffer)}
+	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	switch {
+	case err == nil:
+		p.dev = fd
+	case errors.Is(err, unix.ENOENT):
+		p.why = fmt.Sprintf("%s not found: the kernel needs CONFIG_UDMABUF (=y, or =m and `modprobe udmabuf`)", dev)
+	case errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM):
+		p.why = fmt.Sprintf("open %s: permission denied: run the engine as root or give its user access to the device (e.g. a udev rule)", dev)
+	default:
+		p.why = fmt.Sprintf("open %s: %v", dev, err)
+	}
+	if b, err := os.ReadFile(limitPath); err == nil {
+		if mb, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && mb > 0 {
+			p.limitMB, p.limit = mb, mb<<20
+		}
+	}
+	return p
+}
+
+func (p *provider) Name() string { return "udmabuf" }
+
+// Version is the plugin's version (providers.Versioner).
+func (p *provider) Version() string { return "1" }
+
+// UnusableReason says why /dev/udmabuf cannot be used
+// (providers.UnusableReasoner).
+func (p *provider) UnusableReason() string { return p.why }
+
+func (p *provider) Capabilities() engine.Capabilities {
+	return engine.Capabilities{
+		Kind:           engine.MemoryUdmabuf,
+		DmabufExport:   true,
+		CPUMappable:    true,
+		Gather:         true,
+		DeviceChecksum: true,
+		MaxAlloc:       p.limit,
+	}
+}
+
+// limitError explains size_limit_mb and how to raise it.
+func (p *provider) limitError(size int64) error {
+	need := (size + 1<<20 - 1) >> 20
+	return fmt.Errorf("udmabuf: %d bytes exceeds the udmabuf module's size_limit_mb=%d: raise it with `echo %d > %s` or `modprobe udmabuf size_limit_mb=%d`",
+		size, p.limitMB, need, sizeLimitPath, need)
+}
+
+// Alloc creates a memfd of size bytes rounded up to a page, seals it against
+// shrinking, wraps it with UDMABUF_CREATE and maps the dmabuf. The buffer
+// owns the dmabuf fd; with dmabuf true it is also the Buffer's DmabufFD.
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+	none := engine.Buffer{DmabufFD: -1}
+	p.mu.RLock()
+	dev := p.dev
+	p.mu.RUnlock()
+	if dev < 0 {
+		return none, fmt.Errorf("udmabuf: %w: %s", providers.ErrUnusable, p.why)
+	}
+	if size <= 0 {
+		return none, fmt.Errorf("udmabuf: alloc %d bytes: size must be positive", size)
+	}
+	rounded := (size + p.pageSize - 1) &^ (p.pageSize - 1)
+	if p.limit > 0 && rounded > p.limit {
+		return none, p.limitError(rounded)
+	}
+	mfd, err := memfd.Create("blockxfer-udmabuf", rounded, memfd.SealShrink)
+	if err != nil {
+		return none, fmt.Errorf("udmabuf: %w", err)
+	}
+	dfd, err := createUdmabuf(dev, mfd, rounded)
+	memfd.Close(mfd) // the udmabuf holds the pages
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) && p.limit == 0 {
+			return none, fmt.Errorf("%w (if the size exceeds the module's size_limit_mb, raise it in %s)", err, sizeLimitPath)
+		}
+		return none, err
+	}
+	mem, err := unix.Mmap(dfd, 0, int(rounded), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		unix.Close(dfd)
+		return none, fmt.Errorf("udmabuf: mmap dmabuf: %w", os.NewSyscallError("mmap", err))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next++
+	p.bufs[p.next] = &buffer{dmabuf: dfd, mem: mem, size: size}
+	out := engine.Buffer{ID: p.next, Size: size, DmabufFD: -1}
+	if dmabuf {
+		out.DmabufFD = dfd
+	}
+	return out, nil
+}
+
+// createUdmabuf issues UDMABUF_CREATE on dev for size bytes of memfd mfd.
+func createUdmabuf(dev, mfd int, size int64) (int, error) {
+	arg := uapi.UdmabufCreate{Memfd: uint32(mfd), Flags: uapi.UdmabufFlagsCloexec, Offset: 0, Size: uint64(size)}
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(dev), uapi.UdmabufCreateIoctl, uintptr(unsafe.Pointer(&arg)))
+	if errno != 0 {
+		return -1, fmt.Errorf("udmabuf: %w", os.NewSyscallError("ioctl(UDMABUF_CREATE)", errno))
+	}
+	return int(r), nil
+}
+
+// syncDmabuf issues DMA_BUF_IOCTL_SYNC with flags on a dmabuf.
+func syncDmabuf(fd int, flags uint64) error {
+	arg := uapi.DmaBufSync{Flags: flags}
+	for {
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uapi.DmaBufIoctlSync, uintptr(unsafe.Pointer(&arg)))
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR, unix.EAGAIN:
+			continue
+		}
+		return fmt.Errorf("udmabuf: %w", os.NewSyscallError("ioctl(DMA_BUF_IOCTL_SYNC)", errno))
+	}
+}
+
+// access runs f with CPU access to the buffers bracketed by
+// DMA_BUF_IOCTL_SYNC: mode is DmaBufSyncRead, Write or RW per buffer.
+func access(bufs []*buffer, modes []uint64, f func()) error {
+	for i, b := range bufs {
+		if err := syncDmabuf(b.dmabuf, uapi.DmaBufSyncStart|modes[i]); err != nil {
+			for j := range i {
+				syncDmabuf(bufs[j].dmabuf, uapi.DmaBufSyncEnd|modes[j])
+			}
+			return err
+		}
+	}
+	f()
+	var errs []error
+	for i, b := range bufs {
+		errs = append(errs, syncDmabuf(b.dmabuf, uapi.DmaBufSyncEnd|modes[i]))
+	}
+	return errors.Join(errs...)
+}
+
+func (p *provider) Free(ctx context.Context, id engine.BufferID) error {
+	p.mu.Lock()
+	b, ok := p.bufs[id]
+	delete(p.bufs, id)
+	p.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("udmabuf: free %d: %w", id, engine.ErrUnknownBuffer)
+	}
+	return b.release()
+}
+
+func (b *buffer) release() error {
+	return errors.Join(unix.Munmap(b.mem), unix.Close(b.dmabuf))
+}
+
+// lookup returns buffer id and checks [off, off+n). Callers hold p.mu.
+func (p *provider) lookup(id engine.BufferID, off, n int64) (*buffer, error) {
+	b, ok := p.bufs[id]
+	if !ok {
+		return nil, fmt.Errorf("udmabuf: buffer %d: %w", id, engine.ErrUnknownBuffer)
+	}
+	if off < 0 || n < 0 || off > b.size || n > b.size-off {
+		return nil, fmt.Errorf("udmabuf: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, engine.ErrOutOfBounds)
+	}
+	return b, nil
+}
+
+func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	b, err := p.lookup(dst, off, int64(len(src)))
+	if err != nil {
+		return err
+	}
+	return access([]*buffer{b}, []uint64{uapi.DmaBufSyncWrite}, func() { copy(b.mem[off:], src) })
+}
+
+func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	b, err := p.lookup(src, off, int64(len(dst)))
+	if err != nil {
+		return err
+	}
+	return access([]*buffer{b}, []uint64{uapi.DmaBufSyncRead}, func() { copy(dst, b.mem[off:]) })
+}
+
+// Gather checks every copy, opens CPU access once per distinct buffer (read
+// for sources, write for destinations), copies in order and closes access.
+func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	var (
+		bufs  []*buffer
+		modes []uint64
+	)
+	note := func(b *buffer, mode uint64) {
+		for i := range bufs {
+			if bufs[i] == b {
+				modes[i] |= mode
+				return
+			}
+		}
+		bufs, modes = append(bufs, b), append(modes, mode)
+	}
+	for _, c := range copies {
+		s, err := p.lookup(c.Src, c.SrcOff, c.Len)
+		if err != nil {
+			return err
+		}
+		d, err := p.lookup(c.Dst, c.DstOff, c.Len)
+		if err != nil {
+			return err
+		}
+		note(s, uapi.DmaBufSyncRead)
+		note(d, uapi.DmaBufSyncWrite)
+	}
+	return access(bufs, modes, func() {
+		for _, c := range copies {
+			s, d := p.bufs[c.Src], p.bufs[c.Dst]
+			copy(d.mem[c.DstOff:c.DstOff+c.Len], s.mem[c.SrcOff:c.SrcOff+c.Len])
+		}
+	})
+}
+
+func (p *provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	b, err := p.lookup(buf, off, n)
+	if err != nil {
+		return 0, err
+	}
+	var sum uint32
+	err = access([]*buffer{b}, []uint64{uapi.DmaBufSyncRead}, func() { sum = crc32.Checksum(b.mem[off:off+n], castagnoli) })
+	return sum, err
+}
+
+func (p *provider) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for id, b := range p.bufs {
+		errs = append(errs, b.release())
+		delete(p.bufs, id)
+	}
+	if p.dev >= 0 {
+		errs = append(errs, unix.Close(p.dev))
+		p.dev = -1
+	}
+	return errors.Join(errs...)
+}
