@@ -31,11 +31,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/blockd", "../cmd/blockcat")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
-		os.Exit(1)
+	builds := [][2]string{ // -o target, package
+		{dir + "/", "../cmd/..."},
+		{filepath.Join(dir, "blockxfer-provider-example"), "../providers/example"},
+		{filepath.Join(dir, "blockxfer-provider-udmabuf"), "../providers/udmabuf"},
+		{filepath.Join(dir, "blockxfer-provider-gpu"), "../providers/gpu"},
+	}
+	for _, b := range builds {
+		build := exec.Command("go", "build", "-o", b[0], b[1])
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build", b[1]+":", err)
+			os.Exit(1)
+		}
 	}
 	bin = dir
 	code := m.Run()
@@ -267,6 +275,64 @@ func TestServeAndFetch(t *testing.T) {
 			t.Fatalf("bench: %s", js)
 		}
 	})
+}
+
+func TestFetchThroughPluginProvider(t *testing.T) {
+	data, env := newData(t, map[string]string{"vol": "5MiB"})
+	s := startServer(t, data, env)
+	want := s.volumeBytes(t, "vol")
+	out := filepath.Join(t.TempDir(), "out")
+	var res struct {
+		Provider string
+		Bytes    int64
+		Verified bool
+	}
+	js := mustRun(t, env, "blockcat", "get", s.addr, "vol", "--provider", "example", "--verify", "--json",
+		"--window", "2MiB", "-o", out)
+	if err := json.Unmarshal([]byte(js), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Provider != "example" || res.Bytes != int64(len(want)) || !res.Verified {
+		t.Fatalf("result %s", js)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Fatal("bytes fetched through the plugin differ from the volume")
+	}
+	// A provider that cannot run here says why.
+	r := runCmd(t, env, "blockcat", "get", s.addr, "vol", "--provider", "nonesuch")
+	if r.code == 0 || !strings.Contains(r.stderr, "blockxfer-provider-nonesuch") {
+		t.Fatalf("unknown provider: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+func TestProvidersList(t *testing.T) {
+	var infos []struct {
+		Name         string
+		Unusable     string
+		Capabilities struct{ Kind string }
+	}
+	js := mustRun(t, nil, "blockcat", "providers", "--json")
+	if err := json.Unmarshal([]byte(js), &infos); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, i := range infos {
+		got[i.Name] = i.Unusable
+	}
+	if _, ok := got["host"]; !ok || got["host"] != "" || got["example"] != "" {
+		t.Fatalf("providers: %s", js)
+	}
+	for name, reason := range map[string]string{"udmabuf": "udmabuf", "gpu": "libcuda"} {
+		why, ok := got[name]
+		if !ok {
+			t.Errorf("provider %s not listed: %s", name, js)
+			continue
+		}
+		// On a machine with the device the plugin is usable; here it says why not.
+		if why != "" && !strings.Contains(why, reason) {
+			t.Errorf("provider %s unusable for an unexplained reason: %q", name, why)
+		}
+	}
 }
 
 func TestMetrics(t *testing.T) {

@@ -23,6 +23,7 @@ type getResult struct {
 	Seconds        float64               `json:"seconds"`
 	SetupSeconds   float64               `json:"setup_seconds"`
 	BytesPerSecond float64               `json:"bytes_per_second"`
+	Provider       string                `json:"provider"`
 	Transport      string                `json:"transport"`
 	FallbackReason string                `json:"fallback_reason,omitempty"`
 	DataConns      int                   `json:"data_conns"`
@@ -99,7 +100,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	res := getResult{Server: pos[0], Volume: vol.Name, Offset: int64(offset), DataConns: c.dataConns,
+	res := getResult{Server: pos[0], Volume: vol.Name, Offset: int64(offset), DataConns: c.dataConns, Provider: p.Name(),
 		Verified: c.verify, Output: *out, SetupSeconds: time.Since(setup).Seconds()}
 
 	bar := cli.NewBar(stderr, n, "get "+vol.Name)
@@ -122,8 +123,8 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return writeJSON(stdout, res)
 	}
-	msg := fmt.Sprintf("fetched %s of %s in %.3fs: %s/s over %s (%d data connections)",
-		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
+	msg := fmt.Sprintf("fetched %s of %s into %s memory in %.3fs: %s/s over %s (%d data connections)",
+		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Provider, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
 		res.Transport, res.DataConns)
 	if res.FallbackReason != "" {
 		msg += ", fallback: " + res.FallbackReason

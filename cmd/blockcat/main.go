@@ -19,7 +19,6 @@ import (
 
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/internal/cli"
-	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
 
@@ -29,9 +28,12 @@ Usage:
   blockcat ls SERVER [--json]
   blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]
   blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
+  blockcat providers [--plugin-dir DIR] [--json]
 
 Common flags: --key-file FILE (or $BLOCKXFER_KEY_FILE), --data-conns N,
---timeout D, --log-level LEVEL. Run 'blockcat COMMAND -h' for all flags.
+--provider host|NAME|PATH (memory to fetch into; plugins are found as
+blockxfer-provider-NAME in --plugin-dir), --timeout D, --log-level LEVEL.
+Run 'blockcat COMMAND -h' for all flags.
 `
 
 func main() {
@@ -53,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = get(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = bench(ctx, args[1:], stdout, stderr)
+	case "providers":
+		err = listProviders(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -87,6 +91,8 @@ type common struct {
 	timeout   time.Duration
 	logLevel  string
 	verify    bool
+	provider  string
+	pluginDir string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -94,11 +100,12 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.dataConns, "data-conns", 4, "parallel data connections")
 	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long (0: no limit)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	fs.StringVar(&c.provider, "provider", "host", "memory to fetch into: host, a plugin NAME, or a plugin PATH")
+	fs.StringVar(&c.pluginDir, "plugin-dir", "", "plugin directory (default $"+pluginDirEnv+" or blockcat's own directory)")
 }
 
-// dial opens a session with the built-in host-memory provider over TCP.
-// The caller closes both.
-func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*engine.Session, *hostmem.Provider, error) {
+// dial opens the provider and a session over TCP. The caller closes both.
+func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*engine.Session, engine.Provider, error) {
 	key, err := cli.LoadKey(c.keyFile)
 	if err != nil {
 		return nil, nil, err
@@ -107,7 +114,10 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*en
 	if err != nil {
 		return nil, nil, usageErr(err)
 	}
-	p := hostmem.New()
+	p, err := openProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
 	s, err := engine.Dial(ctx, server, engine.Config{
 		Key:       key,
 		Provider:  p,
