@@ -1,0 +1,437 @@
+package devmem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+)
+
+// RXConfig configures a Receiver.
+type RXConfig struct {
+	// Kernel performs the socket calls: Host() or a *SoftNIC.
+	Kernel Kernel
+	// Binding is the RX binding whose dmabuf the connection's frags land
+	// in. Frags of any other binding fail with ErrFlowSteering.
+	Binding *Binding
+	// Arena is the provider buffer that was exported as the bound dmabuf:
+	// a frag at dmabuf offset o is engine.Copy{Src: Arena, SrcOff: o}.
+	Arena engine.BufferID
+	// Gather copies frags from the arena to their destination; it must be
+	// complete when it returns (the frags' tokens are returned to the
+	// kernel right after, and the NIC may then overwrite them). Pass
+	// Provider.Gather. The slice is reused after the call.
+	Gather func(ctx context.Context, copies []engine.Copy) error
+	// CopyIn copies bytes that arrived in host memory (SCM_DEVMEM_LINEAR
+	// frags) to the destination. Pass Provider.CopyIn. src is reused after
+	// the call.
+	CopyIn func(ctx context.Context, dst engine.BufferID, off int64, src []byte) error
+
+	// FragBudget is the most frags (tokens) the receiver holds at once:
+	// received and not yet returned with SO_DEVMEM_DONTNEED. Each pins a
+	// chunk (up to 4 KiB) of the arena, so the sum of the budgets of the
+	// receivers sharing a binding must stay below the number of chunks
+	// of the binding's page pool, or the NIC runs out of buffers and
+	// drops packets. Default 1024 (4 MiB).
+	FragBudget int
+	// GatherBatch is the most copies passed to one Gather call. Default
+	// 256.
+	GatherBatch int
+	// IOBufSize is the iovec size of each recvmsg: it caps the stream
+	// bytes one call consumes and holds the linear bytes. Default 256 KiB.
+	IOBufSize int
+	// ReadAhead lets a recvmsg consume stream bytes beyond the current
+	// Receive or Discard (up to IOBufSize), saving system calls when
+	// extents are small. The extra frags are kept, counted against the
+	// budget, and used by the next call.
+	ReadAhead bool
+	// AllowPlain accepts payload that arrives without devmem cmsgs (a
+	// flow on an unbound queue) by copying it in like linear frags,
+	// instead of failing with ErrNotDevmem.
+	AllowPlain bool
+}
+
+const (
+	defaultFragBudget  = 1024
+	defaultGatherBatch = 256
+	defaultIOBufSize   = 256 << 10
+)
+
+// RXStats are a Receiver's counters.
+type RXStats struct {
+	Bytes          int64 // stream bytes consumed (received and discarded)
+	DevmemBytes    int64 // bytes that arrived in the dmabuf
+	LinearBytes    int64 // bytes that arrived in host memory (SCM_DEVMEM_LINEAR)
+	PlainBytes     int64 // bytes that arrived without devmem cmsgs (AllowPlain)
+	DiscardedBytes int64
+	Frags          int64 // dmabuf frags received
+	LinearFrags    int64
+	Recvmsgs       int64 // recvmsg calls that returned data
+	GatherCalls    int64
+	Copies         int64 // gather copies issued
+	MaxHeld        int   // most tokens held at once
+	Tokens         TokenStats
+}
+
+// A Receiver reads the payload of one devmem data connection into provider
+// memory: it implements engine.Receiver. It reads with
+// recvmsg(MSG_SOCK_DEVMEM), maps each frag to its place in the destination by
+// the running stream offset, gathers dmabuf frags from the arena in batches,
+// copies linear frags in, and returns tokens to the kernel (coalesced,
+// batched) only after the gather that read their bytes completed.
+//
+// A recvmsg may report frags past the bytes a call asked for (with
+// ReadAhead, or a frag that straddles two extents); they are kept, still
+// holding their tokens, and consumed first by the next Receive or Discard.
+//
+// A Receiver is used by one goroutine at a time; the engine calls it in
+// stream order.
+type Receiver struct {
+	cfg  RXConfig
+	sock socket
+
+	iobuf []byte
+	oob   []byte
+	frags []Frag
+
+	pend     []Frag // frags received and not fully consumed, stream order
+	pendHead int
+	headUsed uint32 // bytes of pend[pendHead] already consumed
+	copies   []engine.Copy
+	after    []uint32      // tokens to return once the queued copies are gathered
+	batch    *TokenBatcher // its Outstanding is the tokens held
+
+	minOOB int // control buffer floor after ETOOSMALL
+	closed bool
+	stats  RXStats
+}
+
+// NewReceiver prepares the established connection conn for devmem receive.
+// The receiver does not own conn; Close does not close it.
+func NewReceiver(conn net.Conn, cfg RXConfig) (*Receiver, error) {
+	if cfg.Kernel == nil || cfg.Binding == nil || cfg.Gather == nil || cfg.CopyIn == nil {
+		return nil, errors.New("devmem: RXConfig needs Kernel, Binding, Gather and CopyIn")
+	}
+	if cfg.Binding.Kind() != BindingRX {
+		return nil, fmt.Errorf("devmem: %v is not an RX binding", cfg.Binding)
+	}
+	if cfg.FragBudget <= 0 {
+		cfg.FragBudget = defaultFragBudget
+	}
+	if cfg.GatherBatch <= 0 {
+		cfg.GatherBatch = defaultGatherBatch
+	}
+	if cfg.IOBufSize <= 0 {
+		cfg.IOBufSize = defaultIOBufSize
+	}
+	sock, err := cfg.Kernel.open(conn)
+	if err != nil {
+		return nil, err
+	}
+	r := &Receiver{
+		cfg:    cfg,
+		sock:   sock,
+		iobuf:  make([]byte, cfg.IOBufSize),
+		oob:    make([]byte, cfg.FragBudget*devmemCmsgSpace),
+		frags:  make([]Frag, 0, cfg.FragBudget),
+		pend:   make([]Frag, 0, cfg.FragBudget),
+		copies: make([]engine.Copy, 0, cfg.GatherBatch),
+		after:  make([]uint32, 0, cfg.GatherBatch),
+	}
+	r.batch = NewTokenBatcher(sock.dontneed)
+	return r, nil
+}
+
+// Receive reads exactly n bytes of the stream into dst at off.
+func (r *Receiver) Receive(ctx context.Context, dst engine.BufferID, off, n int64) error {
+	return r.consume(ctx, dst, off, n, false)
+}
+
+// Discard reads and drops exactly n bytes of the stream. Bytes not yet
+// received are dropped by the kernel (recvmsg with MSG_TRUNC) without
+// producing tokens.
+func (r *Receiver) Discard(ctx context.Context, n int64) error {
+	return r.consume(ctx, 0, 0, n, true)
+}
+
+// Stats returns the receiver's counters.
+func (r *Receiver) Stats() RXStats {
+	s := r.stats
+	s.Tokens = r.batch.Stats()
+	return s
+}
+
+// Held returns the number of tokens the receiver holds: frags received and
+// not yet returned to the kernel.
+func (r *Receiver) Held() int { return int(r.batch.Outstanding()) }
+
+// Close returns every token the receiver still holds (frags received ahead
+// and not consumed), and reports a leak (ErrTokenLeak) if the books do not
+// balance. It does not close the connection.
+func (r *Receiver) Close() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	var errs []error
+	for _, f := range r.pend[r.pendHead:] {
+		if !f.Linear {
+			errs = append(errs, r.batch.Release(f.Token))
+		}
+	}
+	r.pend, r.pendHead, r.headUsed = r.pend[:0], 0, 0
+	errs = append(errs, r.batch.ReleaseAll(r.after))
+	r.after, r.copies = r.after[:0], r.copies[:0]
+	errs = append(errs, r.batch.Flush(), r.batch.Check(), r.sock.close())
+	return errors.Join(errs...)
+}
+
+// flushGather runs the queued copies and then queues their tokens for
+// return, even if the gather failed: the frags are of no further use.
+func (r *Receiver) flushGather(ctx context.Context) error {
+	var err error
+	if len(r.copies) > 0 {
+		r.stats.GatherCalls++
+		r.stats.Copies += int64(len(r.copies))
+		err = r.cfg.Gather(ctx, r.copies)
+		r.copies = r.copies[:0]
+	}
+	if rerr := r.batch.ReleaseAll(r.after); rerr != nil && err == nil {
+		err = rerr
+	}
+	r.after = r.after[:0]
+	return err
+}
+
+func (r *Receiver) consume(ctx context.Context, dst engine.BufferID, off, n int64, discard bool) error {
+	if r.closed {
+		return ErrClosed
+	}
+	if n < 0 {
+		return fmt.Errorf("devmem: negative length %d", n)
+	}
+	var stop func()
+	if ctx.Done() != nil {
+		stop = r.sock.watch(ctx)
+	}
+	consumed, err := r.consumeLocked(ctx, dst, off, n, discard)
+	r.stats.Bytes += consumed
+	if err != nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	// Whatever happened, return what was gathered.
+	gerr := r.flushGather(ctx)
+	terr := r.batch.Flush()
+	if stop != nil {
+		stop()
+	}
+	if err == nil && gerr == nil && terr == nil {
+		return nil
+	}
+	return errors.Join(err, gerr, terr)
+}
+
+// consumeLocked consumes n stream bytes and returns how many it consumed.
+func (r *Receiver) consumeLocked(ctx context.Context, dst engine.BufferID, off, n int64, discard bool) (int64, error) {
+	pos := off
+	want := n
+	for want > 0 {
+		// Frags received earlier come first.
+		for want > 0 && r.pendHead < len(r.pend) {
+			f := &r.pend[r.pendHead]
+			avail := int64(f.Size - r.headUsed)
+			take := min(avail, want)
+			switch {
+			case discard:
+				r.stats.DiscardedBytes += take
+			case f.Linear:
+				start := f.Offset + uint64(r.headUsed)
+				if err := r.cfg.CopyIn(ctx, dst, pos, r.iobuf[start:start+uint64(take)]); err != nil {
+					return pos - off, err
+				}
+			default:
+				r.copies = append(r.copies, engine.Copy{
+					Src:    r.cfg.Arena,
+					SrcOff: int64(f.Offset) + int64(r.headUsed),
+					Dst:    dst,
+					DstOff: pos,
+					Len:    take,
+				})
+			}
+			pos += take
+			want -= take
+			if take < avail {
+				r.headUsed += uint32(take)
+			} else {
+				if !f.Linear {
+					if discard {
+						if err := r.batch.Release(f.Token); err != nil {
+							return pos - off, err
+						}
+					} else {
+						r.after = append(r.after, f.Token)
+					}
+				}
+				r.pendHead++
+				r.headUsed = 0
+			}
+			if len(r.copies) == cap(r.copies) {
+				if err := r.flushGather(ctx); err != nil {
+					return pos - off, err
+				}
+			}
+		}
+		if r.pendHead == len(r.pend) {
+			r.pend, r.pendHead, r.headUsed = r.pend[:0], 0, 0
+		}
+		if want == 0 {
+			break
+		}
+		if discard {
+			if err := r.discardUnread(want); err != nil {
+				return pos - off, err
+			}
+			pos += want
+			r.stats.DiscardedBytes += want
+			return pos - off, nil
+		}
+		if err := r.recv(ctx, want); err != nil {
+			return pos - off, err
+		}
+	}
+	return pos - off, nil
+}
+
+// discardUnread drops n stream bytes not yet received. Only called with no
+// frags pending.
+func (r *Receiver) discardUnread(n int64) error {
+	for n > 0 {
+		l := int64(len(r.iobuf))
+		if l > n {
+			l = n
+		}
+		got, _, _, err := r.sock.recvmsg(r.iobuf[:l], nil, uapi.MSG_TRUNC)
+		if err != nil {
+			return err
+		}
+		if got == 0 {
+			return fmt.Errorf("devmem: discard: %w", io.ErrUnexpectedEOF)
+		}
+		n -= int64(got)
+	}
+	return nil
+}
+
+// recv performs one recvmsg(MSG_SOCK_DEVMEM) and queues the frags it
+// reports. Only called with no frags pending.
+func (r *Receiver) recv(ctx context.Context, want int64) error {
+	room := r.cfg.FragBudget - r.Held()
+	if room < r.minOOB || room <= 0 {
+		// Back-pressure: return everything gathered so far before
+		// taking more frags from the kernel.
+		if err := r.flushGather(ctx); err != nil {
+			return err
+		}
+		if err := r.batch.Flush(); err != nil {
+			return err
+		}
+		room = r.cfg.FragBudget - r.Held()
+	}
+	iov := len(r.iobuf)
+	if !r.cfg.ReadAhead && int64(iov) > want {
+		iov = int(want)
+	}
+	n, oobn, _, err := r.sock.recvmsg(r.iobuf[:iov], r.oob[:room*devmemCmsgSpace], uapi.MSG_SOCK_DEVMEM)
+	if err != nil {
+		if errors.Is(err, syscall.Errno(uapi.ETOOSMALL)) && room < r.cfg.FragBudget {
+			// Another control message took the room; ask for more next
+			// time and retry.
+			r.minOOB = min(2*max(room, 1), r.cfg.FragBudget)
+			return nil
+		}
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("devmem: connection closed with %d bytes of the extent unread: %w", want, io.ErrUnexpectedEOF)
+	}
+	r.stats.Recvmsgs++
+	// Parse straight into the (empty) pending queue; the frags are
+	// committed only once they are validated.
+	frags, perr := ParseCmsgs(r.pend[:0], r.oob[:oobn])
+	var devmem, linear int64
+	var tokens int
+	id := r.cfg.Binding.ID()
+	steering := false
+	for i := range frags {
+		f := &frags[i]
+		if f.Linear {
+			linear += int64(f.Size)
+			continue
+		}
+		devmem += int64(f.Size)
+		tokens++
+		steering = steering || f.DmabufID != id
+	}
+	r.batch.Received(tokens)
+	if h := r.Held(); h > r.stats.MaxHeld {
+		r.stats.MaxHeld = h
+	}
+	switch {
+	case perr != nil:
+		err = fmt.Errorf("devmem: recvmsg control messages: %w", perr)
+	case len(frags) == 0:
+		if !r.cfg.AllowPlain {
+			err = ErrNotDevmem
+			if isDone(r.cfg.Binding.Done()) {
+				err = fmt.Errorf("%w: %w", ErrBindingClosed, ErrNotDevmem)
+			}
+			return fmt.Errorf("%w (%d bytes)", err, n)
+		}
+		r.stats.PlainBytes += int64(n)
+		r.pend = append(frags, Frag{Offset: 0, Size: uint32(n), Linear: true})
+		return nil
+	case devmem+linear != int64(n):
+		err = fmt.Errorf("%w: recvmsg returned %d bytes, its cmsgs describe %d", ErrMalformed, n, devmem+linear)
+	case linear > int64(iov):
+		err = fmt.Errorf("%w: %d linear bytes in an iovec of %d", ErrMalformed, linear, iov)
+	case steering:
+		for _, f := range frags {
+			if !f.Linear && f.DmabufID != id {
+				err = fmt.Errorf("%w: frag of dmabuf %d, receiver bound to %d", ErrFlowSteering, f.DmabufID, id)
+				break
+			}
+		}
+	}
+	if err != nil {
+		// Return the tokens of this call at once: the data is lost.
+		for _, f := range frags {
+			if !f.Linear {
+				_ = r.batch.Release(f.Token)
+			}
+		}
+		r.pend = r.pend[:0]
+		return err
+	}
+	r.stats.DevmemBytes += devmem
+	r.stats.LinearBytes += linear
+	r.stats.Frags += int64(tokens)
+	r.stats.LinearFrags += int64(len(frags) - tokens)
+	r.pend = frags
+	return nil
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+var _ engine.Receiver = (*Receiver)(nil)

@@ -1,0 +1,426 @@
+package devmem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+	"github.com/google/go-cmp/cmp"
+)
+
+// scriptKernel is a Kernel whose sockets replay scripted recvmsg results; it
+// checks the pipeline's calls against the kernel's rules.
+type scriptKernel struct {
+	sock *scriptSocket
+}
+
+func (k *scriptKernel) Name() string                                { return "script" }
+func (k *scriptKernel) BindRX(int, int, []uint32) (*Binding, error) { return nil, ErrNotSupported }
+func (k *scriptKernel) BindTX(int, int) (*Binding, error)           { return nil, ErrNotSupported }
+func (k *scriptKernel) open(net.Conn) (socket, error)               { return k.sock, nil }
+
+type scriptRecv struct {
+	frags  []Frag // dmabuf and linear frags, in stream order
+	linear []byte // bytes of the linear frags, in order
+	plain  []byte // payload without cmsgs
+	n      int    // if not 0, the byte count to return instead of the frags' sum
+	err    error
+}
+
+type scriptSocket struct {
+	t       *testing.T
+	recvs   []scriptRecv
+	live    map[uint32]bool
+	calls   int // recvmsg calls
+	trunc   int64
+	optlens []int
+	closed  bool
+}
+
+func (s *scriptSocket) watch(context.Context) func() { return func() {} }
+
+func (s *scriptSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
+	s.t.Helper()
+	s.calls++
+	if flags&uapi.MSG_TRUNC != 0 {
+		s.trunc += int64(len(p))
+		return len(p), 0, 0, nil
+	}
+	if flags&uapi.MSG_SOCK_DEVMEM == 0 {
+		s.t.Fatalf("recvmsg without MSG_SOCK_DEVMEM")
+	}
+	if len(s.recvs) == 0 {
+		return 0, 0, 0, nil // EOF
+	}
+	r := s.recvs[0]
+	s.recvs = s.recvs[1:]
+	if r.err != nil {
+		return 0, 0, 0, r.err
+	}
+	if r.plain != nil {
+		return copy(p, r.plain), 0, 0, nil
+	}
+	var o []byte
+	n := 0
+	for _, f := range r.frags {
+		o = appendDevmemCmsg(o, f)
+		n += int(f.Size)
+		if !f.Linear {
+			if s.live[f.Token] {
+				s.t.Fatalf("token %d handed out twice", f.Token)
+			}
+			s.live[f.Token] = true
+		}
+	}
+	if len(o) > len(oob) {
+		s.t.Fatalf("control buffer of %d bytes for %d cmsgs: the pipeline exceeded its frag budget", len(oob), len(r.frags))
+	}
+	if n > len(p) {
+		s.t.Fatalf("iovec of %d bytes, script returns %d", len(p), n)
+	}
+	copy(p, r.linear)
+	if r.n != 0 {
+		n = r.n
+	}
+	return n, copy(oob, o), 0, nil
+}
+
+func (s *scriptSocket) dontneed(opt []byte) (int, error) {
+	s.optlens = append(s.optlens, len(opt))
+	f := &fakeDontneed{t: s.t, live: s.live}
+	return f.dontneed(opt)
+}
+
+func (s *scriptSocket) setZerocopy() error                             { return nil }
+func (s *scriptSocket) sendmsg([]uapi.Iovec, []byte, int) (int, error) { return 0, syscall.EINVAL }
+func (s *scriptSocket) recvErrqueue([]byte, bool) (int, error)         { return 0, syscall.EAGAIN }
+func (s *scriptSocket) close() error                                   { s.closed = true; return nil }
+
+// memProvider is the part of a provider the pipeline uses, over Go memory:
+// buffer 1 is the arena, others are destinations.
+type memProvider struct {
+	bufs    map[engine.BufferID][]byte
+	gathers [][]engine.Copy
+	failAt  int // fail the n-th gather (1-based), 0 never
+}
+
+func (m *memProvider) Gather(_ context.Context, copies []engine.Copy) error {
+	m.gathers = append(m.gathers, append([]engine.Copy(nil), copies...))
+	if m.failAt == len(m.gathers) {
+		return errors.New("device lost")
+	}
+	for _, c := range copies {
+		copy(m.bufs[c.Dst][c.DstOff:c.DstOff+c.Len], m.bufs[c.Src][c.SrcOff:c.SrcOff+c.Len])
+	}
+	return nil
+}
+
+func (m *memProvider) CopyIn(_ context.Context, dst engine.BufferID, off int64, src []byte) error {
+	copy(m.bufs[dst][off:], src)
+	return nil
+}
+
+const (
+	arenaID engine.BufferID = 1
+	dstID   engine.BufferID = 2
+)
+
+func newScriptReceiver(t *testing.T, cfg RXConfig, recvs ...scriptRecv) (*Receiver, *scriptSocket, *memProvider) {
+	t.Helper()
+	arena := make([]byte, 1<<20)
+	for i := range arena {
+		arena[i] = byte(i*7 + i>>12)
+	}
+	m := &memProvider{bufs: map[engine.BufferID][]byte{arenaID: arena, dstID: make([]byte, 1<<20)}}
+	s := &scriptSocket{t: t, recvs: recvs, live: make(map[uint32]bool)}
+	cfg.Kernel = &scriptKernel{sock: s}
+	cfg.Binding = newBinding(7, 1, BindingRX, []uint32{0}, io.NopCloser(nil))
+	cfg.Arena = arenaID
+	cfg.Gather = m.Gather
+	cfg.CopyIn = m.CopyIn
+	r, err := NewReceiver(nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, s, m
+}
+
+// expect builds the bytes a stream of frags must produce: dmabuf frags from
+// the arena, linear frags from the script's linear bytes.
+func expect(m *memProvider, recvs ...scriptRecv) []byte {
+	var out []byte
+	for _, r := range recvs {
+		lin := r.linear
+		for _, f := range r.frags {
+			if f.Linear {
+				out = append(out, lin[:f.Size]...)
+				lin = lin[f.Size:]
+			} else {
+				out = append(out, m.bufs[arenaID][f.Offset:f.Offset+uint64(f.Size)]...)
+			}
+		}
+		out = append(out, r.plain...)
+	}
+	return out
+}
+
+func checkBalanced(t *testing.T, r *Receiver, s *scriptSocket) {
+	t.Helper()
+	if err := r.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if len(s.live) != 0 {
+		t.Errorf("tokens never returned to the kernel: %v", s.live)
+	}
+	if r.Held() != 0 {
+		t.Errorf("Held = %d after Close", r.Held())
+	}
+	if !s.closed {
+		t.Error("socket not closed")
+	}
+}
+
+func TestReceiverCarriesFragsOver(t *testing.T) {
+	recv := scriptRecv{frags: []Frag{
+		{Offset: 8192, Size: 4096, Token: 1, DmabufID: 7},
+		{Offset: 40960, Size: 4096, Token: 2, DmabufID: 7},
+		{Offset: 4096, Size: 4096, Token: 3, DmabufID: 7},
+	}}
+	r, s, m := newScriptReceiver(t, RXConfig{ReadAhead: true}, recv)
+	ctx := context.Background()
+	if err := r.Receive(ctx, dstID, 100, 6000); err != nil {
+		t.Fatal(err)
+	}
+	// Token 1 is gathered and returned; token 2 straddles the extents,
+	// token 3 is read ahead.
+	if r.Held() != 2 || !s.live[2] || !s.live[3] || s.live[1] {
+		t.Fatalf("after first extent: held %d, kernel still has %v", r.Held(), s.live)
+	}
+	if err := r.Receive(ctx, dstID, 6100, 6288); err != nil {
+		t.Fatal(err)
+	}
+	want := expect(m, recv)
+	if !bytes.Equal(m.bufs[dstID][100:100+12288], want) {
+		t.Error("destination bytes differ from the frags' bytes")
+	}
+	wantCopies := [][]engine.Copy{
+		{{Src: arenaID, SrcOff: 8192, Dst: dstID, DstOff: 100, Len: 4096}, {Src: arenaID, SrcOff: 40960, Dst: dstID, DstOff: 4196, Len: 1904}},
+		{{Src: arenaID, SrcOff: 40960 + 1904, Dst: dstID, DstOff: 6100, Len: 2192}, {Src: arenaID, SrcOff: 4096, Dst: dstID, DstOff: 8292, Len: 4096}},
+	}
+	if diff := cmp.Diff(wantCopies, m.gathers); diff != "" {
+		t.Errorf("gathers (-want +got):\n%s", diff)
+	}
+	if s.calls != 1 {
+		t.Errorf("%d recvmsg calls, want 1", s.calls)
+	}
+	checkBalanced(t, r, s)
+}
+
+func TestReceiverLinearFrags(t *testing.T) {
+	recv := scriptRecv{
+		frags: []Frag{
+			{Size: 10, Linear: true},
+			{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
+			{Size: 20, Linear: true},
+			{Offset: 12288, Size: 50, Token: 2, DmabufID: 7},
+		},
+		linear: bytes.Repeat([]byte("L"), 30),
+	}
+	for i := range recv.linear {
+		recv.linear[i] = byte(i)
+	}
+	r, s, m := newScriptReceiver(t, RXConfig{}, recv)
+	n := int64(10 + 4096 + 20 + 50)
+	if err := r.Receive(context.Background(), dstID, 0, n); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.bufs[dstID][:n], expect(m, recv)) {
+		t.Error("destination bytes differ")
+	}
+	st := r.Stats()
+	if st.LinearBytes != 30 || st.DevmemBytes != 4146 || st.LinearFrags != 2 || st.Frags != 2 {
+		t.Errorf("stats %+v", st)
+	}
+	checkBalanced(t, r, s)
+}
+
+func TestReceiverBudget(t *testing.T) {
+	var recvs []scriptRecv
+	tok := uint32(1)
+	for i := 0; i < 6; i++ {
+		var fr []Frag
+		for j := 0; j < 4; j++ {
+			fr = append(fr, Frag{Offset: uint64(tok) * 4096, Size: 4096, Token: tok, DmabufID: 7})
+			tok++
+		}
+		recvs = append(recvs, scriptRecv{frags: fr})
+	}
+	r, s, m := newScriptReceiver(t, RXConfig{FragBudget: 4, GatherBatch: 100}, recvs...)
+	n := int64(24 * 4096)
+	if err := r.Receive(context.Background(), dstID, 0, n); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m.bufs[dstID][:n], expect(m, recvs...)) {
+		t.Error("destination bytes differ")
+	}
+	if st := r.Stats(); st.MaxHeld > 4 || st.GatherCalls != 6 {
+		t.Errorf("MaxHeld %d (budget 4), %d gathers", st.MaxHeld, st.GatherCalls)
+	}
+	checkBalanced(t, r, s)
+}
+
+func TestReceiverGatherBatches(t *testing.T) {
+	var fr []Frag
+	for i := uint32(1); i <= 10; i++ {
+		fr = append(fr, Frag{Offset: uint64(i) * 4096, Size: 4096, Token: i, DmabufID: 7})
+	}
+	r, s, m := newScriptReceiver(t, RXConfig{GatherBatch: 4}, scriptRecv{frags: fr})
+	if err := r.Receive(context.Background(), dstID, 0, 40960); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.gathers) != 3 || len(m.gathers[0]) != 4 || len(m.gathers[2]) != 2 {
+		t.Errorf("gather batches: %d", len(m.gathers))
+	}
+	checkBalanced(t, r, s)
+}
+
+func TestReceiverErrors(t *testing.T) {
+	ctx := context.Background()
+	t.Run("flow steering", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{frags: []Frag{
+			{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
+			{Offset: 4096, Size: 4096, Token: 2, DmabufID: 8},
+		}})
+		if err := r.Receive(ctx, dstID, 0, 8192); !errors.Is(err, ErrFlowSteering) {
+			t.Fatalf("Receive = %v, want ErrFlowSteering", err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("plain data", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{plain: []byte("hello")})
+		if err := r.Receive(ctx, dstID, 0, 5); !errors.Is(err, ErrNotDevmem) || errors.Is(err, ErrBindingClosed) {
+			t.Fatalf("Receive = %v, want ErrNotDevmem", err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("plain data after unbind", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{plain: []byte("hello")})
+		_ = r.cfg.Binding.Close()
+		if err := r.Receive(ctx, dstID, 0, 5); !errors.Is(err, ErrBindingClosed) {
+			t.Fatalf("Receive = %v, want ErrBindingClosed", err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("plain data allowed", func(t *testing.T) {
+		r, s, m := newScriptReceiver(t, RXConfig{AllowPlain: true}, scriptRecv{plain: []byte("hello")})
+		if err := r.Receive(ctx, dstID, 3, 5); err != nil {
+			t.Fatal(err)
+		}
+		if string(m.bufs[dstID][3:8]) != "hello" || r.Stats().PlainBytes != 5 {
+			t.Errorf("got %q", m.bufs[dstID][3:8])
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("size mismatch", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{n: 4000, frags: []Frag{{Offset: 0, Size: 4096, Token: 1, DmabufID: 7}}})
+		if err := r.Receive(ctx, dstID, 0, 4096); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Receive = %v, want ErrMalformed", err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("malformed cmsgs", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{frags: []Frag{
+			{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
+			{Offset: 0, Size: 4096, Token: 0, DmabufID: 7},
+		}})
+		if err := r.Receive(ctx, dstID, 0, 8192); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("Receive = %v, want ErrMalformed", err)
+		}
+		delete(s.live, 0) // the bogus token the script handed out
+		checkBalanced(t, r, s)
+	})
+	t.Run("gather fails", func(t *testing.T) {
+		r, s, m := newScriptReceiver(t, RXConfig{}, scriptRecv{frags: []Frag{
+			{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
+		}})
+		m.failAt = 1
+		if err := r.Receive(ctx, dstID, 0, 4096); err == nil || err.Error() != "device lost" {
+			t.Fatalf("Receive = %v, want the gather's error", err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("EOF", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{frags: []Frag{{Offset: 0, Size: 100, Token: 1, DmabufID: 7}}})
+		if err := r.Receive(ctx, dstID, 0, 4096); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("Receive = %v, want ErrUnexpectedEOF", err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("ETOOSMALL", func(t *testing.T) {
+		r, s, m := newScriptReceiver(t, RXConfig{}, scriptRecv{err: syscall.Errno(uapi.ETOOSMALL)}, scriptRecv{frags: []Frag{{Offset: 0, Size: 100, Token: 1, DmabufID: 7}}})
+		_ = m
+		err := r.Receive(ctx, dstID, 0, 100)
+		// With the whole budget offered, ETOOSMALL cannot be fixed by
+		// growing the buffer: it is reported.
+		if !errors.Is(err, syscall.Errno(uapi.ETOOSMALL)) {
+			t.Fatalf("Receive = %v, want errno 525", err)
+		}
+		if err := r.Receive(ctx, dstID, 0, 100); err != nil {
+			t.Fatal(err)
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("closed", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{})
+		checkBalanced(t, r, s)
+		if err := r.Receive(ctx, dstID, 0, 1); !errors.Is(err, ErrClosed) {
+			t.Errorf("Receive after Close = %v", err)
+		}
+	})
+}
+
+func TestReceiverDiscard(t *testing.T) {
+	recv := scriptRecv{frags: []Frag{
+		{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
+		{Offset: 4096, Size: 4096, Token: 2, DmabufID: 7},
+	}}
+	r, s, m := newScriptReceiver(t, RXConfig{ReadAhead: true}, recv)
+	ctx := context.Background()
+	if err := r.Receive(ctx, dstID, 0, 1000); err != nil {
+		t.Fatal(err)
+	}
+	// The rest of frag 1, frag 2 (read ahead), then 5000 unread bytes.
+	if err := r.Discard(ctx, 3096+4096+5000); err != nil {
+		t.Fatal(err)
+	}
+	if s.trunc != 5000 {
+		t.Errorf("MSG_TRUNC dropped %d bytes, want 5000", s.trunc)
+	}
+	if len(m.gathers) != 1 {
+		t.Errorf("discard gathered: %v", m.gathers)
+	}
+	if st := r.Stats(); st.Bytes != 1000+3096+4096+5000 || st.DiscardedBytes != 3096+4096+5000 {
+		t.Errorf("stats %+v", st)
+	}
+	checkBalanced(t, r, s)
+}
+
+func TestReceiverCloseReturnsReadAhead(t *testing.T) {
+	r, s, _ := newScriptReceiver(t, RXConfig{ReadAhead: true}, scriptRecv{frags: []Frag{
+		{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
+		{Offset: 4096, Size: 4096, Token: 2, DmabufID: 7},
+	}})
+	if err := r.Receive(context.Background(), dstID, 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	if r.Held() != 2 {
+		t.Fatalf("Held = %d, want 2", r.Held())
+	}
+	checkBalanced(t, r, s)
+}

@@ -1,0 +1,651 @@
+//go:build linux
+
+package devmem
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+)
+
+// rxSetup is a software NIC with an RX binding over a provider arena.
+type rxSetup struct {
+	nic   *SoftNIC
+	p     *hostProvider
+	arena engine.Buffer
+	bind  *Binding
+}
+
+func newRXSetup(t *testing.T, cfg SoftNICConfig, arenaSize int64) *rxSetup {
+	t.Helper()
+	nic, err := NewSoftNIC(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newHostProvider()
+	arena, err := p.Alloc(context.Background(), arenaSize, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind, err := nic.BindRX(1, arena.DmabufFD, []uint32{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rxSetup{nic: nic, p: p, arena: arena, bind: bind}
+	t.Cleanup(func() {
+		_ = bind.Close()
+		if err := nic.Check(); err != nil {
+			t.Errorf("software NIC after the test: %v", err)
+		}
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// writeAll writes data to c from a goroutine that the test waits for.
+func writeAll(t *testing.T, c net.Conn, data []byte) (wait func()) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := c.Write(data); err != nil {
+			t.Errorf("write: %v", err)
+		}
+	}()
+	return wg.Wait
+}
+
+func TestSoftNICReceive(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		nic       SoftNICConfig
+		rx        RXConfig
+		network   string
+		maxExtent int
+	}{
+		{name: "devmem only", network: "tcp4", maxExtent: 300 << 10},
+		{name: "linear frags", nic: SoftNICConfig{LinearEvery: 3, LinearBytes: 1000, SkbSize: 16 << 10}, network: "tcp4", maxExtent: 100 << 10},
+		{name: "whole linear skbs", nic: SoftNICConfig{LinearEvery: 2, LinearBytes: 1 << 20}, network: "tcp6", maxExtent: 64 << 10},
+		{name: "read ahead small extents", rx: RXConfig{ReadAhead: true, IOBufSize: 64 << 10}, nic: SoftNICConfig{LinearEvery: 5, LinearBytes: 300}, network: "tcp4", maxExtent: 10 << 10},
+		{name: "tiny budget and batches", rx: RXConfig{FragBudget: 3, GatherBatch: 2}, network: "tcp4", maxExtent: 50 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakCheck(t)
+			s := newRXSetup(t, tc.nic, 1<<20)
+			client, server := tcpPair(t, tc.network)
+			if err := s.nic.Steer(client, 0); err != nil {
+				t.Fatal(err)
+			}
+			const total = 4 << 20
+			data := pattern(total, 1)
+			dst, err := s.p.Alloc(context.Background(), total, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt := &RecvTransport{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID, Config: tc.rx}
+			if rt.Name() != engine.TransportDevmemEmulate {
+				t.Errorf("Name = %q", rt.Name())
+			}
+			er, err := rt.NewReceiver(client, s.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := er.(*Receiver)
+			wait := writeAll(t, server, data)
+			defer wait()
+
+			rnd := rand.New(rand.NewPCG(uint64(len(tc.name)), 7))
+			want := make([]byte, total)
+			ctx := context.Background()
+			for off := int64(0); off < total; {
+				n := min(int64(1+rnd.IntN(tc.maxExtent)), total-off)
+				if rnd.IntN(10) == 0 {
+					if err := r.Discard(ctx, n); err != nil {
+						t.Fatalf("Discard(%d) at %d: %v", n, off, err)
+					}
+				} else {
+					if err := r.Receive(ctx, dst.ID, off, n); err != nil {
+						t.Fatalf("Receive(%d) at %d: %v", n, off, err)
+					}
+					copy(want[off:off+n], data[off:off+n])
+				}
+				off += n
+			}
+			got, _ := s.p.Bytes(dst.ID)
+			if !bytes.Equal(got, want) {
+				i := 0
+				for i < total && got[i] == want[i] {
+					i++
+				}
+				t.Fatalf("received bytes differ from the sent ones, first at %d", i)
+			}
+			st := r.Stats()
+			if st.Bytes != total || st.DevmemBytes+st.LinearBytes+st.DiscardedBytes < total-st.DiscardedBytes {
+				t.Errorf("stats %+v", st)
+			}
+			if tc.nic.LinearEvery > 0 && st.LinearBytes == 0 {
+				t.Error("no linear frags received")
+			}
+			if tc.rx.FragBudget > 0 && st.MaxHeld > tc.rx.FragBudget {
+				t.Errorf("held %d tokens, budget %d", st.MaxHeld, tc.rx.FragBudget)
+			}
+			if err := r.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			t.Logf("stats: %+v; nic %+v", st, s.nic.Stats())
+		})
+	}
+}
+
+// TestSoftNICBackPressure runs more data than the arena holds through three
+// receivers sharing one small binding whose budgets together exceed it: the
+// NIC runs out of chunks and stops reading sockets until tokens come back.
+func TestSoftNICBackPressure(t *testing.T) {
+	leakCheck(t)
+	s := newRXSetup(t, SoftNICConfig{SkbSize: 16 << 10}, 16*4096)
+	const total = 2 << 20
+	var wg sync.WaitGroup
+	var waits []func()
+	for i := 0; i < 3; i++ {
+		client, server := tcpPair(t, "tcp4")
+		if err := s.nic.Steer(client, 0); err != nil {
+			t.Fatal(err)
+		}
+		data := pattern(total, byte(10+i))
+		dst, err := s.p.Alloc(context.Background(), total, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewReceiver(client, RXConfig{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID, Gather: s.p.Gather, CopyIn: s.p.CopyIn, FragBudget: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, writeAll(t, server, data))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for off := int64(0); off < total; off += 96 << 10 {
+				n := min(96<<10, total-off)
+				if err := r.Receive(context.Background(), dst.ID, off, n); err != nil {
+					t.Errorf("Receive: %v", err)
+					break
+				}
+			}
+			got, _ := s.p.Bytes(dst.ID)
+			if !bytes.Equal(got, data) {
+				t.Error("received bytes differ")
+			}
+			if st := r.Stats(); st.MaxHeld > 8 {
+				t.Errorf("held %d tokens, budget 8", st.MaxHeld)
+			}
+			if err := r.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, w := range waits {
+		w()
+	}
+	st := s.nic.Stats()
+	t.Logf("nic: %+v", st)
+	if st.FreeChunks != 16 || st.Tokens != 0 {
+		t.Errorf("after the transfers: %d of 16 chunks free, %d tokens out", st.FreeChunks, st.Tokens)
+	}
+}
+
+func TestSoftNICBindingClosedMidTransfer(t *testing.T) {
+	for _, how := range []string{"unbind", "cancel"} {
+		t.Run(how, func(t *testing.T) {
+			leakCheck(t)
+			// A budget above the arena's 16 chunks: the receiver ends up
+			// holding every chunk and waiting for the NIC, which waits
+			// for a chunk.
+			s := newRXSetup(t, SoftNICConfig{SkbSize: 16 << 10}, 16*4096)
+			client, server := tcpPair(t, "tcp4")
+			if err := s.nic.Steer(client, 0); err != nil {
+				t.Fatal(err)
+			}
+			dst, _ := s.p.Alloc(context.Background(), 1<<20, false)
+			r, err := NewReceiver(client, RXConfig{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID, Gather: s.p.Gather, CopyIn: s.p.CopyIn, FragBudget: 64})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wait := writeAll(t, server, pattern(1<<20, 3))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var once sync.Once
+			s.nic.mu.Lock()
+			s.nic.testHookPoolWait = func() {
+				once.Do(func() {
+					if how == "unbind" {
+						_ = s.bind.Close()
+					} else {
+						cancel()
+					}
+				})
+			}
+			s.nic.mu.Unlock()
+			err = r.Receive(ctx, dst.ID, 0, 1<<20)
+			switch how {
+			case "unbind":
+				if !errors.Is(err, ErrBindingClosed) || !errors.Is(err, ErrNotDevmem) {
+					t.Fatalf("Receive = %v, want ErrBindingClosed", err)
+				}
+			case "cancel":
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("Receive = %v, want context.Canceled", err)
+				}
+			}
+			t.Logf("Receive failed as expected: %v", err)
+			if err := r.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			server.Close()
+			wait()
+		})
+	}
+}
+
+func openSoft(t *testing.T, nic *SoftNIC, c net.Conn) *softSocket {
+	t.Helper()
+	s, err := nic.open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.close() })
+	return s.(*softSocket)
+}
+
+func tokenOpt(toks ...uapi.DmabufToken) []byte {
+	b := make([]byte, 0, len(toks)*8)
+	for _, t := range toks {
+		b = binary.NativeEndian.AppendUint32(b, t.TokenStart)
+		b = binary.NativeEndian.AppendUint32(b, t.TokenCount)
+	}
+	return b
+}
+
+func TestSoftNICSocketRules(t *testing.T) {
+	leakCheck(t)
+	s := newRXSetup(t, SoftNICConfig{SkbSize: 8192}, 64*4096)
+	client, server := tcpPair(t, "tcp4")
+	if err := s.nic.Steer(client, 0); err != nil {
+		t.Fatal(err)
+	}
+	sock := openSoft(t, s.nic, client)
+	if _, err := server.Write(pattern(64<<10, 5)); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 64<<10)
+	oob := make([]byte, 64*devmemCmsgSpace)
+
+	_, _, _, err := sock.recvmsg(p, oob, 0)
+	if !errors.Is(err, unix.EFAULT) {
+		t.Errorf("recvmsg without MSG_SOCK_DEVMEM = %v, want EFAULT", err)
+	}
+	_, _, _, err = sock.recvmsg(p, oob[:devmemCmsgSpace-1], unix.MSG_SOCK_DEVMEM)
+	if !errors.Is(err, syscall.Errno(525)) {
+		t.Errorf("recvmsg with a %d-byte control buffer = %v, want errno 525", devmemCmsgSpace-1, err)
+	}
+
+	// A 5000-byte iovec cuts the second frag; its rest comes next with a
+	// new token, at the same place in the chunk.
+	n, oobn, _, err := sock.recvmsg(p[:5000], oob, unix.MSG_SOCK_DEVMEM)
+	if err != nil || n != 5000 {
+		t.Fatalf("recvmsg = %d, %v", n, err)
+	}
+	frags, err := ParseCmsgs(nil, oob[:oobn])
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := s.bind.ID()
+	want := []Frag{{Offset: 0, Size: 4096, Token: 1, DmabufID: id}, {Offset: 4096, Size: 904, Token: 2, DmabufID: id}}
+	if diff := cmp.Diff(want, frags); diff != "" {
+		t.Fatalf("frags (-want +got):\n%s", diff)
+	}
+	// Token 1 back: the next frag reuses it (lowest free, like xa_alloc).
+	if freed, err := sock.dontneed(tokenOpt(uapi.DmabufToken{TokenStart: 1, TokenCount: 1})); err != nil || freed != 1 {
+		t.Fatalf("dontneed = %d, %v", freed, err)
+	}
+	n, oobn, _, err = sock.recvmsg(p[:4000], oob, unix.MSG_SOCK_DEVMEM)
+	if err != nil || n != 3192 {
+		t.Fatalf("recvmsg = %d, %v; want the 3192 bytes left of the skb", n, err)
+	}
+	frags, _ = ParseCmsgs(nil, oob[:oobn])
+	want = []Frag{{Offset: 4096 + 904, Size: 3192, Token: 1, DmabufID: id}}
+	if diff := cmp.Diff(want, frags); diff != "" {
+		t.Fatalf("frags (-want +got):\n%s", diff)
+	}
+
+	// SO_DEVMEM_DONTNEED rules.
+	for _, optlen := range []int{0, 1, 4, 12, 129 * 8} {
+		if _, err := sock.dontneed(make([]byte, optlen)); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("dontneed optlen %d = %v, want EINVAL", optlen, err)
+		}
+	}
+	// Unknown tokens are skipped; the count is what was freed.
+	freed, err := sock.dontneed(tokenOpt(uapi.DmabufToken{TokenStart: 100, TokenCount: 5}, uapi.DmabufToken{TokenStart: 1, TokenCount: 3}))
+	if err != nil || freed != 2 {
+		t.Errorf("dontneed = %d, %v; want 2 freed", freed, err)
+	}
+	// At most 1024 frags are processed: a token after that is not freed.
+	_, oobn, _, _ = sock.recvmsg(p[:4096], oob, unix.MSG_SOCK_DEVMEM)
+	frags, _ = ParseCmsgs(nil, oob[:oobn])
+	if len(frags) != 1 || frags[0].Token != 1 {
+		t.Fatalf("frags %+v", frags)
+	}
+	freed, err = sock.dontneed(tokenOpt(uapi.DmabufToken{TokenStart: 1000, TokenCount: 1024}, uapi.DmabufToken{TokenStart: 1, TokenCount: 1}))
+	if err != nil || freed != 0 {
+		t.Errorf("dontneed past 1024 frags freed %d, %v; want 0", freed, err)
+	}
+	freed, _ = sock.dontneed(tokenOpt(uapi.DmabufToken{TokenStart: 1, TokenCount: 1}))
+	if freed != 1 {
+		t.Errorf("freed %d, want 1", freed)
+	}
+
+	// MSG_TRUNC drops bytes without tokens.
+	// It stops at the end of the queued skb, as the kernel stops when no
+	// more data is queued.
+	n, oobn, _, err = sock.recvmsg(p[:10000], oob, unix.MSG_TRUNC|unix.MSG_SOCK_DEVMEM)
+	if err != nil || n != 4096 || oobn != 0 {
+		t.Errorf("MSG_TRUNC recvmsg = %d, %d, %v", n, oobn, err)
+	}
+	if st := s.nic.Stats(); st.Tokens != 0 {
+		t.Errorf("%d tokens outstanding", st.Tokens)
+	}
+
+	// An unsteered connection gets plain data and no cmsgs.
+	c2, s2 := tcpPair(t, "tcp4")
+	plain := openSoft(t, s.nic, c2)
+	if _, err := s2.Write([]byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	n, oobn, _, err = plain.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM)
+	if err != nil || string(p[:n]) != "plain" || oobn != 0 {
+		t.Errorf("unsteered recvmsg = %q, %d cmsg bytes, %v", p[:n], oobn, err)
+	}
+}
+
+func TestSoftNICBind(t *testing.T) {
+	leakCheck(t)
+	nic, _ := NewSoftNIC(SoftNICConfig{RXQueues: 2})
+	fd, _ := memfd(t, 1<<20)
+	tests := []struct {
+		name    string
+		bind    func() (*Binding, error)
+		errno   syscall.Errno
+		message string
+	}{
+		{"wrong device", func() (*Binding, error) { return nic.BindRX(7, fd, []uint32{0}) }, unix.ENODEV, ""},
+		{"no queue", func() (*Binding, error) { return nic.BindRX(1, fd, nil) }, unix.EINVAL, ""},
+		{"queue out of range", func() (*Binding, error) { return nic.BindRX(1, fd, []uint32{2}) }, unix.ERANGE, "rx queue index out of range"},
+		{"bad fd", func() (*Binding, error) { return nic.BindRX(1, 9999, []uint32{0}) }, unix.EBADF, ""},
+		{"tx wrong device", func() (*Binding, error) { return nic.BindTX(7, fd) }, unix.ENODEV, ""},
+	}
+	for _, tt := range tests {
+		_, err := tt.bind()
+		var oe *OpError
+		if !errors.As(err, &oe) || !errors.Is(err, tt.errno) || oe.Message != tt.message {
+			t.Errorf("%s: %v, want errno %v message %q", tt.name, err, tt.errno, tt.message)
+		}
+	}
+	rx, err := nic.BindRX(1, fd, []uint32{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nic.BindRX(1, fd, []uint32{1}); !errors.Is(err, unix.EEXIST) {
+		t.Errorf("second binding of queue 1 = %v, want EEXIST", err)
+	}
+	tx, err := nic.BindTX(1, fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rx.ID() != 1 || tx.ID() != 2 || rx.Kind() != BindingRX || tx.Kind() != BindingTX || rx.Ifindex() != 1 {
+		t.Errorf("bindings %v, %v", rx, tx)
+	}
+	// Ids are cyclic: a closed id is not reused at once.
+	if err := rx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rx2, err := nic.BindRX(1, fd, []uint32{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rx2.ID() != 3 {
+		t.Errorf("next id = %d, want 3", rx2.ID())
+	}
+	_ = rx2.Close()
+	_ = tx.Close()
+	if err := tx.Close(); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+	if err := nic.Check(); err != nil {
+		t.Error(err)
+	}
+}
+
+// txSetup is a software NIC with a TX binding over a memfd and a buffer pool
+// inside it.
+type txSetup struct {
+	nic  *SoftNIC
+	bind *Binding
+	mem  []byte
+	pool *BufferPool
+}
+
+func newTXSetup(t *testing.T, cfg SoftNICConfig, size, bufSize int64) *txSetup {
+	t.Helper()
+	nic, err := NewSoftNIC(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, mem := memfd(t, int(size))
+	bind, err := nic.BindTX(1, fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := NewBufferPool(0, size, bufSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = bind.Close()
+		if err := nic.Check(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &txSetup{nic: nic, bind: bind, mem: mem, pool: pool}
+}
+
+func TestSoftNICSend(t *testing.T) {
+	leakCheck(t)
+	s := newTXSetup(t, SoftNICConfig{}, 1<<20, 64<<10)
+	client, server := tcpPair(t, "tcp4")
+	const total = 5<<20 + 12345
+	data := pattern(total, 9)
+	path := filepath.Join(t.TempDir(), "volume")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st := &SendTransport{Kernel: s.nic, Binding: s.bind, Pool: s.pool, Mem: s.mem, Config: TXConfig{MaxIovecs: 4}}
+	es, err := st.NewSender(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd := es.(*Sender)
+	got := make([]byte, total)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, err := io.ReadFull(client, got); err != nil {
+			t.Errorf("read: %v", err)
+		}
+	}()
+	// Two extents, the second starting mid-file.
+	if err := snd.SendExtent(f, 0, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := snd.SendExtent(f, 3<<20, total-3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := snd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if !bytes.Equal(got, data) {
+		i := 0
+		for got[i] == data[i] {
+			i++
+		}
+		t.Fatalf("bytes received differ from the file, first at %d (stats %+v)", i, snd.Stats())
+	}
+	stats := snd.Stats()
+	if stats.Bytes != total || stats.Completion.Completed != uint64(stats.Sendmsgs) || stats.Completion.Copied != 0 {
+		t.Errorf("stats %+v", stats)
+	}
+	if s.pool.Free() != s.pool.Len() {
+		t.Errorf("%d of %d buffers back in the pool", s.pool.Free(), s.pool.Len())
+	}
+	t.Logf("stats %+v", stats)
+}
+
+func TestSoftNICCompletionsCoalesceAndWrap(t *testing.T) {
+	leakCheck(t)
+	s := newTXSetup(t, SoftNICConfig{ZerocopyStart: 0xfffffffe, HoldCompletions: true}, 4*4096, 4096)
+	client, server := tcpPair(t, "tcp6")
+	snd, err := NewSender(server, TXConfig{Kernel: s.nic, Binding: s.bind, Pool: s.pool, Mem: s.mem, MaxIovecs: 1, FirstCounter: 0xfffffffe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var segs []Segment
+	for i := 0; i < 4; i++ {
+		b, err := snd.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(s.mem[b.Off:b.Off+4096], pattern(4096, byte(i)))
+		segs = append(segs, Segment{Buf: b, Len: 4096})
+	}
+	// MaxIovecs 1: four sendmsg calls, counters 0xfffffffe .. 1.
+	if err := snd.Send(ctx, segs); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4*4096)
+	if _, err := io.ReadFull(client, got); err != nil {
+		t.Fatal(err)
+	}
+	// Completions are held: no buffer may be reused yet.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := snd.Get(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Get before completions = %v, want to wait (context.Canceled)", err)
+	}
+	if snd.InFlight() != 4 {
+		t.Fatalf("InFlight = %d", snd.InFlight())
+	}
+	s.nic.ReleaseCompletions()
+	if err := snd.Reap(); err != nil {
+		t.Fatal(err)
+	}
+	st := snd.Stats().Completion
+	if st.Notifications != 1 || st.Completed != 4 || st.Released != 4 {
+		t.Errorf("one coalesced completion across 2^32 expected: %+v", st)
+	}
+	if err := snd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.pool.Free() != 4 {
+		t.Errorf("%d buffers back in the pool", s.pool.Free())
+	}
+	for i := 0; i < 4; i++ {
+		if !bytes.Equal(got[i*4096:(i+1)*4096], pattern(4096, byte(i))) {
+			t.Errorf("buffer %d arrived corrupted", i)
+		}
+	}
+}
+
+func TestSoftNICSendRules(t *testing.T) {
+	leakCheck(t)
+	s := newTXSetup(t, SoftNICConfig{}, 4*4096, 4096)
+	_, server := tcpPair(t, "tcp4")
+	sock := openSoft(t, s.nic, server)
+	ctl := appendDmabufIDCmsg(nil, s.bind.ID())
+	iov := []uapi.Iovec{{Base: 0, Len: 100}}
+	send := func(iov []uapi.Iovec, ctl []byte, flags int) (int, error) { return sock.sendmsg(iov, ctl, flags) }
+
+	if _, err := send(iov, ctl, unix.MSG_ZEROCOPY); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("without SO_ZEROCOPY = %v, want EINVAL", err)
+	}
+	if err := sock.setZerocopy(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := send(iov, ctl, 0); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("without MSG_ZEROCOPY = %v, want EINVAL", err)
+	}
+	if _, err := send(iov, appendDmabufIDCmsg(nil, 77), unix.MSG_ZEROCOPY); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("unknown binding = %v, want EINVAL", err)
+	}
+	rxfd, _ := memfd(t, 4096)
+	rx, err := s.nic.BindRX(1, rxfd, []uint32{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := send(iov, appendDmabufIDCmsg(nil, rx.ID()), unix.MSG_ZEROCOPY); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("RX binding = %v, want EINVAL", err)
+	}
+	_ = rx.Close()
+	long, p := appendCmsg(nil, unix.SOL_SOCKET, unix.SCM_DEVMEM_DMABUF, 8)
+	binary.NativeEndian.PutUint32(p, s.bind.ID())
+	if _, err := send(iov, long, unix.MSG_ZEROCOPY); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("cmsg of CMSG_LEN(8) = %v, want EINVAL", err)
+	}
+	if _, err := send([]uapi.Iovec{{Base: 4 * 4096, Len: 10}}, ctl, unix.MSG_ZEROCOPY); !errors.Is(err, unix.EFAULT) {
+		t.Errorf("offset past the end = %v, want EFAULT", err)
+	}
+	n, err := send([]uapi.Iovec{{Base: 4*4096 - 10, Len: 100}}, ctl, unix.MSG_ZEROCOPY)
+	if err != nil || n != 10 {
+		t.Errorf("send straddling the end = %d, %v; want a partial send of 10", n, err)
+	}
+	n, err = send(iov, ctl, unix.MSG_ZEROCOPY)
+	if err != nil || n != 100 {
+		t.Errorf("good send = %d, %v", n, err)
+	}
+	// Two sends sent data: counters 0 and 1, coalesced.
+	oob := make([]byte, 128)
+	oobn, err := sock.recvErrqueue(oob, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ParseErrqueue(oob[:oobn])
+	if err != nil || c != (Completion{Lo: 0, Hi: 1}) {
+		t.Errorf("completion %+v, %v; want [0, 1]", c, err)
+	}
+	if _, err := sock.recvErrqueue(oob, false); !errors.Is(err, unix.EAGAIN) {
+		t.Errorf("empty error queue = %v, want EAGAIN", err)
+	}
+}
