@@ -2,6 +2,7 @@ package devmem
 
 import (
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/blockxfer/blockxfer/engine"
@@ -24,6 +25,10 @@ type RecvTransport struct {
 	// Config is the template of every receiver's RXConfig; Kernel,
 	// Binding, Arena, Gather and CopyIn are filled in.
 	Config RXConfig
+	// Steer, if set, steers a data connection's flow to the bound queue
+	// before its receiver is made: an ntuple rule on hardware,
+	// SoftNIC.Steer under emulation.
+	Steer func(conn net.Conn) error
 }
 
 // Name returns engine.TransportDevmem or engine.TransportDevmemEmulate.
@@ -33,6 +38,11 @@ func (t *RecvTransport) Name() string { return t.Kernel.Name() }
 func (t *RecvTransport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Receiver, error) {
 	if p == nil {
 		return nil, errors.New("devmem: nil provider")
+	}
+	if t.Steer != nil {
+		if err := t.Steer(conn); err != nil {
+			return nil, fmt.Errorf("devmem: steer %s: %w", conn.LocalAddr(), err)
+		}
 	}
 	cfg := t.Config
 	cfg.Kernel, cfg.Binding, cfg.Arena = t.Kernel, t.Binding, t.Arena

@@ -314,6 +314,7 @@ func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 	}
 	ctx := context.Background()
 	size := s.cfg.Pool.BufSize()
+	var srcErr error // once the file fails, the rest is sent as zeros
 	for n > 0 {
 		segs := s.segs[:0]
 		for len(segs) < cap(segs) && n > 0 {
@@ -328,12 +329,18 @@ func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 				}
 			}
 			l := min(size, n)
-			if _, err := f.ReadAt(s.cfg.Mem[b.Off:b.Off+l], off); err != nil {
-				s.cache.Put(b)
-				for _, seg := range segs {
-					s.cache.Put(seg.Buf)
+			mem := s.cfg.Mem[b.Off : b.Off+l]
+			if srcErr == nil {
+				k, err := f.ReadAt(mem, off)
+				if err != nil && k < len(mem) {
+					if errors.Is(err, io.EOF) {
+						err = fmt.Errorf("volume file ends at %d", off+int64(k))
+					}
+					srcErr = err
+					clear(mem[k:])
 				}
-				return fmt.Errorf("devmem: read extent: %w", err)
+			} else {
+				clear(mem)
 			}
 			segs = append(segs, Segment{Buf: b, Len: l})
 			off += l
@@ -342,6 +349,15 @@ func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 		if err := s.send(segs); err != nil {
 			return err
 		}
+	}
+	// Hand back what has completed, so idle senders do not sit on buffers
+	// other connections of the shared pool are waiting for.
+	if err := s.Reap(); err != nil {
+		return err
+	}
+	s.cache.Drain()
+	if srcErr != nil {
+		return fmt.Errorf("devmem: %w: %w", engine.ErrSource, srcErr)
 	}
 	return nil
 }

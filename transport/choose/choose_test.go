@@ -1,0 +1,168 @@
+package choose_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/blockxfer/blockxfer/catalog"
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/transport/choose"
+	"github.com/blockxfer/blockxfer/transport/devmem"
+)
+
+var key = []byte("choose-test-key-choose-test-key!")
+
+// serve starts a server whose send side is chosen by opts and returns its
+// address and a random volume's bytes.
+func serve(t *testing.T, opts choose.ServerOptions, size, extent int64) (string, []byte) {
+	t.Helper()
+	store, err := catalog.OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	v, err := store.Create(context.Background(), "vol", size, extent, catalog.FillRandom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(v.Backing)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Listen = l.Addr().String()
+	sp, err := choose.Server(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := engine.NewServer(engine.ServerConfig{Key: key, Store: store, Transport: sp.Transport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Close()
+		if err := sp.Close(); err != nil {
+			t.Errorf("server path close: %v", err)
+		}
+	})
+	return l.Addr().String(), want
+}
+
+// fetch reads the whole volume through a client path chosen by opts.
+func fetch(t *testing.T, addr string, opts choose.ClientOptions, n int64) ([]byte, engine.Result) {
+	t.Helper()
+	p := hostmem.New()
+	defer p.Close()
+	opts.Server, opts.Provider = addr, p
+	cp, err := choose.Client(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := cp.Close(); err != nil {
+			t.Errorf("client path close: %v", err)
+		}
+	}()
+	s, err := engine.Dial(context.Background(), addr, engine.Config{Key: key, Provider: p, Transport: cp.Transport,
+		FallbackReason: cp.FallbackReason, DataConns: opts.DataConns, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	buf, err := p.Alloc(context.Background(), n, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Read(context.Background(), "vol", []engine.Range{{0, n}}, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := p.Bytes(buf.ID)
+	return append([]byte(nil), mem...), res[0]
+}
+
+func TestEmulatedDevmemEndToEnd(t *testing.T) {
+	cases := []struct {
+		name string
+		rx   devmem.SoftNICConfig
+		// arena smaller than the data in flight forces back-pressure
+		arena int64
+	}{
+		{"plain", devmem.SoftNICConfig{}, 0},
+		{"linear frags mixed in", devmem.SoftNICConfig{LinearEvery: 3, LinearBytes: 1448}, 0},
+		{"arena smaller than the volume", devmem.SoftNICConfig{}, 1 << 20},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, want := serve(t, choose.ServerOptions{Mode: choose.Emulate, PoolSize: 4 << 20}, 24<<20+4096, 1<<20)
+			got, r := fetch(t, addr, choose.ClientOptions{Mode: choose.Emulate, DataConns: 3, Emulation: tc.rx, ArenaSize: tc.arena}, int64(len(want)))
+			if !bytes.Equal(got, want) {
+				t.Fatal("bytes fetched through the software NIC differ from the volume")
+			}
+			if r.Transport != engine.TransportDevmemEmulate || r.ServerSend != engine.TransportDevmemEmulate || r.FallbackReason != "" {
+				t.Fatalf("result transport %q, server %q, reason %q", r.Transport, r.ServerSend, r.FallbackReason)
+			}
+		})
+	}
+}
+
+func TestAutoFallsBackWithReason(t *testing.T) {
+	addr, want := serve(t, choose.ServerOptions{Mode: choose.Auto}, 2<<20, 1<<20)
+	got, r := fetch(t, addr, choose.ClientOptions{Mode: choose.Auto, DataConns: 2}, int64(len(want)))
+	if !bytes.Equal(got, want) {
+		t.Fatal("bytes differ")
+	}
+	// Loopback cannot carry devmem: the reason says so.
+	if r.Transport != engine.TransportTCP || !strings.HasPrefix(r.FallbackReason, "loopback:") || r.ServerSend != engine.TransportTCP {
+		t.Fatalf("transport %q server %q reason %q", r.Transport, r.ServerSend, r.FallbackReason)
+	}
+}
+
+func TestRequireFails(t *testing.T) {
+	p := hostmem.New()
+	defer p.Close()
+	_, err := choose.Client(context.Background(), choose.ClientOptions{Mode: choose.Require, Server: "127.0.0.1:9", Provider: p})
+	if !errors.Is(err, choose.ErrUnavailable) || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("require on loopback: %v", err)
+	}
+	_, err = choose.Server(context.Background(), choose.ServerOptions{Mode: choose.Require, Listen: "0.0.0.0:7070"})
+	if !errors.Is(err, choose.ErrUnavailable) || !strings.Contains(err.Error(), "--devmem-if") {
+		t.Fatalf("require without an interface: %v", err)
+	}
+}
+
+func TestHostProviderCannotExport(t *testing.T) {
+	// A route through a non-loopback interface, if the machine has one,
+	// reaches the provider check.
+	ifs, _ := net.Interfaces()
+	var target string
+	for _, ifc := range ifs {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && ifc.Flags&net.FlagLoopback == 0 && n.IP.To4() != nil && ifc.Flags&net.FlagUp != 0 {
+				target = net.JoinHostPort(n.IP.String(), "9")
+			}
+		}
+	}
+	if target == "" {
+		t.Skip("no non-loopback IPv4 interface is up")
+	}
+	p := hostmem.New()
+	defer p.Close()
+	cp, err := choose.Client(context.Background(), choose.ClientOptions{Mode: choose.Auto, Server: target, Provider: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close()
+	// Routing to a local address goes through lo; either reason is honest.
+	if !strings.HasPrefix(cp.FallbackReason, "provider-cannot-export:") && !strings.HasPrefix(cp.FallbackReason, "loopback:") {
+		t.Fatalf("reason %q", cp.FallbackReason)
+	}
+}

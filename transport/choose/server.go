@@ -1,0 +1,203 @@
+package choose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/transport/devmem"
+	"github.com/blockxfer/blockxfer/transport/tcp"
+)
+
+// ServerOptions describe blockd's send side.
+type ServerOptions struct {
+	Mode Mode
+	// Listen is the address blockd serves on; with Interface empty, the
+	// devmem interface is the one that owns its IP.
+	Listen string
+	// Interface names the devmem NIC explicitly.
+	Interface string
+	// Provider supplies the TX dmabuf (a udmabuf provider on real
+	// hardware). Nil in auto/require mode means no dmabuf: TCP.
+	Provider engine.Provider
+	// PoolSize is the TX buffer pool, the bound dmabuf, in bytes
+	// (default 64 MiB), carved into 256 KiB buffers.
+	PoolSize  int64
+	Emulation devmem.SoftNICConfig
+	Logger    *slog.Logger
+}
+
+// ServerPath is the chosen send transport and what it holds.
+type ServerPath struct {
+	Transport      engine.SendTransport
+	FallbackReason string
+	undo           []func() error
+}
+
+// Close releases the binding and the pool memory. Call it after the server
+// has stopped.
+func (s *ServerPath) Close() error {
+	var errs []error
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		errs = append(errs, s.undo[i]())
+	}
+	s.undo = nil
+	return errors.Join(errs...)
+}
+
+// txBufSize is the size of one TX pool buffer.
+const txBufSize = 256 << 10
+
+// Server chooses blockd's send transport.
+func Server(ctx context.Context, o ServerOptions) (*ServerPath, error) {
+	if o.PoolSize == 0 {
+		o.PoolSize = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	path := &ServerPath{}
+	switch o.Mode {
+	case Off:
+		path.Transport = &tcp.Transport{}
+		return path, nil
+	case Emulate:
+		if err := path.emulate(ctx, o); err != nil {
+			path.Close()
+			return nil, fmt.Errorf("devmem emulation: %w", err)
+		}
+		return path, nil
+	}
+	fb, err := path.hardware(ctx, o)
+	reason, derr := decide(o.Mode, fb)
+	if err != nil || derr != nil || fb != nil {
+		path.Close()
+		if err = errors.Join(err, derr); err != nil {
+			return nil, err
+		}
+		return &ServerPath{Transport: &tcp.Transport{}, FallbackReason: reason}, nil
+	}
+	return path, nil
+}
+
+// emulate sends through the software NIC from a memfd pool.
+func (s *ServerPath) emulate(ctx context.Context, o ServerOptions) error {
+	soft, err := devmem.NewSoftNIC(o.Emulation)
+	if err != nil {
+		return err
+	}
+	p := hostmem.New()
+	s.undo = append(s.undo, p.Close)
+	buf, fd, err := arenaFD(p, func(dmabuf bool) (engine.Buffer, error) { return p.Alloc(ctx, o.PoolSize, dmabuf) })
+	if err != nil {
+		return err
+	}
+	mem, err := p.Bytes(buf.ID)
+	if err != nil {
+		return err
+	}
+	ifindex := o.Emulation.Ifindex
+	if ifindex == 0 {
+		ifindex = 1
+	}
+	bind, err := soft.BindTX(ifindex, fd)
+	if err != nil {
+		return err
+	}
+	s.undo = append(s.undo, bind.Close)
+	pool, err := devmem.NewBufferPool(0, o.PoolSize, txBufSize)
+	if err != nil {
+		return err
+	}
+	s.Transport = &devmem.SendTransport{Kernel: soft, Binding: bind, Pool: pool, Mem: mem}
+	return nil
+}
+
+// hardware tries devmem TX on the serving NIC from a provider's dmabuf.
+func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, error) {
+	ifc, fb := s.serverInterface(o)
+	if fb != nil {
+		return fb, nil
+	}
+	if o.Provider == nil || !o.Provider.Capabilities().DmabufExport {
+		return fallbackf("no-udmabuf", "no provider exports a dmabuf for the TX pool (run with --provider udmabuf on a kernel with CONFIG_UDMABUF)"), nil
+	}
+	buf, err := o.Provider.Alloc(ctx, o.PoolSize, true)
+	if err != nil {
+		return fallbackf("no-udmabuf", "%s: %s", o.Provider.Name(), oneLine(err)), nil
+	}
+	s.undo = append(s.undo, func() error { return o.Provider.Free(context.Background(), buf.ID) })
+	// The server fills pool buffers from disk through a CPU mapping of
+	// the dmabuf (udmabuf supports mmap).
+	mem, err := unix.Mmap(buf.DmabufFD, 0, int(o.PoolSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fallbackf("no-udmabuf", "map the %s dmabuf: %s", o.Provider.Name(), oneLine(err)), nil
+	}
+	s.undo = append(s.undo, func() error { return unix.Munmap(mem) })
+	k := devmem.Host()
+	bind, err := k.BindTX(ifc.Index, buf.DmabufFD)
+	if err != nil {
+		return fallbackf("no-binding", "bind-tx %s: %s", ifc.Name, oneLine(err)), nil
+	}
+	s.undo = append(s.undo, bind.Close)
+	pool, err := devmem.NewBufferPool(0, o.PoolSize, txBufSize)
+	if err != nil {
+		return nil, err
+	}
+	s.Transport = &boundSend{SendTransport: &devmem.SendTransport{Kernel: k, Binding: bind, Pool: pool, Mem: mem}, ifname: ifc.Name}
+	o.Logger.Info("devmem tx", "interface", ifc.Name, "binding", bind.ID(), "pool", o.PoolSize)
+	return nil, nil
+}
+
+// serverInterface finds the devmem NIC from --devmem-if or the listen IP.
+func (s *ServerPath) serverInterface(o ServerOptions) (*net.Interface, *fallback) {
+	if o.Interface != "" {
+		ifc, err := net.InterfaceByName(o.Interface)
+		if err != nil {
+			return nil, fallbackf("no-interface", "%s: %s", o.Interface, oneLine(err))
+		}
+		return ifc, loopback(ifc)
+	}
+	host, _, err := net.SplitHostPort(o.Listen)
+	ip := net.ParseIP(host)
+	if err != nil || ip == nil || ip.IsUnspecified() {
+		return nil, fallbackf("no-interface", "listening on %q names no interface: pass --devmem-if", o.Listen)
+	}
+	ifc, err := ifaceFor(ip)
+	if err != nil {
+		return nil, fallbackf("no-interface", "%s", oneLine(err))
+	}
+	return ifc, loopback(ifc)
+}
+
+// boundSend binds each data connection to the devmem NIC before sending:
+// devmem TX through another device fails or drops silently.
+type boundSend struct {
+	*devmem.SendTransport
+	ifname string
+}
+
+func (b *boundSend) NewSender(conn net.Conn) (engine.Sender, error) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil, fmt.Errorf("devmem: data connection is not TCP")
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), b.ifname) }); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("devmem: bind data connection to %s: %w", b.ifname, serr)
+	}
+	return b.SendTransport.NewSender(conn)
+}
