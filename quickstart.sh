@@ -59,6 +59,9 @@ fi
 step "fetch again into memory only (no output file) for the transfer rate"
 blockcat get "$addr" demo --data-conns "$DATA_CONNS"
 
+step "fetch through the software NIC (devmem RX emulated: payload lands in a bound arena as devmem frags)"
+blockcat get "$addr" demo --verify --devmem emulate --data-conns "$DATA_CONNS"
+
 step "stop blockd (SIGTERM)"
 kill -TERM "$pid"
 wait "$pid"

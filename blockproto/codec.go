@@ -15,6 +15,10 @@ const FrameHeaderLen = 4
 // name length (2) + name (1) + Size (8) + ExtentSize (4) + Generation (8).
 const volumeStatMinLen = 2 + 1 + 8 + 4 + 8
 
+// putDataHeaderLen is the encoded size of a PutData without its payload:
+// type (1) + ID (8) + Offset (8) + length (4).
+const putDataHeaderLen = 1 + 8 + 8 + 4
+
 // Marshal encodes m as a frame body: the type byte followed by the payload,
 // without the length prefix (see [AppendFrame] for a whole frame). It checks
 // every field against the bounds the decoder enforces, so a message Marshal
@@ -65,6 +69,14 @@ func sizeHint(m Msg) int {
 	case *Goodbye:
 		if m != nil {
 			return 1 + 2 + len(m.Reason)
+		}
+	case *PutData:
+		if m != nil {
+			return putDataHeaderLen + len(m.Data)
+		}
+	case *PutError:
+		if m != nil {
+			return 1 + 8 + 2 + 2 + len(m.Message)
 		}
 	}
 	return 64
@@ -157,6 +169,43 @@ func appendBody(dst []byte, m Msg) ([]byte, error) {
 	case *Goodbye:
 		dst = append(dst, byte(TypeGoodbye))
 		dst = appendString(dst, m.Reason)
+	case *PutVolume:
+		dst = append(dst, byte(TypePutVolume))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = appendString(dst, m.Name)
+		dst = be.AppendUint64(dst, m.Size)
+		dst = be.AppendUint32(dst, m.ExtentSize)
+		var r byte
+		if m.Replace {
+			r = 1
+		}
+		dst = append(dst, r)
+	case *PutAck:
+		dst = append(dst, byte(TypePutAck))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = be.AppendUint64(dst, m.Acked)
+		dst = be.AppendUint32(dst, m.Window)
+	case *PutData:
+		dst = append(dst, byte(TypePutData))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = be.AppendUint64(dst, m.Offset)
+		dst = be.AppendUint32(dst, uint32(len(m.Data)))
+		dst = append(dst, m.Data...)
+	case *PutCommit:
+		dst = append(dst, byte(TypePutCommit))
+		dst = be.AppendUint64(dst, m.ID)
+	case *PutAbort:
+		dst = append(dst, byte(TypePutAbort))
+		dst = be.AppendUint64(dst, m.ID)
+	case *PutDone:
+		dst = append(dst, byte(TypePutDone))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = appendVolumeStat(dst, &m.Volume)
+	case *PutError:
+		dst = append(dst, byte(TypePutError))
+		dst = be.AppendUint64(dst, m.ID)
+		dst = be.AppendUint16(dst, uint16(m.Code))
+		dst = appendString(dst, m.Message)
 	}
 	if n := len(dst) - start; n > MaxFrame {
 		return dst, fmt.Errorf("blockproto: %v encodes to %d bytes, more than %d: %w", m.Type(), n, MaxFrame, ErrFrameTooLarge)
@@ -298,6 +347,56 @@ func Unmarshal(body []byte) (Msg, error) {
 		m = &Pong{Seq: d.u64("Pong.Seq")}
 	case TypeGoodbye:
 		m = &Goodbye{Reason: d.string("Goodbye.Reason", MaxMessage)}
+	case TypePutVolume:
+		x := &PutVolume{}
+		x.ID = d.u64("PutVolume.ID")
+		x.Name = d.string("PutVolume.Name", MaxName)
+		x.Size = d.u64("PutVolume.Size")
+		x.ExtentSize = d.u32("PutVolume.ExtentSize")
+		switch r := d.u8("PutVolume.Replace"); {
+		case d.err != nil:
+		case r > 1:
+			return nil, malformedf("PutVolume.Replace is %d, want 0 or 1", r)
+		default:
+			x.Replace = r == 1
+		}
+		m = x
+	case TypePutAck:
+		x := &PutAck{}
+		x.ID = d.u64("PutAck.ID")
+		x.Acked = d.u64("PutAck.Acked")
+		x.Window = d.u32("PutAck.Window")
+		m = x
+	case TypePutData:
+		x := &PutData{}
+		x.ID = d.u64("PutData.ID")
+		x.Offset = d.u64("PutData.Offset")
+		n := int(d.u32("PutData.Data length"))
+		if d.err == nil {
+			if n < 1 || n > MaxPutData {
+				return nil, malformedf("PutData.Data is %d bytes, want 1..%d", n, MaxPutData)
+			}
+			if d.need(n, "PutData.Data") {
+				x.Data = make([]byte, n)
+				d.array(x.Data, "PutData.Data")
+			}
+		}
+		m = x
+	case TypePutCommit:
+		m = &PutCommit{ID: d.u64("PutCommit.ID")}
+	case TypePutAbort:
+		m = &PutAbort{ID: d.u64("PutAbort.ID")}
+	case TypePutDone:
+		x := &PutDone{}
+		x.ID = d.u64("PutDone.ID")
+		d.volumeStat(&x.Volume, "PutDone.Volume")
+		m = x
+	case TypePutError:
+		x := &PutError{}
+		x.ID = d.u64("PutError.ID")
+		x.Code = Code(d.u16("PutError.Code"))
+		x.Message = d.string("PutError.Message", MaxMessage)
+		m = x
 	default:
 		return nil, fmt.Errorf("blockproto: message type %d: %w", uint8(t), ErrUnknownType)
 	}
@@ -331,6 +430,15 @@ func (d *decoder) need(n int, field string) bool {
 		return false
 	}
 	return true
+}
+
+func (d *decoder) u8(field string) uint8 {
+	if !d.need(1, field) {
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
 }
 
 func (d *decoder) u16(field string) uint16 {
@@ -536,6 +644,81 @@ func validate(m Msg) error {
 			return nilMsg(TypeGoodbye)
 		}
 		return checkString("Goodbye.Reason", m.Reason, 0, MaxMessage)
+	case *PutVolume:
+		if m == nil {
+			return nilMsg(TypePutVolume)
+		}
+		if m.ID == 0 {
+			return malformed("PutVolume.ID is 0")
+		}
+		if err := checkString("PutVolume.Name", m.Name, 1, MaxName); err != nil {
+			return err
+		}
+		if m.Size < 1 || m.Size > MaxPutSize {
+			return malformedf("PutVolume.Size %d, want 1..%d", m.Size, uint64(MaxPutSize))
+		}
+		if m.ExtentSize < 1 || m.ExtentSize > MaxExtentLen {
+			return malformedf("PutVolume.ExtentSize %d, want 1..%d", m.ExtentSize, MaxExtentLen)
+		}
+	case *PutAck:
+		if m == nil {
+			return nilMsg(TypePutAck)
+		}
+		if m.ID == 0 {
+			return malformed("PutAck.ID is 0")
+		}
+		if m.Acked > MaxPutSize {
+			return malformedf("PutAck.Acked %d, more than %d", m.Acked, uint64(MaxPutSize))
+		}
+		if m.Window < 1 || m.Window > MaxPutWindow {
+			return malformedf("PutAck.Window %d, want 1..%d", m.Window, MaxPutWindow)
+		}
+	case *PutData:
+		if m == nil {
+			return nilMsg(TypePutData)
+		}
+		if m.ID == 0 {
+			return malformed("PutData.ID is 0")
+		}
+		if n := len(m.Data); n < 1 || n > MaxPutData {
+			return malformedf("PutData.Data is %d bytes, want 1..%d", n, MaxPutData)
+		}
+		if m.Offset > MaxPutSize-uint64(len(m.Data)) {
+			return malformedf("PutData range %d+%d is past %d", m.Offset, len(m.Data), uint64(MaxPutSize))
+		}
+	case *PutCommit:
+		if m == nil {
+			return nilMsg(TypePutCommit)
+		}
+		if m.ID == 0 {
+			return malformed("PutCommit.ID is 0")
+		}
+	case *PutAbort:
+		if m == nil {
+			return nilMsg(TypePutAbort)
+		}
+		if m.ID == 0 {
+			return malformed("PutAbort.ID is 0")
+		}
+	case *PutDone:
+		if m == nil {
+			return nilMsg(TypePutDone)
+		}
+		if m.ID == 0 {
+			return malformed("PutDone.ID is 0")
+		}
+		return checkVolumeStat("PutDone.Volume", &m.Volume)
+	case *PutError:
+		if m == nil {
+			return nilMsg(TypePutError)
+		}
+		if m.ID == 0 {
+			return malformed("PutError.ID is 0")
+		}
+		if m.Code == 0 {
+			return malformed("PutError.Code is 0")
+		}
+		return checkString("PutError.Message", m.Message, 0, MaxMessage)
 	default:
 		return fmt.Errorf("blockproto: %T is not a blockproto message: %w", m, ErrUnknownType)
 	}

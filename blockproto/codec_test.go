@@ -91,6 +91,19 @@ func samples() []sample {
 		{"Goodbye", &Goodbye{Reason: "draining for upgrade"}},
 		{"Goodbye/empty", &Goodbye{}},
 		{"Goodbye/max", &Goodbye{Reason: strings.Repeat("r", MaxMessage)}},
+		{"PutVolume", &PutVolume{ID: 3, Name: "shard.ec", Size: 6 << 20, ExtentSize: 1 << 20}},
+		{"PutVolume/replace-max", &PutVolume{ID: math.MaxUint64, Name: strings.Repeat("p", MaxName), Size: MaxPutSize, ExtentSize: MaxExtentLen, Replace: true}},
+		{"PutVolume/min", &PutVolume{ID: 1, Name: "v", Size: 1, ExtentSize: 1}},
+		{"PutAck/accept", &PutAck{ID: 3, Acked: 0, Window: 8 << 20}},
+		{"PutAck/max", &PutAck{ID: math.MaxUint64, Acked: MaxPutSize, Window: MaxPutWindow}},
+		{"PutData", &PutData{ID: 3, Offset: 1 << 20, Data: fill(4096, 5)}},
+		{"PutData/min", &PutData{ID: 1, Offset: 0, Data: []byte{0}}},
+		{"PutData/max", &PutData{ID: math.MaxUint64, Offset: MaxPutSize - MaxPutData, Data: make([]byte, MaxPutData)}},
+		{"PutCommit", &PutCommit{ID: 3}},
+		{"PutAbort", &PutAbort{ID: math.MaxUint64}},
+		{"PutDone", &PutDone{ID: 3, Volume: VolumeStat{Name: "shard.ec", Size: 6 << 20, ExtentSize: 1 << 20, Generation: 9}}},
+		{"PutError", &PutError{ID: 3, Code: CodeExists, Message: `volume "shard.ec" already exists`}},
+		{"PutError/max-message", &PutError{ID: 1, Code: 999, Message: strings.Repeat("e", MaxMessage)}},
 	}
 }
 
@@ -115,7 +128,7 @@ func TestSamplesCoverEveryType(t *testing.T) {
 	for _, s := range samples() {
 		seen[s.msg.Type()] = true
 	}
-	for typ := TypeHello; typ <= TypeGoodbye; typ++ {
+	for typ := TypeHello; typ <= TypePutError; typ++ {
 		if !seen[typ] {
 			t.Errorf("no sample of %v", typ)
 		}
@@ -223,6 +236,18 @@ func TestGolden(t *testing.T) {
 		{&Hello{Caps: CapTCP | CapDevmemRX, Client: "c"},
 			"01" + "0000000000000003" + strings.Repeat("00", 32) + "0001" + "63"},
 		{&ListVolumes{}, "06"},
+		{&PutVolume{ID: 7, Name: "v.ec", Size: 0x300000, ExtentSize: 0x100000, Replace: true},
+			"12" + "0000000000000007" + "0004" + "762e6563" + "0000000000300000" + "00100000" + "01"},
+		{&PutAck{ID: 7, Acked: 0x100000, Window: 0x800000},
+			"13" + "0000000000000007" + "0000000000100000" + "00800000"},
+		{&PutData{ID: 7, Offset: 0x1000, Data: []byte("abc")},
+			"14" + "0000000000000007" + "0000000000001000" + "00000003" + "616263"},
+		{&PutCommit{ID: 7}, "15" + "0000000000000007"},
+		{&PutAbort{ID: 7}, "16" + "0000000000000007"},
+		{&PutDone{ID: 7, Volume: VolumeStat{Name: "a", Size: 5, ExtentSize: 4096, Generation: 1}},
+			"17" + "0000000000000007" + "0001" + "61" + "0000000000000005" + "00001000" + "0000000000000001"},
+		{&PutError{ID: 7, Code: CodeExists, Message: "taken"},
+			"18" + "0000000000000007" + "000c" + "0005" + "74616b656e"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.msg.Type().String(), func(t *testing.T) {
@@ -267,7 +292,7 @@ func TestUnmarshalRejects(t *testing.T) {
 	}{
 		{"empty body", nil, ErrMalformed},
 		{"type 0", msgOf(0), ErrUnknownType},
-		{"type 18", msgOf(18).u64(1), ErrUnknownType},
+		{"type 25", msgOf(25).u64(1), ErrUnknownType},
 		{"type 255", msgOf(255), ErrUnknownType},
 		{"Hello client too long", msgOf(TypeHello).u64(0).zeros(NonceLen).repeat(MaxName + 1), ErrMalformed},
 		{"Hello client length without bytes", msgOf(TypeHello).u64(0).zeros(NonceLen).u16(math.MaxUint16), ErrMalformed},
@@ -309,6 +334,31 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"Goodbye reason too long", msgOf(TypeGoodbye).repeat(MaxMessage + 1), ErrMalformed},
 		{"ListVolumes trailing byte", msgOf(TypeListVolumes).u8(0), ErrMalformed},
 		{"Ping short", msgOf(TypePing).u32(1), ErrMalformed},
+		{"PutVolume ID 0", msgOf(TypePutVolume).u64(0).str("v").u64(1).u32(1).u8(0), ErrMalformed},
+		{"PutVolume empty name", msgOf(TypePutVolume).u64(1).str("").u64(1).u32(1).u8(0), ErrMalformed},
+		{"PutVolume size 0", msgOf(TypePutVolume).u64(1).str("v").u64(0).u32(1).u8(0), ErrMalformed},
+		{"PutVolume size too big", msgOf(TypePutVolume).u64(1).str("v").u64(MaxPutSize + 1).u32(1).u8(0), ErrMalformed},
+		{"PutVolume extent size 0", msgOf(TypePutVolume).u64(1).str("v").u64(1).u32(0).u8(0), ErrMalformed},
+		{"PutVolume extent size too big", msgOf(TypePutVolume).u64(1).str("v").u64(1).u32(MaxExtentLen + 1).u8(0), ErrMalformed},
+		{"PutVolume replace 2", msgOf(TypePutVolume).u64(1).str("v").u64(1).u32(1).u8(2), ErrMalformed},
+		{"PutVolume no replace byte", msgOf(TypePutVolume).u64(1).str("v").u64(1).u32(1), ErrMalformed},
+		{"PutAck ID 0", msgOf(TypePutAck).u64(0).u64(0).u32(1), ErrMalformed},
+		{"PutAck window 0", msgOf(TypePutAck).u64(1).u64(0).u32(0), ErrMalformed},
+		{"PutAck window too big", msgOf(TypePutAck).u64(1).u64(0).u32(MaxPutWindow + 1), ErrMalformed},
+		{"PutAck acked too big", msgOf(TypePutAck).u64(1).u64(MaxPutSize + 1).u32(1), ErrMalformed},
+		{"PutData ID 0", msgOf(TypePutData).u64(0).u64(0).u32(1).u8(0), ErrMalformed},
+		{"PutData empty", msgOf(TypePutData).u64(1).u64(0).u32(0), ErrMalformed},
+		{"PutData too long", msgOf(TypePutData).u64(1).u64(0).u32(MaxPutData + 1).zeros(MaxPutData + 1), ErrMalformed},
+		{"PutData length beyond bytes", msgOf(TypePutData).u64(1).u64(0).u32(4).u8(0), ErrMalformed},
+		{"PutData huge length", msgOf(TypePutData).u64(1).u64(0).u32(math.MaxUint32), ErrMalformed},
+		{"PutData past max size", msgOf(TypePutData).u64(1).u64(MaxPutSize).u32(1).u8(0), ErrMalformed},
+		{"PutCommit ID 0", msgOf(TypePutCommit).u64(0), ErrMalformed},
+		{"PutAbort ID 0", msgOf(TypePutAbort).u64(0), ErrMalformed},
+		{"PutDone ID 0", msgOf(TypePutDone).u64(0).stat("v", 1), ErrMalformed},
+		{"PutDone zero extent size", msgOf(TypePutDone).u64(1).stat("v", 0), ErrMalformed},
+		{"PutError ID 0", msgOf(TypePutError).u64(0).u16(uint16(CodeIO)).str("x"), ErrMalformed},
+		{"PutError code 0", msgOf(TypePutError).u64(1).u16(0).str("x"), ErrMalformed},
+		{"PutError message too long", msgOf(TypePutError).u64(1).u16(uint16(CodeIO)).repeat(MaxMessage + 1), ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,6 +479,22 @@ func TestMarshalRejects(t *testing.T) {
 		{"Error message too long", &Error{Code: CodeIO, Message: long(MaxMessage + 1)}, ErrMalformed},
 		{"Cancel ID 0", &Cancel{}, ErrMalformed},
 		{"Goodbye too long", &Goodbye{Reason: long(MaxMessage + 1)}, ErrMalformed},
+		{"typed nil PutData", (*PutData)(nil), ErrMalformed},
+		{"PutVolume ID 0", &PutVolume{Name: "v", Size: 1, ExtentSize: 1}, ErrMalformed},
+		{"PutVolume no name", &PutVolume{ID: 1, Size: 1, ExtentSize: 1}, ErrMalformed},
+		{"PutVolume size 0", &PutVolume{ID: 1, Name: "v", ExtentSize: 1}, ErrMalformed},
+		{"PutVolume size too big", &PutVolume{ID: 1, Name: "v", Size: MaxPutSize + 1, ExtentSize: 1}, ErrMalformed},
+		{"PutVolume extent size 0", &PutVolume{ID: 1, Name: "v", Size: 1}, ErrMalformed},
+		{"PutAck window 0", &PutAck{ID: 1}, ErrMalformed},
+		{"PutAck acked too big", &PutAck{ID: 1, Acked: MaxPutSize + 1, Window: 1}, ErrMalformed},
+		{"PutData empty", &PutData{ID: 1}, ErrMalformed},
+		{"PutData too long", &PutData{ID: 1, Data: make([]byte, MaxPutData+1)}, ErrMalformed},
+		{"PutData past max size", &PutData{ID: 1, Offset: MaxPutSize, Data: []byte{1}}, ErrMalformed},
+		{"PutCommit ID 0", &PutCommit{}, ErrMalformed},
+		{"PutAbort ID 0", &PutAbort{}, ErrMalformed},
+		{"PutDone bad stat", &PutDone{ID: 1, Volume: VolumeStat{Name: "v"}}, ErrMalformed},
+		{"PutError ID 0", &PutError{Code: CodeIO}, ErrMalformed},
+		{"PutError code 0", &PutError{ID: 1}, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,6 +58,8 @@ func FuzzUnmarshal(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{byte(TypeVolumeList), 0xff, 0xff})
+	f.Add([]byte{byte(TypePutData), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{byte(TypePutVolume), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0x10, 0, 2})
 	f.Add([]byte{byte(TypeRead), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := Unmarshal(body)

@@ -36,6 +36,14 @@ const (
 	MaxExtentLen = 64 << 20
 	// MaxReadLen is the largest byte range one Read may ask for.
 	MaxReadLen = 1 << 40
+	// MaxPutSize is the largest volume an upload may write (256 TiB: the
+	// most extents a catalog volume may have, of the largest extent size).
+	MaxPutSize = 1 << 48
+	// MaxPutData is the most payload bytes one PutData may carry.
+	MaxPutData = 512 << 10
+	// MaxPutWindow is the largest upload window a server may grant in
+	// PutAck.
+	MaxPutWindow = 1 << 30
 )
 
 // Type identifies a control message.
@@ -60,6 +68,13 @@ const (
 	TypePing         Type = 15 // either direction
 	TypePong         Type = 16 // either direction
 	TypeGoodbye      Type = 17 // server -> client: draining, send no new reads
+	TypePutVolume    Type = 18 // client -> server: start an upload
+	TypePutAck       Type = 19 // server -> client: upload accepted, or window moved
+	TypePutData      Type = 20 // client -> server: the next bytes of an upload
+	TypePutCommit    Type = 21 // client -> server: every byte sent, commit
+	TypePutAbort     Type = 22 // client -> server: abandon an upload
+	TypePutDone      Type = 23 // server -> client: upload committed
+	TypePutError     Type = 24 // server -> client: upload failed
 )
 
 // Caps is a bit set of capabilities a peer offers in Hello/Challenge.
@@ -189,6 +204,7 @@ const (
 	CodeShuttingDown Code = 9
 	CodeIO           Code = 10
 	CodeVersion      Code = 11
+	CodeExists       Code = 12
 )
 
 // Error reports a failure (either direction). ID 0 concerns the session, or
@@ -220,6 +236,62 @@ type Pong struct {
 // accepted will finish, new ones are refused (server -> client).
 type Goodbye struct {
 	Reason string
+}
+
+// PutVolume starts an upload of a whole volume over the control connection
+// (client -> server). The server answers PutAck when it is ready for data,
+// or PutError. With Replace an existing volume of that name is replaced when
+// the upload commits (its generation grows); without it the upload fails
+// with CodeExists if the name is taken.
+type PutVolume struct {
+	ID         uint64 // client-chosen, unique among the session's open reads and uploads
+	Name       string
+	Size       uint64 // 1..MaxPutSize
+	ExtentSize uint32 // 1..MaxExtentLen; the server may accept fewer
+	Replace    bool
+}
+
+// PutAck tells the client that the server holds Acked bytes of the upload
+// and that it may send bytes up to Acked+Window (server -> client). The first
+// PutAck of an upload (Acked 0) accepts it.
+type PutAck struct {
+	ID     uint64
+	Acked  uint64 // bytes received and handed to storage, <= MaxPutSize
+	Window uint32 // 1..MaxPutWindow
+}
+
+// PutData carries the next bytes of an upload, in order (client -> server).
+type PutData struct {
+	ID     uint64
+	Offset uint64 // the upload's bytes so far; Offset+len(Data) <= MaxPutSize
+	Data   []byte // 1..MaxPutData bytes
+}
+
+// PutCommit says every byte of the upload was sent (client -> server). The
+// server makes the volume durable and answers PutDone, or PutError.
+type PutCommit struct {
+	ID uint64
+}
+
+// PutAbort abandons an upload (client -> server). The server discards what
+// it received and answers PutError with CodeCancelled.
+type PutAbort struct {
+	ID uint64
+}
+
+// PutDone ends an upload that was committed (server -> client): the volume
+// is durable and listed, with the generation in Volume.
+type PutDone struct {
+	ID     uint64
+	Volume VolumeStat
+}
+
+// PutError ends an upload that failed (server -> client). It has the layout
+// of Error, with a non-zero ID naming the upload.
+type PutError struct {
+	ID      uint64
+	Code    Code
+	Message string // <= MaxMessage
 }
 
 // Type returns TypeHello.
@@ -272,3 +344,24 @@ func (*Pong) Type() Type { return TypePong }
 
 // Type returns TypeGoodbye.
 func (*Goodbye) Type() Type { return TypeGoodbye }
+
+// Type returns TypePutVolume.
+func (*PutVolume) Type() Type { return TypePutVolume }
+
+// Type returns TypePutAck.
+func (*PutAck) Type() Type { return TypePutAck }
+
+// Type returns TypePutData.
+func (*PutData) Type() Type { return TypePutData }
+
+// Type returns TypePutCommit.
+func (*PutCommit) Type() Type { return TypePutCommit }
+
+// Type returns TypePutAbort.
+func (*PutAbort) Type() Type { return TypePutAbort }
+
+// Type returns TypePutDone.
+func (*PutDone) Type() Type { return TypePutDone }
+
+// Type returns TypePutError.
+func (*PutError) Type() Type { return TypePutError }

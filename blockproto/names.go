@@ -20,6 +20,13 @@ var typeNames = [...]string{
 	TypePing:         "Ping",
 	TypePong:         "Pong",
 	TypeGoodbye:      "Goodbye",
+	TypePutVolume:    "PutVolume",
+	TypePutAck:       "PutAck",
+	TypePutData:      "PutData",
+	TypePutCommit:    "PutCommit",
+	TypePutAbort:     "PutAbort",
+	TypePutDone:      "PutDone",
+	TypePutError:     "PutError",
 }
 
 // String returns the message type's name, such as "Extent", or "Type(N)" for
@@ -43,6 +50,7 @@ var codeNames = [...]string{
 	CodeShuttingDown: "shutting-down",
 	CodeIO:           "io",
 	CodeVersion:      "version",
+	CodeExists:       "exists",
 }
 
 // String returns the code's name, such as "not-found", or "code(N)" for a
@@ -61,6 +69,11 @@ func (e *Error) Error() string {
 		return e.Code.String()
 	}
 	return e.Code.String() + ": " + e.Message
+}
+
+// Error makes a PutError a Go error, printed like [Error.Error].
+func (e *PutError) Error() string {
+	return (&Error{ID: e.ID, Code: e.Code, Message: e.Message}).Error()
 }
 
 // Kind says which kind of connection a preamble opens.

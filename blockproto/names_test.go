@@ -9,7 +9,8 @@ import (
 func TestTypeString(t *testing.T) {
 	want := []string{"Type(0)", "Hello", "Challenge", "Auth", "Welcome", "DataAttached",
 		"ListVolumes", "VolumeList", "StatVolume", "VolumeInfo", "Read", "Extent",
-		"ReadDone", "Error", "Cancel", "Ping", "Pong", "Goodbye", "Type(18)"}
+		"ReadDone", "Error", "Cancel", "Ping", "Pong", "Goodbye", "PutVolume", "PutAck",
+		"PutData", "PutCommit", "PutAbort", "PutDone", "PutError", "Type(25)"}
 	for i, w := range want {
 		if got := Type(i).String(); got != w {
 			t.Errorf("Type(%d).String() = %q, want %q", i, got, w)
@@ -31,7 +32,7 @@ func TestCodeString(t *testing.T) {
 		CodeAuth: "auth", CodeNotFound: "not-found", CodeOutOfRange: "out-of-range",
 		CodeBusy: "busy", CodeTimedOut: "timed-out", CodeCancelled: "cancelled",
 		CodeShuttingDown: "shutting-down", CodeIO: "io", CodeVersion: "version",
-		12: "code(12)", 65535: "code(65535)",
+		CodeExists: "exists", 13: "code(13)", 65535: "code(65535)",
 	}
 	for c, w := range want {
 		if got := c.String(); got != w {

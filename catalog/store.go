@@ -352,6 +352,17 @@ func readFull(r io.Reader, p []byte) error {
 // wrote. The caller holds name's reservation and has checked it is absent.
 func (s *Store) writeOwned(ctx context.Context, op, name string, size, extentSize int64,
 	write func(f *os.File) ([]uint32, error)) (*Volume, error) {
+	return s.writeBacking(ctx, op, name, s.volPath(name), size, extentSize, write,
+		func(v *Volume) error { return s.cat.put(op, v) })
+}
+
+// writeBacking is writeOwned with the backing path and the catalog commit
+// chosen by the caller: it writes a temporary file with write, syncs it,
+// renames it to backing (in volumes/), syncs the directory and calls commit
+// with the new volume. On any failure it removes what it wrote. The caller
+// holds name's reservation.
+func (s *Store) writeBacking(ctx context.Context, op, name, backing string, size, extentSize int64,
+	write func(f *os.File) ([]uint32, error), commit func(v *Volume) error) (*Volume, error) {
 	fail := func(err error) (*Volume, error) {
 		return nil, fmt.Errorf("catalog: %s %q: %w", op, name, err)
 	}
@@ -371,21 +382,20 @@ func (s *Store) writeOwned(ctx context.Context, op, name string, size, extentSiz
 		err = ctx.Err()
 	}
 	if err == nil {
-		err = os.Rename(tmp, s.volPath(name))
+		err = os.Rename(tmp, backing)
 	}
 	if err != nil {
 		os.Remove(tmp)
 		return fail(err)
 	}
-	v := &Volume{Name: name, Size: size, ExtentSize: extentSize, Backing: s.volPath(name), Owned: true, CRCs: crcs}
+	v := &Volume{Name: name, Size: size, ExtentSize: extentSize, Backing: backing, Owned: true, CRCs: crcs}
 	if err := syncDir(s.volDir); err != nil {
 		os.Remove(v.Backing)
 		return fail(err)
 	}
-	if err := s.cat.put(op, v); err != nil {
-		// The name was absent and is reserved, so the file is ours. If
-		// an entry appeared anyway (a Put through Catalog), leave the
-		// file to it.
+	if err := commit(v); err != nil {
+		// The name is reserved, so the file is ours. If an entry
+		// appeared anyway (a Put through Catalog), leave the file to it.
 		if !errors.Is(err, ErrExists) {
 			os.Remove(v.Backing)
 		}

@@ -77,12 +77,13 @@ func (c *Config) setDefaults() error {
 // Session is an authenticated connection to one blockd: a control connection
 // and Config.DataConns data connections. It is safe for concurrent use.
 type Session struct {
-	cfg    Config
-	addr   string
-	ctl    net.Conn
-	proto  *blockproto.Conn
-	server string
-	data   []*dataConn
+	cfg        Config
+	addr       string
+	ctl        net.Conn
+	proto      *blockproto.Conn
+	server     string
+	serverSend string // the server's send transport, from its Challenge
+	data       []*dataConn
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -167,6 +168,7 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 		return nil, unexpected(m, "challenge")
 	}
 	s.server = ch.Server
+	s.serverSend = capsTransport(ch.Caps)
 	proof := blockproto.ClientProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)
 	if err := s.proto.WriteMsg(&blockproto.Auth{MAC: proof}); err != nil {
 		return nil, err
@@ -256,6 +258,9 @@ func unexpected(m blockproto.Msg, want string) error {
 
 // Server returns the name the server gave in its handshake.
 func (s *Session) Server() string { return s.server }
+
+// ServerTransport returns the transport the server sends with.
+func (s *Session) ServerTransport() string { return s.serverSend }
 
 // Close ends the session. Requests still running fail with ErrSessionClosed.
 // It waits for the session's goroutines to stop.
@@ -395,6 +400,8 @@ func (s *Session) readControl() {
 			}
 		case *blockproto.VolumeList, *blockproto.VolumeInfo:
 			s.answer(m)
+		case *blockproto.PutAck, *blockproto.PutDone, *blockproto.PutError:
+			s.onPut(m)
 		case *blockproto.Ping:
 			s.proto.WriteMsg(&blockproto.Pong{Seq: m.Seq})
 		case *blockproto.Pong:

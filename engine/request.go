@@ -118,7 +118,7 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		done:   make(chan struct{}),
 		res: Result{
 			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
-			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason,
+			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason, ServerSend: s.serverSend,
 			Start: time.Now(),
 		},
 	}

@@ -48,8 +48,9 @@ type Result struct {
 	State          State          `json:"state"`
 	Err            error          `json:"-"`
 	Error          string         `json:"error,omitempty"`
-	Transport      string         `json:"transport"`
+	Transport      string         `json:"transport"` // how the client received
 	FallbackReason string         `json:"fallback_reason,omitempty"`
+	ServerSend     string         `json:"server_transport"` // how the server sent
 	Start          time.Time      `json:"start"`
 	End            time.Time      `json:"end"`
 	Extents        []ExtentTiming `json:"extents,omitempty"`

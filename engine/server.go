@@ -299,7 +299,7 @@ func (s *Server) handshake(c net.Conn, pc *blockproto.Conn, log *slog.Logger) (*
 		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
 		return nil, err
 	}
-	ch := &blockproto.Challenge{Caps: blockproto.CapTCP, SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
+	ch := &blockproto.Challenge{Caps: transportCaps(s.cfg.Transport.Name()), SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
 	if ch.Nonce, err = blockproto.NewNonce(); err != nil {
 		return nil, err
 	}
@@ -542,6 +542,8 @@ func (ss *srvSession) serve() {
 			ss.write(ss.list())
 		case *blockproto.StatVolume:
 			ss.write(ss.stat(m.Name))
+		case *blockproto.PutVolume, *blockproto.PutData, *blockproto.PutCommit, *blockproto.PutAbort:
+			ss.onPut(m)
 		case *blockproto.Ping:
 			ss.write(&blockproto.Pong{Seq: m.Seq})
 		case *blockproto.Pong:

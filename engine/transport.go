@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"os"
+
+	"github.com/blockxfer/blockxfer/blockproto"
 )
 
 // Transport names reported on results, logs and metrics.
@@ -13,6 +15,29 @@ const (
 	TransportDevmem        = "devmem"
 	TransportDevmemEmulate = "devmem-emulated"
 )
+
+// transportCaps is what a server announces in its Challenge for the
+// transport it sends with.
+func transportCaps(name string) blockproto.Caps {
+	switch name {
+	case TransportDevmem:
+		return blockproto.CapTCP | blockproto.CapDevmemTX
+	case TransportDevmemEmulate:
+		return blockproto.CapTCP | blockproto.CapDevmemTX | blockproto.CapEmulated
+	}
+	return blockproto.CapTCP
+}
+
+// capsTransport names the send transport a server announced.
+func capsTransport(c blockproto.Caps) string {
+	switch {
+	case c&blockproto.CapDevmemTX != 0 && c&blockproto.CapEmulated != 0:
+		return TransportDevmemEmulate
+	case c&blockproto.CapDevmemTX != 0:
+		return TransportDevmem
+	}
+	return TransportTCP
+}
 
 // RecvTransport moves the payload of a client's data connections into
 // provider memory. transport/tcp and transport/devmem implement it.

@@ -122,51 +122,6 @@ func newData(t *testing.T, vols map[string]string) (dir string, env []string) {
 	return dir, []string{"BLOCKXFER_KEY_FILE=" + key}
 }
 
-// startServer runs blockd serve on a free loopback port and waits until it
-// has written its address to the ready FIFO.
-func startServer(t *testing.T, data string, env []string, extra ...string) *server {
-	t.Helper()
-	ready := filepath.Join(t.TempDir(), "ready")
-	if err := syscall.Mkfifo(ready, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Read-write open does not wait for the writer.
-	fifo, err := os.OpenFile(ready, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fifo.Close()
-	s := &server{data: data, env: env, log: &syncBuffer{}, exited: make(chan error, 1)}
-	args := append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0", "--ready-file", ready}, extra...)
-	s.cmd = exec.Command(filepath.Join(bin, "blockd"), args...)
-	s.cmd.Stderr = s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.exited <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		<-s.exited
-		if t.Failed() {
-			t.Logf("blockd log:\n%s", s.log.String())
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		l, _ := bufio.NewReader(fifo).ReadString('\n')
-		line <- strings.TrimSpace(l)
-	}()
-	select {
-	case s.addr = <-line:
-	case err := <-s.exited:
-		s.exited <- err
-		t.Fatalf("blockd exited before serving: %v\n%s", err, s.log.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("blockd did not become ready\n%s", s.log.String())
-	}
-	return s
-}
-
 func (s *server) volumeBytes(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(s.data, "volumes", name+".vol"))

@@ -57,12 +57,12 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()
-	s, p, err := c.dial(ctx, pos[0], stderr)
+	s, err := c.dial(ctx, pos[0], stderr)
 	if err != nil {
 		return err
 	}
-	defer p.Close()
 	defer s.Close()
+	p := s.p
 	vol, err := s.Stat(ctx, pos[1])
 	if err != nil {
 		return err
@@ -82,8 +82,11 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return writeJSON(stdout, rows)
 	}
-	fmt.Fprintf(stdout, "volume %s, %d data connections, %d requests in flight, transport %s\n",
-		vol.Name, c.dataConns, *concurrency, rows[0].Transport)
+	fmt.Fprintf(stdout, "volume %s, %d data connections, %d requests in flight, transport %s (server: %s)\n",
+		vol.Name, c.dataConns, *concurrency, rows[0].Transport, s.ServerTransport())
+	if rows[0].FallbackReason != "" {
+		fmt.Fprintf(stdout, "fallback: %s\n", rows[0].FallbackReason)
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "SIZE\tREQUESTS\tTHROUGHPUT\tP50\tP99\t")
 	for _, r := range rows {
@@ -95,7 +98,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // benchSize keeps concurrency reads of size bytes at random offsets in
 // flight for d and reports throughput and latency percentiles.
-func benchSize(ctx context.Context, s *engine.Session, p engine.Provider, volume string, volSize, size int64,
+func benchSize(ctx context.Context, s *conn, p engine.Provider, volume string, volSize, size int64,
 	concurrency int, d time.Duration, rng *rand.Rand) (benchRow, error) {
 	row := benchRow{Size: size}
 	bufs := make([]engine.Buffer, concurrency)

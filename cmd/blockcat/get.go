@@ -26,6 +26,7 @@ type getResult struct {
 	Provider       string                `json:"provider"`
 	Transport      string                `json:"transport"`
 	FallbackReason string                `json:"fallback_reason,omitempty"`
+	ServerSend     string                `json:"server_transport"`
 	DataConns      int                   `json:"data_conns"`
 	Verified       bool                  `json:"verified"`
 	Output         string                `json:"output,omitempty"`
@@ -57,12 +58,12 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := c.context(ctx)
 	defer cancel()
 	setup := time.Now()
-	s, p, err := c.dial(ctx, pos[0], stderr)
+	s, err := c.dial(ctx, pos[0], stderr)
 	if err != nil {
 		return err
 	}
-	defer p.Close()
 	defer s.Close()
+	p := s.p
 	vol, err := s.Stat(ctx, pos[1])
 	if err != nil {
 		return err
@@ -123,9 +124,9 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return writeJSON(stdout, res)
 	}
-	msg := fmt.Sprintf("fetched %s of %s into %s memory in %.3fs: %s/s over %s (%d data connections)",
+	msg := fmt.Sprintf("fetched %s of %s into %s memory in %.3fs: %s/s over %s (%d data connections, server sent with %s)",
 		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Provider, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
-		res.Transport, res.DataConns)
+		res.Transport, res.DataConns, res.ServerSend)
 	if res.FallbackReason != "" {
 		msg += ", fallback: " + res.FallbackReason
 	}
@@ -143,7 +144,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // fetch reads [off, off+n) of volume through the window buffers, keeping
 // every buffer busy, and writes the bytes to w (if set) in order.
-func fetch(ctx context.Context, s *engine.Session, volume string, off, n int64, bufs []engine.Buffer,
+func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []engine.Buffer,
 	p engine.Provider, w io.Writer, bar *cli.Bar, res *getResult) error {
 	win := bufs[0].Size
 	type inflight struct {
@@ -181,7 +182,7 @@ func fetch(ctx context.Context, s *engine.Session, volume string, off, n int64, 
 		queue = queue[1:]
 		r := head.h.Result()
 		res.Requests++
-		res.Transport, res.FallbackReason = r.Transport, r.FallbackReason
+		res.Transport, res.FallbackReason, res.ServerSend = r.Transport, r.FallbackReason, r.ServerSend
 		if r.Err != nil {
 			return r.Err
 		}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/internal/cli"
-	"github.com/blockxfer/blockxfer/transport/tcp"
+	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
 const usage = `blockcat fetches blockxfer volumes into memory.
@@ -52,7 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "ls":
 		err = ls(ctx, args[1:], stdout, stderr)
 	case "get":
-		err = get(ctx, args[1:], stdout, stderr)
+		err = dispatchGet(ctx, args[1:], stdout, stderr)
+	case "put":
+		err = put(ctx, args[1:], stdout, stderr)
 	case "bench":
 		err = bench(ctx, args[1:], stdout, stderr)
 	case "providers":
@@ -93,6 +95,7 @@ type common struct {
 	verify    bool
 	provider  string
 	pluginDir string
+	devmem    string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -101,37 +104,63 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long (0: no limit)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.StringVar(&c.provider, "provider", "host", "memory to fetch into: host, a plugin NAME, or a plugin PATH")
-	fs.StringVar(&c.pluginDir, "plugin-dir", "", "plugin directory (default $"+pluginDirEnv+" or blockcat's own directory)")
+	fs.StringVar(&c.devmem, "devmem", "auto", "devmem receive: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
+	fs.StringVar(&c.pluginDir, "plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockcat's own directory)")
 }
 
-// dial opens the provider and a session over TCP. The caller closes both.
-func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*engine.Session, engine.Provider, error) {
+// conn is an open session with what it was built from.
+type conn struct {
+	*engine.Session
+	p    engine.Provider
+	path *choose.ClientPath
+}
+
+// Close ends the session, then releases the transport and the provider.
+func (c *conn) Close() error {
+	return errors.Join(c.Session.Close(), c.path.Close(), c.p.Close())
+}
+
+// dial opens the provider, chooses the transport (--devmem) and opens a
+// session. The caller closes the conn.
+func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*conn, error) {
+	mode, err := choose.ParseMode(c.devmem)
+	if err != nil {
+		return nil, usageErr(err)
+	}
 	key, err := cli.LoadKey(c.keyFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	log, err := cli.NewLogger(stderr, "text", c.logLevel)
 	if err != nil {
-		return nil, nil, usageErr(err)
+		return nil, usageErr(err)
 	}
-	p, err := openProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
+	p, err := cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	s, err := engine.Dial(ctx, server, engine.Config{
-		Key:       key,
-		Provider:  p,
-		Transport: &tcp.Transport{},
-		DataConns: c.dataConns,
-		Verify:    c.verify,
-		Name:      "blockcat",
-		Logger:    log,
-	})
+	path, err := choose.Client(ctx, choose.ClientOptions{Mode: mode, Server: server, Provider: p,
+		DataConns: c.dataConns, Logger: log})
 	if err != nil {
 		p.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return s, p, nil
+	s, err := engine.Dial(ctx, server, engine.Config{
+		Key:            key,
+		Provider:       p,
+		Transport:      path.Transport,
+		FallbackReason: path.FallbackReason,
+		DataConns:      c.dataConns,
+		Verify:         c.verify,
+		Name:           "blockcat",
+		Logger:         log,
+	})
+	if err != nil {
+		path.Close()
+		p.Close()
+		return nil, err
+	}
+	return &conn{Session: s, p: p, path: path}, nil
 }
 
 func (c *common) context(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -154,11 +183,10 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := c.context(ctx)
 	defer cancel()
 	c.dataConns = 1
-	s, p, err := c.dial(ctx, pos[0], stderr)
+	s, err := c.dial(ctx, pos[0], stderr)
 	if err != nil {
 		return err
 	}
-	defer p.Close()
 	defer s.Close()
 	vols, err := s.Volumes(ctx)
 	if err != nil {

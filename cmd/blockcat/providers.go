@@ -11,57 +11,11 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/internal/cli"
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 )
-
-// pluginDirEnv names the environment variable with the plugin directory.
-const pluginDirEnv = "BLOCKXFER_PLUGIN_DIR"
-
-// pluginDir is where plugins are looked for: --plugin-dir, then
-// $BLOCKXFER_PLUGIN_DIR, then the directory blockcat itself is in.
-func pluginDir(flagged string) string {
-	if flagged != "" {
-		return flagged
-	}
-	if d := os.Getenv(pluginDirEnv); d != "" {
-		return d
-	}
-	if exe, err := os.Executable(); err == nil {
-		return filepath.Dir(exe)
-	}
-	return "."
-}
-
-// openProvider returns the provider named by --provider: "host" (built in),
-// a plugin name looked up as blockxfer-provider-NAME in the plugin
-// directory, or a path to a plugin executable.
-func openProvider(ctx context.Context, name, dir, logLevel string, stderr io.Writer) (engine.Provider, error) {
-	if name == "" || name == "host" {
-		return hostmem.New(), nil
-	}
-	path := name
-	if !strings.ContainsRune(name, '/') {
-		path = filepath.Join(pluginDir(dir), providers.ExecutablePrefix+name)
-	}
-	p, err := providers.Load(ctx, path, &providers.LoadOptions{Logger: pluginLogger(logLevel, stderr)})
-	if err != nil {
-		return nil, fmt.Errorf("provider %s: %w", name, err)
-	}
-	if why := p.Unusable(); why != "" {
-		p.Close()
-		return nil, fmt.Errorf("provider %s is unusable here: %s", name, why)
-	}
-	return p, nil
-}
-
-func pluginLogger(level string, w io.Writer) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.LevelFromString(level), Output: w})
-}
 
 // providerInfo is one row of `blockcat providers`.
 type providerInfo struct {
@@ -75,7 +29,7 @@ type providerInfo struct {
 func listProviders(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("blockcat providers", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("plugin-dir", "", "plugin directory (default $"+pluginDirEnv+" or blockcat's own directory)")
+	dir := fs.String("plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockcat's own directory)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	logLevel := fs.String("log-level", "warn", "plugin log level")
 	if _, err := cli.Parse(fs, args, 0, "[--plugin-dir DIR] [--json]"); err != nil {
@@ -84,13 +38,13 @@ func listProviders(ctx context.Context, args []string, stdout, stderr io.Writer)
 	host := hostmem.New()
 	infos := []providerInfo{{Name: host.Name(), Capabilities: host.Capabilities()}}
 	host.Close()
-	paths, err := providers.Discover(pluginDir(*dir))
+	paths, err := providers.Discover(cli.PluginDir(*dir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	for _, path := range paths {
 		info := providerInfo{Name: strings.TrimPrefix(filepath.Base(path), providers.ExecutablePrefix), Path: path}
-		p, err := providers.Load(ctx, path, &providers.LoadOptions{Logger: pluginLogger(*logLevel, stderr)})
+		p, err := providers.Load(ctx, path, &providers.LoadOptions{Logger: cli.PluginLogger(*logLevel, stderr)})
 		if err != nil {
 			info.Unusable = err.Error()
 		} else {

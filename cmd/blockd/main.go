@@ -50,7 +50,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "serve":
-		err = serve(ctx, args[1:], stderr)
+		err = serveCluster(ctx, args[1:], stderr)
+	case "scrub":
+		err = scrub(ctx, args[1:], stdout, stderr)
 	case "volume":
 		err = volume(ctx, args[1:], stdout, stderr)
 	case "keygen":

@@ -19,7 +19,7 @@ import (
 	"github.com/blockxfer/blockxfer/catalog"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/internal/cli"
-	"github.com/blockxfer/blockxfer/transport/tcp"
+	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
 // defaultKeyName is the key file looked for in the data directory.
@@ -41,11 +41,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	readyFile := fs.String("ready-file", "", "write the listening address to this file once serving")
+	devmemMode := fs.String("devmem", "auto", "devmem send: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
+	devmemIf := fs.String("devmem-if", "", "NIC to send devmem on (default: the one owning the --listen address)")
+	txProvider := fs.String("tx-provider", "udmabuf", "provider plugin whose dmabuf holds the devmem TX pool")
+	pluginDir := fs.String("plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockd's own directory)")
+	var txPool cli.SizeFlag = 64 << 20
+	fs.Var(&txPool, "tx-pool", "devmem TX buffer pool size")
 	if _, err := cli.Parse(fs, args, 0, "--data DIR --listen ADDR"); err != nil {
 		return usageErr(err)
 	}
 	if *dataDir == "" {
 		return usageErr(errors.New("--data is required"))
+	}
+	mode, err := choose.ParseMode(*devmemMode)
+	if err != nil {
+		return usageErr(err)
 	}
 	log, err := cli.NewLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -65,12 +75,41 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer store.Close()
 
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	opts := choose.ServerOptions{Mode: mode, Listen: l.Addr().String(), Interface: *devmemIf,
+		PoolSize: int64(txPool), Logger: log}
+	if mode == choose.Auto || mode == choose.Require {
+		// The TX pool needs a dmabuf the NIC can read: a provider plugin.
+		p, err := cli.OpenProvider(ctx, *txProvider, *pluginDir, *logLevel, stderr)
+		if err != nil {
+			opts.ProviderProblem = err.Error()
+		} else {
+			defer p.Close()
+			opts.Provider = p
+		}
+	}
+	path, err := choose.Server(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer path.Close()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "blockd_transport_info",
+		Help: "The send transport blockd runs with (1), and why it is not devmem when it fell back.",
+	}, []string{"transport", "fallback_reason"})
+	info.WithLabelValues(path.Transport.Name(), path.FallbackReason).Set(1)
+	reg.MustRegister(info)
 	srv, err := engine.NewServer(engine.ServerConfig{
 		Key:         key,
 		Store:       store,
-		Transport:   &tcp.Transport{},
+		Transport:   path.Transport,
 		Name:        *name,
 		MaxSessions: *maxSessions,
 		DataConns:   *dataConns,
@@ -81,14 +120,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
-	}
 	if *metricsAddr != "" {
 		ml, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
-			l.Close()
 			return fmt.Errorf("metrics: %w", err)
 		}
 		mux := http.NewServeMux()
@@ -100,14 +134,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	vols, err := store.Catalog().List()
 	if err != nil {
-		l.Close()
 		return err
 	}
-	log.Info("serving", "addr", l.Addr().String(), "data", *dataDir, "volumes", len(vols), "transport", engine.TransportTCP)
+	log.Info("serving", "addr", l.Addr().String(), "data", *dataDir, "volumes", len(vols), "transport", path.Transport.Name())
+	if path.FallbackReason != "" {
+		log.Warn("devmem unavailable, sending with tcp", "reason", path.FallbackReason)
+	}
 	if *readyFile != "" {
 		// A plain write, so the ready file may be a FIFO the caller reads.
 		if err := os.WriteFile(*readyFile, []byte(l.Addr().String()+"\n"), 0o644); err != nil {
-			l.Close()
 			return err
 		}
 	}

@@ -80,7 +80,7 @@ func fetch(t *testing.T, addr string, opts choose.ClientOptions, n int64) ([]byt
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := s.Read(context.Background(), "vol", []engine.Range{{0, n}}, buf)
+	res, err := s.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: n}}, buf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,9 @@ type ServerOptions struct {
 	// Provider supplies the TX dmabuf (a udmabuf provider on real
 	// hardware). Nil in auto/require mode means no dmabuf: TCP.
 	Provider engine.Provider
+	// ProviderProblem says why Provider is nil (the plugin failed to
+	// load), for the fallback reason.
+	ProviderProblem string
 	// PoolSize is the TX buffer pool, the bound dmabuf, in bytes
 	// (default 64 MiB), carved into 256 KiB buffers.
 	PoolSize  int64
@@ -125,8 +128,11 @@ func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, 
 	if fb != nil {
 		return fb, nil
 	}
-	if o.Provider == nil || !o.Provider.Capabilities().DmabufExport {
-		return fallbackf("no-udmabuf", "no provider exports a dmabuf for the TX pool (run with --provider udmabuf on a kernel with CONFIG_UDMABUF)"), nil
+	switch {
+	case o.Provider == nil && o.ProviderProblem != "":
+		return fallbackf("no-udmabuf", "TX pool provider: %s", o.ProviderProblem), nil
+	case o.Provider == nil || !o.Provider.Capabilities().DmabufExport:
+		return fallbackf("no-udmabuf", "no provider exports a dmabuf for the TX pool (use the udmabuf provider on a kernel with CONFIG_UDMABUF)"), nil
 	}
 	buf, err := o.Provider.Alloc(ctx, o.PoolSize, true)
 	if err != nil {

@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+)
+
+// PluginDirEnv names the environment variable with the plugin directory.
+const PluginDirEnv = "BLOCKXFER_PLUGIN_DIR"
+
+// PluginDir is where plugins are looked for: --plugin-dir, then
+// $BLOCKXFER_PLUGIN_DIR, then the directory blockcat itself is in.
+func PluginDir(flagged string) string {
+	if flagged != "" {
+		return flagged
+	}
+	if d := os.Getenv(PluginDirEnv); d != "" {
+		return d
+	}
+	if exe, err := os.Executable(); err == nil {
+		return filepath.Dir(exe)
+	}
+	return "."
+}
+
+// OpenProvider returns the provider named by --provider: "host" (built in),
+// a plugin name looked up as blockxfer-provider-NAME in the plugin
+// directory, or a path to a plugin executable.
+func OpenProvider(ctx context.Context, name, dir, logLevel string, stderr io.Writer) (engine.Provider, error) {
+	if name == "" || name == "host" {
+		return hostmem.New(), nil
+	}
+	path := name
+	if !strings.ContainsRune(name, '/') {
+		path = filepath.Join(PluginDir(dir), providers.ExecutablePrefix+name)
+	}
+	p, err := providers.Load(ctx, path, &providers.LoadOptions{Logger: PluginLogger(logLevel, stderr)})
+	if err != nil {
+		return nil, fmt.Errorf("provider %s: %w", name, err)
+	}
+	if why := p.Unusable(); why != "" {
+		p.Close()
+		return nil, fmt.Errorf("provider %s is unusable here: %s", name, why)
+	}
+	return p, nil
+}
+
+// PluginLogger returns the hclog logger plugins' logs go to.
+func PluginLogger(level string, w io.Writer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.LevelFromString(level), Output: w})
+}
