@@ -29,6 +29,7 @@ Usage:
   blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]
   blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
   blockcat providers [--plugin-dir DIR] [--json]
+  blockcat doctor [--if IFACES] [--json]   devmem preflight: kernel, NIC, udmabuf, providers
 
 Common flags: --key-file FILE (or $BLOCKXFER_KEY_FILE), --data-conns N,
 --provider host|NAME|PATH (memory to fetch into; plugins are found as
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = bench(ctx, args[1:], stdout, stderr)
 	case "providers":
 		err = listProviders(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		err = cli.Doctor(ctx, "blockcat doctor", args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

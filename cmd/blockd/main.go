@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/blockxfer/blockxfer/internal/cli"
 )
 
 const usage = `blockd is the blockxfer storage server.
@@ -30,6 +32,7 @@ Usage:
   blockd volume inspect NAME [--verify] [--json] --data DIR
   blockd volume rm NAME --data DIR
   blockd keygen -o FILE
+  blockd doctor [--if IFACES] [--json]     devmem preflight: kernel, NIC, udmabuf, providers
 
 Run 'blockd COMMAND -h' for a command's flags.
 `
@@ -57,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = volume(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		err = keygen(args[1:], stderr)
+	case "doctor":
+		err = cli.Doctor(ctx, "blockd doctor", args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
