@@ -106,7 +106,7 @@ func BenchmarkRead(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer s.Close()
-		if _, err := s.Put(ctx, "vol", size, unit, bytes.NewReader(data), false); err != nil {
+		if _, err := s.Put(ctx, "vol", size, unit, bytes.NewReader(data), true); err != nil {
 			b.Fatal(err)
 		}
 		b.SetBytes(size)

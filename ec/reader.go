@@ -39,6 +39,8 @@ type ShardFault struct {
 	Err    string `json:"error"`
 }
 
+// String describes the fault, such as
+// "shard 2 on s3 (10.0.0.3:7070): checksum: ...".
 func (f ShardFault) String() string {
 	return fmt.Sprintf("shard %d on %s (%s): %s: %s", f.Shard, f.Server, f.Addr, f.Reason, f.Err)
 }
@@ -249,6 +251,11 @@ func (r *Reader) failed(stripe int64, shard, s int, res engine.Result, timedOut 
 		if st.down == nil {
 			d := r.fault(-1, -1, s, reason, err)
 			st.down, st.downUntil = &d, time.Now().Add(r.cfg.RetryAfter)
+		} else if reason == ReasonDown {
+			// The session ended because the server was already
+			// taken out of use (a deadline missed on another
+			// shard): report that cause.
+			f.Reason, f.Err = st.down.Reason, st.down.Err
 		}
 		st.mu.Unlock()
 	}
@@ -271,6 +278,10 @@ func (r *Reader) await(ctx, sctx context.Context, s int, sess *engine.Session, h
 			st.mu.Lock()
 			if st.sess == sess {
 				st.sess = nil
+			}
+			if st.down == nil && ctx.Err() == nil {
+				d := r.fault(-1, -1, s, ReasonTimeout, fmt.Errorf("no answer within %s", r.cfg.ShardTimeout))
+				st.down, st.downUntil = &d, time.Now().Add(r.cfg.RetryAfter)
 			}
 			st.mu.Unlock()
 			sess.Close()

@@ -35,6 +35,7 @@ type putFailure struct {
 	msg  string
 }
 
+// Error returns the reason the session gave.
 func (f *putFailure) Error() string { return f.msg }
 
 // srvUpload is the server side of one upload. Its bytes flow from the

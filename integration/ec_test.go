@@ -322,10 +322,11 @@ func TestECKillServersMidRead(t *testing.T) {
 		if _, err := io.ReadFull(f, got[first:]); err != nil {
 			t.Fatalf("rest of the read: %v\n%s", err, stderr.String())
 		}
-		if err := <-done; err != nil {
+		err = <-done
+		done <- err
+		if err != nil {
 			t.Fatalf("blockcat: %v\n%s", err, stderr.String())
 		}
-		done <- nil
 		if !bytes.Equal(got, c.want) {
 			t.Fatal("bytes differ after two servers died mid-read")
 		}
@@ -387,7 +388,7 @@ func TestECCorruptShardScrubbed(t *testing.T) {
 	}
 
 	var rep struct {
-		Checked int64
+		Checked int64 `json:"checked_shards"`
 		Bad     []struct {
 			Stripe int64
 			Server string

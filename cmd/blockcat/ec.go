@@ -6,16 +6,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/internal/cli"
-	"github.com/blockxfer/blockxfer/providers/hostmem"
-	"github.com/blockxfer/blockxfer/transport/tcp"
+	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
 // Striped (erasure-coded) volumes:
@@ -70,20 +72,66 @@ func parseEC(s string) (k, m int, err error) {
 	return k, m, nil
 }
 
-// ecDialer returns a Dialer for host memory over TCP, with CRC checks.
-func (c *common) ecDialer(p engine.Provider, stderr io.Writer) (ec.Dialer, error) {
+// ecDial opens the provider named by --provider and returns it with a
+// Dialer whose sessions receive into it, each with the transport --devmem
+// chooses for that server, and CRC checks on. release closes what the
+// dialed sessions' transports hold, then the provider: call it after the
+// sessions are closed.
+func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p engine.Provider, dial ec.Dialer, release func(), paths func() map[string]string, err error) {
+	mode, err := choose.ParseMode(c.devmem)
+	if err != nil {
+		return nil, nil, nil, nil, usageErr(err)
+	}
 	key, err := cli.LoadKey(c.keyFile)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, nil, err
 	}
 	log, err := cli.NewLogger(stderr, "text", c.logLevel)
 	if err != nil {
-		return nil, usageErr(err)
+		return nil, nil, nil, nil, usageErr(err)
 	}
-	return func(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
-		return engine.Dial(ctx, s.Addr, engine.Config{Key: key, Provider: p, Transport: &tcp.Transport{},
-			DataConns: c.dataConns, Verify: true, Name: "blockcat", Logger: log.With("server", s.ID)})
-	}, nil
+	if p, err = cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	var mu sync.Mutex
+	var opened []*choose.ClientPath
+	chosen := map[string]string{} // server id -> transport (and why it fell back)
+	dial = func(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
+		srvLog := log.With("server", s.ID)
+		path, err := choose.Client(ctx, choose.ClientOptions{Mode: mode, Server: s.Addr, Provider: p,
+			DataConns: c.dataConns, Logger: srvLog})
+		if err != nil {
+			return nil, err
+		}
+		sess, err := engine.Dial(ctx, s.Addr, engine.Config{Key: key, Provider: p, Transport: path.Transport,
+			FallbackReason: path.FallbackReason, DataConns: c.dataConns, Verify: true, Name: "blockcat", Logger: srvLog})
+		if err != nil {
+			path.Close()
+			return nil, err
+		}
+		mu.Lock()
+		opened = append(opened, path)
+		chosen[s.ID] = path.Transport.Name()
+		if path.FallbackReason != "" {
+			chosen[s.ID] += " (fallback: " + path.FallbackReason + ")"
+		}
+		mu.Unlock()
+		return sess, nil
+	}
+	release = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, path := range opened {
+			path.Close()
+		}
+		p.Close()
+	}
+	paths = func() map[string]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(chosen)
+	}
+	return p, dial, release, paths, nil
 }
 
 // putResult is what `blockcat put --json` prints.
@@ -188,12 +236,11 @@ func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	p := hostmem.New()
-	defer p.Close()
-	dial, err := c.ecDialer(p, stderr)
+	_, dial, release, _, err := c.ecDial(ctx, stderr)
 	if err != nil {
 		return err
 	}
+	defer release()
 	bar := cli.NewBar(stderr, size, "put "+*name)
 	if *asJSON {
 		bar = cli.NewBar(io.Discard, size, "")
@@ -285,8 +332,11 @@ type ecGetResult struct {
 	Stripes        int64               `json:"stripes"`
 	Degraded       []ec.DegradedStripe `json:"degraded"`
 	Verified       bool                `json:"verified"`
-	Transport      string              `json:"transport"`
-	Output         string              `json:"output,omitempty"`
+	Provider       string              `json:"provider"`
+	// Transports says, per server id, which transport its session used
+	// and why it fell back to TCP, if it did.
+	Transports map[string]string `json:"transports"`
+	Output     string            `json:"output,omitempty"`
 }
 
 func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -348,12 +398,11 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		w = f
 	}
 
-	p := hostmem.New()
-	defer p.Close()
-	dial, err := c.ecDialer(p, stderr)
+	p, dial, release, transports, err := c.ecDial(ctx, stderr)
 	if err != nil {
 		return err
 	}
+	defer release()
 	log, _ := cli.NewLogger(stderr, "text", c.logLevel)
 	r, err := ec.NewReader(man, ec.ReaderConfig{Dial: dial, Provider: p, ShardTimeout: *shardTimeout, Logger: log})
 	if err != nil {
@@ -366,12 +415,10 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mem, err := p.Bytes(buf.ID)
-	if err != nil {
-		return err
-	}
+	defer p.Free(context.WithoutCancel(ctx), buf.ID)
+	var scratch []byte
 	res := ecGetResult{Volume: man.Name, Offset: int64(offset), K: man.K, M: man.M, Generation: man.Generation,
-		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Transport: engine.TransportTCP, Output: *out}
+		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Provider: p.Name(), Output: *out}
 	bar := cli.NewBar(stderr, n, "get "+man.Name)
 	if *asJSON {
 		bar = cli.NewBar(io.Discard, n, "")
@@ -387,7 +434,11 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			if w != nil {
-				if _, err := w.Write(mem[:k]); err != nil {
+				b, err := hostView(ctx, p, buf.ID, k, &scratch)
+				if err != nil {
+					return err
+				}
+				if _, err := w.Write(b); err != nil {
 					return fmt.Errorf("write output: %w", err)
 				}
 			}
@@ -403,9 +454,13 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
+	res.Transports = transports()
 	if f, ok := w.(*os.File); ok && w != stdout {
-		if err := f.Sync(); err != nil {
-			return err
+		// Only a regular file can be synced (the output may be a pipe).
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			if err := f.Sync(); err != nil {
+				return err
+			}
 		}
 	}
 	if *asJSON {
@@ -418,6 +473,11 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(sum, "fetched %s of %s in %.3fs: %s/s from %d servers (%d+%d, generation %d), %d of %d stripes degraded\n",
 		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
 		res.Servers, res.K, res.M, res.Generation, len(res.Degraded), res.Stripes)
+	for _, id := range slices.Sorted(maps.Keys(res.Transports)) {
+		if t := res.Transports[id]; strings.Contains(t, "fallback") {
+			fmt.Fprintf(sum, "  %s: %s\n", id, t)
+		}
+	}
 	for _, d := range res.Degraded {
 		var miss []string
 		for _, f := range d.Missing {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/blockxfer/blockxfer/engine"
@@ -117,7 +118,8 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res.Seconds = time.Since(start).Seconds()
 	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
 	if f, ok := w.(*os.File); ok && w != stdout {
-		if err := f.Sync(); err != nil {
+		// A FIFO or character device cannot be synced (EINVAL).
+		if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
 			return err
 		}
 	}
