@@ -4,6 +4,8 @@
 //	blockcat ls SERVER
 //	blockcat get SERVER VOLUME [--offset N --length N] [-o FILE|-] [--verify] [--json]
 //	blockcat bench SERVER VOLUME [--sizes LIST] [--duration D] [--json]
+//	blockcat put FILE --name V --ec K+M --peers A,B,... [--manifest OUT | --etcd E]
+//	blockcat providers | doctor
 package main
 
 import (
@@ -28,6 +30,8 @@ Usage:
   blockcat ls SERVER [--json]
   blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]
   blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
+  blockcat put FILE --name V --ec K+M --peers A,B,... (--manifest OUT | --etcd E)   striped upload
+  blockcat get (--manifest FILE | --etcd E VOLUME) [flags]                          striped fetch
   blockcat providers [--plugin-dir DIR] [--json]
   blockcat doctor [--if IFACES] [--json]   devmem preflight: kernel, NIC, udmabuf, providers
 

@@ -31,6 +31,8 @@ Usage:
   blockd volume list [--json] --data DIR
   blockd volume inspect NAME [--verify] [--json] --data DIR
   blockd volume rm NAME --data DIR
+  blockd serve ... --etcd ENDPOINTS [--server-id ID] [--advertise ADDR]   join a cluster (registered with a lease)
+  blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...]   check and rebuild a striped volume's shards
   blockd keygen -o FILE
   blockd doctor [--if IFACES] [--json]     devmem preflight: kernel, NIC, udmabuf, providers
 
