@@ -44,6 +44,20 @@ func TestDevmemModes(t *testing.T) {
 			}
 		})
 	}
+	t.Run("plugin provider gathers from the arena", func(t *testing.T) {
+		// The example plugin exports its memfd as the arena's "dmabuf": the
+		// software NIC binds it and every frag is gathered inside the plugin.
+		out := filepath.Join(t.TempDir(), "out")
+		js := mustRun(t, env, "blockcat", "get", s.addr, "vol", "--devmem", "emulate", "--provider", "example",
+			"--verify", "--json", "-o", out)
+		var r getJSON
+		if err := json.Unmarshal([]byte(js), &r); err != nil || r.Transport != "devmem-emulated" {
+			t.Fatalf("result %s (%v)", js, err)
+		}
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+			t.Fatal("bytes differ")
+		}
+	})
 	t.Run("require", func(t *testing.T) {
 		r := runCmd(t, env, "blockcat", "get", s.addr, "vol", "--devmem", "require")
 		if r.code == 0 || !strings.Contains(r.stderr, "devmem unavailable: loopback") {
