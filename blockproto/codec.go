@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	be "github.com/blockxfer/blockxfer/internal/wire"
 )
 
 // FrameHeaderLen is the length of a control frame's length prefix in bytes.
@@ -242,75 +244,75 @@ func Unmarshal(body []byte) (Msg, error) {
 		return nil, malformed("empty frame body")
 	}
 	t := Type(body[0])
-	d := decoder{b: body[1:]}
+	d := be.NewDecoder(body[1:], malformed)
 	var m Msg
 	switch t {
 	case TypeHello:
 		x := &Hello{}
-		x.Caps = Caps(d.u64("Hello.Caps"))
-		d.array(x.Nonce[:], "Hello.Nonce")
-		x.Client = d.string("Hello.Client", MaxName)
+		x.Caps = Caps(d.U64("Hello.Caps"))
+		d.Array(x.Nonce[:], "Hello.Nonce")
+		x.Client = d.String("Hello.Client", MaxName)
 		m = x
 	case TypeChallenge:
 		x := &Challenge{}
-		x.Caps = Caps(d.u64("Challenge.Caps"))
-		d.array(x.Nonce[:], "Challenge.Nonce")
-		x.SessionID = d.u64("Challenge.SessionID")
-		x.Server = d.string("Challenge.Server", MaxName)
+		x.Caps = Caps(d.U64("Challenge.Caps"))
+		d.Array(x.Nonce[:], "Challenge.Nonce")
+		x.SessionID = d.U64("Challenge.SessionID")
+		x.Server = d.String("Challenge.Server", MaxName)
 		m = x
 	case TypeAuth:
 		x := &Auth{}
-		d.array(x.MAC[:], "Auth.MAC")
+		d.Array(x.MAC[:], "Auth.MAC")
 		m = x
 	case TypeWelcome:
 		x := &Welcome{}
-		d.array(x.MAC[:], "Welcome.MAC")
-		n := int(d.u16("Welcome.Tokens count"))
-		if d.err == nil {
+		d.Array(x.MAC[:], "Welcome.MAC")
+		n := int(d.U16("Welcome.Tokens count"))
+		if d.Err() == nil {
 			if n < 1 || n > MaxDataConns {
 				return nil, malformedf("Welcome has %d tokens, want 1..%d", n, MaxDataConns)
 			}
-			if d.need(n*TokenLen, "Welcome.Tokens") {
+			if d.Need(n*TokenLen, "Welcome.Tokens") {
 				x.Tokens = make([][TokenLen]byte, n)
 				for i := range x.Tokens {
-					d.array(x.Tokens[i][:], "Welcome.Tokens")
+					d.Array(x.Tokens[i][:], "Welcome.Tokens")
 				}
 			}
 		}
 		m = x
 	case TypeDataAttached:
-		m = &DataAttached{Index: d.u16("DataAttached.Index")}
+		m = &DataAttached{Index: d.U16("DataAttached.Index")}
 	case TypeListVolumes:
 		m = &ListVolumes{}
 	case TypeVolumeList:
 		x := &VolumeList{}
-		n := int(d.u16("VolumeList count"))
-		if d.err == nil {
+		n := int(d.U16("VolumeList count"))
+		if d.Err() == nil {
 			if n > MaxVolumes {
 				return nil, malformedf("VolumeList has %d volumes, more than %d", n, MaxVolumes)
 			}
-			if n > 0 && d.need(n*volumeStatMinLen, "VolumeList.Volumes") {
+			if n > 0 && d.Need(n*volumeStatMinLen, "VolumeList.Volumes") {
 				x.Volumes = make([]VolumeStat, n)
 				for i := range x.Volumes {
-					d.volumeStat(&x.Volumes[i], "VolumeList.Volumes")
+					decodeVolumeStat(d, &x.Volumes[i], "VolumeList.Volumes")
 				}
 			}
 		}
 		m = x
 	case TypeStatVolume:
-		m = &StatVolume{Name: d.string("StatVolume.Name", MaxName)}
+		m = &StatVolume{Name: d.String("StatVolume.Name", MaxName)}
 	case TypeVolumeInfo:
 		x := &VolumeInfo{}
-		d.volumeStat(&x.Volume, "VolumeInfo.Volume")
+		decodeVolumeStat(d, &x.Volume, "VolumeInfo.Volume")
 		m = x
 	case TypeRead:
 		x := &Read{}
-		x.ID = d.u64("Read.ID")
-		x.Volume = d.string("Read.Volume", MaxName)
-		x.Offset = d.u64("Read.Offset")
-		x.Length = d.u64("Read.Length")
-		ns := int64(d.u64("Read.Deadline"))
-		if d.err == nil {
+		x.ID = d.U64("Read.ID")
+		x.Volume = d.String("Read.Volume", MaxName)
+		x.Offset = d.U64("Read.Offset")
+		x.Length = d.U64("Read.Length")
+		ns := int64(d.U64("Read.Deadline"))
+		if d.Err() == nil {
 			if ns < 0 {
 				return nil, malformedf("Read.Deadline %d is before the Unix epoch", ns)
 			}
@@ -321,40 +323,40 @@ func Unmarshal(body []byte) (Msg, error) {
 		m = x
 	case TypeExtent:
 		x := &Extent{}
-		x.ID = d.u64("Extent.ID")
-		x.DataConn = d.u16("Extent.DataConn")
-		x.StreamOffset = d.u64("Extent.StreamOffset")
-		x.VolumeOffset = d.u64("Extent.VolumeOffset")
-		x.Length = d.u32("Extent.Length")
-		x.CRC32C = d.u32("Extent.CRC32C")
+		x.ID = d.U64("Extent.ID")
+		x.DataConn = d.U16("Extent.DataConn")
+		x.StreamOffset = d.U64("Extent.StreamOffset")
+		x.VolumeOffset = d.U64("Extent.VolumeOffset")
+		x.Length = d.U32("Extent.Length")
+		x.CRC32C = d.U32("Extent.CRC32C")
 		m = x
 	case TypeReadDone:
 		x := &ReadDone{}
-		x.ID = d.u64("ReadDone.ID")
-		x.Bytes = d.u64("ReadDone.Bytes")
+		x.ID = d.U64("ReadDone.ID")
+		x.Bytes = d.U64("ReadDone.Bytes")
 		m = x
 	case TypeError:
 		x := &Error{}
-		x.ID = d.u64("Error.ID")
-		x.Code = Code(d.u16("Error.Code"))
-		x.Message = d.string("Error.Message", MaxMessage)
+		x.ID = d.U64("Error.ID")
+		x.Code = Code(d.U16("Error.Code"))
+		x.Message = d.String("Error.Message", MaxMessage)
 		m = x
 	case TypeCancel:
-		m = &Cancel{ID: d.u64("Cancel.ID")}
+		m = &Cancel{ID: d.U64("Cancel.ID")}
 	case TypePing:
-		m = &Ping{Seq: d.u64("Ping.Seq")}
+		m = &Ping{Seq: d.U64("Ping.Seq")}
 	case TypePong:
-		m = &Pong{Seq: d.u64("Pong.Seq")}
+		m = &Pong{Seq: d.U64("Pong.Seq")}
 	case TypeGoodbye:
-		m = &Goodbye{Reason: d.string("Goodbye.Reason", MaxMessage)}
+		m = &Goodbye{Reason: d.String("Goodbye.Reason", MaxMessage)}
 	case TypePutVolume:
 		x := &PutVolume{}
-		x.ID = d.u64("PutVolume.ID")
-		x.Name = d.string("PutVolume.Name", MaxName)
-		x.Size = d.u64("PutVolume.Size")
-		x.ExtentSize = d.u32("PutVolume.ExtentSize")
-		switch r := d.u8("PutVolume.Replace"); {
-		case d.err != nil:
+		x.ID = d.U64("PutVolume.ID")
+		x.Name = d.String("PutVolume.Name", MaxName)
+		x.Size = d.U64("PutVolume.Size")
+		x.ExtentSize = d.U32("PutVolume.ExtentSize")
+		switch r := d.U8("PutVolume.Replace"); {
+		case d.Err() != nil:
 		case r > 1:
 			return nil, malformedf("PutVolume.Replace is %d, want 0 or 1", r)
 		default:
@@ -363,48 +365,48 @@ func Unmarshal(body []byte) (Msg, error) {
 		m = x
 	case TypePutAck:
 		x := &PutAck{}
-		x.ID = d.u64("PutAck.ID")
-		x.Acked = d.u64("PutAck.Acked")
-		x.Window = d.u32("PutAck.Window")
+		x.ID = d.U64("PutAck.ID")
+		x.Acked = d.U64("PutAck.Acked")
+		x.Window = d.U32("PutAck.Window")
 		m = x
 	case TypePutData:
 		x := &PutData{}
-		x.ID = d.u64("PutData.ID")
-		x.Offset = d.u64("PutData.Offset")
-		n := int(d.u32("PutData.Data length"))
-		if d.err == nil {
+		x.ID = d.U64("PutData.ID")
+		x.Offset = d.U64("PutData.Offset")
+		n := int(d.U32("PutData.Data length"))
+		if d.Err() == nil {
 			if n < 1 || n > MaxPutData {
 				return nil, malformedf("PutData.Data is %d bytes, want 1..%d", n, MaxPutData)
 			}
-			if d.need(n, "PutData.Data") {
+			if d.Need(n, "PutData.Data") {
 				x.Data = make([]byte, n)
-				d.array(x.Data, "PutData.Data")
+				d.Array(x.Data, "PutData.Data")
 			}
 		}
 		m = x
 	case TypePutCommit:
-		m = &PutCommit{ID: d.u64("PutCommit.ID")}
+		m = &PutCommit{ID: d.U64("PutCommit.ID")}
 	case TypePutAbort:
-		m = &PutAbort{ID: d.u64("PutAbort.ID")}
+		m = &PutAbort{ID: d.U64("PutAbort.ID")}
 	case TypePutDone:
 		x := &PutDone{}
-		x.ID = d.u64("PutDone.ID")
-		d.volumeStat(&x.Volume, "PutDone.Volume")
+		x.ID = d.U64("PutDone.ID")
+		decodeVolumeStat(d, &x.Volume, "PutDone.Volume")
 		m = x
 	case TypePutError:
 		x := &PutError{}
-		x.ID = d.u64("PutError.ID")
-		x.Code = Code(d.u16("PutError.Code"))
-		x.Message = d.string("PutError.Message", MaxMessage)
+		x.ID = d.U64("PutError.ID")
+		x.Code = Code(d.U16("PutError.Code"))
+		x.Message = d.String("PutError.Message", MaxMessage)
 		m = x
 	default:
 		return nil, fmt.Errorf("blockproto: message type %d: %w", uint8(t), ErrUnknownType)
 	}
-	if d.err != nil {
-		return nil, d.err
+	if d.Err() != nil {
+		return nil, d.Err()
 	}
-	if len(d.b) != 0 {
-		return nil, malformedf("%d trailing bytes after %v", len(d.b), t)
+	if d.Len() != 0 {
+		return nil, malformedf("%d trailing bytes after %v", d.Len(), t)
 	}
 	if err := validate(m); err != nil {
 		return nil, err
@@ -412,93 +414,12 @@ func Unmarshal(body []byte) (Msg, error) {
 	return m, nil
 }
 
-// decoder reads big-endian fields from b. The first failure is kept in err;
-// later reads return zero values.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-// need reports whether n more bytes are available, recording a truncation
-// error naming field if not.
-func (d *decoder) need(n int, field string) bool {
-	if d.err != nil {
-		return false
-	}
-	if len(d.b) < n {
-		d.err = malformedf("truncated at %s", field)
-		return false
-	}
-	return true
-}
-
-func (d *decoder) u8(field string) uint8 {
-	if !d.need(1, field) {
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *decoder) u16(field string) uint16 {
-	if !d.need(2, field) {
-		return 0
-	}
-	v := binary.BigEndian.Uint16(d.b)
-	d.b = d.b[2:]
-	return v
-}
-
-func (d *decoder) u32(field string) uint32 {
-	if !d.need(4, field) {
-		return 0
-	}
-	v := binary.BigEndian.Uint32(d.b)
-	d.b = d.b[4:]
-	return v
-}
-
-func (d *decoder) u64(field string) uint64 {
-	if !d.need(8, field) {
-		return 0
-	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
-}
-
-// array fills dst from the next len(dst) bytes.
-func (d *decoder) array(dst []byte, field string) {
-	if d.need(len(dst), field) {
-		d.b = d.b[copy(dst, d.b):]
-	}
-}
-
-// string reads a u16-length-prefixed string of at most max bytes, checking
-// the length before copying.
-func (d *decoder) string(field string, max int) string {
-	n := int(d.u16(field))
-	if d.err != nil {
-		return ""
-	}
-	if n > max {
-		d.err = malformedf("%s is %d bytes, more than %d", field, n, max)
-		return ""
-	}
-	if !d.need(n, field) {
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
-}
-
-func (d *decoder) volumeStat(v *VolumeStat, field string) {
-	v.Name = d.string(field+".Name", MaxName)
-	v.Size = d.u64(field + ".Size")
-	v.ExtentSize = d.u32(field + ".ExtentSize")
-	v.Generation = d.u64(field + ".Generation")
+// decodeVolumeStat reads a VolumeStat.
+func decodeVolumeStat(d *be.Decoder, v *VolumeStat, field string) {
+	v.Name = d.String(field+".Name", MaxName)
+	v.Size = d.U64(field + ".Size")
+	v.ExtentSize = d.U32(field + ".ExtentSize")
+	v.Generation = d.U64(field + ".Generation")
 }
 
 // Deadline bounds: a non-zero deadline must be representable as a positive

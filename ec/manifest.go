@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/blockxfer/blockxfer/catalog"
+	"github.com/blockxfer/blockxfer/internal/wire"
 )
 
 // Manifest encoding constants (docs/erasure-coding.md section 3).
@@ -190,39 +191,39 @@ func UnmarshalManifest(b []byte) (*Manifest, error) {
 	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(b[len(b)-4:]); got != want {
 		return bad("checksum %08x, stored %08x", got, want)
 	}
-	d := mdecoder{b: body[5:]}
+	d := wire.NewDecoder(body[5:], func(detail string) error { return fmt.Errorf("%s: %w", detail, ErrManifest) })
 	m := &Manifest{}
-	m.Name = d.string("name", catalog.MaxNameLen)
-	m.Size = int64(d.u64("size"))
-	m.K = int(d.u16("k"))
-	m.M = int(d.u16("m"))
-	m.Unit = int64(d.u32("unit"))
-	m.Placement = Placement(d.u8("placement"))
-	m.Generation = d.u64("generation")
-	n := int(d.u16("server count"))
-	if d.err == nil && n > MaxServers {
+	m.Name = d.String("name", catalog.MaxNameLen)
+	m.Size = int64(d.U64("size"))
+	m.K = int(d.U16("k"))
+	m.M = int(d.U16("m"))
+	m.Unit = int64(d.U32("unit"))
+	m.Placement = Placement(d.U8("placement"))
+	m.Generation = d.U64("generation")
+	n := int(d.U16("server count"))
+	if d.Err() == nil && n > MaxServers {
 		return bad("%d servers, more than %d", n, MaxServers)
 	}
-	if d.err == nil && d.need(n*(2+1+2+1+8), "servers") {
+	if d.Err() == nil && d.Need(n*(2+1+2+1+8), "servers") {
 		m.Servers = make([]ManifestServer, n)
 		for i := range m.Servers {
-			m.Servers[i].ID = d.string("server id", catalog.MaxNameLen)
-			m.Servers[i].Addr = d.string("server address", MaxAddrLen)
-			m.Servers[i].Generation = d.u64("server generation")
+			m.Servers[i].ID = d.String("server id", catalog.MaxNameLen)
+			m.Servers[i].Addr = d.String("server address", MaxAddrLen)
+			m.Servers[i].Generation = d.U64("server generation")
 		}
 	}
-	c := int(d.u32("checksum count"))
-	if d.err == nil && d.need(4*c, "shard checksums") {
+	c := int(d.U32("checksum count"))
+	if d.Err() == nil && d.Need(4*c, "shard checksums") {
 		m.CRCs = make([]uint32, c)
 		for i := range m.CRCs {
-			m.CRCs[i] = d.u32("shard checksum")
+			m.CRCs[i] = d.U32("shard checksum")
 		}
 	}
-	if d.err != nil {
-		return nil, fmt.Errorf("ec: decode manifest: %w", d.err)
+	if d.Err() != nil {
+		return nil, fmt.Errorf("ec: decode manifest: %w", d.Err())
 	}
-	if len(d.b) != 0 {
-		return bad("%d trailing bytes", len(d.b))
+	if d.Len() != 0 {
+		return bad("%d trailing bytes", d.Len())
 	}
 	// Sizes above int64 range would wrap; Validate catches the rest.
 	if m.Size < 0 {
@@ -232,76 +233,6 @@ func UnmarshalManifest(b []byte) (*Manifest, error) {
 		return nil, err
 	}
 	return m, nil
-}
-
-// mdecoder reads big-endian fields; the first failure sticks in err.
-type mdecoder struct {
-	b   []byte
-	err error
-}
-
-func (d *mdecoder) need(n int, field string) bool {
-	if d.err != nil {
-		return false
-	}
-	if n < 0 || len(d.b) < n {
-		d.err = fmt.Errorf("truncated at %s: %w", field, ErrManifest)
-		return false
-	}
-	return true
-}
-
-func (d *mdecoder) u8(field string) uint8 {
-	if !d.need(1, field) {
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *mdecoder) u16(field string) uint16 {
-	if !d.need(2, field) {
-		return 0
-	}
-	v := binary.BigEndian.Uint16(d.b)
-	d.b = d.b[2:]
-	return v
-}
-
-func (d *mdecoder) u32(field string) uint32 {
-	if !d.need(4, field) {
-		return 0
-	}
-	v := binary.BigEndian.Uint32(d.b)
-	d.b = d.b[4:]
-	return v
-}
-
-func (d *mdecoder) u64(field string) uint64 {
-	if !d.need(8, field) {
-		return 0
-	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
-}
-
-func (d *mdecoder) string(field string, max int) string {
-	n := int(d.u16(field))
-	if d.err != nil {
-		return ""
-	}
-	if n > max {
-		d.err = fmt.Errorf("%s is %d bytes, more than %d: %w", field, n, max, ErrManifest)
-		return ""
-	}
-	if !d.need(n, field) {
-		return ""
-	}
-	s := string(d.b[:n])
-	d.b = d.b[n:]
-	return s
 }
 
 // WriteManifestFile writes the encoded manifest to path atomically
