@@ -6,7 +6,6 @@ import (
 	"testing"
 )
 
-
 func fail(detail string) error { return errors.New(detail + ": bad") }
 
 func TestDecoder(t *testing.T) {
