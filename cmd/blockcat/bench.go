@@ -42,18 +42,18 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--sizes LIST] [--duration D] [--concurrency N] [--json]")
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	var reqSizes []int64
 	for _, f := range strings.Split(*sizes, ",") {
 		n, err := cli.ParseSize(f)
 		if err != nil || n <= 0 {
-			return usageErr(fmt.Errorf("--sizes: bad size %q", f))
+			return cli.UsageErr(fmt.Errorf("--sizes: bad size %q", f))
 		}
 		reqSizes = append(reqSizes, n)
 	}
 	if *concurrency < 1 || *duration <= 0 {
-		return usageErr(errors.New("--concurrency and --duration must be positive"))
+		return cli.UsageErr(errors.New("--concurrency and --duration must be positive"))
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()

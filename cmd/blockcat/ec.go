@@ -80,7 +80,7 @@ func parseEC(s string) (k, m int, err error) {
 func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p engine.Provider, dial ec.Dialer, release func(), paths func() map[string]string, err error) {
 	mode, err := choose.ParseMode(c.devmem)
 	if err != nil {
-		return nil, nil, nil, nil, usageErr(err)
+		return nil, nil, nil, nil, cli.UsageErr(err)
 	}
 	key, err := cli.LoadKey(c.keyFile)
 	if err != nil {
@@ -88,7 +88,7 @@ func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p engine.Provide
 	}
 	log, err := cli.NewLogger(stderr, "text", c.logLevel)
 	if err != nil {
-		return nil, nil, nil, nil, usageErr(err)
+		return nil, nil, nil, nil, cli.UsageErr(err)
 	}
 	if p, err = cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr); err != nil {
 		return nil, nil, nil, nil, err
@@ -165,18 +165,18 @@ func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, err := cli.Parse(fs, args, 1, "FILE --name V --ec K+M [--peers A,B,...] (--etcd E | --manifest OUT)")
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	k, m, err := parseEC(*code)
 	switch {
 	case err != nil:
-		return usageErr(err)
+		return cli.UsageErr(err)
 	case *name == "":
-		return usageErr(errors.New("--name is required"))
+		return cli.UsageErr(errors.New("--name is required"))
 	case (*etcd == "") == (*manifest == ""):
-		return usageErr(errors.New("give exactly one of --etcd and --manifest"))
+		return cli.UsageErr(errors.New("give exactly one of --etcd and --manifest"))
 	case *peers == "" && *etcd == "":
-		return usageErr(errors.New("--peers is required without --etcd"))
+		return cli.UsageErr(errors.New("--peers is required without --etcd"))
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()
@@ -291,7 +291,7 @@ func splitList(s string) []string {
 // loadManifest reads the manifest of a striped volume from a file or etcd.
 func loadManifest(ctx context.Context, file, etcd, volume string) (*ec.Manifest, *ec.Cluster, error) {
 	if (file == "") == (etcd == "") {
-		return nil, nil, usageErr(errors.New("give exactly one of --manifest and --etcd"))
+		return nil, nil, cli.UsageErr(errors.New("give exactly one of --manifest and --etcd"))
 	}
 	if file != "" {
 		m, err := ec.ReadManifestFile(file)
@@ -304,7 +304,7 @@ func loadManifest(ctx context.Context, file, etcd, volume string) (*ec.Manifest,
 		return m, nil, nil
 	}
 	if volume == "" {
-		return nil, nil, usageErr(errors.New("--etcd needs a VOLUME"))
+		return nil, nil, cli.UsageErr(errors.New("--etcd needs a VOLUME"))
 	}
 	cluster, err := ec.Connect(ctx, etcd)
 	if err != nil {
@@ -356,10 +356,10 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, err := parseArgs(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]")
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	if window <= 0 {
-		return usageErr(errors.New("--window must be positive"))
+		return cli.UsageErr(errors.New("--window must be positive"))
 	}
 	volume := ""
 	if len(pos) == 1 {

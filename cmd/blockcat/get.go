@@ -51,10 +51,10 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]")
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	if window <= 0 || *depth < 1 {
-		return usageErr(errors.New("--window and --depth must be positive"))
+		return cli.UsageErr(errors.New("--window and --depth must be positive"))
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()

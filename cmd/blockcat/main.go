@@ -73,24 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blockcat: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "blockcat: %v\n", err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "blockcat: %v\n", err)
-	return 1
-}
-
-var errUsage = errors.New("bad usage")
-
-func usageErr(err error) error {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", errUsage, err)
+	return cli.ExitCode("blockcat", err, stderr)
 }
 
 // common holds the flags every command that talks to a server shares.
@@ -132,7 +115,7 @@ func (c *conn) Close() error {
 func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*conn, error) {
 	mode, err := choose.ParseMode(c.devmem)
 	if err != nil {
-		return nil, usageErr(err)
+		return nil, cli.UsageErr(err)
 	}
 	key, err := cli.LoadKey(c.keyFile)
 	if err != nil {
@@ -140,7 +123,7 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 	}
 	log, err := cli.NewLogger(stderr, "text", c.logLevel)
 	if err != nil {
-		return nil, usageErr(err)
+		return nil, cli.UsageErr(err)
 	}
 	p, err := cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
 	if err != nil {
@@ -185,7 +168,7 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := cli.Parse(fs, args, 1, "SERVER [--json]")
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()

@@ -33,7 +33,7 @@ func listProviders(ctx context.Context, args []string, stdout, stderr io.Writer)
 	asJSON := fs.Bool("json", false, "print JSON")
 	logLevel := fs.String("log-level", "warn", "plugin log level")
 	if _, err := cli.Parse(fs, args, 0, "[--plugin-dir DIR] [--json]"); err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	host := hostmem.New()
 	infos := []providerInfo{{Name: host.Name(), Capabilities: host.Capabilities()}}

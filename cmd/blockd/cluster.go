@@ -82,14 +82,14 @@ func splitClusterFlags(args []string) (clusterFlags, []string, error) {
 func serveCluster(ctx context.Context, args []string, stderr io.Writer) error {
 	cf, rest, err := splitClusterFlags(args)
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	if cf.readyFile != "" {
 		rest = append(rest, "--ready-file", cf.readyFile)
 	}
 	if cf.etcd == "" {
 		if cf.id != "" || cf.advertise != "" {
-			return usageErr(errors.New("--server-id and --advertise need --etcd"))
+			return cli.UsageErr(errors.New("--server-id and --advertise need --etcd"))
 		}
 		return serve(ctx, rest, stderr)
 	}

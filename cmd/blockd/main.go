@@ -11,8 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -71,25 +69,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blockd: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(stderr, "blockd: %v\n", err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "blockd: %v\n", err)
-	return 1
-}
-
-// errUsage marks command-line mistakes (exit status 2).
-var errUsage = errors.New("bad usage")
-
-func usageErr(err error) error {
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", errUsage, err)
+	return cli.ExitCode("blockd", err, stderr)
 }

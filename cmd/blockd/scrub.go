@@ -37,7 +37,7 @@ func scrub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var pos []string
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -47,9 +47,9 @@ func scrub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case (*file == "") == (*etcd == ""):
-		return usageErr(errors.New("give exactly one of --manifest and --etcd"))
+		return cli.UsageErr(errors.New("give exactly one of --manifest and --etcd"))
 	case *etcd != "" && len(pos) != 1, *file != "" && len(pos) > 1:
-		return usageErr(errors.New("usage: blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...] [--json]"))
+		return cli.UsageErr(errors.New("usage: blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...] [--json]"))
 	}
 	if *timeout > 0 {
 		var cancel context.CancelFunc
@@ -62,7 +62,7 @@ func scrub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log, err := cli.NewLogger(stderr, "text", *logLevel)
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 
 	var man *ec.Manifest

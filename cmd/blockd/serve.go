@@ -48,18 +48,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var txPool cli.SizeFlag = 64 << 20
 	fs.Var(&txPool, "tx-pool", "devmem TX buffer pool size")
 	if _, err := cli.Parse(fs, args, 0, "--data DIR --listen ADDR"); err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	if *dataDir == "" {
-		return usageErr(errors.New("--data is required"))
+		return cli.UsageErr(errors.New("--data is required"))
 	}
 	mode, err := choose.ParseMode(*devmemMode)
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	log, err := cli.NewLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	kf := *keyFile
 	if kf == "" && os.Getenv(cli.KeyEnv) == "" {

@@ -16,14 +16,14 @@ import (
 
 func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageErr(errors.New("volume: want create, import, list, inspect or rm"))
+		return cli.UsageErr(errors.New("volume: want create, import, list, inspect or rm"))
 	}
 	fs := flag.NewFlagSet("blockd volume "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data", "", "data directory (required)")
 	var open = func(readOnly bool) (*catalog.Store, error) {
 		if *dataDir == "" {
-			return nil, usageErr(errors.New("--data is required"))
+			return nil, cli.UsageErr(errors.New("--data is required"))
 		}
 		return catalog.OpenStore(*dataDir, &catalog.Options{ReadOnly: readOnly})
 	}
@@ -36,14 +36,14 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fill := fs.String("fill", "zero", "contents: zero or random")
 		pos, err := cli.Parse(fs, args[1:], 1, "NAME --size SIZE [--fill zero|random] --data DIR")
 		if err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		f, err := catalog.ParseFill(*fill)
 		if err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		if size <= 0 {
-			return usageErr(errors.New("--size is required"))
+			return cli.UsageErr(errors.New("--size is required"))
 		}
 		s, err := open(false)
 		if err != nil {
@@ -64,7 +64,7 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		link := fs.Bool("link", false, "serve SRC in place instead of copying it (use for block devices)")
 		pos, err := cli.Parse(fs, args[1:], 2, "NAME SRC [--link] --data DIR")
 		if err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		s, err := open(false)
 		if err != nil {
@@ -86,7 +86,7 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "list":
 		asJSON := fs.Bool("json", false, "print JSON")
 		if _, err := cli.Parse(fs, args[1:], 0, "--data DIR"); err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		s, err := open(true)
 		if err != nil {
@@ -116,7 +116,7 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		verify := fs.Bool("verify", false, "re-read every extent and check its CRC-32C")
 		pos, err := cli.Parse(fs, args[1:], 1, "NAME [--verify] --data DIR")
 		if err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		s, err := open(true)
 		if err != nil {
@@ -152,7 +152,7 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "rm":
 		pos, err := cli.Parse(fs, args[1:], 1, "NAME --data DIR")
 		if err != nil {
-			return usageErr(err)
+			return cli.UsageErr(err)
 		}
 		s, err := open(false)
 		if err != nil {
@@ -165,7 +165,7 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "removed %s\n", pos[0])
 		return nil
 	}
-	return usageErr(fmt.Errorf("volume: unknown command %q: want create, import, list, inspect or rm", args[0]))
+	return cli.UsageErr(fmt.Errorf("volume: unknown command %q: want create, import, list, inspect or rm", args[0]))
 }
 
 type volumeJSON struct {
@@ -217,10 +217,10 @@ func keygen(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "key file to create, mode 0600 (required)")
 	if _, err := cli.Parse(fs, args, 0, "-o FILE"); err != nil {
-		return usageErr(err)
+		return cli.UsageErr(err)
 	}
 	if *out == "" {
-		return usageErr(errors.New("-o FILE is required"))
+		return cli.UsageErr(errors.New("-o FILE is required"))
 	}
 	return cli.WriteKeyFile(*out)
 }

@@ -25,7 +25,7 @@ func Doctor(ctx context.Context, prog string, args []string, stdout, stderr io.W
 	dir := fs.String("plugin-dir", "", "plugin directory (default $"+PluginDirEnv+" or the binary's own directory)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if _, err := Parse(fs, args, 0, "[--if IFACES] [--plugin-dir DIR] [--json]"); err != nil {
-		return err
+		return UsageErr(err)
 	}
 	o := doctor.Options{PluginDir: PluginDir(*dir),
 		LoadOptions: &providers.LoadOptions{Logger: PluginLogger("error", stderr)}}
