@@ -25,26 +25,6 @@ import (
 //	blockcat put FILE --name V --ec K+M [--peers A,B,...] [--unit SIZE] (--etcd E | --manifest OUT) [--replace] [--json]
 //	blockcat get (--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]
 
-// parseArgs parses args with fs, allowing flags after positional arguments,
-// and returns between lo and hi positional arguments.
-func parseArgs(fs *flag.FlagSet, args []string, lo, hi int, usage string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	if len(pos) < lo || len(pos) > hi {
-		return nil, fmt.Errorf("usage: %s %s", fs.Name(), usage)
-	}
-	return pos, nil
-}
-
 // dispatchGet runs `blockcat get`: a striped volume when --manifest or
 // --etcd is given, otherwise a volume of one server.
 func dispatchGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -354,7 +334,7 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
 	shardTimeout := fs.Duration("shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, err := parseArgs(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]")
+	pos, err := cli.ParseRange(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]")
 	if err != nil {
 		return cli.UsageErr(err)
 	}
@@ -384,19 +364,11 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if int64(offset)+n > man.Size {
 		return fmt.Errorf("range [%d,+%d) is past the end of %s (%d bytes)", offset, n, man.Name, man.Size)
 	}
-	var w io.Writer
-	switch *out {
-	case "":
-	case "-":
-		w = stdout
-	default:
-		f, err := os.Create(*out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
+	w, finish, err := openOutput(*out, stdout)
+	if err != nil {
+		return err
 	}
+	defer finish()
 
 	p, dial, release, transports, err := c.ecDial(ctx, stderr)
 	if err != nil {
@@ -455,13 +427,8 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res.Seconds = time.Since(start).Seconds()
 	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
 	res.Transports = transports()
-	if f, ok := w.(*os.File); ok && w != stdout {
-		// Only a regular file can be synced (the output may be a pipe).
-		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-			if err := f.Sync(); err != nil {
-				return err
-			}
-		}
+	if err := finish(); err != nil {
+		return err
 	}
 	if *asJSON {
 		return writeJSON(stdout, res)

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/blockxfer/blockxfer/engine"
@@ -81,19 +81,11 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("nothing to fetch: %s is empty past offset %d", vol.Name, offset)
 	}
 
-	var w io.Writer
-	switch *out {
-	case "":
-	case "-":
-		w = stdout
-	default:
-		f, err := os.Create(*out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		w = f
+	w, finish, err := openOutput(*out, stdout)
+	if err != nil {
+		return err
 	}
+	defer finish()
 
 	win := min(int64(window), n)
 	bufs := make([]engine.Buffer, min(int64(*depth), (n+win-1)/win))
@@ -117,11 +109,8 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
-	if f, ok := w.(*os.File); ok && w != stdout {
-		// A FIFO or character device cannot be synced (EINVAL).
-		if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-			return err
-		}
+	if err := finish(); err != nil {
+		return err
 	}
 	if *asJSON {
 		return writeJSON(stdout, res)
@@ -206,6 +195,34 @@ func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []eng
 		}
 	}
 	return nil
+}
+
+// openOutput opens -o: nothing for "", stdout for "-", else a new file.
+// finish syncs a regular file and closes it; it may be called more than
+// once, and only its first call does anything.
+func openOutput(path string, stdout io.Writer) (w io.Writer, finish func() error, err error) {
+	switch path {
+	case "":
+		return nil, func() error { return nil }, nil
+	case "-":
+		return stdout, func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	var ferr error
+	return f, func() error {
+		once.Do(func() {
+			// Only a regular file can be synced (the output may be a FIFO).
+			if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+				ferr = f.Sync()
+			}
+			ferr = errors.Join(ferr, f.Close())
+		})
+		return ferr
+	}, nil
 }
 
 // hostView returns n bytes of buf readable by the CPU: the buffer itself

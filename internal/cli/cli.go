@@ -134,6 +134,12 @@ func (s *SizeFlag) Set(v string) error {
 // returns the positional arguments. want is the number of positional
 // arguments required, and usage names them for the error.
 func Parse(fs *flag.FlagSet, args []string, want int, usage string) ([]string, error) {
+	return ParseRange(fs, args, want, want, usage)
+}
+
+// ParseRange is Parse for commands taking between lo and hi positional
+// arguments.
+func ParseRange(fs *flag.FlagSet, args []string, lo, hi int, usage string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -145,7 +151,7 @@ func Parse(fs *flag.FlagSet, args []string, want int, usage string) ([]string, e
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(pos) != want {
+	if len(pos) < lo || len(pos) > hi {
 		return nil, fmt.Errorf("usage: %s %s", fs.Name(), usage)
 	}
 	return pos, nil
