@@ -90,8 +90,9 @@ type Session struct {
 	reqs     map[uint64]*request
 	callQ    []chan blockproto.Msg // FIFO of list/stat waiters
 	closed   bool
-	draining bool  // the server said Goodbye
-	err      error // why the session ended
+	draining bool    // the server said Goodbye
+	recvErrs []error // from closing the receivers
+	err      error   // why the session ended
 	done     chan struct{}
 	lastRx   time.Time
 	closeWG  sync.WaitGroup
@@ -263,11 +264,14 @@ func (s *Session) Server() string { return s.server }
 func (s *Session) ServerTransport() string { return s.serverSend }
 
 // Close ends the session. Requests still running fail with ErrSessionClosed.
-// It waits for the session's goroutines to stop.
+// It waits for the session's goroutines to stop and returns what the
+// receivers could not release cleanly (for devmem, tokens still held).
 func (s *Session) Close() error {
 	s.fail(fmt.Errorf("%w: closed by client", ErrSessionClosed))
 	s.closeWG.Wait()
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.recvErrs...)
 }
 
 // Err returns why the session ended, or nil while it is up.

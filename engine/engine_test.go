@@ -630,6 +630,9 @@ func TestShutdownDrainsReads(t *testing.T) {
 	buf, mem := c.alloc(t, int64(len(want)))
 	h := c.Submit(context.Background(), []engine.Request{{Volume: "vol", Length: int64(len(want)), Dst: buf}})[0]
 	<-g.held
+	// Let later extents through, so probe reads issued before the drain
+	// starts finish; the held extent keeps the first read in flight.
+	g.free.Store(1 << 30)
 	shut := make(chan error, 1)
 	go func() { shut <- e.srv.Shutdown(context.Background()) }()
 	// New reads are refused while draining; the one in flight finishes.

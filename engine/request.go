@@ -354,7 +354,15 @@ func (s *Session) forget(id uint64, cancel bool) {
 // announcement order.
 func (s *Session) runData(dc *dataConn) {
 	defer s.closeWG.Done()
-	defer dc.recv.Close()
+	defer func() {
+		// A receiver reports what it could not release (devmem tokens
+		// still held are a leak); Session.Close returns it.
+		if err := dc.recv.Close(); err != nil {
+			s.mu.Lock()
+			s.recvErrs = append(s.recvErrs, fmt.Errorf("data connection %d: %w", dc.index, err))
+			s.mu.Unlock()
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
