@@ -46,6 +46,21 @@ func ParseMode(s string) (Mode, error) {
 // error names the reason.
 var ErrUnavailable = errors.New("devmem unavailable")
 
+// undoStack holds what a path set up, to be released in reverse order.
+type undoStack []func() error
+
+func (u *undoStack) push(f func() error) { *u = append(*u, f) }
+
+// Close runs every undo step, last first, and empties the stack.
+func (u *undoStack) Close() error {
+	var errs []error
+	for i := len(*u) - 1; i >= 0; i-- {
+		errs = append(errs, (*u)[i]())
+	}
+	*u = nil
+	return errors.Join(errs...)
+}
+
 // fallback is a reason to use TCP instead of devmem.
 type fallback struct{ code, detail string }
 

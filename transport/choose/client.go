@@ -2,7 +2,6 @@ package choose
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -27,25 +26,16 @@ type ClientOptions struct {
 	Logger    *slog.Logger
 }
 
-// ClientPath is the chosen receive transport and what it holds.
+// ClientPath is the chosen receive transport and what it holds. Its Close
+// unbinds, frees the arena and restores the NIC settings it changed; call it
+// after the session is closed.
 type ClientPath struct {
 	// Transport receives the data connections' payload.
 	Transport engine.RecvTransport
 	// FallbackReason says why Transport is TCP in auto mode; empty
 	// otherwise.
 	FallbackReason string
-	undo           []func() error
-}
-
-// Close releases the binding and arena and restores the NIC settings the
-// path changed. Call it after the session is closed.
-func (c *ClientPath) Close() error {
-	var errs []error
-	for i := len(c.undo) - 1; i >= 0; i-- {
-		errs = append(errs, c.undo[i]())
-	}
-	c.undo = nil
-	return errors.Join(errs...)
+	undoStack
 }
 
 // Client chooses the receive transport for a session with o.Server.
@@ -107,7 +97,7 @@ func (c *ClientPath) emulate(ctx context.Context, o ClientOptions) error {
 	if err != nil {
 		return fmt.Errorf("arena: %w", err)
 	}
-	c.undo = append(c.undo, func() error { return o.Provider.Free(context.Background(), arena.ID) })
+	c.push(func() error { return o.Provider.Free(context.Background(), arena.ID) })
 	ifindex := o.Emulation.Ifindex
 	if ifindex == 0 {
 		ifindex = 1
@@ -117,7 +107,7 @@ func (c *ClientPath) emulate(ctx context.Context, o ClientOptions) error {
 	if err != nil {
 		return err
 	}
-	c.undo = append(c.undo, bind.Close)
+	c.push(bind.Close)
 	c.Transport = &devmem.RecvTransport{
 		Kernel: soft, Binding: bind, Arena: arena.ID,
 		Config: devmem.RXConfig{FragBudget: budget(o.ArenaSize, o.DataConns)},
@@ -156,23 +146,23 @@ func (c *ClientPath) hardware(ctx context.Context, o ClientOptions) (*fallback, 
 	if err != nil {
 		return fallbackf("nic-setup", "ethtool netlink: %s", oneLine(err)), nil
 	}
-	c.undo = append(c.undo, eth.Close)
+	c.push(eth.Close)
 	setup, err := eth.Apply(ifc.Name, []uint32{queue})
 	if err != nil {
 		return fallbackf("nic-setup", "%s", oneLine(err)), nil
 	}
-	c.undo = append(c.undo, setup.Restore)
+	c.push(setup.Restore)
 	arena, err := o.Provider.Alloc(ctx, o.ArenaSize, true)
 	if err != nil {
 		return fallbackf("provider-cannot-export", "%s: %s", o.Provider.Name(), oneLine(err)), nil
 	}
-	c.undo = append(c.undo, func() error { return o.Provider.Free(context.Background(), arena.ID) })
+	c.push(func() error { return o.Provider.Free(context.Background(), arena.ID) })
 	k := devmem.Host()
 	bind, err := k.BindRX(ifc.Index, arena.DmabufFD, []uint32{queue})
 	if err != nil {
 		return fallbackf("no-binding", "bind-rx %s queue %d: %s", ifc.Name, queue, oneLine(err)), nil
 	}
-	c.undo = append(c.undo, bind.Close)
+	c.push(bind.Close)
 	c.Transport = &devmem.RecvTransport{
 		Kernel: k, Binding: bind, Arena: arena.ID,
 		Config: devmem.RXConfig{FragBudget: budget(o.ArenaSize, o.DataConns)},

@@ -36,22 +36,13 @@ type ServerOptions struct {
 	Logger    *slog.Logger
 }
 
-// ServerPath is the chosen send transport and what it holds.
+// ServerPath is the chosen send transport and what it holds. Its Close
+// releases the binding and the pool memory; call it after the server has
+// stopped.
 type ServerPath struct {
 	Transport      engine.SendTransport
 	FallbackReason string
-	undo           []func() error
-}
-
-// Close releases the binding and the pool memory. Call it after the server
-// has stopped.
-func (s *ServerPath) Close() error {
-	var errs []error
-	for i := len(s.undo) - 1; i >= 0; i-- {
-		errs = append(errs, s.undo[i]())
-	}
-	s.undo = nil
-	return errors.Join(errs...)
+	undoStack
 }
 
 // txBufSize is the size of one TX pool buffer.
@@ -96,7 +87,7 @@ func (s *ServerPath) emulate(ctx context.Context, o ServerOptions) error {
 		return err
 	}
 	p := hostmem.New()
-	s.undo = append(s.undo, p.Close)
+	s.push(p.Close)
 	buf, fd, err := arenaFD(p, func(dmabuf bool) (engine.Buffer, error) { return p.Alloc(ctx, o.PoolSize, dmabuf) })
 	if err != nil {
 		return err
@@ -113,7 +104,7 @@ func (s *ServerPath) emulate(ctx context.Context, o ServerOptions) error {
 	if err != nil {
 		return err
 	}
-	s.undo = append(s.undo, bind.Close)
+	s.push(bind.Close)
 	pool, err := devmem.NewBufferPool(0, o.PoolSize, txBufSize)
 	if err != nil {
 		return err
@@ -138,20 +129,20 @@ func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, 
 	if err != nil {
 		return fallbackf("no-udmabuf", "%s: %s", o.Provider.Name(), oneLine(err)), nil
 	}
-	s.undo = append(s.undo, func() error { return o.Provider.Free(context.Background(), buf.ID) })
+	s.push(func() error { return o.Provider.Free(context.Background(), buf.ID) })
 	// The server fills pool buffers from disk through a CPU mapping of
 	// the dmabuf (udmabuf supports mmap).
 	mem, err := unix.Mmap(buf.DmabufFD, 0, int(o.PoolSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return fallbackf("no-udmabuf", "map the %s dmabuf: %s", o.Provider.Name(), oneLine(err)), nil
 	}
-	s.undo = append(s.undo, func() error { return unix.Munmap(mem) })
+	s.push(func() error { return unix.Munmap(mem) })
 	k := devmem.Host()
 	bind, err := k.BindTX(ifc.Index, buf.DmabufFD)
 	if err != nil {
 		return fallbackf("no-binding", "bind-tx %s: %s", ifc.Name, oneLine(err)), nil
 	}
-	s.undo = append(s.undo, bind.Close)
+	s.push(bind.Close)
 	pool, err := devmem.NewBufferPool(0, o.PoolSize, txBufSize)
 	if err != nil {
 		return nil, err
