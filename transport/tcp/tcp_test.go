@@ -48,12 +48,15 @@ func TestSendExtentFromOffset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	errc := make(chan error, 1)
 	go func() {
-		snd.SendExtent(f, 1000, 5000)
-		snd.SendExtent(f, 7, 3)
+		errc <- errors.Join(snd.SendExtent(f, 1000, 5000), snd.SendExtent(f, 7, 3))
 	}()
 	got := make([]byte, 5003)
 	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got[:5000], data[1000:6000]) || !bytes.Equal(got[5000:], data[7:10]) {
