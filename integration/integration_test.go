@@ -397,6 +397,35 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 }
 
+// TestUploadWhileServing adds and replaces a volume on a running blockd,
+// whose catalog the server itself holds locked.
+func TestUploadWhileServing(t *testing.T) {
+	data, env := newData(t, map[string]string{"vol": "64KiB"})
+	s := startServer(t, data, env)
+	src := filepath.Join(t.TempDir(), "src")
+	payload := make([]byte, 3<<20+777)
+	rand.NewChaCha8([32]byte{3}).Read(payload)
+	os.WriteFile(src, payload, 0o644)
+	if out := mustRun(t, env, "blockcat", "upload", s.addr, "new", src, "--extent-size", "1MiB"); !strings.Contains(out, "generation") {
+		t.Fatalf("upload: %s", out)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	mustRun(t, env, "blockcat", "get", s.addr, "new", "--verify", "-o", out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, payload) {
+		t.Fatal("fetched bytes differ from the uploaded file")
+	}
+	if r := runCmd(t, env, "blockcat", "upload", s.addr, "new", src); r.code == 0 || !strings.Contains(r.stderr, "exist") {
+		t.Fatalf("second upload without --replace: exit %d, %q", r.code, r.stderr)
+	}
+	payload[12345] ^= 0xff
+	os.WriteFile(src, payload, 0o644)
+	mustRun(t, env, "blockcat", "upload", s.addr, "new", src, "--replace")
+	mustRun(t, env, "blockcat", "get", s.addr, "new", "--verify", "-o", out)
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, payload) {
+		t.Fatal("fetched bytes differ from the replacement")
+	}
+}
+
 func TestVolumeCommands(t *testing.T) {
 	data := t.TempDir()
 	src := filepath.Join(t.TempDir(), "src")

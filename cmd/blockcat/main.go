@@ -30,6 +30,7 @@ Usage:
   blockcat ls SERVER [--json]
   blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]
   blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
+  blockcat upload SERVER NAME FILE [--replace]      store a file as a volume on a running blockd
   blockcat put FILE --name V --ec K+M --peers A,B,... (--manifest OUT | --etcd E)   striped upload
   blockcat get (--manifest FILE | --etcd E VOLUME) [flags]                          striped fetch
   blockcat providers [--plugin-dir DIR] [--json]
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = bench(ctx, args[1:], stdout, stderr)
 	case "providers":
 		err = listProviders(ctx, args[1:], stdout, stderr)
+	case "upload":
+		err = upload(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		err = cli.Doctor(ctx, "blockcat doctor", args[1:], stdout, stderr)
 	case "help", "-h", "--help":
