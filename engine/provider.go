@@ -90,6 +90,16 @@ type Mapper interface {
 	Bytes(id BufferID) ([]byte, error)
 }
 
+// Stager is implemented by providers whose CopyIn is cheapest from memory
+// they lend: host staging shared with the device side (a plugin's memfd
+// slots, a GPU's pinned buffers). Transports receive into it so that the
+// bytes are copied to the device without a host-side copy first.
+type Stager interface {
+	// Stage lends a staging buffer until release is called. It waits for
+	// a free one until ctx ends.
+	Stage(ctx context.Context) (mem []byte, release func(), err error)
+}
+
 // Provider errors.
 var (
 	// ErrNoDmabuf: the provider cannot export a dmabuf for this buffer.

@@ -93,6 +93,17 @@ func (p *Plugin) AcquireStaging(ctx context.Context) (*Staging, error) {
 	return p.client.AcquireStaging(ctx)
 }
 
+// Stage implements engine.Stager with AcquireStaging.
+func (p *Plugin) Stage(ctx context.Context) ([]byte, func(), error) {
+	s, err := p.AcquireStaging(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.Bytes, s.Release, nil
+}
+
+var _ engine.Stager = (*Plugin)(nil)
+
 // Alloc allocates a buffer in the plugin; see GRPCClient.Alloc.
 func (p *Plugin) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
 	return p.client.Alloc(ctx, size, dmabuf)

@@ -16,6 +16,9 @@ import (
 const DefaultStaging = 1 << 20
 
 // Transport is the plain TCP transport. The zero value is ready to use.
+// A receiver reads into the destination directly when the provider maps it
+// (engine.Mapper), else into staging the provider lends (engine.Stager), else
+// into its own staging buffer; the last two are followed by CopyIn.
 type Transport struct {
 	// Staging is the staging buffer size per data connection for providers
 	// that are not CPU-mappable (default DefaultStaging).
@@ -35,6 +38,8 @@ func (t *Transport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Receiv
 	r := &receiver{conn: conn, p: p}
 	if m, ok := p.(engine.Mapper); ok && p.Capabilities().CPUMappable {
 		r.mapper = m
+	} else if st, ok := p.(engine.Stager); ok {
+		r.stager = st
 	} else {
 		size := t.Staging
 		if size <= 0 {
@@ -49,6 +54,7 @@ type receiver struct {
 	conn    net.Conn
 	p       engine.Provider
 	mapper  engine.Mapper
+	stager  engine.Stager
 	staging []byte
 	scratch []byte
 }
@@ -70,11 +76,22 @@ func (r *receiver) Receive(ctx context.Context, dst engine.BufferID, off, n int6
 		return nil
 	}
 	for n > 0 {
-		chunk := r.staging[:min(n, int64(len(r.staging)))]
+		buf, release := r.staging, func() {}
+		if r.stager != nil {
+			mem, rel, err := r.stager.Stage(ctx)
+			if err != nil {
+				return r.spoil(ctx, n, err)
+			}
+			buf, release = mem, rel
+		}
+		chunk := buf[:min(n, int64(len(buf)))]
 		if _, err := io.ReadFull(r.conn, chunk); err != nil {
+			release()
 			return fmt.Errorf("tcp: receive: %w", err)
 		}
-		if err := r.p.CopyIn(ctx, dst, off, chunk); err != nil {
+		err := r.p.CopyIn(ctx, dst, off, chunk)
+		release()
+		if err != nil {
 			return r.spoil(ctx, n-int64(len(chunk)), err)
 		}
 		off += int64(len(chunk))
