@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
@@ -89,12 +90,13 @@ type Session struct {
 	nextID   uint64
 	reqs     map[uint64]*request
 	callQ    []chan blockproto.Msg // FIFO of list/stat waiters
+	callMu   sync.Mutex            // orders list/stat calls on the wire
 	closed   bool
 	draining bool    // the server said Goodbye
 	recvErrs []error // from closing the receivers
 	err      error   // why the session ended
 	done     chan struct{}
-	lastRx   time.Time
+	lastRx   atomic.Int64 // Unix nanoseconds of the last message received
 	closeWG  sync.WaitGroup
 }
 
@@ -135,7 +137,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
 	ctl.SetDeadline(time.Time{})
-	s.lastRx = time.Now()
+	s.lastRx.Store(time.Now().UnixNano())
 	s.closeWG.Add(2 + len(s.data))
 	go s.readControl()
 	go s.keepalive()
@@ -317,16 +319,20 @@ func (s *Session) fail(err error) {
 // answers such calls in order, so waiters queue FIFO.
 func (s *Session) call(ctx context.Context, m blockproto.Msg) (blockproto.Msg, error) {
 	ch := make(chan blockproto.Msg, 1)
+	// callMu keeps queue order equal to wire order; s.mu is not held while
+	// writing, so the control reader is never stuck behind a blocked write.
+	s.callMu.Lock()
 	s.mu.Lock()
 	if s.closed {
 		err := s.err
 		s.mu.Unlock()
+		s.callMu.Unlock()
 		return nil, err
 	}
 	s.callQ = append(s.callQ, ch)
-	// Write under the lock so queue order matches wire order.
-	err := s.proto.WriteMsg(m)
 	s.mu.Unlock()
+	err := s.proto.WriteMsg(m)
+	s.callMu.Unlock()
 	if err != nil {
 		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
 		return nil, s.Err()
@@ -381,7 +387,7 @@ func (s *Session) readControl() {
 			return
 		}
 		s.mu.Lock()
-		s.lastRx = time.Now()
+		s.lastRx.Store(time.Now().UnixNano())
 		s.mu.Unlock()
 		switch m := m.(type) {
 		case *blockproto.Extent:
@@ -525,9 +531,7 @@ func (s *Session) keepalive() {
 		case <-s.done:
 			return
 		case now := <-t.C:
-			s.mu.Lock()
-			silent := now.Sub(s.lastRx)
-			s.mu.Unlock()
+			silent := now.Sub(time.Unix(0, s.lastRx.Load()))
 			if silent > 3*s.cfg.KeepAlive {
 				s.fail(fmt.Errorf("%w: server silent for %s", ErrSessionClosed, silent.Round(time.Millisecond)))
 				return

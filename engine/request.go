@@ -148,10 +148,12 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	s.nextID++
 	r.id = s.nextID
 	s.reqs[r.id] = r
+	s.mu.Unlock()
+	// Not under s.mu: a write blocked by a busy server must not stop the
+	// control reader, which takes s.mu, from draining the server's messages.
 	err := s.proto.WriteMsg(&blockproto.Read{
 		ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline,
 	})
-	s.mu.Unlock()
 	if err != nil {
 		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
 		return r

@@ -436,7 +436,17 @@ type srvRead struct {
 	ioErr  atomic.Pointer[error]
 }
 
-func (ss *srvSession) write(m blockproto.Msg) error { return ss.proto.WriteMsg(m) }
+// write sends a control message. A client that stops reading its control
+// connection for the idle timeout has its session closed (in another
+// goroutine: write may be called with the announce lock held).
+func (ss *srvSession) write(m blockproto.Msg) error {
+	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
+	err := ss.proto.WriteMsg(m)
+	if err != nil {
+		go ss.close(fmt.Errorf("control connection: %w", err), blockproto.CodeIO)
+	}
+	return err
+}
 
 // closeWrite half-closes the session's connections: everything written so
 // far is delivered, then the client sees EOF.
