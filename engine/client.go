@@ -91,6 +91,8 @@ type Session struct {
 	reqs     map[uint64]*request
 	callQ    []chan blockproto.Msg // FIFO of list/stat waiters
 	callMu   sync.Mutex            // orders list/stat calls on the wire
+	puts     map[uint64]*clientPut // uploads Put is waiting on
+	putSlots chan struct{}         // one token per upload running
 	closed   bool
 	draining bool    // the server said Goodbye
 	recvErrs []error // from closing the receivers
@@ -114,12 +116,14 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
 	s := &Session{
-		cfg:   cfg,
-		addr:  addr,
-		ctl:   ctl,
-		proto: blockproto.NewConn(ctl),
-		reqs:  make(map[uint64]*request),
-		done:  make(chan struct{}),
+		cfg:      cfg,
+		addr:     addr,
+		ctl:      ctl,
+		proto:    blockproto.NewConn(ctl),
+		reqs:     make(map[uint64]*request),
+		puts:     make(map[uint64]*clientPut),
+		putSlots: make(chan struct{}, MaxUploadsPerSession),
+		done:     make(chan struct{}),
 	}
 	stop := context.AfterFunc(ctx, func() { ctl.SetDeadline(time.Now()) })
 	tokens, err := s.handshake()

@@ -22,56 +22,16 @@ type clientPut struct {
 	failed   *blockproto.PutError
 }
 
-type putKey struct {
-	s  *Session
-	id uint64
-}
-
-// clientPuts holds the open uploads of every client session, from PutVolume
-// until Put returns.
-var clientPuts sync.Map // putKey -> *clientPut
-
-// putSlots keeps each session's uploads within the server's
-// MaxUploadsPerSession: Put waits for a slot instead of being refused busy.
-// A session's entry lives while it has a Put running.
-var putSlots = struct {
-	mu sync.Mutex
-	m  map[*Session]*slots
-}{m: map[*Session]*slots{}}
-
-type slots struct {
-	users int
-	free  chan struct{}
-}
-
-// acquirePut takes an upload slot of s; the returned func gives it back.
+// acquirePut takes an upload slot of s, so a session stays within the
+// server's MaxUploadsPerSession: Put waits for a slot instead of being
+// refused busy. The returned func gives the slot back.
 func (s *Session) acquirePut(ctx context.Context) (release func(), err error) {
-	putSlots.mu.Lock()
-	sl := putSlots.m[s]
-	if sl == nil {
-		sl = &slots{free: make(chan struct{}, MaxUploadsPerSession)}
-		for range MaxUploadsPerSession {
-			sl.free <- struct{}{}
-		}
-		putSlots.m[s] = sl
-	}
-	sl.users++
-	putSlots.mu.Unlock()
-	leave := func() {
-		putSlots.mu.Lock()
-		if sl.users--; sl.users == 0 {
-			delete(putSlots.m, s)
-		}
-		putSlots.mu.Unlock()
-	}
 	select {
-	case <-sl.free:
-		return func() { sl.free <- struct{}{}; leave() }, nil
+	case s.putSlots <- struct{}{}:
+		return func() { <-s.putSlots }, nil
 	case <-ctx.Done():
-		leave()
 		return nil, ctx.Err()
 	case <-s.done:
-		leave()
 		return nil, s.Err()
 	}
 }
@@ -89,11 +49,12 @@ func (s *Session) onPut(m blockproto.Msg) {
 	case *blockproto.PutError:
 		id = m.ID
 	}
-	v, ok := clientPuts.Load(putKey{s, id})
-	if !ok {
+	s.mu.Lock()
+	p := s.puts[id]
+	s.mu.Unlock()
+	if p == nil {
 		return
 	}
-	p := v.(*clientPut)
 	p.mu.Lock()
 	switch m := m.(type) {
 	case *blockproto.PutAck:
@@ -157,10 +118,13 @@ func (s *Session) Put(ctx context.Context, name string, size, extentSize int64, 
 	}
 	s.nextID++
 	id := s.nextID
+	s.puts[id] = p
 	s.mu.Unlock()
-	key := putKey{s, id}
-	clientPuts.Store(key, p)
-	defer clientPuts.Delete(key)
+	defer func() {
+		s.mu.Lock()
+		delete(s.puts, id)
+		s.mu.Unlock()
+	}()
 
 	if err := s.proto.WriteMsg(&blockproto.PutVolume{ID: id, Name: name, Size: uint64(size),
 		ExtentSize: uint32(extentSize), Replace: replace}); err != nil {

@@ -325,6 +325,7 @@ func (s *Server) handshake(c net.Conn, pc *blockproto.Conn, log *slog.Logger) (*
 		log:      log.With("session", ch.SessionID),
 		data:     make([]*srvData, s.cfg.DataConns),
 		reads:    map[uint64]*srvRead{},
+		uploads:  map[uint64]*srvUpload{},
 		inflight: semaphore.NewWeighted(s.cfg.MaxInflight),
 		done:     make(chan struct{}),
 	}
@@ -406,6 +407,7 @@ type srvSession struct {
 	mu       sync.Mutex
 	data     []*srvData // by token index; nil until attached
 	reads    map[uint64]*srvRead
+	uploads  map[uint64]*srvUpload
 	closed   bool
 	done     chan struct{}
 	announce sync.Mutex // orders stream offsets, Extent writes and queueing

@@ -66,17 +66,10 @@ type srvUpload struct {
 	acked int64 // last PutAck.Acked sent
 }
 
-// uploads holds the open uploads of every server session. Entries live from
-// PutVolume until the upload's terminal message.
-var uploads = struct {
-	mu sync.Mutex
-	m  map[*srvSession]map[uint64]*srvUpload
-}{m: map[*srvSession]map[uint64]*srvUpload{}}
-
 func lookupUpload(ss *srvSession, id uint64) *srvUpload {
-	uploads.mu.Lock()
-	defer uploads.mu.Unlock()
-	return uploads.m[ss][id]
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.uploads[id]
 }
 
 // onPut handles the upload messages of a session, from its serve goroutine.
@@ -108,13 +101,6 @@ func (ss *srvSession) putVolume(m *blockproto.PutVolume) {
 		refuse(blockproto.CodeShuttingDown, "server is shutting down: no new uploads")
 		return
 	}
-	ss.mu.Lock()
-	readClash := ss.reads[m.ID] != nil
-	closed := ss.closed
-	ss.mu.Unlock()
-	if closed {
-		return
-	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	u := &srvUpload{
 		ss: ss, id: m.ID, name: m.Name, size: int64(m.Size), replace: m.Replace,
@@ -122,26 +108,26 @@ func (ss *srvSession) putVolume(m *blockproto.PutVolume) {
 		chunks: make(chan []byte, PutWindow/PutMinChunk+1),
 		ended:  make(chan struct{}),
 	}
-	uploads.mu.Lock()
-	open := uploads.m[ss]
+	ss.mu.Lock()
 	switch {
-	case readClash || open[m.ID] != nil:
-		uploads.mu.Unlock()
+	case ss.closed:
+		ss.mu.Unlock()
+		cancel(nil)
+		return
+	case ss.reads[m.ID] != nil || ss.uploads[m.ID] != nil:
+		ss.mu.Unlock()
 		cancel(nil)
 		refuse(blockproto.CodeBadRequest, "id %d already in use", m.ID)
 		return
-	case len(open) >= MaxUploadsPerSession:
-		uploads.mu.Unlock()
+	case len(ss.uploads) >= MaxUploadsPerSession:
+		n := len(ss.uploads)
+		ss.mu.Unlock()
 		cancel(nil)
-		refuse(blockproto.CodeBusy, "%d uploads already open in this session", len(open))
+		refuse(blockproto.CodeBusy, "%d uploads already open in this session", n)
 		return
 	}
-	if open == nil {
-		open = map[uint64]*srvUpload{}
-		uploads.m[ss] = open
-	}
-	open[m.ID] = u
-	uploads.mu.Unlock()
+	ss.uploads[m.ID] = u
+	ss.mu.Unlock()
 	ss.srv.reads.Add(1)
 	go u.run(int64(m.ExtentSize))
 }
@@ -161,12 +147,9 @@ func (u *srvUpload) run(extentSize int64) {
 	v, err := ss.srv.cfg.Store.Write(u.ctx, u.name, u.size, extentSize, u, u.replace)
 	close(u.ended)
 	u.cancel(nil)
-	uploads.mu.Lock()
-	delete(uploads.m[ss], u.id)
-	if len(uploads.m[ss]) == 0 {
-		delete(uploads.m, ss)
-	}
-	uploads.mu.Unlock()
+	ss.mu.Lock()
+	delete(ss.uploads, u.id)
+	ss.mu.Unlock()
 	if err != nil {
 		e := u.failure(err)
 		ss.log.Info("upload failed", "id", u.id, "volume", u.name, "size", u.size, "err", e.Message)
