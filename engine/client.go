@@ -306,7 +306,7 @@ func (s *Session) fail(err error) {
 	// End the requests first, so a receive unblocked below cannot
 	// record a lesser error in their place.
 	for _, r := range reqs {
-		r.end(StateFailed, err)
+		r.abort(StateFailed, err)
 	}
 	close(s.done)
 	s.ctl.Close()

@@ -124,14 +124,14 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	}
 	switch {
 	case q.Length <= 0 || q.Offset < 0:
-		r.end(StateFailed, fmt.Errorf("engine: read %s: bad range offset %d length %d", q.Volume, q.Offset, q.Length))
+		r.abort(StateFailed, fmt.Errorf("engine: read %s: bad range offset %d length %d", q.Volume, q.Offset, q.Length))
 		return r
 	case q.DstOff < 0 || q.DstOff+q.Length > q.Dst.Size:
-		r.end(StateFailed, fmt.Errorf("engine: read %s: %d bytes at %d do not fit a %d-byte buffer: %w",
+		r.abort(StateFailed, fmt.Errorf("engine: read %s: %d bytes at %d do not fit a %d-byte buffer: %w",
 			q.Volume, q.Length, q.DstOff, q.Dst.Size, ErrOutOfBounds))
 		return r
 	case ctx.Err() != nil:
-		r.end(ctxState(ctx.Err()), ctx.Err())
+		r.abort(ctxState(ctx.Err()), ctx.Err())
 		return r
 	}
 	deadline, _ := ctx.Deadline()
@@ -142,7 +142,7 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 			err = fmt.Errorf("engine: read %s: %w", q.Volume, ErrDraining)
 		}
 		s.mu.Unlock()
-		r.end(StateFailed, err)
+		r.abort(StateFailed, err)
 		return r
 	}
 	s.nextID++
