@@ -302,9 +302,6 @@ func (r *request) abort(st State, err error) {
 	}
 }
 
-// end ends a request that never reached the wire or whose session is gone.
-func (r *request) end(st State, err error) { r.abort(st, err) }
-
 // maybeFinish closes done when the request is complete. r.mu must be held.
 func (r *request) maybeFinish() {
 	if r.finished {
