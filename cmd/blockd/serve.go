@@ -82,15 +82,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer l.Close()
 	opts := choose.ServerOptions{Mode: mode, Listen: l.Addr().String(), Interface: *devmemIf,
 		PoolSize: int64(txPool), Logger: log}
-	if mode == choose.Auto || mode == choose.Require {
-		// The TX pool needs a dmabuf the NIC can read: a provider plugin.
-		p, err := cli.OpenProvider(ctx, *txProvider, *pluginDir, *logLevel, stderr)
-		if err != nil {
-			opts.ProviderProblem = err.Error()
-		} else {
-			defer p.Close()
-			opts.Provider = p
-		}
+	// The TX pool needs a dmabuf the NIC can read: a provider plugin,
+	// started only if the NIC qualifies.
+	opts.OpenProvider = func() (engine.Provider, error) {
+		return cli.OpenProvider(ctx, *txProvider, *pluginDir, *logLevel, stderr)
 	}
 	path, err := choose.Server(ctx, opts)
 	if err != nil {

@@ -120,7 +120,11 @@ func TestEmulatedDevmemEndToEnd(t *testing.T) {
 }
 
 func TestAutoFallsBackWithReason(t *testing.T) {
-	addr, want := serve(t, choose.ServerOptions{Mode: choose.Auto}, 2<<20, 1<<20)
+	// A server that cannot do devmem starts no TX pool provider.
+	addr, want := serve(t, choose.ServerOptions{Mode: choose.Auto, OpenProvider: func() (engine.Provider, error) {
+		t.Error("the TX pool provider was opened for a loopback server")
+		return nil, errors.New("not expected")
+	}}, 2<<20, 1<<20)
 	got, r := fetch(t, addr, choose.ClientOptions{Mode: choose.Auto, DataConns: 2}, int64(len(want)))
 	if !bytes.Equal(got, want) {
 		t.Fatal("bytes differ")

@@ -23,12 +23,11 @@ type ServerOptions struct {
 	Listen string
 	// Interface names the devmem NIC explicitly.
 	Interface string
-	// Provider supplies the TX dmabuf (a udmabuf provider on real
-	// hardware). Nil in auto/require mode means no dmabuf: TCP.
-	Provider engine.Provider
-	// ProviderProblem says why Provider is nil (the plugin failed to
-	// load), for the fallback reason.
-	ProviderProblem string
+	// OpenProvider opens the provider of the TX dmabuf (a udmabuf plugin
+	// on real hardware). It is called only once the NIC qualifies, and the
+	// provider is closed with the path, so a server that falls back to TCP
+	// keeps no plugin running. Nil means no provider: TCP.
+	OpenProvider func() (engine.Provider, error)
 	// PoolSize is the TX buffer pool, the bound dmabuf, in bytes
 	// (default 64 MiB), carved into 256 KiB buffers.
 	PoolSize  int64
@@ -119,22 +118,27 @@ func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, 
 	if fb != nil {
 		return fb, nil
 	}
-	switch {
-	case o.Provider == nil && o.ProviderProblem != "":
-		return fallbackf("no-udmabuf", "TX pool provider: %s", o.ProviderProblem), nil
-	case o.Provider == nil || !o.Provider.Capabilities().DmabufExport:
-		return fallbackf("no-udmabuf", "no provider exports a dmabuf for the TX pool (use the udmabuf provider on a kernel with CONFIG_UDMABUF)"), nil
+	if o.OpenProvider == nil {
+		return fallbackf("no-udmabuf", "no provider for the TX pool"), nil
 	}
-	buf, err := o.Provider.Alloc(ctx, o.PoolSize, true)
+	p, err := o.OpenProvider()
 	if err != nil {
-		return fallbackf("no-udmabuf", "%s: %s", o.Provider.Name(), oneLine(err)), nil
+		return fallbackf("no-udmabuf", "TX pool provider: %s", oneLine(err)), nil
 	}
-	s.push(func() error { return o.Provider.Free(context.Background(), buf.ID) })
+	s.push(p.Close)
+	if !p.Capabilities().DmabufExport {
+		return fallbackf("no-udmabuf", "provider %s cannot export a dmabuf for the TX pool (use the udmabuf provider on a kernel with CONFIG_UDMABUF)", p.Name()), nil
+	}
+	buf, err := p.Alloc(ctx, o.PoolSize, true)
+	if err != nil {
+		return fallbackf("no-udmabuf", "%s: %s", p.Name(), oneLine(err)), nil
+	}
+	s.push(func() error { return p.Free(context.Background(), buf.ID) })
 	// The server fills pool buffers from disk through a CPU mapping of
 	// the dmabuf (udmabuf supports mmap).
 	mem, err := unix.Mmap(buf.DmabufFD, 0, int(o.PoolSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return fallbackf("no-udmabuf", "map the %s dmabuf: %s", o.Provider.Name(), oneLine(err)), nil
+		return fallbackf("no-udmabuf", "map the %s dmabuf: %s", p.Name(), oneLine(err)), nil
 	}
 	s.push(func() error { return unix.Munmap(mem) })
 	k := devmem.Host()
