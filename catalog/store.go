@@ -166,6 +166,12 @@ func (s *Store) removeTemps() {
 // Close it.
 func (s *Store) Catalog() *Catalog { return s.cat }
 
+// List returns every volume's record (see [Catalog.List]).
+func (s *Store) List() ([]*Volume, error) { return s.cat.List() }
+
+// Get returns one volume's record (see [Catalog.Get]).
+func (s *Store) Get(name string) (*Volume, error) { return s.cat.Get(name) }
+
 // Dir returns the absolute path of the data directory.
 func (s *Store) Dir() string { return s.dir }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
 
@@ -47,7 +48,7 @@ type gated struct {
 	open chan struct{}
 }
 
-func (g *gated) NewSender(c net.Conn) (engine.Sender, error) {
+func (g *gated) NewSender(c net.Conn) (transport.Sender, error) {
 	s, err := g.Transport.NewSender(c)
 	if err != nil {
 		return nil, err
@@ -56,7 +57,7 @@ func (g *gated) NewSender(c net.Conn) (engine.Sender, error) {
 }
 
 type gatedSender struct {
-	engine.Sender
+	transport.Sender
 	g *gated
 }
 
@@ -85,7 +86,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return sum
 }
 
-func startNode(t testing.TB, id string, tr engine.SendTransport) *node {
+func startNode(t testing.TB, id string, tr transport.SendTransport) *node {
 	t.Helper()
 	store, err := catalog.OpenStore(t.TempDir(), nil)
 	if err != nil {
@@ -94,7 +95,7 @@ func startNode(t testing.TB, id string, tr engine.SendTransport) *node {
 	if tr == nil {
 		tr = &tcp.Transport{}
 	}
-	srv, err := engine.NewServer(engine.ServerConfig{Key: testKey, Store: store, Transport: tr, Name: id})
+	srv, err := engine.NewServer(engine.ServerConfig{Key: testKey, Volumes: store, Transport: tr, Name: id})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Dialer opens a session to one server of a striped volume. Sessions given
@@ -95,7 +96,7 @@ type ReaderConfig struct {
 	// Dial opens sessions to the servers (with Provider). Required.
 	Dial Dialer
 	// Provider is the destination memory's provider. Required.
-	Provider engine.Provider
+	Provider memory.Provider
 	// ShardTimeout bounds each shard fetch; a shard that misses it is
 	// reconstructed. 0 means only ctx bounds the read.
 	ShardTimeout time.Duration
@@ -307,13 +308,13 @@ func (r *Reader) shardCtx(ctx context.Context) (context.Context, context.CancelF
 // stripes. If a stripe has more than M shards unavailable, Read fails with a
 // *StripeError; if ctx ends, with ctx's error. Either way, when Read returns
 // nothing writes into dst any more.
-func (r *Reader) Read(ctx context.Context, off, n int64, dst engine.Buffer, dstOff int64) (*ReadResult, error) {
+func (r *Reader) Read(ctx context.Context, off, n int64, dst memory.Buffer, dstOff int64) (*ReadResult, error) {
 	res := &ReadResult{Volume: r.m.Name, Offset: off, Length: n}
 	switch {
 	case off < 0 || n < 1 || off > r.m.Size-n:
 		return res, fmt.Errorf("ec: read %s: range [%d,+%d) outside the volume's %d bytes", r.m.Name, off, n, r.m.Size)
 	case dstOff < 0 || dstOff > dst.Size-n:
-		return res, fmt.Errorf("ec: read %s: %d bytes at %d do not fit a %d-byte buffer: %w", r.m.Name, n, dstOff, dst.Size, engine.ErrOutOfBounds)
+		return res, fmt.Errorf("ec: read %s: %d bytes at %d do not fit a %d-byte buffer: %w", r.m.Name, n, dstOff, dst.Size, memory.ErrOutOfBounds)
 	}
 	sb := r.l.StripeBytes()
 	first, last := off/sb, (off+n-1)/sb
@@ -373,7 +374,7 @@ type span struct {
 
 // readStripe reads the wanted part of stripe i. It returns the stripe's
 // degraded record if it had to reconstruct.
-func (r *Reader) readStripe(ctx context.Context, i, off, n int64, dst engine.Buffer, dstOff int64) (*DegradedStripe, error) {
+func (r *Reader) readStripe(ctx context.Context, i, off, n int64, dst memory.Buffer, dstOff int64) (*DegradedStripe, error) {
 	type fetch struct {
 		sp     span
 		sess   *engine.Session
@@ -433,7 +434,7 @@ func (r *Reader) readStripe(ctx context.Context, i, off, n int64, dst engine.Buf
 // degraded reconstructs the missing data shards of stripe i from K good
 // shards and copies the wanted bytes of each into dst.
 func (r *Reader) degraded(ctx context.Context, i int64, spans []span, missing []ShardFault, off int64,
-	dst engine.Buffer, dstOff int64) (*DegradedStripe, error) {
+	dst memory.Buffer, dstOff int64) (*DegradedStripe, error) {
 	d := &DegradedStripe{Stripe: i, Missing: missing}
 	bad := map[int]bool{}
 	for _, f := range missing {

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // ScrubConfig configures Scrub.
@@ -17,7 +18,7 @@ type ScrubConfig struct {
 	Dial Dialer
 	// Provider receives the shards checked; a host-memory provider is the
 	// natural choice. Required.
-	Provider engine.Provider
+	Provider memory.Provider
 	// Spares are servers that may take the place of a server that cannot
 	// be reached. A spare already among the volume's servers is skipped.
 	Spares []ManifestServer

@@ -134,7 +134,7 @@ func benchRawTCP(b *testing.B, path string) {
 }
 
 func benchEngine(b *testing.B, store *catalog.Store, conns int) {
-	srv, err := engine.NewServer(engine.ServerConfig{Key: testKey, Store: store, Transport: &tcp.Transport{}})
+	srv, err := engine.NewServer(engine.ServerConfig{Key: testKey, Volumes: store, Transport: &tcp.Transport{}})
 	if err != nil {
 		b.Fatal(err)
 	}

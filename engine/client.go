@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // Config configures a client [Session].
@@ -19,9 +21,9 @@ type Config struct {
 	// Key is the pre-shared key both ends hold (see docs/protocol.md).
 	Key []byte
 	// Provider receives the payload. Required.
-	Provider Provider
+	Provider memory.Provider
 	// Transport receives payload on the data connections. Required.
-	Transport RecvTransport
+	Transport transport.RecvTransport
 	// FallbackReason, when set, says why Transport is not the one the user
 	// asked for; it is copied onto every result (design.md 2.5).
 	FallbackReason string

@@ -20,6 +20,8 @@ import (
 	"github.com/blockxfer/blockxfer/catalog"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
 
@@ -35,7 +37,7 @@ type env struct {
 }
 
 type envOpts struct {
-	transport engine.SendTransport
+	transport transport.SendTransport
 	cfg       func(*engine.ServerConfig)
 }
 
@@ -49,7 +51,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.transport == nil {
 		o.transport = &tcp.Transport{}
 	}
-	cfg := engine.ServerConfig{Key: testKey, Store: store, Transport: o.transport, Name: "test"}
+	cfg := engine.ServerConfig{Key: testKey, Volumes: store, Transport: o.transport, Name: "test"}
 	if o.cfg != nil {
 		o.cfg(&cfg)
 	}
@@ -116,7 +118,7 @@ func (e *env) client(mod func(*engine.Config)) *client {
 	return c
 }
 
-func (c *client) alloc(t *testing.T, n int64) (engine.Buffer, []byte) {
+func (c *client) alloc(t *testing.T, n int64) (memory.Buffer, []byte) {
 	t.Helper()
 	b, err := c.p.Alloc(context.Background(), n, false)
 	if err != nil {
@@ -178,7 +180,7 @@ func TestFetchWholeVolume(t *testing.T) {
 		t.Fatal("fetched bytes differ from the volume")
 	}
 	r := res[0]
-	if r.State != engine.StateDone || r.Bytes != int64(len(want)) || r.Transport != engine.TransportTCP {
+	if r.State != engine.StateDone || r.Bytes != int64(len(want)) || r.Transport != transport.TCP {
 		t.Fatalf("result %+v", r)
 	}
 	if len(r.Extents) != 33 {
@@ -316,7 +318,7 @@ func TestReadErrors(t *testing.T) {
 		})
 	}
 	// Bad requests are refused locally without hurting the session.
-	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, 256 << 10}}, buf); !errors.Is(err, engine.ErrOutOfBounds) {
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, 256 << 10}}, buf); !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Fatalf("read larger than the buffer: %v", err)
 	}
 	if _, err := c.Read(context.Background(), "vol", []engine.Range{{0, 4096}}, buf); err != nil {
@@ -482,13 +484,13 @@ func newGate(free int64) *gate {
 
 func (g *gate) open() { g.once.Do(func() { close(g.opened) }) }
 
-func (g *gate) NewSender(c net.Conn) (engine.Sender, error) {
+func (g *gate) NewSender(c net.Conn) (transport.Sender, error) {
 	s, err := g.Transport.NewSender(c)
 	return &gatedSender{s, g}, err
 }
 
 type gatedSender struct {
-	engine.Sender
+	transport.Sender
 	g *gate
 }
 

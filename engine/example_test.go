@@ -7,6 +7,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
 
@@ -43,7 +44,7 @@ func ExampleSession_Read() {
 // Keep several reads in flight and collect them as they finish.
 func ExampleSession_Submit() {
 	var s *engine.Session // from engine.Dial
-	var buf engine.Buffer // from Provider.Alloc, 64 MiB
+	var buf memory.Buffer // from Provider.Alloc, 64 MiB
 	ctx, cancel := context.WithTimeout(context.Background(), 30e9)
 	defer cancel()
 	reqs := make([]engine.Request, 4)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // Range is a byte range of a volume.
@@ -23,7 +25,7 @@ type Request struct {
 	Volume string
 	Offset int64
 	Length int64
-	Dst    Buffer
+	Dst    memory.Buffer
 	DstOff int64
 }
 
@@ -65,7 +67,7 @@ type job struct {
 type dataConn struct {
 	index     int
 	conn      net.Conn
-	recv      Receiver
+	recv      transport.Receiver
 	jobs      chan job
 	announced uint64 // stream bytes announced; touched by readControl only
 }
@@ -76,7 +78,7 @@ func (dc *dataConn) close() { dc.conn.Close() }
 type request struct {
 	s      *Session
 	id     uint64
-	dst    BufferID
+	dst    memory.BufferID
 	dstOff int64
 	offset int64
 	length int64
@@ -128,7 +130,7 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		return r
 	case q.DstOff < 0 || q.DstOff+q.Length > q.Dst.Size:
 		r.abort(StateFailed, fmt.Errorf("engine: read %s: %d bytes at %d do not fit a %d-byte buffer: %w",
-			q.Volume, q.Length, q.DstOff, q.Dst.Size, ErrOutOfBounds))
+			q.Volume, q.Length, q.DstOff, q.Dst.Size, memory.ErrOutOfBounds))
 		return r
 	case ctx.Err() != nil:
 		r.abort(ctxState(ctx.Err()), ctx.Err())
@@ -182,7 +184,7 @@ func ctxState(err error) State {
 // Read fetches ranges of volume into dst, placed one after another from
 // offset 0, and waits for all of them. It returns a result per range and the
 // first failure.
-func (s *Session) Read(ctx context.Context, volume string, ranges []Range, dst Buffer) ([]Result, error) {
+func (s *Session) Read(ctx context.Context, volume string, ranges []Range, dst memory.Buffer) ([]Result, error) {
 	reqs := make([]Request, len(ranges))
 	var off int64
 	for i, rg := range ranges {
@@ -402,7 +404,7 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 			continue
 		}
 		err := dc.recv.Receive(ctx, r.dst, dstOff+pos, n)
-		if err != nil && !errors.Is(err, ErrProvider) {
+		if err != nil && !errors.Is(err, transport.ErrProvider) {
 			r.release(0)
 			return err
 		}

@@ -17,16 +17,17 @@ import (
 
 	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/catalog"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // ServerConfig configures a [Server].
 type ServerConfig struct {
 	// Key is the pre-shared key clients must prove they hold.
 	Key []byte
-	// Store holds the volumes served. Required.
-	Store *catalog.Store
+	// Volumes holds the volumes served. Required.
+	Volumes Volumes
 	// Transport sends payload on data connections. Required.
-	Transport SendTransport
+	Transport transport.SendTransport
 	// Name is the server's name in handshakes and logs (default: hostname).
 	Name string
 	// MaxSessions caps concurrent sessions (default 256).
@@ -47,6 +48,23 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// Metrics, if set, receives the server's metrics.
 	Metrics *Metrics
+}
+
+// Volumes is the source a [Server] serves from: volume records and their
+// backing files. *catalog.Store implements it; implementations must be safe
+// for concurrent use.
+type Volumes interface {
+	// List returns every volume's record.
+	List() ([]*catalog.Volume, error)
+	// Get returns one volume's record; errors wrap catalog.ErrNotFound or
+	// catalog.ErrBadName.
+	Get(name string) (*catalog.Volume, error)
+	// Open opens a volume's backing file for reading together with the
+	// record it was opened under. The caller closes the file.
+	Open(name string) (*os.File, *catalog.Volume, error)
+	// Write stores size bytes read from r as volume name (replacing an
+	// existing one only when replace is set) and returns its record.
+	Write(ctx context.Context, name string, size, extentSize int64, r io.Reader, replace bool, opts ...catalog.OpOption) (*catalog.Volume, error)
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -76,8 +94,8 @@ type tokenRef struct {
 
 // NewServer checks cfg and returns a server ready to Serve.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	if cfg.Store == nil || cfg.Transport == nil {
-		return nil, errors.New("engine: server config: store and transport are required")
+	if cfg.Volumes == nil || cfg.Transport == nil {
+		return nil, errors.New("engine: server config: volumes and transport are required")
 	}
 	if len(cfg.Key) == 0 {
 		return nil, errors.New("engine: server config: no key")
@@ -417,7 +435,7 @@ type srvSession struct {
 type srvData struct {
 	index  int
 	conn   net.Conn
-	sender Sender
+	sender transport.Sender
 	queue  chan sendJob
 	stream uint64       // next stream offset; guarded by srvSession.announce
 	queued atomic.Int64 // bytes queued, for choosing the least loaded
@@ -504,7 +522,7 @@ func (ss *srvSession) runSender(d *srvData) {
 		// A client that stops reading is cut off after the idle timeout.
 		d.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
 		err := d.sender.SendExtent(j.f, j.off, j.n)
-		if err != nil && !errors.Is(err, ErrSource) {
+		if err != nil && !errors.Is(err, transport.ErrSource) {
 			broken = fmt.Errorf("data connection %d: %w", d.index, err)
 			ss.log.Warn("data connection failed", "index", d.index, "err", err)
 			ss.finishJob(d, j, broken)
@@ -607,7 +625,7 @@ func (ss *srvSession) close(why error, code blockproto.Code) {
 }
 
 func (ss *srvSession) list() blockproto.Msg {
-	vols, err := ss.srv.cfg.Store.Catalog().List()
+	vols, err := ss.srv.cfg.Volumes.List()
 	if err != nil {
 		return &blockproto.Error{Code: blockproto.CodeInternal, Message: err.Error()}
 	}
@@ -619,7 +637,7 @@ func (ss *srvSession) list() blockproto.Msg {
 }
 
 func (ss *srvSession) stat(name string) blockproto.Msg {
-	v, err := ss.srv.cfg.Store.Catalog().Get(name)
+	v, err := ss.srv.cfg.Volumes.Get(name)
 	if err != nil {
 		return catalogError(0, err)
 	}
@@ -691,7 +709,7 @@ func (ss *srvSession) startRead(m *blockproto.Read) {
 // serveRead announces and queues every extent of a read and waits for them
 // to be sent. It returns the read's final message: ReadDone or Error.
 func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg {
-	f, v, err := ss.srv.cfg.Store.Open(m.Volume)
+	f, v, err := ss.srv.cfg.Volumes.Open(m.Volume)
 	if err != nil {
 		return catalogError(m.ID, err)
 	}

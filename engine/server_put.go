@@ -144,7 +144,7 @@ func (u *srvUpload) run(extentSize int64) {
 		}
 	}()
 	start := time.Now()
-	v, err := ss.srv.cfg.Store.Write(u.ctx, u.name, u.size, extentSize, u, u.replace)
+	v, err := ss.srv.cfg.Volumes.Write(u.ctx, u.name, u.size, extentSize, u, u.replace)
 	close(u.ended)
 	u.cancel(nil)
 	ss.mu.Lock()

@@ -1,28 +1,17 @@
 package engine
 
 import (
-	"context"
-	"errors"
-	"net"
-	"os"
-
 	"github.com/blockxfer/blockxfer/blockproto"
-)
-
-// Transport names reported on results, logs and metrics.
-const (
-	TransportTCP           = "tcp"
-	TransportDevmem        = "devmem"
-	TransportDevmemEmulate = "devmem-emulated"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // transportCaps is what a server announces in its Challenge for the
 // transport it sends with.
 func transportCaps(name string) blockproto.Caps {
 	switch name {
-	case TransportDevmem:
+	case transport.Devmem:
 		return blockproto.CapTCP | blockproto.CapDevmemTX
-	case TransportDevmemEmulate:
+	case transport.DevmemEmulated:
 		return blockproto.CapTCP | blockproto.CapDevmemTX | blockproto.CapEmulated
 	}
 	return blockproto.CapTCP
@@ -32,65 +21,9 @@ func transportCaps(name string) blockproto.Caps {
 func capsTransport(c blockproto.Caps) string {
 	switch {
 	case c&blockproto.CapDevmemTX != 0 && c&blockproto.CapEmulated != 0:
-		return TransportDevmemEmulate
+		return transport.DevmemEmulated
 	case c&blockproto.CapDevmemTX != 0:
-		return TransportDevmem
+		return transport.Devmem
 	}
-	return TransportTCP
-}
-
-// RecvTransport moves the payload of a client's data connections into
-// provider memory. transport/tcp and transport/devmem implement it.
-type RecvTransport interface {
-	// Name is reported on every result that used this transport.
-	Name() string
-	// NewReceiver prepares an established data connection for receiving
-	// into p's buffers. The receiver does not own conn.
-	NewReceiver(conn net.Conn, p Provider) (Receiver, error)
-}
-
-// ErrProvider marks a Receive that consumed its bytes from the stream but
-// could not place them because the provider failed. The request fails; the
-// data connection stays usable. Any other Receive error means the stream is
-// out of step and the session must end.
-var ErrProvider = errors.New("provider failed")
-
-// Receiver receives the payload bytes of one data connection. The engine
-// calls it from one goroutine per data connection, in stream order.
-type Receiver interface {
-	// Receive reads exactly n bytes of the stream into dst at off. Provider
-	// failures are wrapped with ErrProvider.
-	Receive(ctx context.Context, dst BufferID, off, n int64) error
-	// Discard reads and drops exactly n bytes of the stream (payload of a
-	// cancelled or failed read, which must still be drained).
-	Discard(ctx context.Context, n int64) error
-	// Close releases what the receiver holds; it does not close the conn.
-	Close() error
-}
-
-// SendTransport writes extent payload on a server's data connections.
-type SendTransport interface {
-	// Name is reported in the server's logs and metrics.
-	Name() string
-	// NewSender prepares an accepted data connection for sending. The
-	// sender does not own conn.
-	NewSender(conn net.Conn) (Sender, error)
-}
-
-// ErrSource marks a SendExtent that could not read its source. The sender
-// has written the extent's remaining bytes as zeros, so the stream stays in
-// step; the read fails, the data connection stays usable. Any other
-// SendExtent error means the connection is unusable.
-var ErrSource = errors.New("source read failed")
-
-// Sender sends the payload of one data connection, one extent at a time, in
-// announcement order.
-type Sender interface {
-	// SendExtent writes n bytes of f starting at off. It returns once the
-	// bytes are handed to the kernel; buffers are recycled only after the
-	// kernel reports their completion.
-	SendExtent(f *os.File, off, n int64) error
-	// Close waits for outstanding completions and releases what the sender
-	// holds; it does not close the conn.
-	Close() error
+	return transport.TCP
 }

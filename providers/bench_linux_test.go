@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 var boundarySizes = []int{4 << 20, 16 << 20, 64 << 20}
@@ -14,10 +14,10 @@ var boundarySizes = []int{4 << 20, 16 << 20, 64 << 20}
 // benchProviders returns hostmem twice: in process, and behind the plugin
 // boundary (served by the test plugin), so the difference is the boundary's
 // cost.
-func benchProviders(b *testing.B) map[string]engine.Provider {
+func benchProviders(b *testing.B) map[string]memory.Provider {
 	h := hostmem.New()
 	b.Cleanup(func() { h.Close() })
-	return map[string]engine.Provider{
+	return map[string]memory.Provider{
 		"plugin":    load(b, testPath, nil),
 		"inprocess": h,
 	}
@@ -151,9 +151,9 @@ func BenchmarkBoundaryGather(b *testing.B) {
 					}
 					defer p.Free(ctx, dst.ID)
 					n := size / frag
-					copies := make([]engine.Copy, n)
+					copies := make([]memory.Copy, n)
 					for i := range copies {
-						copies[i] = engine.Copy{Src: src.ID, SrcOff: int64((n - 1 - i) * frag), Dst: dst.ID, DstOff: int64(i * frag), Len: int64(frag)}
+						copies[i] = memory.Copy{Src: src.ID, SrcOff: int64((n - 1 - i) * frag), Dst: dst.ID, DstOff: int64(i * frag), Len: int64(frag)}
 					}
 					if err := p.Gather(ctx, copies); err != nil {
 						b.Fatal(err)

@@ -8,12 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
-	"github.com/blockxfer/blockxfer/providers/providerpb"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
 
 // maxGatherBatch is the most copies sent in one Gather RPC: 64Ki records of
@@ -25,7 +26,7 @@ const maxGatherBatch = 64 << 10
 // status rather than a bare transport error.
 const exitGrace = 5 * time.Second
 
-// GRPCClient is the host-side adapter: an engine.Provider that forwards
+// GRPCClient is the host-side adapter: an memory.Provider that forwards
 // every call to a plugin. Bulk bytes move through staging memfds shared with
 // the plugin; dmabuf fds arrive over the side socket. It is safe for
 // concurrent use. Get one from Load (as part of a Plugin).
@@ -39,12 +40,12 @@ type GRPCClient struct {
 	// Set once by init before the client is shared.
 	name     string
 	version  string
-	caps     engine.Capabilities
+	caps     memory.Capabilities
 	unusable string
 	life     *lifeline
 
 	mu       sync.Mutex
-	bufs     map[engine.BufferID]remoteBuffer
+	bufs     map[memory.BufferID]remoteBuffer
 	closed   bool
 	inflight sync.WaitGroup
 }
@@ -61,7 +62,7 @@ type lifeline struct {
 	err    error         // wraps ErrPluginExited; set before exited is closed
 }
 
-var _ engine.Provider = (*GRPCClient)(nil)
+var _ memory.Provider = (*GRPCClient)(nil)
 
 func newGRPCClient(rpc providerpb.ProviderClient, fds *fdpass.Conn, logger hclog.Logger) *GRPCClient {
 	if logger == nil {
@@ -72,7 +73,7 @@ func newGRPCClient(rpc providerpb.ProviderClient, fds *fdpass.Conn, logger hclog
 		fds:    fds,
 		logger: logger,
 		stage:  newStagingPool(rpc, fds, 0, 0),
-		bufs:   make(map[engine.BufferID]remoteBuffer),
+		bufs:   make(map[memory.BufferID]remoteBuffer),
 		name:   "plugin",
 	}
 }
@@ -91,12 +92,12 @@ func (c *GRPCClient) init(ctx context.Context, slotSize int64, slots int, life *
 	}
 	c.version = resp.GetVersion()
 	c.unusable = resp.GetUnusableReason()
-	c.caps = engine.Capabilities{
-		Kind:         engine.MemoryKind(resp.GetKind()),
+	c.caps = memory.Capabilities{
+		Kind:         memory.Kind(resp.GetKind()),
 		Device:       resp.GetDevice(),
 		DmabufExport: resp.GetDmabufExport(),
 		// Plugin memory is not addressable by this process, whatever it is
-		// in the plugin's: GRPCClient is not an engine.Mapper.
+		// in the plugin's: GRPCClient is not an memory.Mapper.
 		CPUMappable:    false,
 		Gather:         resp.GetGather(),
 		DeviceChecksum: resp.GetDeviceChecksum(),
@@ -116,7 +117,7 @@ func (c *GRPCClient) Unusable() string { return c.unusable }
 
 // Capabilities returns the capabilities the plugin reported when loaded.
 // CPUMappable is always false: plugin memory is not addressable here.
-func (c *GRPCClient) Capabilities() engine.Capabilities { return c.caps }
+func (c *GRPCClient) Capabilities() memory.Capabilities { return c.caps }
 
 // begin registers a call; it fails once the client is closed or the plugin
 // has exited. Every successful begin is paired with end.
@@ -195,38 +196,38 @@ func (c *GRPCClient) callErr(ctx context.Context, op string, err error) error {
 }
 
 // lookup returns what the host knows of buffer id.
-func (c *GRPCClient) lookup(op string, id engine.BufferID) (remoteBuffer, error) {
+func (c *GRPCClient) lookup(op string, id memory.BufferID) (remoteBuffer, error) {
 	c.mu.Lock()
 	b, ok := c.bufs[id]
 	c.mu.Unlock()
 	if !ok {
-		return b, fmt.Errorf("providers: %s: %s: buffer %d: %w", c.name, op, id, engine.ErrUnknownBuffer)
+		return b, fmt.Errorf("providers: %s: %s: buffer %d: %w", c.name, op, id, memory.ErrUnknownBuffer)
 	}
 	return b, nil
 }
 
 // checkRange checks [off, off+n) against buffer id.
-func (c *GRPCClient) checkRange(op string, id engine.BufferID, off, n int64) error {
+func (c *GRPCClient) checkRange(op string, id memory.BufferID, off, n int64) error {
 	b, err := c.lookup(op, id)
 	if err != nil {
 		return err
 	}
 	if off < 0 || n < 0 || off > b.size || n > b.size-off {
-		return fmt.Errorf("providers: %s: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", c.name, op, id, off, off, n, b.size, engine.ErrOutOfBounds)
+		return fmt.Errorf("providers: %s: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", c.name, op, id, off, off, n, b.size, memory.ErrOutOfBounds)
 	}
 	return nil
 }
 
 // checkCopies checks every copy against the host's record of the buffers,
 // under one lock acquisition.
-func (c *GRPCClient) checkCopies(copies []engine.Copy) error {
+func (c *GRPCClient) checkCopies(copies []memory.Copy) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var (
-		lastID   engine.BufferID
+		lastID   memory.BufferID
 		lastSize int64 = -1
 	)
-	size := func(id engine.BufferID) (int64, bool) {
+	size := func(id memory.BufferID) (int64, bool) {
 		if id == lastID && lastSize >= 0 {
 			return lastSize, true
 		}
@@ -240,15 +241,15 @@ func (c *GRPCClient) checkCopies(copies []engine.Copy) error {
 		cp := &copies[i]
 		for _, r := range [2]struct {
 			op  string
-			id  engine.BufferID
+			id  memory.BufferID
 			off int64
 		}{{"gather src", cp.Src, cp.SrcOff}, {"gather dst", cp.Dst, cp.DstOff}} {
 			n, ok := size(r.id)
 			if !ok {
-				return fmt.Errorf("providers: %s: %s: buffer %d: %w", c.name, r.op, r.id, engine.ErrUnknownBuffer)
+				return fmt.Errorf("providers: %s: %s: buffer %d: %w", c.name, r.op, r.id, memory.ErrUnknownBuffer)
 			}
 			if r.off < 0 || cp.Len < 0 || r.off > n || cp.Len > n-r.off {
-				return fmt.Errorf("providers: %s: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", c.name, r.op, r.id, r.off, r.off, cp.Len, n, engine.ErrOutOfBounds)
+				return fmt.Errorf("providers: %s: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", c.name, r.op, r.id, r.off, r.off, cp.Len, n, memory.ErrOutOfBounds)
 			}
 		}
 	}
@@ -259,38 +260,38 @@ func (c *GRPCClient) checkCopies(copies []engine.Copy) error {
 // exports the buffer as a dmabuf and its fd arrives over the side socket:
 // Buffer.DmabufFD is then an fd in this process, owned by the buffer and
 // closed by Free (or Close, or when the plugin exits). It returns errors
-// wrapping engine.ErrNoDmabuf, ErrUnusable or ErrPluginExited.
-func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+// wrapping memory.ErrNoDmabuf, ErrUnusable or ErrPluginExited.
+func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	if err := c.begin(); err != nil {
-		return engine.Buffer{DmabufFD: -1}, err
+		return memory.Buffer{DmabufFD: -1}, err
 	}
 	defer c.end()
 	if c.fds == nil {
-		return engine.Buffer{DmabufFD: -1}, errors.New("providers: no side socket")
+		return memory.Buffer{DmabufFD: -1}, errors.New("providers: no side socket")
 	}
 	id := c.reqID.Add(1)
 	c.fds.Expect(id)
 	resp, err := c.rpc.Allocate(ctx, &providerpb.AllocateRequest{RequestId: id, Size: size, Dmabuf: dmabuf})
 	if err != nil {
 		c.fds.Forget(id)
-		return engine.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
+		return memory.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
 	}
-	buf := engine.Buffer{ID: engine.BufferID(resp.GetBufferId()), Size: resp.GetSize(), DmabufFD: -1}
+	buf := memory.Buffer{ID: memory.BufferID(resp.GetBufferId()), Size: resp.GetSize(), DmabufFD: -1}
 	if resp.GetDmabufSent() {
 		fd, err := c.fds.Take(ctx, id)
 		if err != nil {
 			c.freeRemote(ctx, buf.ID)
 			if errors.Is(err, fdpass.ErrClosed) {
-				return engine.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
+				return memory.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
 			}
-			return engine.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: receive dmabuf fd: %w", c.name, err)
+			return memory.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: receive dmabuf fd: %w", c.name, err)
 		}
 		buf.DmabufFD = fd
 	} else {
 		c.fds.Forget(id)
 		if dmabuf {
 			c.freeRemote(ctx, buf.ID)
-			return engine.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: %w: dmabuf requested but no fd sent", c.name, ErrProtocol)
+			return memory.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: %w: dmabuf requested but no fd sent", c.name, ErrProtocol)
 		}
 	}
 	c.mu.Lock()
@@ -300,7 +301,7 @@ func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (engine
 }
 
 // freeRemote frees a buffer the caller will never see, best effort.
-func (c *GRPCClient) freeRemote(ctx context.Context, id engine.BufferID) {
+func (c *GRPCClient) freeRemote(ctx context.Context, id memory.BufferID) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), attachTimeout)
 	defer cancel()
 	if _, err := c.rpc.Free(fctx, &providerpb.FreeRequest{BufferId: uint64(id)}); err != nil {
@@ -311,14 +312,14 @@ func (c *GRPCClient) freeRemote(ctx context.Context, id engine.BufferID) {
 // Free frees the buffer in the plugin and closes its dmabuf fd here. The fd
 // is closed even when the plugin fails the call (it exited, or no longer
 // knows the buffer).
-func (c *GRPCClient) Free(ctx context.Context, id engine.BufferID) error {
+func (c *GRPCClient) Free(ctx context.Context, id memory.BufferID) error {
 	if err := c.begin(); err != nil {
 		return err
 	}
 	defer c.end()
 	_, err := c.rpc.Free(ctx, &providerpb.FreeRequest{BufferId: uint64(id)})
 	err = c.callErr(ctx, "free", err)
-	if err == nil || errors.Is(err, engine.ErrUnknownBuffer) || errors.Is(err, ErrPluginExited) {
+	if err == nil || errors.Is(err, memory.ErrUnknownBuffer) || errors.Is(err, ErrPluginExited) {
 		c.mu.Lock()
 		b, ok := c.bufs[id]
 		delete(c.bufs, id)
@@ -335,7 +336,7 @@ func (c *GRPCClient) Free(ctx context.Context, id engine.BufferID) error {
 // staging slot are pipelined slot by slot. When src lies in a Staging buffer
 // the plugin copies straight from it, with no host-side copy. Bounds are
 // checked before any byte moves.
-func (c *GRPCClient) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (c *GRPCClient) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	if err := c.begin(); err != nil {
 		return err
 	}
@@ -377,7 +378,7 @@ func (c *GRPCClient) AcquireStaging(ctx context.Context) (*Staging, error) {
 // ReadBack copies len(p) bytes of src at off into p through staging, slot by
 // slot, pipelined; straight into p when p lies in a Staging buffer. Bounds
 // are checked before any byte moves.
-func (c *GRPCClient) ReadBack(ctx context.Context, src engine.BufferID, off int64, p []byte) error {
+func (c *GRPCClient) ReadBack(ctx context.Context, src memory.BufferID, off int64, p []byte) error {
 	if err := c.begin(); err != nil {
 		return err
 	}
@@ -457,7 +458,7 @@ func (c *GRPCClient) pipeline(ctx context.Context, op string, total int, step fu
 // the host's record of the buffers first, so a bad copy fails the call
 // before any byte moves. Batches larger than 64Ki copies are sent as several
 // RPCs, in order.
-func (c *GRPCClient) Gather(ctx context.Context, copies []engine.Copy) error {
+func (c *GRPCClient) Gather(ctx context.Context, copies []memory.Copy) error {
 	if err := c.begin(); err != nil {
 		return err
 	}
@@ -480,7 +481,7 @@ func (c *GRPCClient) Gather(ctx context.Context, copies []engine.Copy) error {
 
 // Checksum returns the CRC-32C of n bytes of buf at off, computed by the
 // plugin (on the device when Capabilities().DeviceChecksum).
-func (c *GRPCClient) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+func (c *GRPCClient) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
 	if err := c.begin(); err != nil {
 		return 0, err
 	}

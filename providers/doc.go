@@ -2,7 +2,7 @@
 // plugin protocol on hashicorp/go-plugin with gRPC, the host side (Discover,
 // Load, Plugin) and the plugin side (Serve).
 //
-// A Plugin implements engine.Provider, so the engine uses a plugin like the
+// A Plugin implements memory.Provider, so the engine uses a plugin like the
 // built-in host-memory provider (package hostmem). Three channels join the
 // two processes:
 //
@@ -24,7 +24,7 @@
 //
 // # Writing a plugin
 //
-// Implement engine.Provider and call Serve from main; see providers/example
+// Implement memory.Provider and call Serve from main; see providers/example
 // and docs/providers.md. Optional interfaces: Versioner,
 // UnusableReasoner, StagingRegistrar. A plugin must never write to stdout,
 // which carries the go-plugin handshake; Serve logs hclog JSON to stderr,

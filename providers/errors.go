@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/providerpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
 
 // Errors of the plugin machinery. The engine's own sentinels
-// (engine.ErrNoDmabuf, engine.ErrUnknownBuffer, engine.ErrOutOfBounds) cross
+// (memory.ErrNoDmabuf, memory.ErrUnknownBuffer, memory.ErrOutOfBounds) cross
 // the plugin boundary intact: errors.Is works on what a Plugin returns.
 var (
 	// ErrPluginExited: the plugin process is gone (crashed, was killed or
@@ -43,7 +44,7 @@ type RemoteError struct {
 	Code codes.Code
 	// Message is the plugin's error text.
 	Message string
-	// Err is the sentinel (engine.ErrUnknownBuffer, ErrUnusable, ...) or nil.
+	// Err is the sentinel (memory.ErrUnknownBuffer, ErrUnusable, ...) or nil.
 	Err error
 }
 
@@ -70,11 +71,11 @@ func toStatus(err error) error {
 		code = codes.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
-	case errors.Is(err, engine.ErrUnknownBuffer):
+	case errors.Is(err, memory.ErrUnknownBuffer):
 		code, kind = codes.NotFound, providerpb.ErrorDetail_KIND_UNKNOWN_BUFFER
-	case errors.Is(err, engine.ErrOutOfBounds):
+	case errors.Is(err, memory.ErrOutOfBounds):
 		code, kind = codes.OutOfRange, providerpb.ErrorDetail_KIND_OUT_OF_BOUNDS
-	case errors.Is(err, engine.ErrNoDmabuf):
+	case errors.Is(err, memory.ErrNoDmabuf):
 		code, kind = codes.FailedPrecondition, providerpb.ErrorDetail_KIND_NO_DMABUF
 	case errors.Is(err, ErrUnusable):
 		code, kind = codes.FailedPrecondition, providerpb.ErrorDetail_KIND_UNUSABLE
@@ -102,9 +103,9 @@ func fromStatus(plugin, op string, err error) *RemoteError {
 	if re.Err == nil {
 		switch st.Code() {
 		case codes.NotFound:
-			re.Err = engine.ErrUnknownBuffer
+			re.Err = memory.ErrUnknownBuffer
 		case codes.OutOfRange:
-			re.Err = engine.ErrOutOfBounds
+			re.Err = memory.ErrOutOfBounds
 		}
 	}
 	return re
@@ -114,11 +115,11 @@ func fromStatus(plugin, op string, err error) *RemoteError {
 func sentinelOf(k providerpb.ErrorDetail_Kind) error {
 	switch k {
 	case providerpb.ErrorDetail_KIND_NO_DMABUF:
-		return engine.ErrNoDmabuf
+		return memory.ErrNoDmabuf
 	case providerpb.ErrorDetail_KIND_UNKNOWN_BUFFER:
-		return engine.ErrUnknownBuffer
+		return memory.ErrUnknownBuffer
 	case providerpb.ErrorDetail_KIND_OUT_OF_BOUNDS:
-		return engine.ErrOutOfBounds
+		return memory.ErrOutOfBounds
 	case providerpb.ErrorDetail_KIND_UNUSABLE:
 		return ErrUnusable
 	}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // copyRecordSize is the size of one copy in GatherRequest.copies: five
@@ -13,7 +13,7 @@ import (
 const copyRecordSize = 40
 
 // appendCopies appends the records of copies to b.
-func appendCopies(b []byte, copies []engine.Copy) []byte {
+func appendCopies(b []byte, copies []memory.Copy) []byte {
 	for _, c := range copies {
 		b = binary.LittleEndian.AppendUint64(b, uint64(c.Src))
 		b = binary.LittleEndian.AppendUint64(b, uint64(c.SrcOff))
@@ -25,15 +25,15 @@ func appendCopies(b []byte, copies []engine.Copy) []byte {
 }
 
 // decodeCopies decodes the records in b, appending them to dst.
-func decodeCopies(dst []engine.Copy, b []byte) ([]engine.Copy, error) {
+func decodeCopies(dst []memory.Copy, b []byte) ([]memory.Copy, error) {
 	if len(b)%copyRecordSize != 0 {
 		return dst, fmt.Errorf("providers: gather: %d bytes of copies is not a multiple of %d", len(b), copyRecordSize)
 	}
 	for ; len(b) >= copyRecordSize; b = b[copyRecordSize:] {
-		dst = append(dst, engine.Copy{
-			Src:    engine.BufferID(binary.LittleEndian.Uint64(b[0:])),
+		dst = append(dst, memory.Copy{
+			Src:    memory.BufferID(binary.LittleEndian.Uint64(b[0:])),
 			SrcOff: int64(binary.LittleEndian.Uint64(b[8:])),
-			Dst:    engine.BufferID(binary.LittleEndian.Uint64(b[16:])),
+			Dst:    memory.BufferID(binary.LittleEndian.Uint64(b[16:])),
 			DstOff: int64(binary.LittleEndian.Uint64(b[24:])),
 			Len:    int64(binary.LittleEndian.Uint64(b[32:])),
 		})
@@ -45,5 +45,5 @@ func decodeCopies(dst []engine.Copy, b []byte) ([]engine.Copy, error) {
 // the heap on either side.
 var (
 	recordPool = sync.Pool{New: func() any { return new([]byte) }}
-	copyPool   = sync.Pool{New: func() any { return new([]engine.Copy) }}
+	copyPool   = sync.Pool{New: func() any { return new([]memory.Copy) }}
 )

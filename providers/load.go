@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // LoadOptions configure Load. The zero value is usable.
@@ -36,7 +37,7 @@ type LoadOptions struct {
 	StagingSlots int
 }
 
-// Plugin is a provider plugin process and the engine.Provider that talks to
+// Plugin is a provider plugin process and the memory.Provider that talks to
 // it. It is safe for concurrent use. A Plugin whose process has exited fails
 // every call with an error wrapping ErrPluginExited; other providers are not
 // affected.
@@ -50,7 +51,7 @@ type Plugin struct {
 	closeErr  error
 }
 
-var _ engine.Provider = (*Plugin)(nil)
+var _ memory.Provider = (*Plugin)(nil)
 
 // Name returns the provider's name as the plugin reports it.
 func (p *Plugin) Name() string { return p.client.Name() }
@@ -71,7 +72,7 @@ func (p *Plugin) Unusable() string { return p.client.Unusable() }
 
 // Capabilities returns what the plugin reported when loaded. CPUMappable is
 // always false: plugin memory is not addressable in this process.
-func (p *Plugin) Capabilities() engine.Capabilities { return p.client.Capabilities() }
+func (p *Plugin) Capabilities() memory.Capabilities { return p.client.Capabilities() }
 
 // Exited is closed when the plugin process has exited.
 func (p *Plugin) Exited() <-chan struct{} { return p.runner.life.exited }
@@ -93,7 +94,7 @@ func (p *Plugin) AcquireStaging(ctx context.Context) (*Staging, error) {
 	return p.client.AcquireStaging(ctx)
 }
 
-// Stage implements engine.Stager with AcquireStaging.
+// Stage implements memory.Stager with AcquireStaging.
 func (p *Plugin) Stage(ctx context.Context) ([]byte, func(), error) {
 	s, err := p.AcquireStaging(ctx)
 	if err != nil {
@@ -102,35 +103,35 @@ func (p *Plugin) Stage(ctx context.Context) ([]byte, func(), error) {
 	return s.Bytes, s.Release, nil
 }
 
-var _ engine.Stager = (*Plugin)(nil)
+var _ memory.Stager = (*Plugin)(nil)
 
 // Alloc allocates a buffer in the plugin; see GRPCClient.Alloc.
-func (p *Plugin) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+func (p *Plugin) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	return p.client.Alloc(ctx, size, dmabuf)
 }
 
 // Free frees a buffer and closes its dmabuf fd; see GRPCClient.Free.
-func (p *Plugin) Free(ctx context.Context, id engine.BufferID) error { return p.client.Free(ctx, id) }
+func (p *Plugin) Free(ctx context.Context, id memory.BufferID) error { return p.client.Free(ctx, id) }
 
 // CopyIn copies src into dst at off through staging; see GRPCClient.CopyIn.
-func (p *Plugin) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (p *Plugin) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	return p.client.CopyIn(ctx, dst, off, src)
 }
 
 // Gather performs device-side copies in the plugin; see GRPCClient.Gather.
-func (p *Plugin) Gather(ctx context.Context, copies []engine.Copy) error {
+func (p *Plugin) Gather(ctx context.Context, copies []memory.Copy) error {
 	return p.client.Gather(ctx, copies)
 }
 
 // ReadBack copies buffer bytes into p through staging; see
 // GRPCClient.ReadBack.
-func (p *Plugin) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+func (p *Plugin) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
 	return p.client.ReadBack(ctx, src, off, dst)
 }
 
 // Checksum returns the CRC-32C of a range, computed by the plugin; see
 // GRPCClient.Checksum.
-func (p *Plugin) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+func (p *Plugin) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
 	return p.client.Checksum(ctx, buf, off, n)
 }
 

@@ -14,11 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
+
+	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
 )
 
 // Load starts the provider plugin executable at path and connects to it:

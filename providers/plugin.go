@@ -3,12 +3,13 @@ package providers
 import (
 	"context"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
-	"github.com/blockxfer/blockxfer/providers/providerpb"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+
+	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
 
 // PluginName is the name the provider is served and dispensed under.
@@ -44,7 +45,7 @@ func PluginMap(p *ProviderPlugin) plugin.PluginSet {
 type ProviderPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	// Impl is the provider served by GRPCServer (plugin side only).
-	Impl engine.Provider
+	Impl memory.Provider
 
 	fds    *fdpass.Conn
 	logger hclog.Logger

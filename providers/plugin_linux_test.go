@@ -17,9 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/providerpb"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
 
 func pattern(n int, seed byte) []byte {
@@ -35,7 +36,7 @@ func TestLoadExample(t *testing.T) {
 	if p.Name() != "example" || p.Version() != "1.0.0" {
 		t.Errorf("Name, Version = %q, %q; want example, 1.0.0", p.Name(), p.Version())
 	}
-	want := engine.Capabilities{Kind: "memfd-example", DmabufExport: true, Gather: true, DeviceChecksum: true}
+	want := memory.Capabilities{Kind: "memfd-example", DmabufExport: true, Gather: true, DeviceChecksum: true}
 	if got := p.Capabilities(); got != want {
 		t.Errorf("Capabilities() = %+v, want %+v", got, want)
 	}
@@ -82,7 +83,7 @@ func TestDmabufFDPassing(t *testing.T) {
 		t.Fatal("host mapping of the received fd does not show the bytes the plugin wrote")
 	}
 	// Device-side gather in the plugin, seen through the host mapping.
-	if err := p.Gather(ctx, []engine.Copy{{Src: b.ID, SrcOff: 1000, Dst: b.ID, DstOff: 40000, Len: 5000}}); err != nil {
+	if err := p.Gather(ctx, []memory.Copy{{Src: b.ID, SrcOff: 1000, Dst: b.ID, DstOff: 40000, Len: 5000}}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(mem[40000:45000], data) {
@@ -215,9 +216,9 @@ func TestGatherThroughPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Reverse the 4 KiB pages.
-	copies := make([]engine.Copy, 256)
+	copies := make([]memory.Copy, 256)
 	for i := range copies {
-		copies[i] = engine.Copy{Src: src.ID, SrcOff: int64(255-i) * 4096, Dst: dst.ID, DstOff: int64(i) * 4096, Len: 4096}
+		copies[i] = memory.Copy{Src: src.ID, SrcOff: int64(255-i) * 4096, Dst: dst.ID, DstOff: int64(i) * 4096, Len: 4096}
 	}
 	if err := p.Gather(ctx, copies); err != nil {
 		t.Fatal(err)
@@ -244,16 +245,16 @@ func TestErrorsCrossBoundary(t *testing.T) {
 	}
 
 	// Checked in the host.
-	if err := p.CopyIn(ctx, b.ID, 4000, make([]byte, 100)); !errors.Is(err, engine.ErrOutOfBounds) {
+	if err := p.CopyIn(ctx, b.ID, 4000, make([]byte, 100)); !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Errorf("CopyIn past the end: %v, want ErrOutOfBounds", err)
 	}
-	if err := p.Gather(ctx, []engine.Copy{{Src: 99, Dst: b.ID, Len: 1}}); !errors.Is(err, engine.ErrUnknownBuffer) {
+	if err := p.Gather(ctx, []memory.Copy{{Src: 99, Dst: b.ID, Len: 1}}); !errors.Is(err, memory.ErrUnknownBuffer) {
 		t.Errorf("Gather from unknown buffer: %v, want ErrUnknownBuffer", err)
 	}
 
 	// Returned by the plugin.
 	var re *RemoteError
-	if err := p.Free(ctx, 99); !errors.Is(err, engine.ErrUnknownBuffer) || !errors.As(err, &re) {
+	if err := p.Free(ctx, 99); !errors.Is(err, memory.ErrUnknownBuffer) || !errors.As(err, &re) {
 		t.Errorf("Free(99): %v, want a RemoteError wrapping ErrUnknownBuffer", err)
 	}
 	_, err = p.client.rpc.CopyIn(ctx, &providerpb.CopyInRequest{Dst: uint64(b.ID), DstOff: 4090, StagingId: 1, Len: 0})
@@ -261,11 +262,11 @@ func TestErrorsCrossBoundary(t *testing.T) {
 		t.Fatalf("empty CopyIn at 4090: %v", err)
 	}
 	_, err = p.client.rpc.Checksum(ctx, &providerpb.ChecksumRequest{BufferId: uint64(b.ID), Off: []int64{4000}, Len: []int64{200}})
-	if err := p.client.callErr(ctx, "checksum", err); !errors.Is(err, engine.ErrOutOfBounds) {
+	if err := p.client.callErr(ctx, "checksum", err); !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Errorf("plugin-side checksum past the end: %v, want ErrOutOfBounds", err)
 	}
 	_, err = p.client.rpc.Checksum(ctx, &providerpb.ChecksumRequest{BufferId: 12345, Off: []int64{0}, Len: []int64{1}})
-	if err := p.client.callErr(ctx, "checksum", err); !errors.Is(err, engine.ErrUnknownBuffer) || !strings.Contains(err.Error(), "hostmem") {
+	if err := p.client.callErr(ctx, "checksum", err); !errors.Is(err, memory.ErrUnknownBuffer) || !strings.Contains(err.Error(), "hostmem") {
 		t.Errorf("plugin-side unknown buffer: %v, want hostmem's ErrUnknownBuffer", err)
 	}
 	_, err = p.client.rpc.Gather(ctx, &providerpb.GatherRequest{Copies: make([]byte, 41)})
@@ -284,7 +285,7 @@ func TestNoDmabufAndUnusable(t *testing.T) {
 	ctx := context.Background()
 	// hostmem, served as is, cannot export: its ErrNoDmabuf reaches the host.
 	nd := load(t, testPath, &LoadOptions{Env: []string{"TESTPLUGIN_NO_DMABUF=1"}})
-	if _, err := nd.Alloc(ctx, 4096, true); !errors.Is(err, engine.ErrNoDmabuf) || !strings.Contains(err.Error(), "hostmem") {
+	if _, err := nd.Alloc(ctx, 4096, true); !errors.Is(err, memory.ErrNoDmabuf) || !strings.Contains(err.Error(), "hostmem") {
 		t.Errorf("Alloc(dmabuf) from hostmem: %v, want hostmem's ErrNoDmabuf", err)
 	}
 	if b, err := nd.Alloc(ctx, 4096, false); err != nil || b.DmabufFD != -1 {
@@ -302,7 +303,7 @@ func TestNoDmabufAndUnusable(t *testing.T) {
 }
 
 func TestStatusMapping(t *testing.T) {
-	for _, sentinel := range []error{engine.ErrNoDmabuf, engine.ErrUnknownBuffer, engine.ErrOutOfBounds, ErrUnusable} {
+	for _, sentinel := range []error{memory.ErrNoDmabuf, memory.ErrUnknownBuffer, memory.ErrOutOfBounds, ErrUnusable} {
 		wrapped := errors.New("detail")
 		wrapped = errors.Join(wrapped, sentinel)
 		got := fromStatus("p", "op", toStatus(wrapped))
@@ -352,7 +353,7 @@ func TestCrashMidGather(t *testing.T) {
 
 	gatherErr := make(chan error, 1)
 	go func() {
-		gatherErr <- p.Gather(ctx, []engine.Copy{{Src: b.ID, Dst: b.ID, DstOff: 4096, Len: 4096}})
+		gatherErr <- p.Gather(ctx, []memory.Copy{{Src: b.ID, Dst: b.ID, DstOff: 4096, Len: 4096}})
 	}()
 	// Opening the fifo blocks until the plugin opens it inside Gather.
 	f, err := os.Open(fifo)

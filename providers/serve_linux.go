@@ -5,10 +5,11 @@ import (
 	"os"
 	"sync/atomic"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+
+	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Serve runs impl as a provider plugin; call it from a plugin's main. It
@@ -21,7 +22,7 @@ import (
 // it: the side socket reaching EOF means the host closed it or died. Run
 // directly, Serve prints an explanation to stderr and exits with status 1.
 // Nothing may write to stdout.
-func Serve(impl engine.Provider, cfg *ServeConfig) {
+func Serve(impl memory.Provider, cfg *ServeConfig) {
 	if os.Getenv(Handshake.MagicCookieKey) != Handshake.MagicCookieValue {
 		fmt.Fprintf(os.Stderr, "%s is a blockxfer provider plugin (%s): it is started by the blockxfer engine, not run directly.\n", os.Args[0], impl.Name())
 		os.Exit(1)

@@ -6,23 +6,24 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
-	"github.com/blockxfer/blockxfer/providers/internal/memfd"
-	"github.com/blockxfer/blockxfer/providers/providerpb"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
+	"github.com/blockxfer/blockxfer/providers/internal/memfd"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
 
-// GRPCServer is the plugin-side adapter: it serves an engine.Provider over
+// GRPCServer is the plugin-side adapter: it serves an memory.Provider over
 // the providerpb.Provider service, sends dmabuf fds on the side socket and
 // maps the staging buffers the host attaches. It is safe for concurrent use.
 // Serve creates and registers it.
 type GRPCServer struct {
 	providerpb.UnimplementedProviderServer
 
-	impl   engine.Provider
+	impl   memory.Provider
 	fds    *fdpass.Conn
 	logger hclog.Logger
 
@@ -32,7 +33,7 @@ type GRPCServer struct {
 
 // newGRPCServer returns a server for impl. fds is the plugin's end of the
 // side socket; logger may be nil.
-func newGRPCServer(impl engine.Provider, fds *fdpass.Conn, logger hclog.Logger) *GRPCServer {
+func newGRPCServer(impl memory.Provider, fds *fdpass.Conn, logger hclog.Logger) *GRPCServer {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -93,7 +94,7 @@ func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateReque
 		}
 		sent = true
 	} else if req.GetDmabuf() {
-		return nil, undo(fmt.Errorf("%w: provider allocated without a dmabuf fd", engine.ErrNoDmabuf))
+		return nil, undo(fmt.Errorf("%w: provider allocated without a dmabuf fd", memory.ErrNoDmabuf))
 	}
 	if err := ctx.Err(); err != nil {
 		// The host gave up: it will not learn this buffer's id, so free it.
@@ -104,7 +105,7 @@ func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateReque
 
 // Free implements providerpb.ProviderServer.
 func (s *GRPCServer) Free(ctx context.Context, req *providerpb.FreeRequest) (*providerpb.FreeResponse, error) {
-	if err := s.impl.Free(ctx, engine.BufferID(req.GetBufferId())); err != nil {
+	if err := s.impl.Free(ctx, memory.BufferID(req.GetBufferId())); err != nil {
 		return nil, toStatus(err)
 	}
 	return &providerpb.FreeResponse{}, nil
@@ -167,7 +168,7 @@ func (s *GRPCServer) CopyIn(ctx context.Context, req *providerpb.CopyInRequest) 
 	if err != nil {
 		return nil, err
 	}
-	if err := s.impl.CopyIn(ctx, engine.BufferID(req.GetDst()), req.GetDstOff(), src); err != nil {
+	if err := s.impl.CopyIn(ctx, memory.BufferID(req.GetDst()), req.GetDstOff(), src); err != nil {
 		return nil, toStatus(err)
 	}
 	return &providerpb.CopyInResponse{}, nil
@@ -175,7 +176,7 @@ func (s *GRPCServer) CopyIn(ctx context.Context, req *providerpb.CopyInRequest) 
 
 // Gather implements providerpb.ProviderServer.
 func (s *GRPCServer) Gather(ctx context.Context, req *providerpb.GatherRequest) (*providerpb.GatherResponse, error) {
-	buf := copyPool.Get().(*[]engine.Copy)
+	buf := copyPool.Get().(*[]memory.Copy)
 	defer copyPool.Put(buf)
 	copies, err := decodeCopies((*buf)[:0], req.GetCopies())
 	*buf = copies
@@ -194,7 +195,7 @@ func (s *GRPCServer) ReadBack(ctx context.Context, req *providerpb.ReadBackReque
 	if err != nil {
 		return nil, err
 	}
-	if err := s.impl.ReadBack(ctx, engine.BufferID(req.GetSrc()), req.GetSrcOff(), dst); err != nil {
+	if err := s.impl.ReadBack(ctx, memory.BufferID(req.GetSrc()), req.GetSrcOff(), dst); err != nil {
 		return nil, toStatus(err)
 	}
 	return &providerpb.ReadBackResponse{}, nil
@@ -207,7 +208,7 @@ func (s *GRPCServer) Checksum(ctx context.Context, req *providerpb.ChecksumReque
 	}
 	resp := &providerpb.ChecksumResponse{Crc32C: make([]uint32, len(req.GetOff()))}
 	for i := range req.GetOff() {
-		sum, err := s.impl.Checksum(ctx, engine.BufferID(req.GetBufferId()), req.Off[i], req.Len[i])
+		sum, err := s.impl.Checksum(ctx, memory.BufferID(req.GetBufferId()), req.Off[i], req.Len[i])
 		if err != nil {
 			return nil, toStatus(err)
 		}

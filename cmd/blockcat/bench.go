@@ -12,8 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // benchRow is one request size's figures.
@@ -98,10 +99,10 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // benchSize keeps concurrency reads of size bytes at random offsets in
 // flight for d and reports throughput and latency percentiles.
-func benchSize(ctx context.Context, s *conn, p engine.Provider, volume string, volSize, size int64,
+func benchSize(ctx context.Context, s *conn, p memory.Provider, volume string, volSize, size int64,
 	concurrency int, d time.Duration, rng *rand.Rand) (benchRow, error) {
 	row := benchRow{Size: size}
-	bufs := make([]engine.Buffer, concurrency)
+	bufs := make([]memory.Buffer, concurrency)
 	for i := range bufs {
 		b, err := p.Alloc(ctx, size, false)
 		if err != nil {
@@ -111,7 +112,7 @@ func benchSize(ctx context.Context, s *conn, p engine.Provider, volume string, v
 		defer p.Free(context.Background(), b.ID)
 	}
 	slots := (volSize - size) / size
-	submit := func(buf engine.Buffer) *engine.Handle {
+	submit := func(buf memory.Buffer) *engine.Handle {
 		off := rng.Int64N(slots+1) * size
 		return s.Submit(ctx, []engine.Request{{Volume: volume, Offset: off, Length: size, Dst: buf}})[0]
 	}

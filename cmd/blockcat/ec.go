@@ -14,9 +14,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
@@ -57,7 +58,7 @@ func parseEC(s string) (k, m int, err error) {
 // chooses for that server, and CRC checks on. release closes what the
 // dialed sessions' transports hold, then the provider: call it after the
 // sessions are closed.
-func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p engine.Provider, dial ec.Dialer, release func(), paths func() map[string]string, err error) {
+func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p memory.Provider, dial ec.Dialer, release func(), paths func() map[string]string, err error) {
 	mode, err := choose.ParseMode(c.devmem)
 	if err != nil {
 		return nil, nil, nil, nil, cli.UsageErr(err)

@@ -11,8 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // getResult is what `blockcat get --json` prints.
@@ -88,7 +89,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer finish()
 
 	win := min(int64(window), n)
-	bufs := make([]engine.Buffer, min(int64(*depth), (n+win-1)/win))
+	bufs := make([]memory.Buffer, min(int64(*depth), (n+win-1)/win))
 	for i := range bufs {
 		if bufs[i], err = p.Alloc(ctx, win, false); err != nil {
 			return err
@@ -135,16 +136,16 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // fetch reads [off, off+n) of volume through the window buffers, keeping
 // every buffer busy, and writes the bytes to w (if set) in order.
-func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []engine.Buffer,
-	p engine.Provider, w io.Writer, bar *cli.Bar, res *getResult) error {
+func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []memory.Buffer,
+	p memory.Provider, w io.Writer, bar *cli.Bar, res *getResult) error {
 	win := bufs[0].Size
 	type inflight struct {
 		h   *engine.Handle
-		buf engine.Buffer
+		buf memory.Buffer
 	}
 	var queue []inflight
 	next, done := off, int64(0)
-	submit := func(buf engine.Buffer) {
+	submit := func(buf memory.Buffer) {
 		k := min(win, off+n-next)
 		h := s.Submit(ctx, []engine.Request{{Volume: volume, Offset: next, Length: k, Dst: buf}})[0]
 		queue = append(queue, inflight{h, buf})
@@ -227,8 +228,8 @@ func openOutput(path string, stdout io.Writer) (w io.Writer, finish func() error
 
 // hostView returns n bytes of buf readable by the CPU: the buffer itself
 // when the provider maps it, else a copy read back into *scratch.
-func hostView(ctx context.Context, p engine.Provider, buf engine.BufferID, n int64, scratch *[]byte) ([]byte, error) {
-	if m, ok := p.(engine.Mapper); ok {
+func hostView(ctx context.Context, p memory.Provider, buf memory.BufferID, n int64, scratch *[]byte) ([]byte, error) {
+	if m, ok := p.(memory.Mapper); ok {
 		b, err := m.Bytes(buf)
 		if err != nil {
 			return nil, err

@@ -19,8 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
@@ -104,7 +105,7 @@ func (c *common) register(fs *flag.FlagSet) {
 // conn is an open session with what it was built from.
 type conn struct {
 	*engine.Session
-	p    engine.Provider
+	p    memory.Provider
 	path *choose.ClientPath
 }
 

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // providerInfo is one row of `blockcat providers`.
@@ -22,7 +22,7 @@ type providerInfo struct {
 	Name         string              `json:"name"`
 	Version      string              `json:"version,omitempty"`
 	Path         string              `json:"path,omitempty"`
-	Capabilities engine.Capabilities `json:"capabilities"`
+	Capabilities memory.Capabilities `json:"capabilities"`
 	Unusable     string              `json:"unusable,omitempty"`
 }
 

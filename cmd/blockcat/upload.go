@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/catalog"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 )
 
 // upload runs `blockcat upload SERVER NAME FILE`: it stores FILE as volume

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/ec"
-	"github.com/blockxfer/blockxfer/internal/cli"
 )
 
 // clusterFlags are the flags `blockd serve` takes for the cluster catalog,

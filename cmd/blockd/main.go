@@ -17,7 +17,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 )
 
 const usage = `blockd is the blockxfer storage server.

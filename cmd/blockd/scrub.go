@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )

@@ -17,8 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/blockxfer/blockxfer/catalog"
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
@@ -84,8 +86,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		PoolSize: int64(txPool), Logger: log}
 	// The TX pool needs a dmabuf the NIC can read: a provider plugin,
 	// started only if the NIC qualifies.
-	opts.OpenProvider = func() (engine.Provider, error) {
+	opts.OpenProvider = func() (memory.Provider, error) {
 		return cli.OpenProvider(ctx, *txProvider, *pluginDir, *logLevel, stderr)
+	}
+	if mode == choose.Emulate {
+		pool := hostmem.New()
+		defer pool.Close()
+		opts.EmulationPool = pool
 	}
 	path, err := choose.Server(ctx, opts)
 	if err != nil {
@@ -103,7 +110,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	reg.MustRegister(info)
 	srv, err := engine.NewServer(engine.ServerConfig{
 		Key:         key,
-		Store:       store,
+		Volumes:     store,
 		Transport:   path.Transport,
 		Name:        *name,
 		MaxSessions: *maxSessions,

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/catalog"
-	"github.com/blockxfer/blockxfer/internal/cli"
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 )
 
 func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -7,17 +7,18 @@ import (
 	"hash/crc32"
 	"sync"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
-// provider is an engine.Provider over memfds. providers.Serve calls it from
+// provider is an memory.Provider over memfds. providers.Serve calls it from
 // many goroutines at once, so it locks: copies under the read lock, Free
 // under the write lock (so a buffer is never unmapped mid-copy).
 type provider struct {
 	mu   sync.RWMutex
-	bufs map[engine.BufferID]*buffer
-	next engine.BufferID
+	bufs map[memory.BufferID]*buffer
+	next memory.BufferID
 }
 
 // buffer is one allocation: a sealed memfd and its shared mapping.
@@ -28,8 +29,8 @@ type buffer struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func newProvider() engine.Provider {
-	return &provider{bufs: make(map[engine.BufferID]*buffer)}
+func newProvider() memory.Provider {
+	return &provider{bufs: make(map[memory.BufferID]*buffer)}
 }
 
 func (p *provider) Name() string { return "example" }
@@ -37,8 +38,8 @@ func (p *provider) Name() string { return "example" }
 // Version is reported in Capabilities (optional providers.Versioner).
 func (p *provider) Version() string { return "1.0.0" }
 
-func (p *provider) Capabilities() engine.Capabilities {
-	return engine.Capabilities{
+func (p *provider) Capabilities() memory.Capabilities {
+	return memory.Capabilities{
 		Kind:           "memfd-example",
 		DmabufExport:   true, // a memfd standing in for a dmabuf
 		CPUMappable:    true, // in the plugin process
@@ -50,64 +51,64 @@ func (p *provider) Capabilities() engine.Capabilities {
 // Alloc creates a memfd the way udmabuf wants one (sealable, shrink-sealed),
 // maps it, and with dmabuf true returns the memfd as the buffer's fd. The
 // buffer keeps owning that fd: providers.Serve sends a copy to the host.
-func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	if size <= 0 {
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("example: alloc %d bytes: size must be positive", size)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: alloc %d bytes: size must be positive", size)
 	}
 	fd, err := unix.MemfdCreate("blockxfer-example", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("example: memfd_create: %w", err)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: memfd_create: %w", err)
 	}
 	if err := unix.Ftruncate(fd, size); err != nil {
 		unix.Close(fd)
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("example: ftruncate: %w", err)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: ftruncate: %w", err)
 	}
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW); err != nil {
 		unix.Close(fd)
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("example: seal: %w", err)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: seal: %w", err)
 	}
 	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		unix.Close(fd)
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("example: mmap: %w", err)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: mmap: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
 	p.bufs[p.next] = &buffer{fd: fd, mem: mem}
-	out := engine.Buffer{ID: p.next, Size: size, DmabufFD: -1}
+	out := memory.Buffer{ID: p.next, Size: size, DmabufFD: -1}
 	if dmabuf {
 		out.DmabufFD = fd
 	}
 	return out, nil
 }
 
-func (p *provider) Free(ctx context.Context, id engine.BufferID) error {
+func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
 	p.mu.Lock()
 	b, ok := p.bufs[id]
 	delete(p.bufs, id)
 	p.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("example: free %d: %w", id, engine.ErrUnknownBuffer)
+		return fmt.Errorf("example: free %d: %w", id, memory.ErrUnknownBuffer)
 	}
 	return errors.Join(unix.Munmap(b.mem), unix.Close(b.fd))
 }
 
 // span returns n bytes of buffer id at off. Callers hold p.mu for reading.
 // The engine sentinels it wraps reach the host intact.
-func (p *provider) span(id engine.BufferID, off, n int64) ([]byte, error) {
+func (p *provider) span(id memory.BufferID, off, n int64) ([]byte, error) {
 	b, ok := p.bufs[id]
 	if !ok {
-		return nil, fmt.Errorf("example: buffer %d: %w", id, engine.ErrUnknownBuffer)
+		return nil, fmt.Errorf("example: buffer %d: %w", id, memory.ErrUnknownBuffer)
 	}
 	if off < 0 || n < 0 || off > int64(len(b.mem)) || n > int64(len(b.mem))-off {
-		return nil, fmt.Errorf("example: buffer %d: [%d, %d+%d): %w", id, off, off, n, engine.ErrOutOfBounds)
+		return nil, fmt.Errorf("example: buffer %d: [%d, %d+%d): %w", id, off, off, n, memory.ErrOutOfBounds)
 	}
 	return b.mem[off : off+n], nil
 }
 
 // CopyIn's src is a slice of a staging buffer shared with the host.
-func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	d, err := p.span(dst, off, int64(len(src)))
@@ -119,7 +120,7 @@ func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, s
 }
 
 // Gather checks every copy before moving a byte, then copies in order.
-func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	for _, c := range copies {
@@ -139,7 +140,7 @@ func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
 }
 
 // ReadBack's dst is a slice of a staging buffer shared with the host.
-func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	s, err := p.span(src, off, int64(len(dst)))
@@ -150,7 +151,7 @@ func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64,
 	return nil
 }
 
-func (p *provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	s, err := p.span(buf, off, n)

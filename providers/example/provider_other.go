@@ -7,10 +7,10 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
-func newProvider() engine.Provider {
+func newProvider() memory.Provider {
 	fmt.Fprintf(os.Stderr, "blockxfer-provider-example: memfd is not supported on %s\n", runtime.GOOS)
 	os.Exit(1)
 	return nil

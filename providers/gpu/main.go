@@ -22,7 +22,7 @@
 // cuStreamSynchronize. Checksum reads back and computes CRC-32C on the host
 // (no device kernel): Capabilities says DeviceChecksum false. Dmabuf export
 // needs CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED and CUDA 11.7+; without it
-// Alloc with dmabuf fails with engine.ErrNoDmabuf and the reason.
+// Alloc with dmabuf fails with memory.ErrNoDmabuf and the reason.
 //
 // Build it under the name the engine discovers:
 //

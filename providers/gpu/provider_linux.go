@@ -9,9 +9,10 @@ import (
 	"hash/crc32"
 	"sync"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // maxStreams is how many CUDA streams concurrent Gathers share.
@@ -25,7 +26,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // checksumBufs holds read-back buffers for Checksum.
 var checksumBufs = sync.Pool{New: func() any { b := make([]byte, checksumChunk); return &b }}
 
-// provider is the CUDA engine.Provider for one device. It is safe for
+// provider is the CUDA memory.Provider for one device. It is safe for
 // concurrent use: copies run under the read lock, Free under the write lock.
 type provider struct {
 	cfg         config
@@ -44,8 +45,8 @@ type provider struct {
 	nstreams int
 
 	mu      sync.RWMutex
-	bufs    map[engine.BufferID]*gpuBuffer
-	next    engine.BufferID
+	bufs    map[memory.BufferID]*gpuBuffer
+	next    memory.BufferID
 	staging [][]byte // registered with cuMemHostRegister
 	closed  bool
 }
@@ -64,7 +65,7 @@ func newProvider(cfg config) *provider {
 		cfg:      cfg,
 		pageSize: int64(unix.Getpagesize()),
 		streams:  make(chan cuStream, maxStreams),
-		bufs:     make(map[engine.BufferID]*gpuBuffer),
+		bufs:     make(map[memory.BufferID]*gpuBuffer),
 		version:  "1",
 	}
 	p.why = p.open()
@@ -130,9 +131,9 @@ func (p *provider) Version() string { return p.version }
 // UnusableReason says why the GPU cannot be used (providers.UnusableReasoner).
 func (p *provider) UnusableReason() string { return p.why }
 
-func (p *provider) Capabilities() engine.Capabilities {
-	return engine.Capabilities{
-		Kind:           engine.MemoryGPU,
+func (p *provider) Capabilities() memory.Capabilities {
+	return memory.Capabilities{
+		Kind:           memory.GPU,
 		Device:         fmt.Sprintf("cuda:%d", p.cfg.device),
 		DmabufExport:   p.dmabufOK,
 		CPUMappable:    false,
@@ -145,13 +146,13 @@ func (p *provider) Capabilities() engine.Capabilities {
 // Alloc allocates size bytes, rounded up to the host page size (dmabuf
 // export needs page-aligned ranges). With dmabuf true the whole allocation
 // is exported with cuMemGetHandleForAddressRange; the buffer owns the fd.
-func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
-	none := engine.Buffer{DmabufFD: -1}
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
+	none := memory.Buffer{DmabufFD: -1}
 	if p.why != "" {
 		return none, fmt.Errorf("gpu: %w: %s", providers.ErrUnusable, p.why)
 	}
 	if dmabuf && !p.dmabufOK {
-		return none, fmt.Errorf("gpu: %w: %s", engine.ErrNoDmabuf, p.noDmabufWhy)
+		return none, fmt.Errorf("gpu: %w: %s", memory.ErrNoDmabuf, p.noDmabufWhy)
 	}
 	if size <= 0 {
 		return none, fmt.Errorf("gpu: alloc %d bytes: size must be positive", size)
@@ -180,7 +181,7 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.B
 	}
 	p.next++
 	p.bufs[p.next] = b
-	return engine.Buffer{ID: p.next, Size: size, DmabufFD: b.fd}, nil
+	return memory.Buffer{ID: p.next, Size: size, DmabufFD: b.fd}, nil
 }
 
 // release closes the dmabuf and frees the device memory.
@@ -192,32 +193,32 @@ func (b *gpuBuffer) release(ctx cuContext) error {
 	return errors.Join(append(errs, cuMemFree(ctx, b.ptr))...)
 }
 
-func (p *provider) Free(ctx context.Context, id engine.BufferID) error {
+func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
 	p.mu.Lock()
 	b, ok := p.bufs[id]
 	delete(p.bufs, id)
 	p.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("gpu: free %d: %w", id, engine.ErrUnknownBuffer)
+		return fmt.Errorf("gpu: free %d: %w", id, memory.ErrUnknownBuffer)
 	}
 	return b.release(p.ctx)
 }
 
 // lookup returns buffer id after checking [off, off+n). Callers hold p.mu.
-func (p *provider) lookup(id engine.BufferID, off, n int64) (*gpuBuffer, error) {
+func (p *provider) lookup(id memory.BufferID, off, n int64) (*gpuBuffer, error) {
 	b, ok := p.bufs[id]
 	if !ok {
-		return nil, fmt.Errorf("gpu: buffer %d: %w", id, engine.ErrUnknownBuffer)
+		return nil, fmt.Errorf("gpu: buffer %d: %w", id, memory.ErrUnknownBuffer)
 	}
 	if off < 0 || n < 0 || off > b.size || n > b.size-off {
-		return nil, fmt.Errorf("gpu: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, engine.ErrOutOfBounds)
+		return nil, fmt.Errorf("gpu: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, memory.ErrOutOfBounds)
 	}
 	return b, nil
 }
 
 // CopyIn copies host bytes to the device with cuMemcpyHtoD. From a staging
 // buffer (pinned by RegisterStaging) this is a direct DMA.
-func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	b, err := p.lookup(dst, off, int64(len(src)))
@@ -231,7 +232,7 @@ func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, s
 }
 
 // ReadBack copies device bytes to the host with cuMemcpyDtoH.
-func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	b, err := p.lookup(src, off, int64(len(dst)))
@@ -246,7 +247,7 @@ func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64,
 
 // Gather checks every copy, queues them all on one stream in order
 // (cuMemcpyDtoDAsync) and waits for the stream.
-func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	if len(copies) == 0 {
 		return nil
 	}
@@ -306,7 +307,7 @@ func (p *provider) stream(ctx context.Context) (cuStream, error) {
 
 // Checksum reads the range back in 4 MiB chunks and computes CRC-32C on the
 // host: there is no device kernel for it.
-func (p *provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	b, err := p.lookup(buf, off, n)

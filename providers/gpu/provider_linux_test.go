@@ -16,10 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Built once by TestMain.
@@ -113,7 +114,7 @@ func TestDrivers(t *testing.T) {
 func testProvider(t *testing.T, p *providers.Plugin, fake bool) {
 	ctx := context.Background()
 	c := p.Capabilities()
-	if p.Name() != "gpu" || c.Kind != engine.MemoryGPU || c.Device != "cuda:0" || !c.Gather || c.DeviceChecksum || c.CPUMappable {
+	if p.Name() != "gpu" || c.Kind != memory.GPU || c.Device != "cuda:0" || !c.Gather || c.DeviceChecksum || c.CPUMappable {
 		t.Errorf("Name %q, Capabilities %+v", p.Name(), c)
 	}
 	if fake {
@@ -185,9 +186,9 @@ func testProvider(t *testing.T, p *providers.Plugin, fake bool) {
 
 	// Gather: reverse the 4 KiB pages of the first 4 MiB.
 	const pages = 1024
-	copies := make([]engine.Copy, pages)
+	copies := make([]memory.Copy, pages)
 	for i := range copies {
-		copies[i] = engine.Copy{Src: src.ID, SrcOff: int64(pages-1-i) * 4096, Dst: dst.ID, DstOff: int64(i) * 4096, Len: 4096}
+		copies[i] = memory.Copy{Src: src.ID, SrcOff: int64(pages-1-i) * 4096, Dst: dst.ID, DstOff: int64(i) * 4096, Len: 4096}
 	}
 	if err := p.Gather(ctx, copies); err != nil {
 		t.Fatal(err)
@@ -214,7 +215,7 @@ func testProvider(t *testing.T, p *providers.Plugin, fake bool) {
 					t.Error(err)
 					return
 				}
-				if err := p.Gather(ctx, []engine.Copy{{Src: dst.ID, SrcOff: off, Dst: src.ID, DstOff: off, Len: 65536}}); err != nil {
+				if err := p.Gather(ctx, []memory.Copy{{Src: dst.ID, SrcOff: off, Dst: src.ID, DstOff: off, Len: 65536}}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -227,16 +228,16 @@ func testProvider(t *testing.T, p *providers.Plugin, fake bool) {
 	}
 	wg.Wait()
 
-	if err := p.CopyIn(ctx, src.ID, size-1, []byte{1, 2}); !errors.Is(err, engine.ErrOutOfBounds) {
+	if err := p.CopyIn(ctx, src.ID, size-1, []byte{1, 2}); !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Errorf("CopyIn past the end: %v", err)
 	}
-	if err := p.Free(ctx, 12345); !errors.Is(err, engine.ErrUnknownBuffer) {
+	if err := p.Free(ctx, 12345); !errors.Is(err, memory.ErrUnknownBuffer) {
 		t.Errorf("Free(unknown): %v", err)
 	}
 	if _, err := p.Alloc(ctx, 1<<50, false); err == nil || !strings.Contains(err.Error(), "CUDA_ERROR_OUT_OF_MEMORY") {
 		t.Errorf("Alloc(1 PiB): %v, want the driver's CUDA_ERROR_OUT_OF_MEMORY", err)
 	}
-	for _, id := range []engine.BufferID{src.ID, dst.ID} {
+	for _, id := range []memory.BufferID{src.ID, dst.ID} {
 		if err := p.Free(ctx, id); err != nil {
 			t.Error(err)
 		}
@@ -253,7 +254,7 @@ func TestNoDmabufSupport(t *testing.T) {
 		t.Error("DmabufExport with CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0")
 	}
 	_, err := p.Alloc(ctx, 4096, true)
-	if !errors.Is(err, engine.ErrNoDmabuf) || !strings.Contains(err.Error(), "CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0") {
+	if !errors.Is(err, memory.ErrNoDmabuf) || !strings.Contains(err.Error(), "CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0") {
 		t.Errorf("Alloc(dmabuf): %v, want ErrNoDmabuf naming the attribute", err)
 	}
 	if b, err := p.Alloc(ctx, 4096, false); err != nil || b.DmabufFD != -1 {

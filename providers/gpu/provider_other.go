@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"runtime"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // provider stands in where the CUDA provider cannot be built (not Linux, or
@@ -23,19 +23,19 @@ func (p *provider) err() error { return fmt.Errorf("gpu: %w: %s", providers.ErrU
 
 func (p *provider) Name() string           { return "gpu" }
 func (p *provider) UnusableReason() string { return p.why }
-func (p *provider) Capabilities() engine.Capabilities {
-	return engine.Capabilities{Kind: engine.MemoryGPU}
+func (p *provider) Capabilities() memory.Capabilities {
+	return memory.Capabilities{Kind: memory.GPU}
 }
-func (p *provider) Alloc(context.Context, int64, bool) (engine.Buffer, error) {
-	return engine.Buffer{DmabufFD: -1}, p.err()
+func (p *provider) Alloc(context.Context, int64, bool) (memory.Buffer, error) {
+	return memory.Buffer{DmabufFD: -1}, p.err()
 }
-func (p *provider) Free(context.Context, engine.BufferID) error                  { return p.err() }
-func (p *provider) CopyIn(context.Context, engine.BufferID, int64, []byte) error { return p.err() }
-func (p *provider) Gather(context.Context, []engine.Copy) error                  { return p.err() }
-func (p *provider) ReadBack(context.Context, engine.BufferID, int64, []byte) error {
+func (p *provider) Free(context.Context, memory.BufferID) error                  { return p.err() }
+func (p *provider) CopyIn(context.Context, memory.BufferID, int64, []byte) error { return p.err() }
+func (p *provider) Gather(context.Context, []memory.Copy) error                  { return p.err() }
+func (p *provider) ReadBack(context.Context, memory.BufferID, int64, []byte) error {
 	return p.err()
 }
-func (p *provider) Checksum(context.Context, engine.BufferID, int64, int64) (uint32, error) {
+func (p *provider) Checksum(context.Context, memory.BufferID, int64, int64) (uint32, error) {
 	return 0, p.err()
 }
 func (p *provider) Close() error { return nil }

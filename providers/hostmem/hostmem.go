@@ -1,11 +1,11 @@
 // Package hostmem is the built-in host-memory provider: an in-process
-// engine.Provider whose buffers are sealed memfds mapped MAP_SHARED into this
+// memory.Provider whose buffers are sealed memfds mapped MAP_SHARED into this
 // process. It is the engine's default provider.
 //
-// Buffers are CPU-mappable (Provider implements engine.Mapper), Gather is a
+// Buffers are CPU-mappable (Provider implements memory.Mapper), Gather is a
 // memmove through the mappings and Checksum is CRC-32C over the mapping, both
 // without copies or allocations. Host memory cannot be exported as a dmabuf:
-// Alloc with dmabuf true fails with engine.ErrNoDmabuf (use the udmabuf
+// Alloc with dmabuf true fails with memory.ErrNoDmabuf (use the udmabuf
 // provider plugin for host memory a NIC can be bound to).
 //
 // # Concurrency
@@ -27,8 +27,8 @@ import (
 	"hash/crc32"
 	"sync"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // ErrClosed is returned by every method called after Close.
@@ -41,8 +41,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // New.
 type Provider struct {
 	mu     sync.RWMutex
-	bufs   map[engine.BufferID]*buffer
-	nextID engine.BufferID
+	bufs   map[memory.BufferID]*buffer
+	nextID memory.BufferID
 	closed bool
 }
 
@@ -53,13 +53,13 @@ type buffer struct {
 }
 
 var (
-	_ engine.Provider = (*Provider)(nil)
-	_ engine.Mapper   = (*Provider)(nil)
+	_ memory.Provider = (*Provider)(nil)
+	_ memory.Mapper   = (*Provider)(nil)
 )
 
 // New returns an empty host-memory provider.
 func New() *Provider {
-	return &Provider{bufs: make(map[engine.BufferID]*buffer)}
+	return &Provider{bufs: make(map[memory.BufferID]*buffer)}
 }
 
 // Name returns "host".
@@ -67,9 +67,9 @@ func (p *Provider) Name() string { return "host" }
 
 // Capabilities reports host memory: CPU-mappable, gather and checksum done
 // in place, no dmabuf export, no stated allocation limit.
-func (p *Provider) Capabilities() engine.Capabilities {
-	return engine.Capabilities{
-		Kind:           engine.MemoryHost,
+func (p *Provider) Capabilities() memory.Capabilities {
+	return memory.Capabilities{
+		Kind:           memory.Host,
 		CPUMappable:    true,
 		Gather:         true,
 		DeviceChecksum: true,
@@ -78,26 +78,26 @@ func (p *Provider) Capabilities() engine.Capabilities {
 
 // Alloc allocates size bytes of zeroed host memory backed by a memfd created
 // with MFD_CLOEXEC|MFD_ALLOW_SEALING and sealed against shrinking and growing.
-// With dmabuf true it returns an error wrapping engine.ErrNoDmabuf. The
+// With dmabuf true it returns an error wrapping memory.ErrNoDmabuf. The
 // returned Buffer's DmabufFD is -1.
-func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	if dmabuf {
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc: %w: host memory has no dmabuf exporter (use the udmabuf provider)", engine.ErrNoDmabuf)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc: %w: host memory has no dmabuf exporter (use the udmabuf provider)", memory.ErrNoDmabuf)
 	}
 	if err := ctx.Err(); err != nil {
-		return engine.Buffer{DmabufFD: -1}, err
+		return memory.Buffer{DmabufFD: -1}, err
 	}
 	if size <= 0 {
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: size must be positive", size)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: size must be positive", size)
 	}
 	fd, err := memfd.Create("blockxfer-host", size, memfd.SealShrink|memfd.SealGrow)
 	if err != nil {
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
 	}
 	mem, err := memfd.Map(fd, size)
 	if err != nil {
 		memfd.Close(fd)
-		return engine.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
 	}
 	b := &buffer{fd: fd, mem: mem}
 
@@ -105,19 +105,19 @@ func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.B
 	if p.closed {
 		p.mu.Unlock()
 		b.release()
-		return engine.Buffer{DmabufFD: -1}, ErrClosed
+		return memory.Buffer{DmabufFD: -1}, ErrClosed
 	}
 	p.nextID++
 	id := p.nextID
 	p.bufs[id] = b
 	p.mu.Unlock()
-	return engine.Buffer{ID: id, Size: size, DmabufFD: -1}, nil
+	return memory.Buffer{ID: id, Size: size, DmabufFD: -1}, nil
 }
 
 // Free unmaps the buffer and closes its memfd, after any copy in flight on it
-// has finished. It returns an error wrapping engine.ErrUnknownBuffer if id is
+// has finished. It returns an error wrapping memory.ErrUnknownBuffer if id is
 // not allocated.
-func (p *Provider) Free(ctx context.Context, id engine.BufferID) error {
+func (p *Provider) Free(ctx context.Context, id memory.BufferID) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -136,8 +136,8 @@ func (p *Provider) Free(ctx context.Context, id engine.BufferID) error {
 
 // Bytes returns the buffer's mapping. The slice is valid until Free or Close;
 // touching it afterwards faults. It returns an error wrapping
-// engine.ErrUnknownBuffer if id is not allocated.
-func (p *Provider) Bytes(id engine.BufferID) ([]byte, error) {
+// memory.ErrUnknownBuffer if id is not allocated.
+func (p *Provider) Bytes(id memory.BufferID) ([]byte, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -154,8 +154,8 @@ func (p *Provider) Bytes(id engine.BufferID) ([]byte, error) {
 // process or to bind it where a mappable fd stands in for a dmabuf (the
 // software NIC). The buffer owns the fd: it is closed by Free and must not be
 // closed by the caller (dup it to keep it). It returns an error wrapping
-// engine.ErrUnknownBuffer if id is not allocated.
-func (p *Provider) FD(id engine.BufferID) (int, error) {
+// memory.ErrUnknownBuffer if id is not allocated.
+func (p *Provider) FD(id memory.BufferID) (int, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
@@ -169,8 +169,8 @@ func (p *Provider) FD(id engine.BufferID) (int, error) {
 }
 
 // CopyIn copies src into dst at off. It returns an error wrapping
-// engine.ErrUnknownBuffer or engine.ErrOutOfBounds, and does not allocate.
-func (p *Provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+// memory.ErrUnknownBuffer or memory.ErrOutOfBounds, and does not allocate.
+func (p *Provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -192,9 +192,9 @@ func (p *Provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, s
 
 // Gather performs copies in order with memmove semantics (a copy may overlap
 // itself or an earlier one in the same buffer). Every copy is checked before
-// any byte moves, so on an error wrapping engine.ErrUnknownBuffer or
-// engine.ErrOutOfBounds no buffer has changed. It does not allocate.
-func (p *Provider) Gather(ctx context.Context, copies []engine.Copy) error {
+// any byte moves, so on an error wrapping memory.ErrUnknownBuffer or
+// memory.ErrOutOfBounds no buffer has changed. It does not allocate.
+func (p *Provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -227,9 +227,9 @@ func (p *Provider) Gather(ctx context.Context, copies []engine.Copy) error {
 }
 
 // ReadBack copies len(dst) bytes of src at off into dst. It returns an error
-// wrapping engine.ErrUnknownBuffer or engine.ErrOutOfBounds, and does not
+// wrapping memory.ErrUnknownBuffer or memory.ErrOutOfBounds, and does not
 // allocate.
-func (p *Provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+func (p *Provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -251,8 +251,8 @@ func (p *Provider) ReadBack(ctx context.Context, src engine.BufferID, off int64,
 
 // Checksum returns the CRC-32C (Castagnoli) of n bytes of buf at off,
 // computed over the mapping. It returns an error wrapping
-// engine.ErrUnknownBuffer or engine.ErrOutOfBounds.
-func (p *Provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+// memory.ErrUnknownBuffer or memory.ErrOutOfBounds.
+func (p *Provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -296,13 +296,13 @@ func (b *buffer) release() error {
 // lookupCache remembers the last two buffers looked up, so a gather of many
 // fragments into one destination costs about one map lookup per fragment.
 type lookupCache struct {
-	id  [2]engine.BufferID
+	id  [2]memory.BufferID
 	buf [2]*buffer
 	n   int
 }
 
 // get returns the buffer for id or nil.
-func (c *lookupCache) get(bufs map[engine.BufferID]*buffer, id engine.BufferID) *buffer {
+func (c *lookupCache) get(bufs map[memory.BufferID]*buffer, id memory.BufferID) *buffer {
 	if c.buf[0] != nil && c.id[0] == id {
 		return c.buf[0]
 	}
@@ -323,10 +323,10 @@ func inBounds(off, n int64, size int) bool {
 	return off >= 0 && n >= 0 && off <= int64(size) && n <= int64(size)-off
 }
 
-func unknown(op string, id engine.BufferID) error {
-	return fmt.Errorf("hostmem: %s: buffer %d: %w", op, id, engine.ErrUnknownBuffer)
+func unknown(op string, id memory.BufferID) error {
+	return fmt.Errorf("hostmem: %s: buffer %d: %w", op, id, memory.ErrUnknownBuffer)
 }
 
-func outOfBounds(op string, id engine.BufferID, off, n int64, size int) error {
-	return fmt.Errorf("hostmem: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", op, id, off, off, n, size, engine.ErrOutOfBounds)
+func outOfBounds(op string, id memory.BufferID, off, n int64, size int) error {
+	return fmt.Errorf("hostmem: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", op, id, off, off, n, size, memory.ErrOutOfBounds)
 }

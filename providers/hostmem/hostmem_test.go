@@ -12,11 +12,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
-func alloc(t *testing.T, p *Provider, size int64) engine.Buffer {
+func alloc(t *testing.T, p *Provider, size int64) memory.Buffer {
 	t.Helper()
 	b, err := p.Alloc(context.Background(), size, false)
 	if err != nil {
@@ -104,7 +105,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestCapabilities(t *testing.T) {
 	c := New().Capabilities()
-	want := engine.Capabilities{Kind: engine.MemoryHost, CPUMappable: true, Gather: true, DeviceChecksum: true}
+	want := memory.Capabilities{Kind: memory.Host, CPUMappable: true, Gather: true, DeviceChecksum: true}
 	if c != want {
 		t.Errorf("Capabilities() = %+v, want %+v", c, want)
 	}
@@ -114,7 +115,7 @@ func TestAllocErrors(t *testing.T) {
 	ctx := context.Background()
 	p := New()
 	defer p.Close()
-	if _, err := p.Alloc(ctx, 4096, true); !errors.Is(err, engine.ErrNoDmabuf) {
+	if _, err := p.Alloc(ctx, 4096, true); !errors.Is(err, memory.ErrNoDmabuf) {
 		t.Errorf("Alloc(dmabuf) error = %v, want ErrNoDmabuf", err)
 	}
 	for _, size := range []int64{0, -1} {
@@ -149,14 +150,14 @@ func TestUnknownBuffer(t *testing.T) {
 		"Free again":  p.Free(ctx, b.ID),
 		"CopyIn":      p.CopyIn(ctx, b.ID, 0, buf),
 		"ReadBack":    p.ReadBack(ctx, b.ID, 0, buf),
-		"Gather src":  p.Gather(ctx, []engine.Copy{{Src: b.ID, Dst: other.ID, Len: 8}}),
-		"Gather dst":  p.Gather(ctx, []engine.Copy{{Src: other.ID, Dst: b.ID, Len: 8}}),
+		"Gather src":  p.Gather(ctx, []memory.Copy{{Src: b.ID, Dst: other.ID, Len: 8}}),
+		"Gather dst":  p.Gather(ctx, []memory.Copy{{Src: other.ID, Dst: b.ID, Len: 8}}),
 		"Bytes":       bytesErr,
 		"FD":          fdErr,
 		"Checksum":    sumErr,
 		"never alloc": p.CopyIn(ctx, 999, 0, buf),
 	} {
-		if !errors.Is(err, engine.ErrUnknownBuffer) {
+		if !errors.Is(err, memory.ErrUnknownBuffer) {
 			t.Errorf("%s: error = %v, want ErrUnknownBuffer", name, err)
 		}
 	}
@@ -189,18 +190,18 @@ func TestOutOfBounds(t *testing.T) {
 		}
 		_, err := p.Checksum(ctx, b.ID, tc.off, tc.n)
 		errs = append(errs, err,
-			p.Gather(ctx, []engine.Copy{{Src: b.ID, SrcOff: tc.off, Dst: b.ID, DstOff: 0, Len: tc.n}}),
-			p.Gather(ctx, []engine.Copy{{Src: b.ID, SrcOff: 0, Dst: b.ID, DstOff: tc.off, Len: tc.n}}))
+			p.Gather(ctx, []memory.Copy{{Src: b.ID, SrcOff: tc.off, Dst: b.ID, DstOff: 0, Len: tc.n}}),
+			p.Gather(ctx, []memory.Copy{{Src: b.ID, SrcOff: 0, Dst: b.ID, DstOff: tc.off, Len: tc.n}}))
 		for i, err := range errs {
 			if tc.ok && err != nil {
 				t.Errorf("off=%d n=%d op %d: unexpected error %v", tc.off, tc.n, i, err)
 			}
-			if !tc.ok && !errors.Is(err, engine.ErrOutOfBounds) {
+			if !tc.ok && !errors.Is(err, memory.ErrOutOfBounds) {
 				t.Errorf("off=%d n=%d op %d: error = %v, want ErrOutOfBounds", tc.off, tc.n, i, err)
 			}
 		}
 	}
-	if err := p.Gather(ctx, []engine.Copy{{Src: b.ID, Dst: b.ID, Len: -1}}); !errors.Is(err, engine.ErrOutOfBounds) {
+	if err := p.Gather(ctx, []memory.Copy{{Src: b.ID, Dst: b.ID, Len: -1}}); !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Errorf("negative gather length: %v, want ErrOutOfBounds", err)
 	}
 }
@@ -218,7 +219,7 @@ func TestGather(t *testing.T) {
 	if err := p.CopyIn(ctx, s2.ID, 0, d2); err != nil {
 		t.Fatal(err)
 	}
-	copies := []engine.Copy{
+	copies := []memory.Copy{
 		{Src: s2.ID, SrcOff: 4096, Dst: dst.ID, DstOff: 0, Len: 4096},
 		{Src: s1.ID, SrcOff: 10, Dst: dst.ID, DstOff: 4096, Len: 4096},
 		{Src: s2.ID, SrcOff: 0, Dst: dst.ID, DstOff: 8192, Len: 100},
@@ -238,11 +239,11 @@ func TestGather(t *testing.T) {
 
 	// A bad copy anywhere in the batch leaves every buffer unchanged.
 	before, _ := p.Checksum(ctx, dst.ID, 0, dst.Size)
-	err := p.Gather(ctx, []engine.Copy{
+	err := p.Gather(ctx, []memory.Copy{
 		{Src: s1.ID, Dst: dst.ID, Len: 4096},
 		{Src: s1.ID, SrcOff: 8000, Dst: dst.ID, Len: 4096},
 	})
-	if !errors.Is(err, engine.ErrOutOfBounds) {
+	if !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Fatalf("error = %v, want ErrOutOfBounds", err)
 	}
 	if after, _ := p.Checksum(ctx, dst.ID, 0, dst.Size); after != before {
@@ -250,7 +251,7 @@ func TestGather(t *testing.T) {
 	}
 
 	// Overlapping copy within one buffer has memmove semantics.
-	if err := p.Gather(ctx, []engine.Copy{{Src: s1.ID, SrcOff: 0, Dst: s1.ID, DstOff: 1, Len: 100}}); err != nil {
+	if err := p.Gather(ctx, []memory.Copy{{Src: s1.ID, SrcOff: 0, Dst: s1.ID, DstOff: 1, Len: 100}}); err != nil {
 		t.Fatal(err)
 	}
 	mem, _ := p.Bytes(s1.ID)
@@ -301,7 +302,7 @@ func TestCancelledContext(t *testing.T) {
 	for name, err := range map[string]error{
 		"CopyIn":   p.CopyIn(ctx, b.ID, 0, buf),
 		"ReadBack": p.ReadBack(ctx, b.ID, 0, buf),
-		"Gather":   p.Gather(ctx, []engine.Copy{{Src: b.ID, Dst: b.ID, Len: 4}}),
+		"Gather":   p.Gather(ctx, []memory.Copy{{Src: b.ID, Dst: b.ID, Len: 4}}),
 		"Checksum": sumErr,
 	} {
 		if !errors.Is(err, context.Canceled) {
@@ -377,7 +378,7 @@ func TestConcurrentUse(t *testing.T) {
 					return
 				}
 				off := int64(g) * 4096
-				if err := p.Gather(ctx, []engine.Copy{{Src: b.ID, SrcOff: 4096, Dst: shared.ID, DstOff: off, Len: 4096}}); err != nil {
+				if err := p.Gather(ctx, []memory.Copy{{Src: b.ID, SrcOff: 4096, Dst: shared.ID, DstOff: off, Len: 4096}}); err != nil {
 					errc <- err
 					return
 				}
@@ -410,7 +411,7 @@ func TestNoAllocations(t *testing.T) {
 	a, b := alloc(t, p, 1<<16), alloc(t, p, 1<<16)
 	src := fill(1<<15, 1)
 	dst := make([]byte, 1<<15)
-	copies := []engine.Copy{
+	copies := []memory.Copy{
 		{Src: a.ID, SrcOff: 0, Dst: b.ID, DstOff: 4096, Len: 4096},
 		{Src: a.ID, SrcOff: 8192, Dst: b.ID, DstOff: 0, Len: 4096},
 	}
@@ -499,9 +500,9 @@ func BenchmarkGather(b *testing.B) {
 					b.Fatal(err)
 				}
 				n := s.size / frag
-				copies := make([]engine.Copy, n)
+				copies := make([]memory.Copy, n)
 				for i := range copies {
-					copies[i] = engine.Copy{Src: src.ID, SrcOff: int64((n - 1 - i) * frag), Dst: dst.ID, DstOff: int64(i * frag), Len: int64(frag)}
+					copies[i] = memory.Copy{Src: src.ID, SrcOff: int64((n - 1 - i) * frag), Dst: dst.ID, DstOff: int64(i * frag), Len: int64(frag)}
 				}
 				if err := p.Gather(ctx, copies); err != nil {
 					b.Fatal(err)

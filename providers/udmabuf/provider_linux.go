@@ -11,11 +11,12 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"golang.org/x/sys/unix"
+
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/internal/uapi"
-	"golang.org/x/sys/unix"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Where the kernel exposes udmabuf.
@@ -26,7 +27,7 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// provider is the udmabuf engine.Provider. It is safe for concurrent use:
+// provider is the udmabuf memory.Provider. It is safe for concurrent use:
 // copies run under the read lock, Free under the write lock.
 type provider struct {
 	dev      int    // /dev/udmabuf, or -1
@@ -36,8 +37,8 @@ type provider struct {
 	pageSize int64
 
 	mu   sync.RWMutex
-	bufs map[engine.BufferID]*buffer
-	next engine.BufferID
+	bufs map[memory.BufferID]*buffer
+	next memory.BufferID
 }
 
 // buffer is one udmabuf: the dmabuf fd and its mapping (rounded up to a
@@ -52,7 +53,7 @@ type buffer struct {
 // limitPath. A missing or unusable device makes the provider unusable, with
 // the reason.
 func newProvider(dev, limitPath string) *provider {
-	p := &provider{dev: -1, pageSize: int64(unix.Getpagesize()), bufs: make(map[engine.BufferID]*buffer)}
+	p := &provider{dev: -1, pageSize: int64(unix.Getpagesize()), bufs: make(map[memory.BufferID]*buffer)}
 	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	switch {
 	case err == nil:
@@ -81,9 +82,9 @@ func (p *provider) Version() string { return "1" }
 // (providers.UnusableReasoner).
 func (p *provider) UnusableReason() string { return p.why }
 
-func (p *provider) Capabilities() engine.Capabilities {
-	return engine.Capabilities{
-		Kind:           engine.MemoryUdmabuf,
+func (p *provider) Capabilities() memory.Capabilities {
+	return memory.Capabilities{
+		Kind:           memory.Udmabuf,
 		DmabufExport:   true,
 		CPUMappable:    true,
 		Gather:         true,
@@ -102,8 +103,8 @@ func (p *provider) limitError(size int64) error {
 // Alloc creates a memfd of size bytes rounded up to a page, seals it against
 // shrinking, wraps it with UDMABUF_CREATE and maps the dmabuf. The buffer
 // owns the dmabuf fd; with dmabuf true it is also the Buffer's DmabufFD.
-func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
-	none := engine.Buffer{DmabufFD: -1}
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
+	none := memory.Buffer{DmabufFD: -1}
 	p.mu.RLock()
 	dev := p.dev
 	p.mu.RUnlock()
@@ -138,7 +139,7 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.B
 	defer p.mu.Unlock()
 	p.next++
 	p.bufs[p.next] = &buffer{dmabuf: dfd, mem: mem, size: size}
-	out := engine.Buffer{ID: p.next, Size: size, DmabufFD: -1}
+	out := memory.Buffer{ID: p.next, Size: size, DmabufFD: -1}
 	if dmabuf {
 		out.DmabufFD = dfd
 	}
@@ -189,13 +190,13 @@ func access(bufs []*buffer, modes []uint64, f func()) error {
 	return errors.Join(errs...)
 }
 
-func (p *provider) Free(ctx context.Context, id engine.BufferID) error {
+func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
 	p.mu.Lock()
 	b, ok := p.bufs[id]
 	delete(p.bufs, id)
 	p.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("udmabuf: free %d: %w", id, engine.ErrUnknownBuffer)
+		return fmt.Errorf("udmabuf: free %d: %w", id, memory.ErrUnknownBuffer)
 	}
 	return b.release()
 }
@@ -205,18 +206,18 @@ func (b *buffer) release() error {
 }
 
 // lookup returns buffer id and checks [off, off+n). Callers hold p.mu.
-func (p *provider) lookup(id engine.BufferID, off, n int64) (*buffer, error) {
+func (p *provider) lookup(id memory.BufferID, off, n int64) (*buffer, error) {
 	b, ok := p.bufs[id]
 	if !ok {
-		return nil, fmt.Errorf("udmabuf: buffer %d: %w", id, engine.ErrUnknownBuffer)
+		return nil, fmt.Errorf("udmabuf: buffer %d: %w", id, memory.ErrUnknownBuffer)
 	}
 	if off < 0 || n < 0 || off > b.size || n > b.size-off {
-		return nil, fmt.Errorf("udmabuf: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, engine.ErrOutOfBounds)
+		return nil, fmt.Errorf("udmabuf: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, memory.ErrOutOfBounds)
 	}
 	return b, nil
 }
 
-func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	b, err := p.lookup(dst, off, int64(len(src)))
@@ -226,7 +227,7 @@ func (p *provider) CopyIn(ctx context.Context, dst engine.BufferID, off int64, s
 	return access([]*buffer{b}, []uint64{uapi.DmaBufSyncWrite}, func() { copy(b.mem[off:], src) })
 }
 
-func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64, dst []byte) error {
+func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	b, err := p.lookup(src, off, int64(len(dst)))
@@ -238,7 +239,7 @@ func (p *provider) ReadBack(ctx context.Context, src engine.BufferID, off int64,
 
 // Gather checks every copy, opens CPU access once per distinct buffer (read
 // for sources, write for destinations), copies in order and closes access.
-func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	var (
@@ -274,7 +275,7 @@ func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
 	})
 }
 
-func (p *provider) Checksum(ctx context.Context, buf engine.BufferID, off, n int64) (uint32, error) {
+func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	b, err := p.lookup(buf, off, n)

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers"
-	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/internal/memfd"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 var pluginPath string // built once by TestMain
@@ -92,7 +93,7 @@ func TestMissingDevice(t *testing.T) {
 	if !errors.Is(err, providers.ErrUnusable) || !strings.Contains(err.Error(), "modprobe udmabuf") {
 		t.Errorf("Alloc without the device: %v, want ErrUnusable with the fix", err)
 	}
-	if c := p.Capabilities(); c.MaxAlloc != 0 || c.Kind != engine.MemoryUdmabuf || !c.DmabufExport {
+	if c := p.Capabilities(); c.MaxAlloc != 0 || c.Kind != memory.Udmabuf || !c.DmabufExport {
 		t.Errorf("Capabilities() = %+v", c)
 	}
 }
@@ -147,7 +148,7 @@ func TestUdmabuf(t *testing.T) {
 	if !bytes.Equal(mem[100:100+len(data)], data) {
 		t.Error("dmabuf mapping does not show the copied-in bytes")
 	}
-	if err := p.Gather(ctx, []engine.Copy{{Src: b.ID, SrcOff: 100, Dst: b.ID, DstOff: 8192, Len: int64(len(data))}}); err != nil {
+	if err := p.Gather(ctx, []memory.Copy{{Src: b.ID, SrcOff: 100, Dst: b.ID, DstOff: 8192, Len: int64(len(data))}}); err != nil {
 		t.Fatal(err)
 	}
 	got := make([]byte, len(data))
@@ -158,13 +159,13 @@ func TestUdmabuf(t *testing.T) {
 	if want := crc32.Checksum(data, castagnoli); err != nil || sum != want {
 		t.Errorf("Checksum = %#x, %v; want %#x", sum, err, want)
 	}
-	if err := p.CopyIn(ctx, b.ID, b.Size, []byte{1}); !errors.Is(err, engine.ErrOutOfBounds) {
+	if err := p.CopyIn(ctx, b.ID, b.Size, []byte{1}); !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Errorf("CopyIn past the end: %v", err)
 	}
 	if err := p.Free(ctx, b.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Free(ctx, b.ID); !errors.Is(err, engine.ErrUnknownBuffer) {
+	if err := p.Free(ctx, b.ID); !errors.Is(err, memory.ErrUnknownBuffer) {
 		t.Errorf("second Free: %v", err)
 	}
 }
@@ -180,7 +181,7 @@ func TestPlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pl.Close()
-	if pl.Name() != "udmabuf" || pl.Capabilities().Kind != engine.MemoryUdmabuf {
+	if pl.Name() != "udmabuf" || pl.Capabilities().Kind != memory.Udmabuf {
 		t.Errorf("Name, Kind = %q, %q", pl.Name(), pl.Capabilities().Kind)
 	}
 	local := newProvider(devicePath, sizeLimitPath)

@@ -7,7 +7,7 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Paths used on Linux.
@@ -16,7 +16,7 @@ const (
 	sizeLimitPath = "/sys/module/udmabuf/parameters/size_limit_mb"
 )
 
-func newProvider(dev, limitPath string) engine.Provider {
+func newProvider(dev, limitPath string) memory.Provider {
 	fmt.Fprintf(os.Stderr, "blockxfer-provider-udmabuf: udmabuf is not supported on %s\n", runtime.GOOS)
 	os.Exit(1)
 	return nil

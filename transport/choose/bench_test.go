@@ -40,12 +40,14 @@ func benchPath(b *testing.B, store *catalog.Store, mode choose.Mode, conns int, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	sp, err := choose.Server(ctx, choose.ServerOptions{Mode: mode, Listen: l.Addr().String()})
+	pool := hostmem.New()
+	defer pool.Close()
+	sp, err := choose.Server(ctx, choose.ServerOptions{Mode: mode, Listen: l.Addr().String(), EmulationPool: pool})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer sp.Close()
-	srv, err := engine.NewServer(engine.ServerConfig{Key: key, Store: store, Transport: sp.Transport})
+	srv, err := engine.NewServer(engine.ServerConfig{Key: key, Volumes: store, Transport: sp.Transport})
 	if err != nil {
 		b.Fatal(err)
 	}

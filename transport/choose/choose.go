@@ -19,7 +19,7 @@ import (
 	"net"
 	"strings"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Mode is the --devmem setting.
@@ -127,20 +127,20 @@ func loopback(ifc *net.Interface) *fallback {
 // fdProvider is a provider whose buffers have a mappable fd (hostmem's
 // memfds), which the software NIC binds in place of a dmabuf.
 type fdProvider interface {
-	FD(id engine.BufferID) (int, error)
+	FD(id memory.BufferID) (int, error)
 }
 
 // arenaFD allocates size bytes of p and returns the buffer and an fd the
 // software NIC can bind: the exported dmabuf when the provider has one,
 // else the buffer's own mappable fd.
-func arenaFD(p engine.Provider, alloc func(dmabuf bool) (engine.Buffer, error)) (engine.Buffer, int, error) {
+func arenaFD(p memory.Provider, alloc func(dmabuf bool) (memory.Buffer, error)) (memory.Buffer, int, error) {
 	if p.Capabilities().DmabufExport {
 		b, err := alloc(true)
 		return b, b.DmabufFD, err
 	}
 	fp, ok := p.(fdProvider)
 	if !ok {
-		return engine.Buffer{}, -1, fmt.Errorf("provider %s neither exports dmabufs nor has mappable buffers", p.Name())
+		return memory.Buffer{}, -1, fmt.Errorf("provider %s neither exports dmabufs nor has mappable buffers", p.Name())
 	}
 	b, err := alloc(false)
 	if err != nil {

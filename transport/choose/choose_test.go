@@ -12,6 +12,8 @@ import (
 	"github.com/blockxfer/blockxfer/catalog"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/choose"
 	"github.com/blockxfer/blockxfer/transport/devmem"
 )
@@ -41,7 +43,7 @@ func serve(t *testing.T, opts choose.ServerOptions, size, extent int64) (string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := engine.NewServer(engine.ServerConfig{Key: key, Store: store, Transport: sp.Transport})
+	srv, err := engine.NewServer(engine.ServerConfig{Key: key, Volumes: store, Transport: sp.Transport})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,12 +109,12 @@ func TestEmulatedDevmemEndToEnd(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, want := serve(t, choose.ServerOptions{Mode: choose.Emulate, PoolSize: 4 << 20}, 24<<20+4096, 1<<20)
+			addr, want := serve(t, choose.ServerOptions{Mode: choose.Emulate, PoolSize: 4 << 20, EmulationPool: hostPool(t)}, 24<<20+4096, 1<<20)
 			got, r := fetch(t, addr, choose.ClientOptions{Mode: choose.Emulate, DataConns: 3, Emulation: tc.rx, ArenaSize: tc.arena}, int64(len(want)))
 			if !bytes.Equal(got, want) {
 				t.Fatal("bytes fetched through the software NIC differ from the volume")
 			}
-			if r.Transport != engine.TransportDevmemEmulate || r.ServerSend != engine.TransportDevmemEmulate || r.FallbackReason != "" {
+			if r.Transport != transport.DevmemEmulated || r.ServerSend != transport.DevmemEmulated || r.FallbackReason != "" {
 				t.Fatalf("result transport %q, server %q, reason %q", r.Transport, r.ServerSend, r.FallbackReason)
 			}
 		})
@@ -121,7 +123,7 @@ func TestEmulatedDevmemEndToEnd(t *testing.T) {
 
 func TestAutoFallsBackWithReason(t *testing.T) {
 	// A server that cannot do devmem starts no TX pool provider.
-	addr, want := serve(t, choose.ServerOptions{Mode: choose.Auto, OpenProvider: func() (engine.Provider, error) {
+	addr, want := serve(t, choose.ServerOptions{Mode: choose.Auto, OpenProvider: func() (memory.Provider, error) {
 		t.Error("the TX pool provider was opened for a loopback server")
 		return nil, errors.New("not expected")
 	}}, 2<<20, 1<<20)
@@ -130,7 +132,7 @@ func TestAutoFallsBackWithReason(t *testing.T) {
 		t.Fatal("bytes differ")
 	}
 	// Loopback cannot carry devmem: the reason says so.
-	if r.Transport != engine.TransportTCP || !strings.HasPrefix(r.FallbackReason, "loopback:") || r.ServerSend != engine.TransportTCP {
+	if r.Transport != transport.TCP || !strings.HasPrefix(r.FallbackReason, "loopback:") || r.ServerSend != transport.TCP {
 		t.Fatalf("transport %q server %q reason %q", r.Transport, r.ServerSend, r.FallbackReason)
 	}
 }
@@ -175,4 +177,12 @@ func TestHostProviderCannotExport(t *testing.T) {
 	if !strings.HasPrefix(cp.FallbackReason, "provider-cannot-export:") && !strings.HasPrefix(cp.FallbackReason, "loopback:") {
 		t.Fatalf("reason %q", cp.FallbackReason)
 	}
+}
+
+// hostPool is host memory for an emulated server's TX pool, closed with t.
+func hostPool(t *testing.T) *hostmem.Provider {
+	t.Helper()
+	p := hostmem.New()
+	t.Cleanup(func() { p.Close() })
+	return p
 }

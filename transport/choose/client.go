@@ -6,7 +6,8 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/devmem"
 	"github.com/blockxfer/blockxfer/transport/devmem/nic"
 	"github.com/blockxfer/blockxfer/transport/tcp"
@@ -16,7 +17,7 @@ import (
 type ClientOptions struct {
 	Mode     Mode
 	Server   string // host:port of the blockd
-	Provider engine.Provider
+	Provider memory.Provider
 	// DataConns is how many data connections will share the RX binding.
 	DataConns int
 	// ArenaSize is the RX arena (the bound dmabuf) in bytes (default 64 MiB).
@@ -31,7 +32,7 @@ type ClientOptions struct {
 // after the session is closed.
 type ClientPath struct {
 	// Transport receives the data connections' payload.
-	Transport engine.RecvTransport
+	Transport transport.RecvTransport
 	// FallbackReason says why Transport is TCP in auto mode; empty
 	// otherwise.
 	FallbackReason string
@@ -91,7 +92,7 @@ func (c *ClientPath) emulate(ctx context.Context, o ClientOptions) error {
 	if err != nil {
 		return err
 	}
-	arena, fd, err := arenaFD(o.Provider, func(dmabuf bool) (engine.Buffer, error) {
+	arena, fd, err := arenaFD(o.Provider, func(dmabuf bool) (memory.Buffer, error) {
 		return o.Provider.Alloc(ctx, o.ArenaSize, dmabuf)
 	})
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/devmem"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
@@ -27,19 +27,23 @@ type ServerOptions struct {
 	// on real hardware). It is called only once the NIC qualifies, and the
 	// provider is closed with the path, so a server that falls back to TCP
 	// keeps no plugin running. Nil means no provider: TCP.
-	OpenProvider func() (engine.Provider, error)
+	OpenProvider func() (memory.Provider, error)
 	// PoolSize is the TX buffer pool, the bound dmabuf, in bytes
 	// (default 64 MiB), carved into 256 KiB buffers.
 	PoolSize  int64
 	Emulation devmem.SoftNICConfig
-	Logger    *slog.Logger
+	// EmulationPool is the memory the software NIC's TX pool lives in
+	// under Mode Emulate (blockd passes host memory); it must have
+	// mappable buffers. The caller owns and closes it.
+	EmulationPool memory.Provider
+	Logger        *slog.Logger
 }
 
 // ServerPath is the chosen send transport and what it holds. Its Close
 // releases the binding and the pool memory; call it after the server has
 // stopped.
 type ServerPath struct {
-	Transport      engine.SendTransport
+	Transport      transport.SendTransport
 	FallbackReason string
 	undoStack
 }
@@ -85,13 +89,20 @@ func (s *ServerPath) emulate(ctx context.Context, o ServerOptions) error {
 	if err != nil {
 		return err
 	}
-	p := hostmem.New()
-	s.push(p.Close)
-	buf, fd, err := arenaFD(p, func(dmabuf bool) (engine.Buffer, error) { return p.Alloc(ctx, o.PoolSize, dmabuf) })
+	p := o.EmulationPool
+	if p == nil {
+		return errors.New("no provider for the emulated TX pool")
+	}
+	mapper, ok := p.(memory.Mapper)
+	if !ok {
+		return fmt.Errorf("provider %s has no mappable buffers for the emulated TX pool", p.Name())
+	}
+	buf, fd, err := arenaFD(p, func(dmabuf bool) (memory.Buffer, error) { return p.Alloc(ctx, o.PoolSize, dmabuf) })
 	if err != nil {
 		return err
 	}
-	mem, err := p.Bytes(buf.ID)
+	s.push(func() error { return p.Free(context.Background(), buf.ID) })
+	mem, err := mapper.Bytes(buf.ID)
 	if err != nil {
 		return err
 	}
@@ -184,7 +195,7 @@ type boundSend struct {
 	ifname string
 }
 
-func (b *boundSend) NewSender(conn net.Conn) (engine.Sender, error) {
+func (b *boundSend) NewSender(conn net.Conn) (transport.Sender, error) {
 	tc, ok := conn.(*net.TCPConn)
 	if !ok {
 		return nil, fmt.Errorf("devmem: data connection is not TCP")

@@ -6,8 +6,9 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 func encodeFrags(frags ...Frag) []byte {

@@ -8,7 +8,7 @@ import (
 	"log"
 	"net"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/devmem"
 )
 
@@ -17,7 +17,7 @@ import (
 // device cannot do devmem, fall back to TCP and say why.
 func ExampleRecvTransport() {
 	ctx := context.Background()
-	var p engine.Provider // the provider plugin, e.g. udmabuf or gpu
+	var p memory.Provider // the provider plugin, e.g. udmabuf or gpu
 	var conn net.Conn     // an established data connection, steered to queue 8
 	const ifindex = 2
 	k := devmem.Host() // or devmem.NewSoftNIC for --devmem=emulate
@@ -43,7 +43,7 @@ func ExampleRecvTransport() {
 		log.Fatal(err)
 	}
 	defer r.Close()
-	var dst engine.BufferID // from the request
+	var dst memory.BufferID // from the request
 	if err := r.Receive(ctx, dst, 0, 1<<20); err != nil {
 		log.Fatal(err)
 	}

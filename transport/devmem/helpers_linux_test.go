@@ -13,8 +13,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 func TestMain(m *testing.M) {
@@ -128,12 +129,12 @@ func memfd(t testing.TB, size int) (int, []byte) {
 	return fd, mem
 }
 
-// hostProvider is an engine.Provider over host memory whose dmabuf buffers
+// hostProvider is an memory.Provider over host memory whose dmabuf buffers
 // are memfds (the software NIC maps them as it would a udmabuf).
 type hostProvider struct {
 	mu     sync.Mutex
-	next   engine.BufferID
-	bufs   map[engine.BufferID]*hostBuf
+	next   memory.BufferID
+	bufs   map[memory.BufferID]*hostBuf
 	copies int
 }
 
@@ -143,30 +144,30 @@ type hostBuf struct {
 }
 
 func newHostProvider() *hostProvider {
-	return &hostProvider{bufs: make(map[engine.BufferID]*hostBuf)}
+	return &hostProvider{bufs: make(map[memory.BufferID]*hostBuf)}
 }
 
 func (p *hostProvider) Name() string { return "host-test" }
 
-func (p *hostProvider) Capabilities() engine.Capabilities {
-	return engine.Capabilities{Kind: engine.MemoryHost, DmabufExport: true, CPUMappable: true}
+func (p *hostProvider) Capabilities() memory.Capabilities {
+	return memory.Capabilities{Kind: memory.Host, DmabufExport: true, CPUMappable: true}
 }
 
-func (p *hostProvider) Alloc(_ context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+func (p *hostProvider) Alloc(_ context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	b := &hostBuf{fd: -1}
 	if dmabuf {
 		fd, err := unix.MemfdCreate("devmem-arena", unix.MFD_CLOEXEC)
 		if err != nil {
-			return engine.Buffer{}, err
+			return memory.Buffer{}, err
 		}
 		if err := unix.Ftruncate(fd, size); err != nil {
 			unix.Close(fd)
-			return engine.Buffer{}, err
+			return memory.Buffer{}, err
 		}
 		mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
 			unix.Close(fd)
-			return engine.Buffer{}, err
+			return memory.Buffer{}, err
 		}
 		b.mem, b.fd = mem, fd
 	} else {
@@ -176,26 +177,26 @@ func (p *hostProvider) Alloc(_ context.Context, size int64, dmabuf bool) (engine
 	defer p.mu.Unlock()
 	p.next++
 	p.bufs[p.next] = b
-	return engine.Buffer{ID: p.next, Size: size, DmabufFD: b.fd}, nil
+	return memory.Buffer{ID: p.next, Size: size, DmabufFD: b.fd}, nil
 }
 
-func (p *hostProvider) buf(id engine.BufferID) (*hostBuf, error) {
+func (p *hostProvider) buf(id memory.BufferID) (*hostBuf, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b, ok := p.bufs[id]
 	if !ok {
-		return nil, engine.ErrUnknownBuffer
+		return nil, memory.ErrUnknownBuffer
 	}
 	return b, nil
 }
 
-func (p *hostProvider) Free(_ context.Context, id engine.BufferID) error {
+func (p *hostProvider) Free(_ context.Context, id memory.BufferID) error {
 	p.mu.Lock()
 	b, ok := p.bufs[id]
 	delete(p.bufs, id)
 	p.mu.Unlock()
 	if !ok {
-		return engine.ErrUnknownBuffer
+		return memory.ErrUnknownBuffer
 	}
 	if b.fd >= 0 {
 		return errors.Join(unix.Munmap(b.mem), unix.Close(b.fd))
@@ -203,19 +204,19 @@ func (p *hostProvider) Free(_ context.Context, id engine.BufferID) error {
 	return nil
 }
 
-func (p *hostProvider) CopyIn(_ context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (p *hostProvider) CopyIn(_ context.Context, dst memory.BufferID, off int64, src []byte) error {
 	b, err := p.buf(dst)
 	if err != nil {
 		return err
 	}
 	if off < 0 || off+int64(len(src)) > int64(len(b.mem)) {
-		return engine.ErrOutOfBounds
+		return memory.ErrOutOfBounds
 	}
 	copy(b.mem[off:], src)
 	return nil
 }
 
-func (p *hostProvider) Gather(_ context.Context, copies []engine.Copy) error {
+func (p *hostProvider) Gather(_ context.Context, copies []memory.Copy) error {
 	for _, c := range copies {
 		src, err := p.buf(c.Src)
 		if err != nil {
@@ -226,7 +227,7 @@ func (p *hostProvider) Gather(_ context.Context, copies []engine.Copy) error {
 			return err
 		}
 		if c.SrcOff < 0 || c.DstOff < 0 || c.SrcOff+c.Len > int64(len(src.mem)) || c.DstOff+c.Len > int64(len(dst.mem)) {
-			return engine.ErrOutOfBounds
+			return memory.ErrOutOfBounds
 		}
 		copy(dst.mem[c.DstOff:c.DstOff+c.Len], src.mem[c.SrcOff:c.SrcOff+c.Len])
 	}
@@ -236,25 +237,25 @@ func (p *hostProvider) Gather(_ context.Context, copies []engine.Copy) error {
 	return nil
 }
 
-func (p *hostProvider) ReadBack(_ context.Context, src engine.BufferID, off int64, dst []byte) error {
+func (p *hostProvider) ReadBack(_ context.Context, src memory.BufferID, off int64, dst []byte) error {
 	b, err := p.buf(src)
 	if err != nil {
 		return err
 	}
 	if off < 0 || off+int64(len(dst)) > int64(len(b.mem)) {
-		return engine.ErrOutOfBounds
+		return memory.ErrOutOfBounds
 	}
 	copy(dst, b.mem[off:])
 	return nil
 }
 
-func (p *hostProvider) Checksum(context.Context, engine.BufferID, int64, int64) (uint32, error) {
+func (p *hostProvider) Checksum(context.Context, memory.BufferID, int64, int64) (uint32, error) {
 	return 0, errors.New("not implemented in tests")
 }
 
 func (p *hostProvider) Close() error {
 	p.mu.Lock()
-	ids := make([]engine.BufferID, 0, len(p.bufs))
+	ids := make([]memory.BufferID, 0, len(p.bufs))
 	for id := range p.bufs {
 		ids = append(ids, id)
 	}
@@ -266,7 +267,7 @@ func (p *hostProvider) Close() error {
 	return errors.Join(errs...)
 }
 
-func (p *hostProvider) Bytes(id engine.BufferID) ([]byte, error) {
+func (p *hostProvider) Bytes(id memory.BufferID) ([]byte, error) {
 	b, err := p.buf(id)
 	if err != nil {
 		return nil, err
@@ -274,7 +275,7 @@ func (p *hostProvider) Bytes(id engine.BufferID) ([]byte, error) {
 	return b.mem, nil
 }
 
-var _ engine.Provider = (*hostProvider)(nil)
+var _ memory.Provider = (*hostProvider)(nil)
 
 // pattern returns n deterministic bytes that differ at every offset of a
 // page, so misplaced frags are caught.

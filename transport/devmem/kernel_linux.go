@@ -11,9 +11,10 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/transport"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // Host returns the Kernel that makes the real system calls and netlink
@@ -22,7 +23,7 @@ func Host() Kernel { return host{} }
 
 type host struct{}
 
-func (host) Name() string { return engine.TransportDevmem }
+func (host) Name() string { return transport.Devmem }
 
 // BindRX dials the netdev family for the one request; the binding keeps a
 // socket of its own.

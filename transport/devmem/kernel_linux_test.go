@@ -24,9 +24,10 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/mdlayher/genetlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 func dialNetdev(t *testing.T) *Client {

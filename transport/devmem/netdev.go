@@ -7,8 +7,9 @@ import (
 	"io"
 	"sync"
 
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/mdlayher/netlink"
+
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // A QueueType says whether a queue receives or transmits

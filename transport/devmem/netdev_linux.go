@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/mdlayher/genetlink"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // A Client talks to the kernel's netdev generic netlink family: device,

@@ -7,9 +7,10 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/google/go-cmp/cmp"
 	"github.com/mdlayher/netlink"
+
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 func TestAttrRoundTrips(t *testing.T) {

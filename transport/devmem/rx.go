@@ -8,7 +8,8 @@ import (
 	"net"
 	"syscall"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
@@ -20,17 +21,17 @@ type RXConfig struct {
 	// in. Frags of any other binding fail with ErrFlowSteering.
 	Binding *Binding
 	// Arena is the provider buffer that was exported as the bound dmabuf:
-	// a frag at dmabuf offset o is engine.Copy{Src: Arena, SrcOff: o}.
-	Arena engine.BufferID
+	// a frag at dmabuf offset o is memory.Copy{Src: Arena, SrcOff: o}.
+	Arena memory.BufferID
 	// Gather copies frags from the arena to their destination; it must be
 	// complete when it returns (the frags' tokens are returned to the
 	// kernel right after, and the NIC may then overwrite them). Pass
 	// Provider.Gather. The slice is reused after the call.
-	Gather func(ctx context.Context, copies []engine.Copy) error
+	Gather func(ctx context.Context, copies []memory.Copy) error
 	// CopyIn copies bytes that arrived in host memory (SCM_DEVMEM_LINEAR
 	// frags) to the destination. Pass Provider.CopyIn. src is reused after
 	// the call.
-	CopyIn func(ctx context.Context, dst engine.BufferID, off int64, src []byte) error
+	CopyIn func(ctx context.Context, dst memory.BufferID, off int64, src []byte) error
 
 	// FragBudget is the most frags (tokens) the receiver holds at once:
 	// received and not yet returned with SO_DEVMEM_DONTNEED. Each pins a
@@ -79,7 +80,7 @@ type RXStats struct {
 }
 
 // A Receiver reads the payload of one devmem data connection into provider
-// memory: it implements engine.Receiver. It reads with
+// memory: it implements transport.Receiver. It reads with
 // recvmsg(MSG_SOCK_DEVMEM), maps each frag to its place in the destination by
 // the running stream offset, gathers dmabuf frags from the arena in batches,
 // copies linear frags in, and returns tokens to the kernel (coalesced,
@@ -102,7 +103,7 @@ type Receiver struct {
 	pend     []Frag // frags received and not fully consumed, stream order
 	pendHead int
 	headUsed uint32 // bytes of pend[pendHead] already consumed
-	copies   []engine.Copy
+	copies   []memory.Copy
 	after    []uint32      // tokens to return once the queued copies are gathered
 	batch    *TokenBatcher // its Outstanding is the tokens held
 
@@ -140,7 +141,7 @@ func NewReceiver(conn net.Conn, cfg RXConfig) (*Receiver, error) {
 		oob:    make([]byte, cfg.FragBudget*devmemCmsgSpace),
 		frags:  make([]Frag, 0, cfg.FragBudget),
 		pend:   make([]Frag, 0, cfg.FragBudget),
-		copies: make([]engine.Copy, 0, cfg.GatherBatch),
+		copies: make([]memory.Copy, 0, cfg.GatherBatch),
 		after:  make([]uint32, 0, cfg.GatherBatch),
 	}
 	r.batch = NewTokenBatcher(sock.dontneed)
@@ -148,7 +149,7 @@ func NewReceiver(conn net.Conn, cfg RXConfig) (*Receiver, error) {
 }
 
 // Receive reads exactly n bytes of the stream into dst at off.
-func (r *Receiver) Receive(ctx context.Context, dst engine.BufferID, off, n int64) error {
+func (r *Receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int64) error {
 	return r.consume(ctx, dst, off, n, false)
 }
 
@@ -208,7 +209,7 @@ func (r *Receiver) flushGather(ctx context.Context) error {
 	return err
 }
 
-func (r *Receiver) consume(ctx context.Context, dst engine.BufferID, off, n int64, discard bool) error {
+func (r *Receiver) consume(ctx context.Context, dst memory.BufferID, off, n int64, discard bool) error {
 	if r.closed {
 		return ErrClosed
 	}
@@ -237,7 +238,7 @@ func (r *Receiver) consume(ctx context.Context, dst engine.BufferID, off, n int6
 }
 
 // consumeLocked consumes n stream bytes and returns how many it consumed.
-func (r *Receiver) consumeLocked(ctx context.Context, dst engine.BufferID, off, n int64, discard bool) (int64, error) {
+func (r *Receiver) consumeLocked(ctx context.Context, dst memory.BufferID, off, n int64, discard bool) (int64, error) {
 	pos := off
 	want := n
 	for want > 0 {
@@ -255,7 +256,7 @@ func (r *Receiver) consumeLocked(ctx context.Context, dst engine.BufferID, off, 
 					return pos - off, err
 				}
 			default:
-				r.copies = append(r.copies, engine.Copy{
+				r.copies = append(r.copies, memory.Copy{
 					Src:    r.cfg.Arena,
 					SrcOff: int64(f.Offset) + int64(r.headUsed),
 					Dst:    dst,
@@ -434,4 +435,4 @@ func isDone(c <-chan struct{}) bool {
 	}
 }
 
-var _ engine.Receiver = (*Receiver)(nil)
+var _ transport.Receiver = (*Receiver)(nil)

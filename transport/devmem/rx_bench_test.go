@@ -7,7 +7,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
@@ -92,8 +92,8 @@ func BenchmarkRXPipeline(b *testing.B) {
 				}
 				s.oobs = append(s.oobs, o)
 			}
-			nop := func(context.Context, []engine.Copy) error { return nil }
-			nopIn := func(context.Context, engine.BufferID, int64, []byte) error { return nil }
+			nop := func(context.Context, []memory.Copy) error { return nil }
+			nopIn := func(context.Context, memory.BufferID, int64, []byte) error { return nil }
 			r, err := NewReceiver(nil, RXConfig{
 				Kernel:  benchKernel{s},
 				Binding: newBinding(1, 1, BindingRX, []uint32{0}, nopCloser{}),

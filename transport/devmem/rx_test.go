@@ -9,9 +9,10 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // scriptKernel is a Kernel whose sockets replay scripted recvmsg results; it
@@ -105,13 +106,13 @@ func (s *scriptSocket) close() error                                   { s.close
 // memProvider is the part of a provider the pipeline uses, over Go memory:
 // buffer 1 is the arena, others are destinations.
 type memProvider struct {
-	bufs    map[engine.BufferID][]byte
-	gathers [][]engine.Copy
+	bufs    map[memory.BufferID][]byte
+	gathers [][]memory.Copy
 	failAt  int // fail the n-th gather (1-based), 0 never
 }
 
-func (m *memProvider) Gather(_ context.Context, copies []engine.Copy) error {
-	m.gathers = append(m.gathers, append([]engine.Copy(nil), copies...))
+func (m *memProvider) Gather(_ context.Context, copies []memory.Copy) error {
+	m.gathers = append(m.gathers, append([]memory.Copy(nil), copies...))
 	if m.failAt == len(m.gathers) {
 		return errors.New("device lost")
 	}
@@ -121,14 +122,14 @@ func (m *memProvider) Gather(_ context.Context, copies []engine.Copy) error {
 	return nil
 }
 
-func (m *memProvider) CopyIn(_ context.Context, dst engine.BufferID, off int64, src []byte) error {
+func (m *memProvider) CopyIn(_ context.Context, dst memory.BufferID, off int64, src []byte) error {
 	copy(m.bufs[dst][off:], src)
 	return nil
 }
 
 const (
-	arenaID engine.BufferID = 1
-	dstID   engine.BufferID = 2
+	arenaID memory.BufferID = 1
+	dstID   memory.BufferID = 2
 )
 
 func newScriptReceiver(t *testing.T, cfg RXConfig, recvs ...scriptRecv) (*Receiver, *scriptSocket, *memProvider) {
@@ -137,7 +138,7 @@ func newScriptReceiver(t *testing.T, cfg RXConfig, recvs ...scriptRecv) (*Receiv
 	for i := range arena {
 		arena[i] = byte(i*7 + i>>12)
 	}
-	m := &memProvider{bufs: map[engine.BufferID][]byte{arenaID: arena, dstID: make([]byte, 1<<20)}}
+	m := &memProvider{bufs: map[memory.BufferID][]byte{arenaID: arena, dstID: make([]byte, 1<<20)}}
 	s := &scriptSocket{t: t, recvs: recvs, live: make(map[uint32]bool)}
 	cfg.Kernel = &scriptKernel{sock: s}
 	cfg.Binding = newBinding(7, 1, BindingRX, []uint32{0}, io.NopCloser(nil))
@@ -209,7 +210,7 @@ func TestReceiverCarriesFragsOver(t *testing.T) {
 	if !bytes.Equal(m.bufs[dstID][100:100+12288], want) {
 		t.Error("destination bytes differ from the frags' bytes")
 	}
-	wantCopies := [][]engine.Copy{
+	wantCopies := [][]memory.Copy{
 		{{Src: arenaID, SrcOff: 8192, Dst: dstID, DstOff: 100, Len: 4096}, {Src: arenaID, SrcOff: 40960, Dst: dstID, DstOff: 4196, Len: 1904}},
 		{{Src: arenaID, SrcOff: 40960 + 1904, Dst: dstID, DstOff: 6100, Len: 2192}, {Src: arenaID, SrcOff: 4096, Dst: dstID, DstOff: 8292, Len: 4096}},
 	}

@@ -13,9 +13,10 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/transport"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // A SoftNIC is a software NIC: it implements the devmem kernel operations
@@ -101,7 +102,7 @@ func NewSoftNIC(cfg SoftNICConfig) (*SoftNIC, error) {
 }
 
 // Name returns "devmem-emulated", the transport name results must carry.
-func (*SoftNIC) Name() string { return engine.TransportDevmemEmulate }
+func (*SoftNIC) Name() string { return transport.DevmemEmulated }
 
 const chunkSize = uapi.DevmemPageSize
 

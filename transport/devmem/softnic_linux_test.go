@@ -16,17 +16,19 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // rxSetup is a software NIC with an RX binding over a provider arena.
 type rxSetup struct {
 	nic   *SoftNIC
 	p     *hostProvider
-	arena engine.Buffer
+	arena memory.Buffer
 	bind  *Binding
 }
 
@@ -100,7 +102,7 @@ func TestSoftNICReceive(t *testing.T) {
 				t.Fatal(err)
 			}
 			rt := &RecvTransport{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID, Config: tc.rx}
-			if rt.Name() != engine.TransportDevmemEmulate {
+			if rt.Name() != transport.DevmemEmulated {
 				t.Errorf("Name = %q", rt.Name())
 			}
 			er, err := rt.NewReceiver(client, s.p)

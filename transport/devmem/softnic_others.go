@@ -7,7 +7,7 @@ import (
 	"net"
 	"runtime"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // SoftNIC is the software NIC; it needs Linux.
@@ -20,7 +20,7 @@ func NewSoftNIC(SoftNICConfig) (*SoftNIC, error) {
 }
 
 // Name returns "devmem-emulated".
-func (*SoftNIC) Name() string { return engine.TransportDevmemEmulate }
+func (*SoftNIC) Name() string { return transport.DevmemEmulated }
 
 // BindRX is not supported on this system.
 func (*SoftNIC) BindRX(int, int, []uint32) (*Binding, error) { return nil, errNotLinux() }

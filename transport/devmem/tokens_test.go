@@ -6,8 +6,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
 // fakeDontneed records SO_DEVMEM_DONTNEED calls, enforcing the kernel's

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
-// RecvTransport is the devmem engine.RecvTransport: every data connection
+// RecvTransport is the devmem transport.RecvTransport: every data connection
 // it prepares receives into one RX binding, whose dmabuf is the provider
 // buffer Arena.
 //
@@ -21,7 +22,7 @@ import (
 type RecvTransport struct {
 	Kernel  Kernel
 	Binding *Binding
-	Arena   engine.BufferID
+	Arena   memory.BufferID
 	// Config is the template of every receiver's RXConfig; Kernel,
 	// Binding, Arena, Gather and CopyIn are filled in.
 	Config RXConfig
@@ -31,11 +32,11 @@ type RecvTransport struct {
 	Steer func(conn net.Conn) error
 }
 
-// Name returns engine.TransportDevmem or engine.TransportDevmemEmulate.
+// Name returns transport.Devmem or transport.DevmemEmulated.
 func (t *RecvTransport) Name() string { return t.Kernel.Name() }
 
 // NewReceiver returns a *Receiver gathering through p.
-func (t *RecvTransport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Receiver, error) {
+func (t *RecvTransport) NewReceiver(conn net.Conn, p memory.Provider) (transport.Receiver, error) {
 	if p == nil {
 		return nil, errors.New("devmem: nil provider")
 	}
@@ -50,7 +51,7 @@ func (t *RecvTransport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Re
 	return NewReceiver(conn, cfg)
 }
 
-// SendTransport is the devmem engine.SendTransport: every data connection
+// SendTransport is the devmem transport.SendTransport: every data connection
 // sends from buffers of Pool, inside the TX binding's dmabuf, mapped at Mem.
 type SendTransport struct {
 	Kernel  Kernel
@@ -62,17 +63,17 @@ type SendTransport struct {
 	Config TXConfig
 }
 
-// Name returns engine.TransportDevmem or engine.TransportDevmemEmulate.
+// Name returns transport.Devmem or transport.DevmemEmulated.
 func (t *SendTransport) Name() string { return t.Kernel.Name() }
 
 // NewSender returns a *Sender for conn.
-func (t *SendTransport) NewSender(conn net.Conn) (engine.Sender, error) {
+func (t *SendTransport) NewSender(conn net.Conn) (transport.Sender, error) {
 	cfg := t.Config
 	cfg.Kernel, cfg.Binding, cfg.Pool, cfg.Mem = t.Kernel, t.Binding, t.Pool, t.Mem
 	return NewSender(conn, cfg)
 }
 
 var (
-	_ engine.RecvTransport = (*RecvTransport)(nil)
-	_ engine.SendTransport = (*SendTransport)(nil)
+	_ transport.RecvTransport = (*RecvTransport)(nil)
+	_ transport.SendTransport = (*SendTransport)(nil)
 )

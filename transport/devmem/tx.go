@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"unsafe"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
@@ -62,7 +62,7 @@ type TXStats struct {
 // A Sender sends the payload of one data connection from pool buffers with
 // devmem TX (or plain MSG_ZEROCOPY), and returns each buffer to the pool only
 // when the kernel reports the completion of every send that used it. It
-// implements engine.Sender.
+// implements transport.Sender.
 //
 // A Sender is used by one goroutine at a time.
 type Sender struct {
@@ -357,7 +357,7 @@ func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 	}
 	s.cache.Drain()
 	if srcErr != nil {
-		return fmt.Errorf("devmem: %w: %w", engine.ErrSource, srcErr)
+		return fmt.Errorf("devmem: %w: %w", transport.ErrSource, srcErr)
 	}
 	return nil
 }
@@ -384,4 +384,4 @@ func (s *Sender) Close() error {
 	return errors.Join(err, s.sock.close())
 }
 
-var _ engine.Sender = (*Sender)(nil)
+var _ transport.Sender = (*Sender)(nil)

@@ -5,6 +5,6 @@
 // sendfile(2), at an explicit offset, so one open file serves every data
 // connection without seeking. The client receives straight into the
 // destination when the provider's memory is mapped in this process
-// ([engine.Mapper]); otherwise through a host staging buffer and
-// [engine.Provider.CopyIn].
+// ([memory.Mapper]); otherwise through a host staging buffer and
+// [memory.Provider.CopyIn].
 package tcp

@@ -10,13 +10,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // maxSendfile caps one sendfile(2) call, as the kernel does (0x7ffff000).
 const maxSendfile = 1 << 30
 
-func newSender(conn net.Conn) (engine.Sender, error) {
+func newSender(conn net.Conn) (transport.Sender, error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return &copySender{conn: conn}, nil

@@ -5,7 +5,7 @@ package tcp
 import (
 	"net"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
-func newSender(conn net.Conn) (engine.Sender, error) { return &copySender{conn: conn}, nil }
+func newSender(conn net.Conn) (transport.Sender, error) { return &copySender{conn: conn}, nil }

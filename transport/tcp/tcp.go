@@ -8,7 +8,8 @@ import (
 	"net"
 	"os"
 
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // DefaultStaging is the staging buffer size of a receiver whose provider is
@@ -17,7 +18,7 @@ const DefaultStaging = 1 << 20
 
 // Transport is the plain TCP transport. The zero value is ready to use.
 // A receiver reads into the destination directly when the provider maps it
-// (engine.Mapper), else into staging the provider lends (engine.Stager), else
+// (memory.Mapper), else into staging the provider lends (memory.Stager), else
 // into its own staging buffer; the last two are followed by CopyIn.
 type Transport struct {
 	// Staging is the staging buffer size per data connection for providers
@@ -26,19 +27,19 @@ type Transport struct {
 }
 
 var (
-	_ engine.RecvTransport = (*Transport)(nil)
-	_ engine.SendTransport = (*Transport)(nil)
+	_ transport.RecvTransport = (*Transport)(nil)
+	_ transport.SendTransport = (*Transport)(nil)
 )
 
-// Name returns engine.TransportTCP.
-func (*Transport) Name() string { return engine.TransportTCP }
+// Name returns transport.TCP.
+func (*Transport) Name() string { return transport.TCP }
 
 // NewReceiver returns a receiver that reads conn into p's buffers.
-func (t *Transport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Receiver, error) {
+func (t *Transport) NewReceiver(conn net.Conn, p memory.Provider) (transport.Receiver, error) {
 	r := &receiver{conn: conn, p: p}
-	if m, ok := p.(engine.Mapper); ok && p.Capabilities().CPUMappable {
+	if m, ok := p.(memory.Mapper); ok && p.Capabilities().CPUMappable {
 		r.mapper = m
-	} else if st, ok := p.(engine.Stager); ok {
+	} else if st, ok := p.(memory.Stager); ok {
 		r.stager = st
 	} else {
 		size := t.Staging
@@ -52,20 +53,20 @@ func (t *Transport) NewReceiver(conn net.Conn, p engine.Provider) (engine.Receiv
 
 type receiver struct {
 	conn    net.Conn
-	p       engine.Provider
-	mapper  engine.Mapper
-	stager  engine.Stager
+	p       memory.Provider
+	mapper  memory.Mapper
+	stager  memory.Stager
 	staging []byte
 	scratch []byte
 }
 
 // Receive reads n stream bytes into dst at off. A provider failure still
 // consumes the n bytes, so the stream stays in step.
-func (r *receiver) Receive(ctx context.Context, dst engine.BufferID, off, n int64) error {
+func (r *receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int64) error {
 	if r.mapper != nil {
 		b, err := r.mapper.Bytes(dst)
 		if err == nil && (off < 0 || off+n > int64(len(b))) {
-			err = fmt.Errorf("%d bytes at %d in a %d-byte buffer: %w", n, off, len(b), engine.ErrOutOfBounds)
+			err = fmt.Errorf("%d bytes at %d in a %d-byte buffer: %w", n, off, len(b), memory.ErrOutOfBounds)
 		}
 		if err != nil {
 			return r.spoil(ctx, n, err)
@@ -105,7 +106,7 @@ func (r *receiver) spoil(ctx context.Context, rest int64, perr error) error {
 	if err := r.Discard(ctx, rest); err != nil {
 		return err
 	}
-	return fmt.Errorf("tcp: %s: %w: %w", r.p.Name(), engine.ErrProvider, perr)
+	return fmt.Errorf("tcp: %s: %w: %w", r.p.Name(), transport.ErrProvider, perr)
 }
 
 // Discard reads and drops n stream bytes.
@@ -130,7 +131,7 @@ func (r *receiver) Close() error {
 }
 
 // NewSender returns a sender for conn.
-func (t *Transport) NewSender(conn net.Conn) (engine.Sender, error) {
+func (t *Transport) NewSender(conn net.Conn) (transport.Sender, error) {
 	return newSender(conn)
 }
 
@@ -138,7 +139,7 @@ func (t *Transport) NewSender(conn net.Conn) (engine.Sender, error) {
 var zeros = make([]byte, 64<<10)
 
 // pad writes n zero bytes so the stream stays in step after a source
-// failure, and returns the source error wrapped with engine.ErrSource.
+// failure, and returns the source error wrapped with transport.ErrSource.
 func pad(conn net.Conn, n int64, srcErr error) error {
 	for n > 0 {
 		k, err := conn.Write(zeros[:min(n, int64(len(zeros)))])
@@ -147,7 +148,7 @@ func pad(conn net.Conn, n int64, srcErr error) error {
 			return fmt.Errorf("tcp: pad after source failure (%v): %w", srcErr, err)
 		}
 	}
-	return fmt.Errorf("tcp: %w: %w", engine.ErrSource, srcErr)
+	return fmt.Errorf("tcp: %w: %w", transport.ErrSource, srcErr)
 }
 
 // copySender sends through user space, for connections that are not TCP

@@ -10,8 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
+	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
 
@@ -65,7 +66,7 @@ func TestSendExtentFromOffset(t *testing.T) {
 }
 
 // A backing file shorter than the extent: the sender pads with zeros so the
-// stream stays in step, and reports engine.ErrSource.
+// stream stays in step, and reports transport.ErrSource.
 func TestSendExtentPadsShortFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vol")
 	os.WriteFile(path, []byte("abcdef"), 0o644)
@@ -82,7 +83,7 @@ func TestSendExtentPadsShortFile(t *testing.T) {
 	if want := append([]byte("cdef"), make([]byte, 6)...); !bytes.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
-	if err := <-errc; !errors.Is(err, engine.ErrSource) {
+	if err := <-errc; !errors.Is(err, transport.ErrSource) {
 		t.Fatalf("error %v, want ErrSource", err)
 	}
 }
@@ -90,7 +91,7 @@ func TestSendExtentPadsShortFile(t *testing.T) {
 // unmapped hides hostmem's Mapper, so the receiver stages and calls CopyIn.
 type unmapped struct{ *hostmem.Provider }
 
-func (u unmapped) Capabilities() engine.Capabilities {
+func (u unmapped) Capabilities() memory.Capabilities {
 	c := u.Provider.Capabilities()
 	c.CPUMappable = false
 	return c
@@ -112,7 +113,7 @@ func TestReceiveStagedAndProviderFailure(t *testing.T) {
 	// Past the end of the buffer: the provider refuses, the bytes are
 	// consumed anyway and the error says the stream is still good.
 	err = r.Receive(context.Background(), buf.ID, 1<<20, 3<<20)
-	if !errors.Is(err, engine.ErrProvider) || !errors.Is(err, engine.ErrOutOfBounds) {
+	if !errors.Is(err, transport.ErrProvider) || !errors.Is(err, memory.ErrOutOfBounds) {
 		t.Fatalf("receive past the end: %v", err)
 	}
 	if err := r.Receive(context.Background(), buf.ID, 0, 4); err != nil {

@@ -4,7 +4,7 @@
 // its "dmabuf" fd.
 //
 //   - TESTPLUGIN_NO_DMABUF=1: serve hostmem as is (Alloc with dmabuf fails
-//     with engine.ErrNoDmabuf).
+//     with memory.ErrNoDmabuf).
 //   - TESTPLUGIN_HOLD_GATHER=<fifo>: Gather writes one byte to the fifo, then
 //     blocks until the process is killed.
 //   - TESTPLUGIN_UNUSABLE=<reason>: the provider reports itself unusable.
@@ -15,9 +15,9 @@ import (
 	"context"
 	"os"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // provider wraps hostmem with the hooks.
@@ -35,7 +35,7 @@ func (p *provider) Version() string        { return "test" }
 
 // Alloc exports the hostmem buffer's memfd as its "dmabuf" fd when asked
 // for one, so the host receives an fd per buffer.
-func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.Buffer, error) {
+func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	if !p.export {
 		return p.Provider.Alloc(ctx, size, dmabuf)
 	}
@@ -45,13 +45,13 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (engine.B
 	}
 	if b.DmabufFD, err = p.Provider.FD(b.ID); err != nil {
 		p.Provider.Free(ctx, b.ID)
-		return engine.Buffer{DmabufFD: -1}, err
+		return memory.Buffer{DmabufFD: -1}, err
 	}
 	return b, nil
 }
 
 // Gather blocks forever when asked to, after telling the test it has begun.
-func (p *provider) Gather(ctx context.Context, copies []engine.Copy) error {
+func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	if p.hold != "" {
 		if f, err := os.OpenFile(p.hold, os.O_WRONLY, 0); err == nil {
 			f.Write([]byte{1})

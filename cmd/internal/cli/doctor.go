@@ -9,7 +9,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/blockxfer/blockxfer/internal/doctor"
+	"github.com/blockxfer/blockxfer/cmd/internal/doctor"
 	"github.com/blockxfer/blockxfer/providers"
 )
 

@@ -1,24 +1,29 @@
-package engine
+// Package memory holds the contract between the engine and the providers of
+// destination memory: a Provider hands out buffers (host, udmabuf or GPU
+// memory) and moves bytes in and out of them. The package imports nothing
+// else of blockxfer, so a provider plugin built against it links neither the
+// engine, the catalog nor the wire protocol.
+package memory
 
 import (
 	"context"
 	"errors"
 )
 
-// MemoryKind names the kind of memory a provider hands out.
-type MemoryKind string
+// Kind names the kind of memory a provider hands out.
+type Kind string
 
 // Memory kinds known to the engine. Plugins may report others.
 const (
-	MemoryHost    MemoryKind = "host"
-	MemoryUdmabuf MemoryKind = "udmabuf"
-	MemoryGPU     MemoryKind = "gpu"
+	Host    Kind = "host"
+	Udmabuf Kind = "udmabuf"
+	GPU     Kind = "gpu"
 )
 
 // Capabilities describe what a provider can do. The engine uses them to choose
-// a transport per request (design.md 2.5).
+// a transport per request.
 type Capabilities struct {
-	Kind   MemoryKind
+	Kind   Kind
 	Device string // e.g. "cuda:0"; empty for host memory
 	// DmabufExport: Alloc can return a dmabuf fd for the buffer, so a NIC
 	// can be bound to it (devmem RX/TX).

@@ -10,9 +10,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // PluginDirEnv names the environment variable with the plugin directory.
@@ -36,7 +36,7 @@ func PluginDir(flagged string) string {
 // OpenProvider returns the provider named by --provider: "host" (built in),
 // a plugin name looked up as blockxfer-provider-NAME in the plugin
 // directory, or a path to a plugin executable.
-func OpenProvider(ctx context.Context, name, dir, logLevel string, stderr io.Writer) (engine.Provider, error) {
+func OpenProvider(ctx context.Context, name, dir, logLevel string, stderr io.Writer) (memory.Provider, error) {
 	if name == "" || name == "host" {
 		return hostmem.New(), nil
 	}
