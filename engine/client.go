@@ -25,7 +25,7 @@ type Config struct {
 	// Transport receives payload on the data connections. Required.
 	Transport transport.RecvTransport
 	// FallbackReason, when set, says why Transport is not the one the user
-	// asked for; it is copied onto every result (design.md 2.5).
+	// asked for; it is copied onto every result (docs/architecture.md: a fallback is never silent).
 	FallbackReason string
 	// DataConns is how many data connections to open (default 4).
 	DataConns int

@@ -19,5 +19,5 @@
 // Payload moves on data connections through a [RecvTransport] on the client
 // and a [SendTransport] on the server (transport/tcp, transport/devmem).
 // Every [Result] names the transport that ran and, when it is not the one
-// asked for, why (design.md 2.5).
+// asked for, why (docs/architecture.md: a fallback is never silent).
 package engine

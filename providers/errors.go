@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/blockxfer/blockxfer/internal/syserr"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
@@ -26,8 +26,9 @@ var (
 	// ErrClosed: the Plugin (or GRPCClient) was closed.
 	ErrClosed = errors.New("provider plugin closed")
 	// ErrNotSupported: provider plugins need Linux (memfd, SCM_RIGHTS,
-	// Pdeathsig).
-	ErrNotSupported = fmt.Errorf("provider plugins are not supported on %s", runtime.GOOS)
+	// Pdeathsig). It wraps syserr.ErrNotSupported, so
+	// errors.Is(err, devmem.ErrNotSupported) holds for it too.
+	ErrNotSupported = syserr.NotOnThisOS("provider plugins")
 	// ErrProtocol: the plugin broke the plugin protocol (e.g. said it sent a
 	// dmabuf fd and did not).
 	ErrProtocol = errors.New("provider plugin protocol error")

@@ -1,6 +1,6 @@
 // Package choose picks the transport a blockd or blockcat runs with, from
 // the --devmem mode and what this machine can do, and says why whenever the
-// answer is not devmem (design.md 2.5: a fallback is never silent).
+// answer is not devmem (a fallback is never silent).
 //
 // Modes:
 //   - off: plain TCP, no question asked;

@@ -7,7 +7,7 @@ import (
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
 )
 
-// A Kernel carries out the kernel operations of devmem TCP (design.md 2.9):
+// A Kernel carries out the kernel operations of devmem TCP (docs/devmem.md):
 // binding dmabufs and the devmem socket calls. Host returns the running
 // kernel; NewSoftNIC returns the software NIC, which performs the same
 // operations in user space with the kernel's encodings. Receivers and

@@ -84,7 +84,7 @@ func openHostSocket(conn net.Conn) (*hostSocket, error) {
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return nil, &OpError{Op: "open socket", Err: err}
+		return nil, &OpError{Subsystem: "devmem", Op: "open socket", Err: err}
 	}
 	s := &hostSocket{conn: conn, rc: rc}
 	s.recvFn = s.doRecvmsg
@@ -155,10 +155,10 @@ func (s *hostSocket) recvmsg(p, oob []byte, flags int) (n, oobn, rflags int, err
 	err = s.rc.Read(s.recvFn)
 	runtime.KeepAlive(p)
 	if err != nil {
-		return 0, 0, 0, &OpError{Op: "recvmsg", Err: err}
+		return 0, 0, 0, &OpError{Subsystem: "devmem", Op: "recvmsg", Err: err}
 	}
 	if s.errno != 0 {
-		return 0, 0, 0, &OpError{Op: "recvmsg", Err: s.errno}
+		return 0, 0, 0, &OpError{Subsystem: "devmem", Op: "recvmsg", Err: s.errno}
 	}
 	return int(s.r), int(s.msg.Controllen), int(s.msg.Flags), nil
 }
@@ -185,10 +185,10 @@ func (s *hostSocket) dontneed(opt []byte) (int, error) {
 	err := s.rc.Control(s.dontneedFn)
 	s.opt = nil
 	if err != nil {
-		return 0, &OpError{Op: "setsockopt SO_DEVMEM_DONTNEED", Err: err}
+		return 0, &OpError{Subsystem: "devmem", Op: "setsockopt SO_DEVMEM_DONTNEED", Err: err}
 	}
 	if s.errno != 0 {
-		return 0, &OpError{Op: "setsockopt SO_DEVMEM_DONTNEED", Err: s.errno}
+		return 0, &OpError{Subsystem: "devmem", Op: "setsockopt SO_DEVMEM_DONTNEED", Err: s.errno}
 	}
 	return int(s.r), nil
 }
@@ -202,7 +202,7 @@ func (s *hostSocket) setZerocopy() error {
 		err = serr
 	}
 	if err != nil {
-		return &OpError{Op: "setsockopt SO_ZEROCOPY", Err: err}
+		return &OpError{Subsystem: "devmem", Op: "setsockopt SO_ZEROCOPY", Err: err}
 	}
 	return nil
 }
@@ -236,10 +236,10 @@ func (s *hostSocket) sendmsg(iov []uapi.Iovec, control []byte, flags int) (int, 
 	runtime.KeepAlive(iov)
 	runtime.KeepAlive(control)
 	if err != nil {
-		return 0, &OpError{Op: "sendmsg", Err: err}
+		return 0, &OpError{Subsystem: "devmem", Op: "sendmsg", Err: err}
 	}
 	if s.errno != 0 {
-		return 0, &OpError{Op: "sendmsg", Err: s.errno}
+		return 0, &OpError{Subsystem: "devmem", Op: "sendmsg", Err: s.errno}
 	}
 	return int(s.r), nil
 }
@@ -273,13 +273,13 @@ func (s *hostSocket) recvErrqueue(oob []byte, wait bool) (int, error) {
 	}
 	runtime.KeepAlive(oob)
 	if err != nil {
-		return 0, &OpError{Op: "recvmsg MSG_ERRQUEUE", Err: err}
+		return 0, &OpError{Subsystem: "devmem", Op: "recvmsg MSG_ERRQUEUE", Err: err}
 	}
 	if s.errno != 0 {
-		return 0, &OpError{Op: "recvmsg MSG_ERRQUEUE", Err: s.errno}
+		return 0, &OpError{Subsystem: "devmem", Op: "recvmsg MSG_ERRQUEUE", Err: s.errno}
 	}
 	if s.msg.Flags&unix.MSG_CTRUNC != 0 {
-		return 0, &OpError{Op: "recvmsg MSG_ERRQUEUE", Err: unix.ENOBUFS, Message: "control message truncated"}
+		return 0, &OpError{Subsystem: "devmem", Op: "recvmsg MSG_ERRQUEUE", Err: unix.ENOBUFS, Message: "control message truncated"}
 	}
 	return int(s.msg.Controllen), nil
 }

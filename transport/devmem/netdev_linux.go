@@ -178,7 +178,7 @@ func (c *Client) QStats(ifindex int) ([]QStats, error) {
 // os.ErrNotExist)).
 func (c *Client) BindRX(ifindex, dmabufFD int, queues []uint32) (*Binding, error) {
 	if len(queues) == 0 {
-		return nil, &OpError{Op: "bind-rx", Err: unix.EINVAL, Message: "no RX queue given"}
+		return nil, &OpError{Subsystem: "devmem", Op: "bind-rx", Err: unix.EINVAL, Message: "no RX queue given"}
 	}
 	attrs, err := encodeBindRX(ifindex, dmabufFD, queues)
 	if err != nil {
@@ -287,11 +287,11 @@ func opError(op string, err error) error {
 			// system call inside an *os.SyscallError: keep the errno.
 			inner = errno
 		}
-		return &OpError{Op: op, Err: inner, Message: nerr.Message, Offset: nerr.Offset}
+		return &OpError{Subsystem: "devmem", Op: op, Err: inner, Message: nerr.Message, Offset: nerr.Offset}
 	}
 	var errno unix.Errno
 	if errors.As(err, &errno) {
-		return &OpError{Op: op, Err: errno}
+		return &OpError{Subsystem: "devmem", Op: op, Err: errno}
 	}
-	return &OpError{Op: op, Err: err}
+	return &OpError{Subsystem: "devmem", Op: op, Err: err}
 }

@@ -117,7 +117,7 @@ func TestDecodeErrors(t *testing.T) {
 }
 
 func TestOpError(t *testing.T) {
-	e := &OpError{Op: "bind-rx", Err: syscall.EOPNOTSUPP, Message: "tcp-data-split is disabled", Offset: 20}
+	e := &OpError{Subsystem: "devmem", Op: "bind-rx", Err: syscall.EOPNOTSUPP, Message: "tcp-data-split is disabled", Offset: 20}
 	want := `devmem: bind-rx: operation not supported (errno 95): kernel says "tcp-data-split is disabled" (attribute at offset 20)`
 	if e.Error() != want && syscall.EOPNOTSUPP == 95 {
 		t.Errorf("Error() = %q", e.Error())

@@ -22,7 +22,7 @@ import (
 // A SoftNIC is a software NIC: it implements the devmem kernel operations
 // in user space, over real TCP sockets, in the kernel's byte encodings, so
 // that the devmem transport runs end to end on machines without a NIC that
-// can split headers (design.md section 3). It is a test bed and the
+// can split headers (docs/devmem.md). It is a test bed and the
 // "--devmem=emulate" mode; everything it does is reported as
 // "devmem-emulated".
 //
@@ -141,7 +141,7 @@ func (c bindingCloser) Close() error {
 // plain data.
 func (n *SoftNIC) Steer(conn net.Conn, queue uint32) error {
 	if int(queue) >= n.cfg.RXQueues {
-		return &OpError{Op: "steer", Err: unix.ERANGE, Message: "rx queue index out of range"}
+		return &OpError{Subsystem: "devmem", Op: "steer", Err: unix.ERANGE, Message: "rx queue index out of range"}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -204,20 +204,20 @@ func (n *SoftNIC) Check() error {
 func (n *SoftNIC) BindRX(ifindex, fd int, queues []uint32) (*Binding, error) {
 	const op = "bind-rx"
 	if ifindex != n.cfg.Ifindex {
-		return nil, &OpError{Op: op, Err: unix.ENODEV}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.ENODEV}
 	}
 	if len(queues) == 0 {
-		return nil, &OpError{Op: op, Err: unix.EINVAL}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.EINVAL}
 	}
 	n.mu.Lock()
 	for _, q := range queues {
 		if int(q) >= n.cfg.RXQueues {
 			n.mu.Unlock()
-			return nil, &OpError{Op: op, Err: unix.ERANGE, Message: "rx queue index out of range"}
+			return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.ERANGE, Message: "rx queue index out of range"}
 		}
 		if n.queues[q] != nil {
 			n.mu.Unlock()
-			return nil, &OpError{Op: op, Err: unix.EEXIST, Message: "designated queue already memory provider bound"}
+			return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.EEXIST, Message: "designated queue already memory provider bound"}
 		}
 	}
 	n.mu.Unlock()
@@ -228,7 +228,7 @@ func (n *SoftNIC) BindRX(ifindex, fd int, queues []uint32) (*Binding, error) {
 	chunks := len(b.mem) / chunkSize
 	if chunks == 0 {
 		_ = n.release(b)
-		return nil, &OpError{Op: op, Err: unix.EINVAL, Message: "dmabuf smaller than a page"}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.EINVAL, Message: "dmabuf smaller than a page"}
 	}
 	b.refs = make([]int32, chunks)
 	b.free = make([]int32, chunks)
@@ -241,7 +241,7 @@ func (n *SoftNIC) BindRX(ifindex, fd int, queues []uint32) (*Binding, error) {
 		if n.queues[q] != nil {
 			n.mu.Unlock()
 			_ = n.release(b)
-			return nil, &OpError{Op: op, Err: unix.EEXIST, Message: "designated queue already memory provider bound"}
+			return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.EEXIST, Message: "designated queue already memory provider bound"}
 		}
 	}
 	n.registerLocked(b)
@@ -256,7 +256,7 @@ func (n *SoftNIC) BindRX(ifindex, fd int, queues []uint32) (*Binding, error) {
 func (n *SoftNIC) BindTX(ifindex, fd int) (*Binding, error) {
 	const op = "bind-tx"
 	if ifindex != n.cfg.Ifindex {
-		return nil, &OpError{Op: op, Err: unix.ENODEV}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.ENODEV}
 	}
 	b, err := n.mapBinding(op, fd, BindingTX)
 	if err != nil {
@@ -272,21 +272,21 @@ func (n *SoftNIC) BindTX(ifindex, fd int) (*Binding, error) {
 func (n *SoftNIC) mapBinding(op string, fd int, kind BindingKind) (*softBinding, error) {
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, &OpError{Op: op, Err: err}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: err}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(dup, &st); err != nil {
 		_ = unix.Close(dup)
-		return nil, &OpError{Op: op, Err: err}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: err}
 	}
 	if st.Size <= 0 {
 		_ = unix.Close(dup)
-		return nil, &OpError{Op: op, Err: unix.EINVAL, Message: "empty dmabuf"}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: unix.EINVAL, Message: "empty dmabuf"}
 	}
 	mem, err := unix.Mmap(dup, 0, int(st.Size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		_ = unix.Close(dup)
-		return nil, &OpError{Op: op, Err: err, Message: "cannot map the dmabuf"}
+		return nil, &OpError{Subsystem: "devmem", Op: op, Err: err, Message: "cannot map the dmabuf"}
 	}
 	return &softBinding{kind: kind, fd: dup, mem: mem, done: make(chan struct{})}, nil
 }
@@ -399,7 +399,7 @@ func (n *SoftNIC) open(conn net.Conn) (socket, error) {
 		sa, serr = unix.Getsockname(int(fd))
 		_, s.v6 = sa.(*unix.SockaddrInet6)
 	}); err != nil || serr != nil {
-		return nil, &OpError{Op: "getsockname", Err: errors.Join(err, serr)}
+		return nil, &OpError{Subsystem: "devmem", Op: "getsockname", Err: errors.Join(err, serr)}
 	}
 	n.mu.Lock()
 	n.socks[s] = struct{}{}
@@ -530,12 +530,12 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 		n.mu.Lock()
 		if s.closed {
 			n.mu.Unlock()
-			return 0, 0, 0, &OpError{Op: op, Err: unix.EBADF}
+			return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EBADF}
 		}
 		if len(s.rxq) > 0 {
 			if flags&unix.MSG_SOCK_DEVMEM == 0 {
 				n.mu.Unlock()
-				return 0, 0, 0, &OpError{Op: op, Err: unix.EFAULT}
+				return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EFAULT}
 			}
 			got, oobn, err := s.deliverLocked(p, oob)
 			n.mu.Unlock()
@@ -556,9 +556,9 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 				return 0, 0, 0, err
 			}
 			if flags&unix.MSG_SOCK_DEVMEM == 0 {
-				return 0, 0, 0, &OpError{Op: op, Err: unix.EFAULT}
+				return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EFAULT}
 			}
-			return 0, 0, 0, &OpError{Op: op, Err: syscall.Errno(uapi.ETOOSMALL)}
+			return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: syscall.Errno(uapi.ETOOSMALL)}
 		}
 		if len(b.free) == 0 {
 			// Page pool empty: the NIC cannot take the packet.
@@ -572,7 +572,7 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 			case <-wake:
 			case <-b.done:
 			case <-cancel:
-				return 0, 0, 0, &OpError{Op: op, Err: errDeadline}
+				return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: errDeadline}
 			}
 			continue
 		}
@@ -669,7 +669,7 @@ func (s *softSocket) fill(b *softBinding) (eof bool, err error) {
 		n.stats.Skbs++
 	}
 	if err != nil {
-		return false, &OpError{Op: "recvmsg", Err: err}
+		return false, &OpError{Subsystem: "devmem", Op: "recvmsg", Err: err}
 	}
 	if len(skb.linear) == 0 && len(skb.frags) == 0 {
 		return true, nil
@@ -690,7 +690,7 @@ func (s *softSocket) deliverLocked(p, oob []byte) (int, int, error) {
 	room := func() bool { return o+devmemCmsgSpace <= len(oob) }
 	tooSmall := func() (int, int, error) {
 		if copied == 0 {
-			return 0, 0, &OpError{Op: "recvmsg", Err: syscall.Errno(uapi.ETOOSMALL)}
+			return 0, 0, &OpError{Subsystem: "devmem", Op: "recvmsg", Err: syscall.Errno(uapi.ETOOSMALL)}
 		}
 		return copied, o, nil
 	}
@@ -779,7 +779,7 @@ func (s *softSocket) truncate(p []byte, flags int) (int, int, int, error) {
 func (s *softSocket) dontneed(opt []byte) (int, error) {
 	const op = "setsockopt SO_DEVMEM_DONTNEED"
 	if len(opt) < 4 || len(opt)%uapi.SizeofDmabufToken != 0 || len(opt) > uapi.MAX_DONTNEED_TOKENS*uapi.SizeofDmabufToken {
-		return 0, &OpError{Op: op, Err: unix.EINVAL}
+		return 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EINVAL}
 	}
 	n := s.nic
 	n.mu.Lock()
@@ -865,7 +865,7 @@ func (s *softSocket) sendmsg(iov []uapi.Iovec, control []byte, flags int) (int, 
 	}
 	zc, err := s.zerocopyEnabled()
 	if err != nil {
-		return 0, &OpError{Op: op, Err: err}
+		return 0, &OpError{Subsystem: "devmem", Op: op, Err: err}
 	}
 	var size uint64
 	for _, v := range iov {
@@ -878,7 +878,7 @@ func (s *softSocket) sendmsg(iov []uapi.Iovec, control []byte, flags int) (int, 
 		b = n.bindings[id]
 		if b == nil || b.kind != BindingTX {
 			n.mu.Unlock()
-			return 0, &OpError{Op: op, Err: unix.EINVAL}
+			return 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EINVAL}
 		}
 		b.busy++
 		n.mu.Unlock()
@@ -893,10 +893,10 @@ func (s *softSocket) sendmsg(iov []uapi.Iovec, control []byte, flags int) (int, 
 		}()
 	}
 	if cerr == nil && (flags&unix.MSG_ZEROCOPY == 0 || !zc) {
-		return 0, &OpError{Op: op, Err: unix.EINVAL}
+		return 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EINVAL}
 	}
 	if cerr != nil {
-		return 0, &OpError{Op: op, Err: cerr}
+		return 0, &OpError{Subsystem: "devmem", Op: op, Err: cerr}
 	}
 	if b == nil {
 		return 0, nil
@@ -932,12 +932,12 @@ func (s *softSocket) sendmsg(iov []uapi.Iovec, control []byte, flags int) (int, 
 			err = werr
 		}
 		if err != nil {
-			return 0, &OpError{Op: op, Err: err}
+			return 0, &OpError{Subsystem: "devmem", Op: op, Err: err}
 		}
 	}
 	if sent == 0 {
 		if fault {
-			return 0, &OpError{Op: op, Err: unix.EFAULT}
+			return 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EFAULT}
 		}
 		return 0, nil
 	}
@@ -980,7 +980,7 @@ func (s *softSocket) recvErrqueue(oob []byte, wait bool) (int, error) {
 	for len(s.errq) == 0 {
 		if !wait || s.closed {
 			n.mu.Unlock()
-			return 0, &OpError{Op: op, Err: unix.EAGAIN}
+			return 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EAGAIN}
 		}
 		if !s.errqArmed {
 			s.errqWake = make(chan struct{})
@@ -991,7 +991,7 @@ func (s *softSocket) recvErrqueue(oob []byte, wait bool) (int, error) {
 		select {
 		case <-wake:
 		case <-cancel:
-			return 0, &OpError{Op: op, Err: errDeadline}
+			return 0, &OpError{Subsystem: "devmem", Op: op, Err: errDeadline}
 		}
 		n.mu.Lock()
 	}
@@ -1001,7 +1001,7 @@ func (s *softSocket) recvErrqueue(oob []byte, wait bool) (int, error) {
 	}
 	if len(oob) < need {
 		n.mu.Unlock()
-		return 0, &OpError{Op: op, Err: unix.ENOBUFS, Message: "control message truncated"}
+		return 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.ENOBUFS, Message: "control message truncated"}
 	}
 	c := s.errq[0]
 	s.errq = s.errq[1:]

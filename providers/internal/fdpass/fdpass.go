@@ -15,7 +15,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"runtime"
+
+	"github.com/blockxfer/blockxfer/internal/syserr"
 )
 
 // Kind says what a record's fd is.
@@ -45,8 +46,9 @@ func (k Kind) String() string {
 var (
 	// ErrClosed: the Conn was closed, or its peer closed the other end.
 	ErrClosed = errors.New("fdpass: connection closed")
-	// ErrNotSupported: fd passing is Linux-only here.
-	ErrNotSupported = fmt.Errorf("fdpass: not supported on %s", runtime.GOOS)
+	// ErrNotSupported: fd passing is Linux-only here. It is
+	// syserr.ErrNotSupported, named for this package.
+	ErrNotSupported = syserr.NotOnThisOS("fdpass")
 )
 
 // RecordSize is the size of a record's data part.

@@ -5,12 +5,7 @@ package memfd
 
 import (
 	"errors"
-	"fmt"
-	"runtime"
 )
-
-// ErrNotSupported is returned on systems without memfd (everything but Linux).
-var ErrNotSupported = fmt.Errorf("memfd: not supported on %s", runtime.GOOS)
 
 // Seals to apply to a new memfd.
 const (

@@ -2,19 +2,25 @@
 
 package memfd
 
-// Create returns ErrNotSupported: memfd is Linux-only.
-func Create(name string, size int64, seals int) (int, error) { return -1, ErrNotSupported }
+import "github.com/blockxfer/blockxfer/internal/syserr"
 
-// Map returns ErrNotSupported: memfd is Linux-only.
-func Map(fd int, size int64) ([]byte, error) { return nil, ErrNotSupported }
+// errNotSupported is returned on systems without memfd (everything but
+// Linux); it wraps syserr.ErrNotSupported.
+var errNotSupported = syserr.NotOnThisOS("memfd")
 
-// Unmap returns ErrNotSupported for a non-nil mapping: memfd is Linux-only.
+// Create returns errNotSupported: memfd is Linux-only.
+func Create(name string, size int64, seals int) (int, error) { return -1, errNotSupported }
+
+// Map returns errNotSupported: memfd is Linux-only.
+func Map(fd int, size int64) ([]byte, error) { return nil, errNotSupported }
+
+// Unmap returns errNotSupported for a non-nil mapping: memfd is Linux-only.
 func Unmap(mem []byte) error {
 	if mem == nil {
 		return nil
 	}
-	return ErrNotSupported
+	return errNotSupported
 }
 
-// Close returns ErrNotSupported: memfd is Linux-only.
-func Close(fd int) error { return ErrNotSupported }
+// Close returns errNotSupported: memfd is Linux-only.
+func Close(fd int) error { return errNotSupported }

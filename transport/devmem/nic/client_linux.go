@@ -68,9 +68,9 @@ func (d *linuxDevice) close() error {
 func opError(op, ifname string, err error) error {
 	var ne *netlink.OpError
 	if errors.As(err, &ne) {
-		return &OpError{Op: op, Ifname: ifname, Err: ne.Err, Message: ne.Message}
+		return &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: ne.Err, Message: ne.Message}
 	}
-	return &OpError{Op: op, Ifname: ifname, Err: err}
+	return &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: err}
 }
 
 // execute sends one ethtool netlink request and returns the replies.
@@ -78,7 +78,7 @@ func (d *linuxDevice) execute(op, ifname string, cmd uint8, attrs []byte, flags 
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
-		return nil, &OpError{Op: op, Ifname: ifname, Err: net.ErrClosed}
+		return nil, &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: net.ErrClosed}
 	}
 	msgs, err := d.conn.Execute(genetlink.Message{
 		Header: genetlink.Header{Command: cmd, Version: ethtoolGenlVersion},
@@ -169,11 +169,11 @@ func (d *linuxDevice) ioctl(op, ifname string, data unsafe.Pointer) error {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
-		return &OpError{Op: op, Ifname: ifname, Err: net.ErrClosed}
+		return &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: net.ErrClosed}
 	}
 	rc, err := d.conn.SyscallConn()
 	if err != nil {
-		return &OpError{Op: op, Ifname: ifname, Err: err}
+		return &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: err}
 	}
 	ifr := &ifreqData{data: data}
 	copy(ifr.name[:unix.IFNAMSIZ-1], ifname)
@@ -188,10 +188,10 @@ func (d *linuxDevice) ioctl(op, ifname string, data unsafe.Pointer) error {
 	})
 	runtime.KeepAlive(ifr)
 	if cerr != nil {
-		return &OpError{Op: op, Ifname: ifname, Err: cerr}
+		return &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: cerr}
 	}
 	if errno != 0 {
-		return &OpError{Op: op, Ifname: ifname, Err: errno}
+		return &OpError{Subsystem: "nic", Op: op, Ifname: ifname, Err: errno}
 	}
 	return nil
 }
@@ -204,7 +204,7 @@ func (d *linuxDevice) rssTable(ifname string) ([]uint32, error) {
 	}
 	n := h.Size
 	if n == 0 {
-		return nil, &OpError{Op: "ETHTOOL_GRXFHINDIR", Ifname: ifname, Err: unix.EOPNOTSUPP}
+		return nil, &OpError{Subsystem: "nic", Op: "ETHTOOL_GRXFHINDIR", Ifname: ifname, Err: unix.EOPNOTSUPP}
 	}
 	buf := make([]uint32, 2+int(n))
 	h = (*ethtoolRxfhIndir)(unsafe.Pointer(&buf[0]))
@@ -268,7 +268,7 @@ func (d *linuxDevice) ruleLocation(ifname string) (uint32, error) {
 	}
 	loc, ok := pickLocation(size, used)
 	if !ok {
-		return 0, &OpError{Op: "ETHTOOL_GRXCLSRLALL", Ifname: ifname, Err: unix.ENOSPC}
+		return 0, &OpError{Subsystem: "nic", Op: "ETHTOOL_GRXCLSRLALL", Ifname: ifname, Err: unix.ENOSPC}
 	}
 	return loc, nil
 }

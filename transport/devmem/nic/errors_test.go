@@ -59,11 +59,12 @@ func TestOpErrorString(t *testing.T) {
 		want string
 	}{
 		{
-			&OpError{Op: "rings-set", Ifname: "veth0", Err: syscall.EOPNOTSUPP, Message: "setting TCP data split is not supported"},
-			"nic: rings-set veth0: operation not supported (kernel: setting TCP data split is not supported)",
+			&OpError{Subsystem: "nic", Op: "rings-set", Ifname: "veth0", Err: syscall.EOPNOTSUPP, Message: "setting TCP data split is not supported"},
+			`nic: rings-set veth0: operation not supported (errno 95): kernel says "setting TCP data split is not supported"`,
 		},
-		{&OpError{Op: "ETHTOOL_SRXCLSRLINS", Ifname: "eth0", Err: syscall.EINVAL}, "nic: ETHTOOL_SRXCLSRLINS eth0: invalid argument"},
-		{&OpError{Op: "dial"}, "nic: dial: unknown error"},
+		{&OpError{Subsystem: "nic", Op: "ETHTOOL_SRXCLSRLINS", Ifname: "eth0", Err: syscall.EINVAL}, "nic: ETHTOOL_SRXCLSRLINS eth0: invalid argument (errno 22)"},
+		{&OpError{Subsystem: "nic", Op: "dial"}, "nic: dial: unknown error"},
+		{&OpError{Op: "recvmsg", Err: syscall.EFAULT}, "recvmsg: bad address (errno 14)"},
 	} {
 		if got := tt.err.Error(); got != tt.want {
 			t.Errorf("Error() = %q, want %q", got, tt.want)
