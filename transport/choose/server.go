@@ -205,7 +205,7 @@ func (b *boundSend) NewSender(conn net.Conn) (transport.Sender, error) {
 		return nil, err
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), b.ifname) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { serr = bindToDevice(int(fd), b.ifname) }); err != nil {
 		return nil, err
 	}
 	if serr != nil {
