@@ -28,6 +28,12 @@ var (
 	// volume's backing file or block device is missing, of the wrong kind,
 	// or smaller than the volume.
 	ErrBacking = errors.New("backing missing or smaller than the volume")
+
+	// ErrDataCorrupt is returned by [Volume.RangeCRC] when the bytes on disk
+	// no longer match the CRC-32C stored when they were written: the
+	// backing file was changed behind the catalog's back or the disk
+	// returned bad data. Such bytes are never served as good.
+	ErrDataCorrupt = errors.New("volume data does not match its stored crc32c")
 )
 
 // Errors about the catalog database itself.

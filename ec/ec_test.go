@@ -138,7 +138,7 @@ func (c *testCluster) servers() []ec.ManifestServer {
 
 func (c *testCluster) dial(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
 	return engine.Dial(ctx, s.Addr, engine.Config{Key: testKey, Provider: c.p, Transport: &tcp.Transport{},
-		DataConns: 2, Verify: true, Name: "ec-test", DialTimeout: 5 * time.Second})
+		DataConns: 2, Verify: engine.VerifyRequire, Name: "ec-test", DialTimeout: 5 * time.Second})
 }
 
 func randomBytes(n int, seed uint64) []byte {

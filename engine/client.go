@@ -16,6 +16,52 @@ import (
 	"github.com/blockxfer/blockxfer/transport"
 )
 
+// VerifyMode chooses how a session checks each extent's CRC-32C once its
+// bytes have landed (docs/protocol.md: a receiver checks every extent).
+type VerifyMode int
+
+const (
+	// VerifyAuto checks every extent whose bytes the provider can
+	// checksum cheaply: always on the TCP path (the bytes passed through
+	// host memory) and, under devmem, where the provider checksums on the
+	// device or maps its buffers. An extent it cannot check is counted
+	// unverified on the result, never passed as checked.
+	VerifyAuto VerifyMode = iota
+	// VerifyRequire checks every extent and fails a read with an extent it
+	// cannot check.
+	VerifyRequire
+	// VerifyOff checks nothing; results count every extent unverified.
+	// For measuring the raw data path only.
+	VerifyOff
+)
+
+// String names the mode as the command line does: "auto", "require", "off".
+func (m VerifyMode) String() string {
+	switch m {
+	case VerifyAuto:
+		return "auto"
+	case VerifyRequire:
+		return "require"
+	case VerifyOff:
+		return "off"
+	}
+	return fmt.Sprintf("VerifyMode(%d)", int(m))
+}
+
+// checkExtents says whether a session checks landed extents: always under
+// VerifyRequire, never under VerifyOff, and under VerifyAuto where the
+// check is cheap: the TCP path, whose bytes passed through host memory, or
+// a provider that checksums on the device or maps its buffers.
+func checkExtents(m VerifyMode, transportName string, caps memory.Capabilities) bool {
+	switch m {
+	case VerifyRequire:
+		return true
+	case VerifyOff:
+		return false
+	}
+	return transportName == transport.TCP || caps.DeviceChecksum || caps.CPUMappable
+}
+
 // Config configures a client [Session].
 type Config struct {
 	// Key is the pre-shared key both ends hold (see docs/protocol.md).
@@ -29,8 +75,9 @@ type Config struct {
 	FallbackReason string
 	// DataConns is how many data connections to open (default 4).
 	DataConns int
-	// Verify checks every extent's CRC-32C after it lands.
-	Verify bool
+	// Verify chooses how landed extents are checked against the CRC-32C
+	// the server announced (the zero value checks every extent it can).
+	Verify VerifyMode
 	// Name identifies the client in the server's logs.
 	Name string
 	// DialTimeout bounds connecting and the handshake (default 10s).
@@ -87,6 +134,9 @@ type Session struct {
 	server     string
 	serverSend string // the server's send transport, from its Challenge
 	data       []*dataConn
+	// checkExtents: landed extents are checked against their CRC-32C
+	// (from cfg.Verify, the transport and the provider's capabilities).
+	checkExtents bool
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -126,6 +176,8 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		puts:     make(map[uint64]*clientPut),
 		putSlots: make(chan struct{}, MaxUploadsPerSession),
 		done:     make(chan struct{}),
+
+		checkExtents: checkExtents(cfg.Verify, cfg.Transport.Name(), cfg.Provider.Capabilities()),
 	}
 	stop := context.AfterFunc(ctx, func() { ctl.SetDeadline(time.Now()) })
 	tokens, err := s.handshake()

@@ -96,7 +96,7 @@ type client struct {
 
 func (e *env) dial(mod func(*engine.Config)) (*client, error) {
 	p := hostmem.New()
-	cfg := engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 3, Verify: true, Name: "t"}
+	cfg := engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 3, Verify: engine.VerifyRequire, Name: "t"}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -615,11 +615,60 @@ func TestChecksumMismatchDetected(t *testing.T) {
 	if !errors.Is(err, engine.ErrChecksum) || !strings.Contains(err.Error(), "[262144,+65536)") {
 		t.Fatalf("got %v, want a checksum error naming extent [262144,+65536)", err)
 	}
-	// Without verification the same read succeeds (and returns the bad byte).
-	c2 := e.client(func(c *engine.Config) { c.Verify = false })
+	// The default mode checks too: a receiver checks every extent.
+	ca := e.client(func(c *engine.Config) { c.Verify = engine.VerifyAuto })
+	bufA, _ := ca.alloc(t, int64(len(want)))
+	if _, err := ca.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, bufA); !errors.Is(err, engine.ErrChecksum) {
+		t.Fatalf("default verify mode: got %v, want a checksum error", err)
+	}
+	// Only with verification turned off does the read succeed (and return
+	// the bad byte).
+	c2 := e.client(func(c *engine.Config) { c.Verify = engine.VerifyOff })
 	buf2, _ := c2.alloc(t, int64(len(want)))
 	if _, err := c2.Read(context.Background(), "vol", []engine.Range{{0, int64(len(want))}}, buf2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPartialReadOfCorruptExtent is the defect where a read covering part of
+// an extent "verified" bytes corrupted on disk: the server announced a CRC
+// recomputed from the disk. Now the server checks the extent against the
+// CRC stored when it was written and refuses the read.
+func TestPartialReadOfCorruptExtent(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 1<<20, 64<<10)
+	v, _ := e.store.Get("vol")
+	f, err := os.OpenFile(v.Backing, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte{want[300<<10] ^ 0x10}, 300<<10) // extent 4
+	f.Close()
+	c := e.client(func(c *engine.Config) { c.Verify = engine.VerifyAuto })
+	for _, r := range []engine.Range{
+		{Offset: 290 << 10, Length: 20 << 10},  // inside extent 4, over the bad byte
+		{Offset: 257 << 10, Length: 4 << 10},   // inside extent 4, away from it
+		{Offset: 200 << 10, Length: 100 << 10}, // partial extents 3 and 4, not the bad byte
+	} {
+		buf, _ := c.alloc(t, r.Length)
+		_, err := c.Read(context.Background(), "vol", []engine.Range{r}, buf)
+		var pe *blockproto.Error
+		if !errors.As(err, &pe) || pe.Code != blockproto.CodeIO || !strings.Contains(err.Error(), "does not match its stored crc32c") {
+			t.Fatalf("partial read %+v of a corrupt extent: %v, want an io error naming the stored crc32c", r, err)
+		}
+	}
+	// Partial reads of intact extents still succeed, every extent checked.
+	r := engine.Range{Offset: 70 << 10, Length: 100 << 10}
+	buf, mem := c.alloc(t, r.Length)
+	res, err := c.Read(context.Background(), "vol", []engine.Range{r}, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want[r.Offset:r.Offset+r.Length]) {
+		t.Fatal("bytes differ")
+	}
+	if res[0].VerifiedExtents != 2 || res[0].UnverifiedExtents != 0 {
+		t.Fatalf("verified %d, unverified %d extents; want 2 and 0", res[0].VerifiedExtents, res[0].UnverifiedExtents)
 	}
 }
 

@@ -20,7 +20,7 @@ func ExampleSession_Read() {
 		Key:       []byte("the pre-shared key from blockd keygen"),
 		Provider:  p,
 		Transport: &tcp.Transport{},
-		Verify:    true,
+		Verify:    engine.VerifyRequire,
 	})
 	if err != nil {
 		log.Fatal(err)

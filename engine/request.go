@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/internal/syserr"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
 )
@@ -246,6 +247,11 @@ func (r *request) extentDone(t ExtentTiming, err error) {
 	r.received += t.Length
 	if r.state == StatePending {
 		r.res.Extents = append(r.res.Extents, t)
+		if t.Verified {
+			r.res.VerifiedExtents++
+		} else {
+			r.res.UnverifiedExtents++
+		}
 	}
 	r.maybeFinish()
 	r.mu.Unlock()
@@ -419,19 +425,24 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 	if r == nil {
 		return nil
 	}
-	if spoilt == nil && s.cfg.Verify && r.begin() {
+	verified := false
+	if spoilt == nil && s.checkExtents && r.begin() {
 		sum, err := s.cfg.Provider.Checksum(ctx, r.dst, dstOff, total)
 		switch {
+		case err != nil && s.cfg.Verify != VerifyRequire && errors.Is(err, syserr.ErrNotSupported):
+			// The provider cannot checksum: counted unverified.
 		case err != nil:
 			spoilt = fmt.Errorf("engine: read %d: checksum extent at %d: %w", r.id, e.VolumeOffset, err)
 		case sum != e.CRC32C:
 			spoilt = fmt.Errorf("engine: read %s: extent [%d,+%d) on data connection %d: crc32c %08x, server announced %08x: %w",
 				r.res.Volume, e.VolumeOffset, e.Length, dc.index, sum, e.CRC32C, ErrChecksum)
+		default:
+			verified = true
 		}
 		r.release(0)
 	}
 	r.extentDone(ExtentTiming{
-		VolumeOffset: int64(e.VolumeOffset), Length: total, DataConn: dc.index, Latency: time.Since(j.at),
+		VolumeOffset: int64(e.VolumeOffset), Length: total, DataConn: dc.index, Latency: time.Since(j.at), Verified: verified,
 	}, spoilt)
 	return nil
 }

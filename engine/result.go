@@ -37,6 +37,8 @@ type ExtentTiming struct {
 	Length       int64         `json:"length"`
 	DataConn     int           `json:"data_conn"`
 	Latency      time.Duration `json:"latency_ns"` // announcement to last byte placed
+	// Verified: the extent's bytes were checked against its CRC-32C.
+	Verified bool `json:"verified"`
 }
 
 // Result is the outcome of one read request.
@@ -54,6 +56,10 @@ type Result struct {
 	Start          time.Time      `json:"start"`
 	End            time.Time      `json:"end"`
 	Extents        []ExtentTiming `json:"extents,omitempty"`
+	// VerifiedExtents and UnverifiedExtents count the extents whose bytes
+	// were, and were not, checked against their CRC-32C (see VerifyMode).
+	VerifiedExtents   int `json:"verified_extents"`
+	UnverifiedExtents int `json:"unverified_extents"`
 }
 
 // Duration is how long the request took.

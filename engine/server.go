@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"net"
@@ -73,7 +72,6 @@ var ErrServerClosed = errors.New("engine: server closed")
 // Server serves the volumes of a catalog to blockxfer clients.
 type Server struct {
 	cfg     ServerConfig
-	crcTab  *crc32.Table
 	nextSID atomic.Uint64
 
 	mu        sync.Mutex
@@ -129,7 +127,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	return &Server{
 		cfg:       cfg,
-		crcTab:    crc32.MakeTable(crc32.Castagnoli),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*srvSession]struct{}{},
 		tokens:    map[[blockproto.TokenLen]byte]tokenRef{},
@@ -728,12 +725,16 @@ func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg 
 			stopErr = err
 			break
 		}
-		crc := v.ExtentCRC(i)
-		if off != extOff || n != extLen {
-			if crc, err = ss.partialCRC(f, off, n); err != nil {
-				stopErr = err
-				break
+		// The CRC of what was written: the stored one for a whole
+		// extent; for part of one, computed from the extent's bytes
+		// after they were checked against the stored CRC.
+		crc, err := v.RangeCRC(f, off, n)
+		if err != nil {
+			if errors.Is(err, catalog.ErrDataCorrupt) {
+				ss.log.Error("volume data corrupt on disk: read refused", "volume", v.Name, "err", err)
 			}
+			stopErr = err
+			break
 		}
 		if err := ss.inflight.Acquire(rd.ctx, n); err != nil {
 			stopErr = err
@@ -768,16 +769,6 @@ func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg 
 		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeIO, Message: (*p).Error()}
 	}
 	return &blockproto.ReadDone{ID: m.ID, Bytes: total}
-}
-
-// partialCRC computes the CRC-32C of part of an extent (the catalog holds
-// whole-extent sums).
-func (ss *srvSession) partialCRC(f *os.File, off, n int64) (uint32, error) {
-	h := crc32.New(ss.srv.crcTab)
-	if _, err := io.Copy(h, io.NewSectionReader(f, off, n)); err != nil {
-		return 0, fmt.Errorf("read volume at %d: %w", off, err)
-	}
-	return h.Sum32(), nil
 }
 
 // enqueue announces one extent on the least loaded data connection and

@@ -85,7 +85,7 @@ func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p memory.Provide
 			return nil, err
 		}
 		sess, err := engine.Dial(ctx, s.Addr, engine.Config{Key: key, Provider: p, Transport: path.Transport,
-			FallbackReason: path.FallbackReason, DataConns: c.dataConns, Verify: true, Name: "blockcat", Logger: srvLog})
+			FallbackReason: path.FallbackReason, DataConns: c.dataConns, Verify: engine.VerifyRequire, Name: "blockcat", Logger: srvLog})
 		if err != nil {
 			path.Close()
 			return nil, err

@@ -145,7 +145,7 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 		Transport:      path.Transport,
 		FallbackReason: path.FallbackReason,
 		DataConns:      c.dataConns,
-		Verify:         c.verify,
+		Verify:         verifyMode(c.verify),
 		Name:           "blockcat",
 		Logger:         log,
 	})
@@ -195,4 +195,13 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			cli.FormatBytes(float64(v.ExtentSize)), v.Generation)
 	}
 	return nil
+}
+
+// verifyMode maps --verify onto the engine's mode: with it every extent must
+// be checked; without it extents are checked wherever the path allows.
+func verifyMode(require bool) engine.VerifyMode {
+	if require {
+		return engine.VerifyRequire
+	}
+	return engine.VerifyAuto
 }

@@ -112,7 +112,7 @@ func scrub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer p.Close()
 	dial := func(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
 		return engine.Dial(ctx, s.Addr, engine.Config{Key: key, Provider: p, Transport: &tcp.Transport{},
-			DataConns: 2, Verify: true, Name: "blockd-scrub", DialTimeout: 10 * time.Second, Logger: log})
+			DataConns: 2, Verify: engine.VerifyRequire, Name: "blockd-scrub", DialTimeout: 10 * time.Second, Logger: log})
 	}
 	fixed, rep, scrubErr := ec.Scrub(ctx, man, ec.ScrubConfig{Dial: dial, Provider: p, Spares: spareList, Logger: log})
 	if fixed != man {

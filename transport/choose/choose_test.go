@@ -73,7 +73,7 @@ func fetch(t *testing.T, addr string, opts choose.ClientOptions, n int64) ([]byt
 		}
 	}()
 	s, err := engine.Dial(context.Background(), addr, engine.Config{Key: key, Provider: p, Transport: cp.Transport,
-		FallbackReason: cp.FallbackReason, DataConns: opts.DataConns, Verify: true})
+		FallbackReason: cp.FallbackReason, DataConns: opts.DataConns, Verify: engine.VerifyRequire})
 	if err != nil {
 		t.Fatal(err)
 	}
