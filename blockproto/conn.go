@@ -38,17 +38,29 @@ type Conn struct {
 	wbuf []byte // frame scratch, guarded by wmu
 	werr error  // sticky write error, guarded by wmu
 
-	r    *bufio.Reader
-	rbuf []byte // scratch for frames larger than r's buffer
-	rerr error  // sticky read error: the stream lost frame alignment
+	r     *bufio.Reader
+	rbuf  []byte // scratch for frames larger than r's buffer
+	rerr  error  // sticky read error: the stream lost frame alignment
+	limit uint32 // largest frame ReadMsg accepts: MaxFrame unless lowered
 }
 
 // NewConn returns a Conn that exchanges frames over rw.
 func NewConn(rw io.ReadWriter) *Conn {
 	return &Conn{
-		w: rw,
-		r: bufio.NewReaderSize(rw, connReadBufSize),
+		w:     rw,
+		r:     bufio.NewReaderSize(rw, connReadBufSize),
+		limit: MaxFrame,
 	}
+}
+
+// SetReadLimit sets the largest frame body ReadMsg accepts, n in
+// 1..[MaxFrame]; a longer frame fails with [ErrFrameTooLarge] before any of
+// its body is read. A server lowers it to [MaxHandshakeFrame] until the
+// client has authenticated, so an unauthenticated peer cannot make it
+// buffer more than that, and restores MaxFrame after Welcome. It must not
+// be called concurrently with ReadMsg.
+func (c *Conn) SetReadLimit(n int) {
+	c.limit = uint32(min(max(n, 1), MaxFrame))
 }
 
 // WriteMsg encodes m as one frame and writes it with a single Write call.
@@ -103,8 +115,8 @@ func (c *Conn) ReadMsg() (Msg, error) {
 	switch {
 	case n == 0:
 		return nil, c.fail(malformed("frame length 0"))
-	case n > MaxFrame:
-		return nil, c.fail(fmt.Errorf("blockproto: frame length %d, more than %d: %w", n, MaxFrame, ErrFrameTooLarge))
+	case n > c.limit:
+		return nil, c.fail(fmt.Errorf("blockproto: frame length %d, more than %d: %w", n, c.limit, ErrFrameTooLarge))
 	}
 	size := int(n)
 	if size <= c.r.Size() {

@@ -24,6 +24,10 @@ const (
 const (
 	// MaxFrame is the largest control frame body, type byte included.
 	MaxFrame = 1 << 20
+	// MaxHandshakeFrame is the largest frame body a server accepts before
+	// Welcome: the largest Hello (171 bytes) and Auth fit with room to
+	// spare.
+	MaxHandshakeFrame = 512
 	// MaxName is the longest volume, client or server name in bytes.
 	MaxName = 128
 	// MaxMessage is the longest error or reason text in bytes.

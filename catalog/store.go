@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Data directory layout.
@@ -572,6 +573,11 @@ func (s *Store) open(op, name string) (*os.File, *Volume, error) {
 	}
 	f, err := os.Open(v.Backing)
 	if err != nil {
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM) {
+			// The process or system ran out of resources: the backing
+			// is fine, so do not call it missing.
+			return nil, nil, fmt.Errorf("catalog: %s %q: %w", op, name, err)
+		}
 		return nil, nil, fmt.Errorf("catalog: %s %q: %w: %w", op, name, ErrBacking, err)
 	}
 	size, err := sizeOf(f)

@@ -78,6 +78,11 @@ type Config struct {
 	// Verify chooses how landed extents are checked against the CRC-32C
 	// the server announced (the zero value checks every extent it can).
 	Verify VerifyMode
+	// MaxReads caps the reads the session has open on the server at once
+	// (default 64, blockd's default per-session cap); further reads wait in
+	// the session, in order, and are sent as earlier ones end. Keep it at
+	// or below the server's cap: a server over its cap answers busy.
+	MaxReads int
 	// Name identifies the client in the server's logs.
 	Name string
 	// DialTimeout bounds connecting and the handshake (default 10s).
@@ -102,6 +107,9 @@ func (c *Config) setDefaults() error {
 	}
 	if len(c.Key) == 0 {
 		return errors.New("engine: config: no key")
+	}
+	if c.MaxReads <= 0 {
+		c.MaxReads = 64
 	}
 	if c.DataConns == 0 {
 		c.DataConns = 4
@@ -141,6 +149,8 @@ type Session struct {
 	mu       sync.Mutex
 	nextID   uint64
 	reqs     map[uint64]*request
+	sent     int                   // Reads the server has not ended yet
+	backlog  []*blockproto.Read    // Reads waiting for one of those to end
 	callQ    []chan blockproto.Msg // FIFO of list/stat waiters
 	callMu   sync.Mutex            // orders list/stat calls on the wire
 	puts     map[uint64]*clientPut // uploads Put is waiting on
@@ -451,6 +461,7 @@ func (s *Session) readControl() {
 		case *blockproto.Extent:
 			s.onExtent(m)
 		case *blockproto.ReadDone:
+			s.readEnded()
 			if r := s.lookup(m.ID); r != nil {
 				r.serverDone(int64(m.Bytes), nil)
 			}
@@ -463,6 +474,7 @@ func (s *Session) readControl() {
 				s.fail(fmt.Errorf("%w: server: %w", ErrSessionClosed, m))
 				return
 			}
+			s.readEnded()
 			if r := s.lookup(m.ID); r != nil {
 				r.serverDone(-1, m)
 			}

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
@@ -363,9 +364,21 @@ func expectError(t *testing.T, c net.Conn, code blockproto.Code) {
 	if !ok || e.Code != code {
 		t.Fatalf("got %#v, want error code %s", m, code)
 	}
+	if code == blockproto.CodeAuth && e.Message != "authentication failed" {
+		t.Fatalf("auth error says %q: it must not say which check failed", e.Message)
+	}
 	// Unread input at close makes the kernel send a reset instead of FIN.
 	if _, err := pc.ReadMsg(); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("connection not closed after the error: %v", err)
+	}
+}
+
+// expectClosedSilently checks that the server closes c without writing.
+func expectClosedSilently(t *testing.T, c net.Conn) {
+	t.Helper()
+	b, err := io.ReadAll(c)
+	if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Fatalf("server wrote %q (%v); want the connection closed without a write", b, err)
 	}
 }
 
@@ -377,10 +390,21 @@ func TestBadControlInput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Not our magic: closed without a byte written (no echo of the input).
 	t.Run("garbage", func(t *testing.T) {
 		c := e.rawConn(t)
 		c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-		expectError(t, c, blockproto.CodeBadRequest)
+		expectClosedSilently(t, c)
+	})
+	t.Run("reserved bytes", func(t *testing.T) {
+		c := e.rawConn(t)
+		c.Write([]byte{'B', 'X', 'C', blockproto.Version, 0, 0, 1, 0})
+		expectClosedSilently(t, c)
+	})
+	t.Run("data connection of another version", func(t *testing.T) {
+		c := e.rawConn(t)
+		c.Write(append([]byte{'B', 'X', 'D', 9, 0, 0, 0, 0}, make([]byte, blockproto.TokenLen)...))
+		expectClosedSilently(t, c)
 	})
 	t.Run("other version", func(t *testing.T) {
 		c := e.rawConn(t)
@@ -391,20 +415,27 @@ func TestBadControlInput(t *testing.T) {
 		c := e.rawConn(t)
 		preamble(c)
 		c.Write([]byte{0xff, 0xff, 0xff, 0xff, byte(blockproto.TypeHello)})
-		expectError(t, c, blockproto.CodeBadRequest)
+		expectError(t, c, blockproto.CodeAuth)
 	})
 	t.Run("unknown type", func(t *testing.T) {
 		c := e.rawConn(t)
 		preamble(c)
 		c.Write([]byte{0, 0, 0, 1, 200})
-		expectError(t, c, blockproto.CodeBadRequest)
+		expectError(t, c, blockproto.CodeAuth)
 	})
 	t.Run("read before auth", func(t *testing.T) {
 		c := e.rawConn(t)
 		preamble(c)
 		b, _ := blockproto.AppendFrame(nil, &blockproto.Read{ID: 1, Volume: "vol", Length: 1})
 		c.Write(b)
-		expectError(t, c, blockproto.CodeBadRequest)
+		expectError(t, c, blockproto.CodeAuth)
+	})
+	t.Run("hello over the handshake frame limit", func(t *testing.T) {
+		c := e.rawConn(t)
+		preamble(c)
+		frame := binary.BigEndian.AppendUint32(nil, blockproto.MaxHandshakeFrame+1)
+		c.Write(append(frame, byte(blockproto.TypeHello)))
+		expectError(t, c, blockproto.CodeAuth)
 	})
 	t.Run("truncated frame", func(t *testing.T) {
 		c := e.rawConn(t)
@@ -412,7 +443,7 @@ func TestBadControlInput(t *testing.T) {
 		b, _ := blockproto.AppendFrame(nil, &blockproto.Hello{Client: "x"})
 		c.Write(b[:len(b)-3])
 		c.(*net.TCPConn).CloseWrite()
-		expectError(t, c, blockproto.CodeBadRequest)
+		expectError(t, c, blockproto.CodeAuth)
 	})
 	if _, err := e.client(nil).Volumes(context.Background()); err != nil {
 		t.Fatalf("server unusable after bad input: %v", err)
@@ -436,22 +467,8 @@ func TestDataTokens(t *testing.T) {
 	})
 	t.Run("reused", func(t *testing.T) {
 		// Run the handshake by hand to learn a token, use it, then reuse it.
-		ctl := e.rawConn(t)
-		pc := blockproto.NewConn(ctl)
-		blockproto.WriteControlPreamble(ctl)
-		nonce, _ := blockproto.NewNonce()
-		pc.WriteMsg(&blockproto.Hello{Nonce: nonce, Client: "t"})
-		m, err := pc.ReadMsg()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch := m.(*blockproto.Challenge)
-		pc.WriteMsg(&blockproto.Auth{MAC: blockproto.ClientProof(testKey, nonce, ch.Nonce, ch.SessionID)})
-		m, err = pc.ReadMsg()
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok := m.(*blockproto.Welcome).Tokens[0]
+		pc, tokens := e.handshake(t)
+		tok := tokens[0]
 		first := e.rawConn(t)
 		blockproto.WriteDataPreamble(first, tok)
 		if m, err := pc.ReadMsg(); err != nil || m.(*blockproto.DataAttached).Index != 0 {
@@ -461,9 +478,54 @@ func TestDataTokens(t *testing.T) {
 		blockproto.WriteDataPreamble(second, tok)
 		closed(second)
 	})
+	t.Run("from another address", func(t *testing.T) {
+		_, tokens := e.handshake(t)
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		c, err := d.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		blockproto.WriteDataPreamble(c, tokens[0])
+		closed(c)
+	})
 	if _, err := e.client(nil).Volumes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDataTokensExpire is the defect where an unused token still attached a
+// data connection long after Welcome.
+func TestDataTokensExpire(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *engine.ServerConfig) { c.TokenTTL = time.Nanosecond }})
+	_, tokens := e.handshake(t)
+	c := e.rawConn(t)
+	blockproto.WriteDataPreamble(c, tokens[0])
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Fatalf("expired token: read %q, %v; want the connection closed without a write", b, err)
+	}
+}
+
+// handshake authenticates a control connection by hand and returns it with
+// its Welcome tokens.
+func (e *env) handshake(t *testing.T) (*blockproto.Conn, [][blockproto.TokenLen]byte) {
+	t.Helper()
+	ctl := e.rawConn(t)
+	pc := blockproto.NewConn(ctl)
+	blockproto.WriteControlPreamble(ctl)
+	nonce, _ := blockproto.NewNonce()
+	pc.WriteMsg(&blockproto.Hello{Nonce: nonce, Client: "t"})
+	m, err := pc.ReadMsg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := m.(*blockproto.Challenge)
+	pc.WriteMsg(&blockproto.Auth{MAC: blockproto.ClientProof(testKey, nonce, ch.Nonce, ch.SessionID)})
+	m, err = pc.ReadMsg()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc, m.(*blockproto.Welcome).Tokens
 }
 
 // gate holds the server's sends: the first `free` extents go out, the rest
@@ -727,5 +789,76 @@ func TestRandomVolumeBytesAreRandom(t *testing.T) {
 	zero := make([]byte, 4096)
 	if bytes.Equal(b[:4096], zero) || bytes.Equal(b[:4096], b[4096:8192]) {
 		t.Fatal("random fill is not random")
+	}
+}
+
+// eventually waits up to 10s for cond, checking as goroutines run.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPendingConnectionsCapped is the defect where idle unauthenticated
+// connections could take every file descriptor: past the per-host cap a new
+// connection is closed at once, and the server stays usable.
+func TestPendingConnectionsCapped(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *engine.ServerConfig) { c.MaxPendingPerHost = 3; c.HandshakeTimeout = time.Minute }})
+	for range 3 {
+		e.rawConn(t) // silent: holds a pending slot
+	}
+	eventually(t, "three pending connections", func() bool { return e.srv.Pending() == 3 })
+	extra := e.rawConn(t)
+	expectClosedSilently(t, extra)
+	// Another address is not held back by this one's connections.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}}
+	c, err := d.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	eventually(t, "the other address admitted", func() bool { return e.srv.Pending() == 4 })
+}
+
+// TestReadsPerSessionCapped: a session over the server's read cap is
+// answered busy instead of parking unbounded reads.
+func TestReadsPerSessionCapped(t *testing.T) {
+	g := newGate(0)
+	e := newEnv(t, envOpts{transport: g, cfg: func(c *engine.ServerConfig) { c.MaxReads = 2 }})
+	t.Cleanup(g.open)
+	e.volume("vol", 64<<10, 4096)
+	c := e.client(func(c *engine.Config) { c.MaxReads = 100 })
+	buf, _ := c.alloc(t, 3*4096)
+	hs := c.Submit(context.Background(), []engine.Request{
+		{Volume: "vol", Length: 4096, Dst: buf},
+		{Volume: "vol", Offset: 4096, Length: 4096, Dst: buf, DstOff: 4096},
+		{Volume: "vol", Offset: 8192, Length: 4096, Dst: buf, DstOff: 8192},
+	})
+	r := hs[2].Result()
+	var pe *blockproto.Error
+	if !errors.As(r.Err, &pe) || pe.Code != blockproto.CodeBusy {
+		t.Fatalf("third read: %v, want busy", r.Err)
+	}
+	g.open()
+	for _, h := range hs[:2] {
+		if r := h.Result(); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	// A client that keeps to the cap queues instead: every read succeeds.
+	c2 := e.client(func(c *engine.Config) { c.MaxReads = 2 })
+	want := make([]engine.Range, 16)
+	for i := range want {
+		want[i] = engine.Range{Offset: int64(i) * 4096, Length: 4096}
+	}
+	buf2, _ := c2.alloc(t, 64<<10)
+	if _, err := c2.Read(context.Background(), "vol", want, buf2); err != nil {
+		t.Fatal(err)
 	}
 }

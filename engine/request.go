@@ -151,14 +151,15 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	s.nextID++
 	r.id = s.nextID
 	s.reqs[r.id] = r
+	msg := &blockproto.Read{ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline}
+	if s.sent >= s.cfg.MaxReads {
+		s.backlog = append(s.backlog, msg)
+		msg = nil
+	} else {
+		s.sent++
+	}
 	s.mu.Unlock()
-	// Not under s.mu: a write blocked by a busy server must not stop the
-	// control reader, which takes s.mu, from draining the server's messages.
-	err := s.proto.WriteMsg(&blockproto.Read{
-		ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline,
-	})
-	if err != nil {
-		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
+	if msg != nil && !s.sendRead(msg) {
 		return r
 	}
 	stop := context.AfterFunc(ctx, func() {
@@ -173,6 +174,37 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	r.stop = stop
 	r.mu.Unlock()
 	return r
+}
+
+// sendRead writes a Read; false if the write failed and ended the session.
+// Not under s.mu: a write blocked by a busy server must not stop the
+// control reader, which takes s.mu, from draining the server's messages.
+func (s *Session) sendRead(m *blockproto.Read) bool {
+	if err := s.proto.WriteMsg(m); err != nil {
+		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
+		return false
+	}
+	return true
+}
+
+// readEnded notes the server's terminal message for a Read (ReadDone or an
+// Error with its ID) and sends the oldest waiting Read whose request is
+// still open, in its own goroutine so the control reader never blocks on a
+// write.
+func (s *Session) readEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent--
+	for len(s.backlog) > 0 && s.sent < s.cfg.MaxReads {
+		m := s.backlog[0]
+		s.backlog[0] = nil
+		s.backlog = s.backlog[1:]
+		if s.reqs[m.ID] == nil {
+			continue // ended (cancelled, timed out) before it was sent
+		}
+		s.sent++
+		go s.sendRead(m)
+	}
 }
 
 func ctxState(err error) State {

@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -40,6 +42,19 @@ type ServerConfig struct {
 	// HandshakeTimeout bounds a connection's preamble and handshake
 	// (default 10s).
 	HandshakeTimeout time.Duration
+	// MaxPending caps the connections that have not yet finished their
+	// preamble and handshake (default 128), and MaxPendingPerHost those
+	// from one source address (default 16). A connection over either cap
+	// is closed at once without a write, so unauthenticated peers cannot
+	// exhaust the server's file descriptors.
+	MaxPending        int
+	MaxPendingPerHost int
+	// MaxReads caps the reads one session may have open (default 64);
+	// a Read beyond it is answered busy.
+	MaxReads int
+	// TokenTTL is how long a data token stays good after Welcome if it is
+	// not used (default 10s).
+	TokenTTL time.Duration
 	// IdleTimeout closes a control connection silent for this long
 	// (default 2m; clients ping every 15s).
 	IdleTimeout time.Duration
@@ -74,10 +89,16 @@ type Server struct {
 	cfg     ServerConfig
 	nextSID atomic.Uint64
 
+	rejects rejectLog // rate-limited log of unauthenticated failures
+	quit    chan struct{}
+	quitMu  sync.Once
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*srvSession]struct{}
 	tokens    map[[blockproto.TokenLen]byte]tokenRef
+	pending   int                // connections before Welcome or attach
+	pendingBy map[netip.Addr]int // the same, per source address
 	draining  bool
 	closed    bool
 
@@ -86,8 +107,10 @@ type Server struct {
 }
 
 type tokenRef struct {
-	sess  *srvSession
-	index int
+	sess    *srvSession
+	index   int
+	host    netip.Addr // the control connection's source address
+	expires time.Time
 }
 
 // NewServer checks cfg and returns a server ready to Serve.
@@ -116,6 +139,18 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxInflight < blockproto.MaxExtentLen {
 		return nil, fmt.Errorf("engine: server config: max in-flight %d below the largest extent (%d)", cfg.MaxInflight, blockproto.MaxExtentLen)
 	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = 128
+	}
+	if cfg.MaxPendingPerHost == 0 {
+		cfg.MaxPendingPerHost = 16
+	}
+	if cfg.MaxReads == 0 {
+		cfg.MaxReads = 64
+	}
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = 10 * time.Second
+	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
@@ -127,14 +162,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	return &Server{
 		cfg:       cfg,
+		rejects:   rejectLog{log: cfg.Logger, every: 10 * time.Second, burst: 10},
+		quit:      make(chan struct{}),
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*srvSession]struct{}{},
 		tokens:    map[[blockproto.TokenLen]byte]tokenRef{},
+		pendingBy: map[netip.Addr]int{},
 	}, nil
 }
 
 // Serve accepts connections on l until Shutdown or Close; it then returns
 // ErrServerClosed. Control and data connections share the listener.
+//
+// An accept error (out of file descriptors, of buffers, a connection reset
+// before it was accepted) never ends Serve: it backs off, 5 ms doubling up
+// to 1 s, and tries again. Serve returns another error only when l itself
+// was closed by someone other than the server.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.closed || s.draining {
@@ -148,6 +191,7 @@ func (s *Server) Serve(l net.Listener) error {
 		delete(s.listeners, l)
 		s.mu.Unlock()
 	}()
+	var delay time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -157,12 +201,19 @@ func (s *Server) Serve(l net.Listener) error {
 			if stopping {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("engine: accept: %w", err)
 			}
-			return fmt.Errorf("engine: accept: %w", err)
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.cfg.Metrics.rejected("accept-error")
+			s.rejects.note("accept-error", "accept failed, backing off", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-s.quit:
+			}
+			continue
 		}
+		delay = 0
 		s.conns.Add(1)
 		go func() {
 			defer s.conns.Done()
@@ -176,6 +227,7 @@ func (s *Server) Serve(l net.Listener) error {
 // session. If ctx ends first, the remaining reads fail with a clear error
 // and Shutdown returns ctx's error once every goroutine has stopped.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopAccepting()
 	s.mu.Lock()
 	s.draining = true
 	for l := range s.listeners {
@@ -222,6 +274,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every session at once; reads in flight
 // fail with CodeShuttingDown. It waits for the server's goroutines.
 func (s *Server) Close() error {
+	s.stopAccepting()
 	s.mu.Lock()
 	s.closed = true
 	for l := range s.listeners {
@@ -236,6 +289,11 @@ func (s *Server) Close() error {
 	return nil
 }
 
+// stopAccepting wakes an accept loop that is backing off.
+func (s *Server) stopAccepting() {
+	s.quitMu.Do(func() { close(s.quit) })
+}
+
 // sessionList returns the live sessions. s.mu must be held.
 func (s *Server) sessionList() []*srvSession {
 	l := make([]*srvSession, 0, len(s.sessions))
@@ -246,38 +304,95 @@ func (s *Server) sessionList() []*srvSession {
 }
 
 // handle reads a connection's preamble and runs it as control or data.
+// Until the connection has authenticated (control) or attached (data) it
+// counts against the pending caps, and any failure closes it with at most
+// one frame: a version Error on a control connection, an auth Error for a
+// failed handshake, nothing at all otherwise (docs/protocol.md sections 3
+// and 6).
 func (s *Server) handle(c net.Conn) {
+	host := remoteHost(c)
 	log := s.cfg.Logger.With("remote", c.RemoteAddr().String())
+	release, ok := s.admit(host)
+	if !ok {
+		s.cfg.Metrics.rejected("pending-limit")
+		s.rejects.note("pending-limit", "rejected connection: too many unauthenticated connections", "remote", c.RemoteAddr().String())
+		c.Close()
+		return
+	}
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	p, err := blockproto.ReadPreamble(c)
 	if err != nil {
-		log.Warn("rejected connection", "err", err)
-		code := blockproto.CodeBadRequest
-		if errors.Is(err, blockproto.ErrVersion) {
-			code = blockproto.CodeVersion
-		}
+		release()
 		s.cfg.Metrics.rejected("preamble")
-		blockproto.NewConn(c).WriteMsg(&blockproto.Error{Code: code, Message: err.Error()})
+		s.rejects.note("preamble", "rejected connection: bad preamble", "remote", c.RemoteAddr().String(), "err", err)
+		var ve *blockproto.VersionError
+		if errors.As(err, &ve) && ve.Kind == blockproto.KindControl {
+			blockproto.NewConn(c).WriteMsg(&blockproto.Error{Code: blockproto.CodeVersion, Message: ve.Error()})
+		}
 		c.Close()
 		return
 	}
 	if p.Kind == blockproto.KindData {
-		s.attachData(c, p.Token, log)
+		s.attachData(c, p.Token, host, release, log)
 		return
 	}
-	s.runControl(c, log)
+	s.runControl(c, host, release, log)
+}
+
+// admit counts a new connection against the pending caps; release uncounts
+// it and may be called more than once.
+func (s *Server) admit(host netip.Addr) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending >= s.cfg.MaxPending || s.pendingBy[host] >= s.cfg.MaxPendingPerHost {
+		return nil, false
+	}
+	s.pending++
+	s.pendingBy[host]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.pending--
+			if s.pendingBy[host]--; s.pendingBy[host] <= 0 {
+				delete(s.pendingBy, host)
+			}
+			s.mu.Unlock()
+		})
+	}, true
+}
+
+// remoteHost is the source address of c, without the port (the zero Addr
+// for connections that are not IP).
+func remoteHost(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // attachData hands a data connection to the session that issued its token.
-// A token is good once; an unknown or used one closes the connection.
-func (s *Server) attachData(c net.Conn, tok [blockproto.TokenLen]byte, log *slog.Logger) {
+// A token is good once, for TokenTTL after Welcome, and only from the
+// address its session's control connection came from; any other token
+// closes the connection without a write.
+func (s *Server) attachData(c net.Conn, tok [blockproto.TokenLen]byte, host netip.Addr, release func(), log *slog.Logger) {
 	s.mu.Lock()
 	ref, ok := s.tokens[tok]
 	delete(s.tokens, tok)
 	s.mu.Unlock()
-	if !ok {
-		log.Warn("rejected data connection: unknown or already used token")
+	release()
+	why := ""
+	switch {
+	case !ok:
+		why = "unknown or already used token"
+	case time.Now().After(ref.expires):
+		why = "expired token"
+	case ref.host != host:
+		why = "token presented from another address than its session's"
+	}
+	if why != "" {
 		s.cfg.Metrics.rejected("data-token")
+		s.rejects.note("data-token", "rejected data connection: "+why, "remote", c.RemoteAddr().String())
 		c.Close()
 		return
 	}
@@ -289,12 +404,18 @@ func (s *Server) attachData(c net.Conn, tok [blockproto.TokenLen]byte, log *slog
 }
 
 // runControl authenticates a control connection and serves its session.
-func (s *Server) runControl(c net.Conn, log *slog.Logger) {
+func (s *Server) runControl(c net.Conn, host netip.Addr, release func(), log *slog.Logger) {
 	defer c.Close()
 	pc := blockproto.NewConn(c)
-	ss, err := s.handshake(c, pc, log)
+	ss, err := s.handshake(c, host, pc, log)
+	release()
 	if err != nil {
-		log.Warn("handshake failed", "err", err)
+		if !errors.Is(err, errRefused) {
+			s.cfg.Metrics.rejected("auth")
+			s.rejects.note("handshake", "handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+			// One frame that says nothing about which check failed.
+			pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeAuth, Message: "authentication failed"})
+		}
 		return
 	}
 	defer s.drop(ss)
@@ -302,17 +423,23 @@ func (s *Server) runControl(c net.Conn, log *slog.Logger) {
 	ss.serve()
 }
 
-func (s *Server) handshake(c net.Conn, pc *blockproto.Conn, log *slog.Logger) (*srvSession, error) {
+// errRefused marks a handshake the server turned down after
+// authentication (busy, draining) and already answered.
+var errRefused = errors.New("session refused")
+
+// handshake runs Hello, Challenge, Auth and Welcome. Before Welcome it
+// accepts frames of at most MaxHandshakeFrame bytes. An error that does not
+// wrap errRefused is a failed authentication, which runControl answers with
+// one auth Error.
+func (s *Server) handshake(c net.Conn, host netip.Addr, pc *blockproto.Conn, log *slog.Logger) (*srvSession, error) {
+	pc.SetReadLimit(blockproto.MaxHandshakeFrame)
 	m, err := pc.ReadMsg()
 	if err != nil {
-		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
 		return nil, err
 	}
 	hello, ok := m.(*blockproto.Hello)
 	if !ok {
-		err := fmt.Errorf("expected hello, got %s", m.Type())
-		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
-		return nil, err
+		return nil, fmt.Errorf("expected hello, got %s", m.Type())
 	}
 	ch := &blockproto.Challenge{Caps: transportCaps(s.cfg.Transport.Name()), SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
 	if ch.Nonce, err = blockproto.NewNonce(); err != nil {
@@ -326,11 +453,13 @@ func (s *Server) handshake(c net.Conn, pc *blockproto.Conn, log *slog.Logger) (*
 		return nil, err
 	}
 	auth, ok := m.(*blockproto.Auth)
-	if !ok || !blockproto.VerifyProof(auth.MAC, blockproto.ClientProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)) {
-		s.cfg.Metrics.rejected("auth")
-		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeAuth, Message: "authentication failed: the client does not hold this server's key"})
-		return nil, errors.New("authentication failed")
+	if !ok {
+		return nil, fmt.Errorf("expected auth, got %s", m.Type())
 	}
+	if !blockproto.VerifyProof(auth.MAC, blockproto.ClientProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)) {
+		return nil, errors.New("wrong proof: the client does not hold this server's key")
+	}
+	pc.SetReadLimit(blockproto.MaxFrame)
 	ss := &srvSession{
 		srv:      s,
 		id:       ch.SessionID,
@@ -357,16 +486,17 @@ func (s *Server) handshake(c net.Conn, pc *blockproto.Conn, log *slog.Logger) (*
 	case s.draining || s.closed:
 		s.mu.Unlock()
 		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeShuttingDown, Message: "server is shutting down"})
-		return nil, ErrDraining
+		return nil, fmt.Errorf("%w: %w", errRefused, ErrDraining)
 	case len(s.sessions) >= s.cfg.MaxSessions:
 		s.mu.Unlock()
 		s.cfg.Metrics.rejected("busy")
 		pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeBusy, Message: fmt.Sprintf("server busy: %d sessions open", s.cfg.MaxSessions)})
-		return nil, errors.New("too many sessions")
+		return nil, fmt.Errorf("%w: too many sessions", errRefused)
 	}
 	s.sessions[ss] = struct{}{}
+	expires := time.Now().Add(s.cfg.TokenTTL)
 	for i, t := range w.Tokens {
-		s.tokens[t] = tokenRef{ss, i}
+		s.tokens[t] = tokenRef{sess: ss, index: i, host: host, expires: expires}
 	}
 	ss.tokens = w.Tokens
 	s.mu.Unlock()
@@ -393,6 +523,14 @@ func (s *Server) drop(ss *srvSession) {
 	s.mu.Unlock()
 	ss.close(errors.New("session ended"), blockproto.CodeShuttingDown)
 	s.cfg.Metrics.sessionsDown()
+}
+
+// Pending returns the number of connections that have not finished their
+// preamble and handshake (see ServerConfig.MaxPending).
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
 }
 
 // Sessions returns the number of sessions open.
@@ -650,6 +788,11 @@ func catalogError(id uint64, err error) *blockproto.Error {
 	switch {
 	case errors.Is(err, catalog.ErrNotFound):
 		code = blockproto.CodeNotFound
+	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM):
+		code = blockproto.CodeBusy
+		err = fmt.Errorf("server out of file descriptors or memory, retry later: %w", err)
+	case errors.Is(err, catalog.ErrBacking):
+		code = blockproto.CodeIO
 	case errors.Is(err, catalog.ErrBadName):
 		// No volume can have that name. A stat is answered with ID 0, where
 		// only not-found, io, busy and internal answer the call.
@@ -673,6 +816,14 @@ func (ss *srvSession) startRead(m *blockproto.Read) {
 	}
 	rd := &srvRead{id: m.ID, ctx: ctx, cancel: cancel}
 	ss.mu.Lock()
+	if !ss.closed && ss.reads[m.ID] == nil && len(ss.reads) >= ss.srv.cfg.MaxReads {
+		ss.mu.Unlock()
+		cancel()
+		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), blockproto.CodeBusy.String(), 0)
+		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBusy,
+			Message: fmt.Sprintf("session has %d reads open, the most this server allows: retry when one finishes", ss.srv.cfg.MaxReads)})
+		return
+	}
 	if ss.closed || ss.reads[m.ID] != nil {
 		dup := !ss.closed
 		ss.mu.Unlock()
