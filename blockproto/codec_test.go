@@ -202,15 +202,14 @@ func TestReadDeadlineDecodesUTC(t *testing.T) {
 // wire builds bytes by hand, independently of the encoder under test.
 type wire []byte
 
-func msgOf(t Type) wire           { return wire{byte(t)} }
-func (w wire) u8(v uint8) wire    { return append(w, v) }
-func (w wire) u16(v uint16) wire  { return binary.BigEndian.AppendUint16(w, v) }
-func (w wire) u32(v uint32) wire  { return binary.BigEndian.AppendUint32(w, v) }
-func (w wire) u64(v uint64) wire  { return binary.BigEndian.AppendUint64(w, v) }
-func (w wire) raw(b ...byte) wire { return append(w, b...) }
-func (w wire) zeros(n int) wire   { return append(w, make([]byte, n)...) }
-func (w wire) str(s string) wire  { return append(w.u16(uint16(len(s))), s...) }
-func (w wire) repeat(n int) wire  { return w.str(strings.Repeat("z", n)) }
+func msgOf(t Type) wire          { return wire{byte(t)} }
+func (w wire) u8(v uint8) wire   { return append(w, v) }
+func (w wire) u16(v uint16) wire { return binary.BigEndian.AppendUint16(w, v) }
+func (w wire) u32(v uint32) wire { return binary.BigEndian.AppendUint32(w, v) }
+func (w wire) u64(v uint64) wire { return binary.BigEndian.AppendUint64(w, v) }
+func (w wire) zeros(n int) wire  { return append(w, make([]byte, n)...) }
+func (w wire) str(s string) wire { return append(w.u16(uint16(len(s))), s...) }
+func (w wire) repeat(n int) wire { return w.str(strings.Repeat("z", n)) }
 func (w wire) stat(name string, extentSize uint32) wire {
 	return w.str(name).u64(1).u32(extentSize).u64(2)
 }

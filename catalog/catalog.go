@@ -2,12 +2,10 @@ package catalog
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // SchemaVersion is the catalog schema this build writes, and the newest it
@@ -70,18 +68,29 @@ func Open(path string, opts *Options) (*Catalog, error) {
 	case timeout < 0:
 		timeout = time.Nanosecond
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: o.ReadOnly})
-	if err != nil {
-		switch {
-		case errors.Is(err, berrors.ErrTimeout):
-			return nil, fmt.Errorf("catalog: open %s: gave up after %s: %w", path, timeout, ErrLocked)
-		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum),
-			errors.Is(err, berrors.ErrVersionMismatch):
-			return nil, fmt.Errorf("catalog: open %s: %w: %w", path, ErrCorrupt, err)
-		}
+	if err := preflight(path); err != nil {
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
 	}
+	if !o.ReadOnly {
+		// Check an existing file read-only first: opened read-write, bbolt
+		// loads the freelist at once and panics on a damaged one while
+		// the file is mapped, which keeps its lock until the process
+		// exits. Read-only, the check reports damage as an error.
+		if err := checkFile(path, timeout); err != nil {
+			return nil, err
+		}
+	}
+	db, err := openBolt(path, timeout, o.ReadOnly)
+	if err != nil {
+		return nil, boltOpenError(path, timeout, err)
+	}
 	c := &Catalog{db: db, path: path, readOnly: o.ReadOnly}
+	if o.ReadOnly {
+		if err := c.check(); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("catalog: open %s: %w", path, err)
+		}
+	}
 	if err := c.initSchema(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("catalog: open %s: %w", path, err)
@@ -93,7 +102,7 @@ func Open(path string, opts *Options) (*Catalog, error) {
 // current schema into an empty, writable one.
 func (c *Catalog) initSchema() error {
 	empty := false
-	err := c.db.View(func(tx *bolt.Tx) error {
+	err := c.view(func(tx *bolt.Tx) error {
 		var err error
 		empty, err = checkSchema(tx)
 		return err
@@ -102,7 +111,7 @@ func (c *Catalog) initSchema() error {
 		// A read-only catalog with no buckets reads as empty.
 		return err
 	}
-	return c.db.Update(func(tx *bolt.Tx) error {
+	return c.updateTx(func(tx *bolt.Tx) error {
 		if empty, err := checkSchema(tx); err != nil || !empty {
 			return err
 		}
@@ -260,7 +269,7 @@ func (c *Catalog) get(op, name string) (*Volume, error) {
 		return nil, err
 	}
 	var v *Volume
-	err := c.db.View(func(tx *bolt.Tx) error {
+	err := c.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		if b == nil {
 			return ErrNotFound
@@ -300,7 +309,7 @@ func decodeKeyed(key, raw []byte) (*Volume, error) {
 // List returns every volume, sorted by name (bytewise).
 func (c *Catalog) List() ([]*Volume, error) {
 	var vs []*Volume
-	err := c.db.View(func(tx *bolt.Tx) error {
+	err := c.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		if b == nil {
 			return nil
@@ -348,7 +357,7 @@ func (c *Catalog) update(op, name string, fn func(b *bolt.Bucket) error) error {
 	if c.readOnly {
 		return fmt.Errorf("catalog: %s %q: %w", op, name, ErrReadOnly)
 	}
-	err := c.db.Update(func(tx *bolt.Tx) error {
+	err := c.updateTx(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		if b == nil {
 			return fmt.Errorf("no volumes bucket: %w", ErrCorrupt)
