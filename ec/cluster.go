@@ -1,9 +1,11 @@
 package ec
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -131,6 +133,50 @@ func (c *Cluster) Servers(ctx context.Context) ([]ManifestServer, error) {
 		out = append(out, ManifestServer{ID: strings.TrimPrefix(string(kv.Key), c.prefix+"servers/"), Addr: string(kv.Value)})
 	}
 	return out, nil
+}
+
+// ResolveServers returns the servers at addrs, in order, each with the id
+// it is registered under in the cluster catalog, or with its address as its
+// id when no registered server has that address. With no addrs it returns
+// every registered server, sorted by id.
+//
+// A nil Cluster stands for no cluster catalog: every server is named by its
+// address, and no addrs give no servers.
+func (c *Cluster) ResolveServers(ctx context.Context, addrs []string) ([]ManifestServer, error) {
+	var reg []ManifestServer
+	if c != nil {
+		var err error
+		if reg, err = c.Servers(ctx); err != nil {
+			return nil, err
+		}
+		if len(addrs) == 0 {
+			return reg, nil
+		}
+	}
+	ids := make(map[string]string, len(reg))
+	for _, r := range reg {
+		ids[r.Addr] = r.ID // of two servers at one address, the later id wins
+	}
+	out := make([]ManifestServer, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, ManifestServer{ID: cmp.Or(ids[a], a), Addr: a})
+	}
+	return out, nil
+}
+
+// Spares returns the servers that may take the shards of a lost server of
+// the striped volume m (see ScrubConfig.Spares): the servers at addrs,
+// resolved as ResolveServers does, or, with no addrs, every registered
+// server that is not one of m's servers. On a nil Cluster no addrs give no
+// spares.
+func (c *Cluster) Spares(ctx context.Context, m *Manifest, addrs []string) ([]ManifestServer, error) {
+	servers, err := c.ResolveServers(ctx, addrs)
+	if err != nil || len(addrs) > 0 {
+		return servers, err
+	}
+	return slices.DeleteFunc(servers, func(r ManifestServer) bool {
+		return slices.ContainsFunc(m.Servers, func(s ManifestServer) bool { return s.ID == r.ID })
+	}), nil
 }
 
 func (c *Cluster) manifestKey(name string) string { return c.prefix + "manifests/" + name }

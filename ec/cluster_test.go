@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +149,73 @@ func TestClusterCatalog(t *testing.T) {
 	}
 	if names, err := c.ListManifests(ctx); err != nil || len(names) != 1 || names[0] != m.Name {
 		t.Fatalf("list: %v, %v", names, err)
+	}
+}
+
+func TestResolveServers(t *testing.T) {
+	ep := startEtcd(t)
+	ctx := context.Background()
+	c, err := Connect(ctx, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, s := range []ManifestServer{{"s2", "10.0.0.2:7070", 0}, {"s1", "10.0.0.1:7070", 0}, {"s3", "10.0.0.3:7070", 0}} {
+		reg, err := c.Register(ctx, s.ID, s.Addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reg.Close()
+	}
+	s1, s2, s3 := ManifestServer{ID: "s1", Addr: "10.0.0.1:7070"}, ManifestServer{ID: "s2", Addr: "10.0.0.2:7070"}, ManifestServer{ID: "s3", Addr: "10.0.0.3:7070"}
+	unknown := ManifestServer{ID: "10.0.0.99:7070", Addr: "10.0.0.99:7070"}
+
+	// No addresses: every registered server, sorted by id.
+	if got, err := c.ResolveServers(ctx, nil); err != nil || !reflect.DeepEqual(got, []ManifestServer{s1, s2, s3}) {
+		t.Fatalf("all registered: %+v, %v", got, err)
+	}
+	// Addresses keep their order; a registered one takes its id, another
+	// is named by its address.
+	got, err := c.ResolveServers(ctx, []string{s2.Addr, unknown.Addr, s1.Addr})
+	if err != nil || !reflect.DeepEqual(got, []ManifestServer{s2, unknown, s1}) {
+		t.Fatalf("resolved: %+v, %v", got, err)
+	}
+
+	// Spares: by default the registered servers the volume does not use;
+	// given addresses, those servers.
+	m := &Manifest{Name: "v", Servers: []ManifestServer{{ID: "s1", Addr: "10.0.0.1:7070", Generation: 4}, {ID: "s3", Addr: "elsewhere:7070"}}}
+	if got, err := c.Spares(ctx, m, nil); err != nil || !reflect.DeepEqual(got, []ManifestServer{s2}) {
+		t.Fatalf("default spares: %+v, %v", got, err)
+	}
+	if got, err := c.Spares(ctx, m, []string{unknown.Addr, s3.Addr}); err != nil || !reflect.DeepEqual(got, []ManifestServer{unknown, s3}) {
+		t.Fatalf("given spares: %+v, %v", got, err)
+	}
+
+	// A catalog that cannot be reached is an error, not an empty list.
+	ctx2, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := c.ResolveServers(ctx2, []string{s1.Addr}); err == nil {
+		t.Fatal("ResolveServers with a cancelled context succeeded")
+	}
+}
+
+// TestResolveServersWithoutCluster: a nil Cluster names servers by their
+// addresses.
+func TestResolveServersWithoutCluster(t *testing.T) {
+	ctx := context.Background()
+	var c *Cluster
+	got, err := c.ResolveServers(ctx, []string{"a:1", "b:2"})
+	if want := []ManifestServer{{ID: "a:1", Addr: "a:1"}, {ID: "b:2", Addr: "b:2"}}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("resolved: %+v, %v", got, err)
+	}
+	if got, err := c.ResolveServers(ctx, nil); err != nil || len(got) != 0 {
+		t.Fatalf("no addresses: %+v, %v", got, err)
+	}
+	m := &Manifest{Servers: []ManifestServer{{ID: "a:1", Addr: "a:1"}}}
+	if got, err := c.Spares(ctx, m, nil); err != nil || len(got) != 0 {
+		t.Fatalf("default spares: %+v, %v", got, err)
+	}
+	if got, err := c.Spares(ctx, m, []string{"c:3"}); err != nil || !reflect.DeepEqual(got, []ManifestServer{{ID: "c:3", Addr: "c:3"}}) {
+		t.Fatalf("given spares: %+v, %v", got, err)
 	}
 }

@@ -1,6 +1,7 @@
 package ec
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -286,4 +287,61 @@ func ReadManifestFile(path string) (*Manifest, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
+}
+
+// ManifestSource says where the manifest of a striped volume is kept: in a
+// manifest file or in the cluster catalog in etcd. Exactly one of File and
+// Etcd is set.
+type ManifestSource struct {
+	// File is the path of a manifest file (see WriteManifestFile).
+	File string
+	// Etcd holds the endpoints of the cluster catalog (see Connect).
+	Etcd string
+	// Volume names the striped volume. It is required with Etcd; with File,
+	// when set, it must be the name the manifest holds.
+	Volume string
+}
+
+// LoadManifest reads the manifest src points to: it decodes the file, or
+// connects to the cluster catalog and gets the volume's manifest there.
+// From etcd it also returns the open Cluster, for the caller to use (to
+// resolve servers, to store an updated manifest with StoreManifest) and to
+// close; from a file the Cluster is nil.
+func LoadManifest(ctx context.Context, src ManifestSource) (*Manifest, *Cluster, error) {
+	switch {
+	case (src.File == "") == (src.Etcd == ""):
+		return nil, nil, errors.New("ec: load manifest: give either a manifest file or etcd endpoints")
+	case src.File != "":
+		m, err := ReadManifestFile(src.File)
+		if err != nil {
+			return nil, nil, err
+		}
+		if src.Volume != "" && src.Volume != m.Name {
+			return nil, nil, fmt.Errorf("manifest %s is for volume %q, not %q", src.File, m.Name, src.Volume)
+		}
+		return m, nil, nil
+	case src.Volume == "":
+		return nil, nil, errors.New("ec: load manifest from etcd: no volume name")
+	}
+	c, err := Connect(ctx, src.Etcd)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := c.GetManifest(ctx, src.Volume)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return m, c, nil
+}
+
+// StoreManifest stores m where LoadManifest finds it: in the cluster
+// catalog when cluster is not nil (with PutManifest, so m.Generation must
+// follow the stored manifest's, or be 1 for a new volume), else in the
+// manifest file at path (with WriteManifestFile).
+func StoreManifest(ctx context.Context, cluster *Cluster, path string, m *Manifest) error {
+	if cluster != nil {
+		return cluster.PutManifest(ctx, m)
+	}
+	return WriteManifestFile(path, m)
 }

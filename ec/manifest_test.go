@@ -2,9 +2,11 @@ package ec
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io/fs"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -138,4 +140,69 @@ func fixSum(b []byte) []byte {
 		return b
 	}
 	return resum(b)
+}
+
+func TestLoadManifestFile(t *testing.T) {
+	ctx := context.Background()
+	m := sampleManifest()
+	path := filepath.Join(t.TempDir(), "m")
+	if err := StoreManifest(ctx, nil, path, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, vol := range []string{"", m.Name} {
+		got, c, err := LoadManifest(ctx, ManifestSource{File: path, Volume: vol})
+		if err != nil || c != nil || !reflect.DeepEqual(got, m) {
+			t.Fatalf("volume %q: %+v, %v, %v", vol, got, c, err)
+		}
+	}
+	_, _, err := LoadManifest(ctx, ManifestSource{File: path, Volume: "other"})
+	if err == nil || err.Error() != `manifest `+path+` is for volume "models", not "other"` {
+		t.Fatalf("other volume: %v", err)
+	}
+	if _, _, err := LoadManifest(ctx, ManifestSource{File: path + ".missing"}); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+	// A source that names no place, or two, or etcd without a volume, is
+	// refused before anything is read or dialled.
+	for _, src := range []ManifestSource{{}, {File: path, Etcd: "127.0.0.1:1"}, {Etcd: "127.0.0.1:1"}} {
+		if _, _, err := LoadManifest(ctx, src); err == nil || !strings.HasPrefix(err.Error(), "ec: load manifest") {
+			t.Fatalf("%+v: %v", src, err)
+		}
+	}
+}
+
+func TestLoadManifestEtcd(t *testing.T) {
+	ep := startEtcd(t)
+	ctx := context.Background()
+	c, err := Connect(ctx, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := sampleManifest()
+	m.Generation = 1
+	if err := StoreManifest(ctx, c, "", m); err != nil {
+		t.Fatal(err)
+	}
+	if err := StoreManifest(ctx, c, "", m); !errors.Is(err, ErrConflict) {
+		t.Fatalf("storing generation 1 twice: %v", err)
+	}
+	got, gc, err := LoadManifest(ctx, ManifestSource{Etcd: ep, Volume: m.Name})
+	if err != nil || gc == nil || !reflect.DeepEqual(got, m) {
+		t.Fatalf("load: %+v, %v", got, err)
+	}
+	// The Cluster returned is open: an update stored through it is read
+	// back.
+	next := *got
+	next.Generation = 2
+	if err := StoreManifest(ctx, gc, "", &next); err != nil {
+		t.Fatal(err)
+	}
+	gc.Close()
+	if got, _, err := LoadManifest(ctx, ManifestSource{Etcd: ep, Volume: m.Name}); err != nil || got.Generation != 2 {
+		t.Fatalf("after update: %+v, %v", got, err)
+	}
+	if _, gc, err := LoadManifest(ctx, ManifestSource{Etcd: ep, Volume: "nope"}); !errors.Is(err, ErrNoManifest) || gc != nil {
+		t.Fatalf("missing volume: %v", err)
+	}
 }

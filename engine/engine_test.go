@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"os"
@@ -862,3 +863,68 @@ func TestReadsPerSessionCapped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShutdownIdleSession is the defect where an idle session held the
+// shutdown for its whole timeout and the log then claimed reads were cut
+// off: a client that does not hang up is closed after the grace, and
+// Shutdown reports nothing cut off.
+func TestShutdownIdleSession(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *engine.ServerConfig) { c.HangupGrace = 50 * time.Millisecond }})
+	e.handshake(t) // an authenticated session that never reads nor hangs up
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v, want nil: nothing was in flight", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the idle session held the shutdown until its timeout")
+	}
+}
+
+// TestShutdownReportsCutReads: when the timeout cuts reads off, Shutdown
+// says how many, so blockd can log it and exit non-zero.
+func TestShutdownReportsCutReads(t *testing.T) {
+	g := newGate(0)
+	// The held sender stands for a stuck socket write, which closing the
+	// connection would end: let it go once Shutdown has counted the reads
+	// and starts closing.
+	logs := &hookHandler{Handler: slog.DiscardHandler, hook: func(r slog.Record) {
+		if strings.HasPrefix(r.Message, "shutdown timed out") {
+			g.open()
+		}
+	}}
+	e := newEnv(t, envOpts{transport: g, cfg: func(c *engine.ServerConfig) { c.Logger = slog.New(logs) }})
+	t.Cleanup(g.open)
+	e.volume("vol", 1<<20, 64<<10)
+	c := e.client(nil)
+	buf, _ := c.alloc(t, 1<<20)
+	h := c.Submit(context.Background(), []engine.Request{{Volume: "vol", Length: 1 << 20, Dst: buf}})[0]
+	<-g.held
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the timeout has already expired
+	err := e.srv.Shutdown(ctx)
+	var se *engine.ShutdownError
+	if !errors.As(err, &se) || se.Reads != 1 || se.Sessions != 1 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown: %v, want one read cut off in one session", err)
+	}
+	if r := h.Result(); r.Err == nil {
+		t.Fatal("the cut-off read succeeded")
+	}
+}
+
+// hookHandler calls hook for every record it handles.
+type hookHandler struct {
+	slog.Handler
+	hook func(slog.Record)
+}
+
+func (h *hookHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h *hookHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.hook(r)
+	return nil
+}
+
+func (h *hookHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+
+func (h *hookHandler) WithGroup(string) slog.Handler { return h }

@@ -55,6 +55,10 @@ type ServerConfig struct {
 	// TokenTTL is how long a data token stays good after Welcome if it is
 	// not used (default 10s).
 	TokenTTL time.Duration
+	// HangupGrace is how long Shutdown waits, once every read is sent, for
+	// clients to close their sessions before closing them itself
+	// (default 5s).
+	HangupGrace time.Duration
 	// IdleTimeout closes a control connection silent for this long
 	// (default 2m; clients ping every 15s).
 	IdleTimeout time.Duration
@@ -151,6 +155,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = 10 * time.Second
 	}
+	if cfg.HangupGrace == 0 {
+		cfg.HangupGrace = 5 * time.Second
+	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
@@ -224,8 +231,13 @@ func (s *Server) Serve(l net.Listener) error {
 
 // Shutdown stops accepting connections, tells every session the server is
 // draining, lets reads already accepted finish, and then closes every
-// session. If ctx ends first, the remaining reads fail with a clear error
-// and Shutdown returns ctx's error once every goroutine has stopped.
+// session. Sessions with nothing in flight are half-closed once the reads
+// are done and given ServerConfig.HangupGrace to hang up; an idle client cannot hold the
+// shutdown longer than that.
+//
+// If ctx ends before the reads and uploads in flight have finished, they
+// are cut off and Shutdown returns a *ShutdownError saying how many; it
+// returns nil when nothing was cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopAccepting()
 	s.mu.Lock()
@@ -243,32 +255,80 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.reads.Wait()
 		close(drained)
 	}()
-	var err error
 	select {
 	case <-drained:
-		// Every read is sent. Half-close the sessions so clients read
-		// the rest of their payload before EOF, and let them hang up.
-		s.mu.Lock()
-		sessions = s.sessionList()
-		s.mu.Unlock()
-		for _, ss := range sessions {
-			ss.closeWrite()
-		}
-		hungUp := make(chan struct{})
-		go func() {
-			s.conns.Wait()
-			close(hungUp)
-		}()
-		select {
-		case <-hungUp:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
 	case <-ctx.Done():
-		err = ctx.Err()
+		cut := s.inFlight()
+		s.cfg.Logger.Warn("shutdown timed out: closing sessions", "sessions", cut.Sessions, "reads", cut.Reads, "uploads", cut.Uploads)
+		s.Close()
+		if cut.Reads+cut.Uploads == 0 {
+			return nil
+		}
+		cut.Err = ctx.Err()
+		return cut
+	}
+	// Every read is sent. Half-close the sessions so clients read the rest
+	// of their payload before EOF, and let them hang up.
+	s.mu.Lock()
+	sessions = s.sessionList()
+	s.mu.Unlock()
+	for _, ss := range sessions {
+		ss.closeWrite()
+	}
+	hungUp := make(chan struct{})
+	go func() {
+		s.conns.Wait()
+		close(hungUp)
+	}()
+	grace := time.NewTimer(s.cfg.HangupGrace)
+	defer grace.Stop()
+	var cut *ShutdownError
+	select {
+	case <-hungUp:
+	case <-grace.C:
+	case <-ctx.Done():
+		if c := s.inFlight(); c.Uploads > 0 {
+			c.Err = ctx.Err()
+			cut = c
+		}
 	}
 	s.Close()
-	return err
+	if cut != nil {
+		return cut
+	}
+	return nil
+}
+
+// A ShutdownError reports what a Shutdown whose context ended cut off.
+type ShutdownError struct {
+	// Sessions, Reads and Uploads count the sessions open and the reads
+	// and uploads still in flight when the server closed.
+	Sessions, Reads, Uploads int
+	// Err is the context's error.
+	Err error
+}
+
+// Error says what was cut off.
+func (e *ShutdownError) Error() string {
+	return fmt.Sprintf("engine: shutdown cut off %d reads and %d uploads in %d sessions: %v", e.Reads, e.Uploads, e.Sessions, e.Err)
+}
+
+// Unwrap returns the context's error.
+func (e *ShutdownError) Unwrap() error { return e.Err }
+
+// inFlight counts the sessions, reads and uploads open now.
+func (s *Server) inFlight() *ShutdownError {
+	s.mu.Lock()
+	sessions := s.sessionList()
+	s.mu.Unlock()
+	c := &ShutdownError{Sessions: len(sessions)}
+	for _, ss := range sessions {
+		ss.mu.Lock()
+		c.Reads += len(ss.reads)
+		c.Uploads += len(ss.uploads)
+		ss.mu.Unlock()
+	}
+	return c
 }
 
 // Close closes the listeners and every session at once; reads in flight

@@ -437,7 +437,7 @@ func TestECManifestFileWithoutEtcd(t *testing.T) {
 	man := filepath.Join(dir, "vol.manifest")
 	l.mustRun(0, env, "blockcat", "put", src, "--name", "vol", "--ec", "2+1", "--unit", "64KiB",
 		"--peers", strings.Join(peers, ","), "--manifest", man)
-	got := l.mustRun(0, env, "blockcat", "get", "--manifest", man, "-o", "-")
+	got := l.mustRun(0, env, "blockcat", "get", "--manifest", man, "--verify", "-o", "-") // --verify as the README writes it
 	if got != string(want) {
 		t.Fatal("bytes differ")
 	}

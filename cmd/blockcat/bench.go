@@ -30,6 +30,8 @@ type benchRow struct {
 	FallbackReason string  `json:"fallback_reason,omitempty"`
 }
 
+// bench runs `blockcat bench SERVER VOLUME`: random reads of each size for
+// --duration, reporting throughput and latency percentiles.
 func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("blockcat bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -45,13 +47,9 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return cli.UsageErr(err)
 	}
-	var reqSizes []int64
-	for _, f := range strings.Split(*sizes, ",") {
-		n, err := cli.ParseSize(f)
-		if err != nil || n <= 0 {
-			return cli.UsageErr(fmt.Errorf("--sizes: bad size %q", f))
-		}
-		reqSizes = append(reqSizes, n)
+	reqSizes, err := parseSizes(*sizes)
+	if err != nil {
+		return cli.UsageErr(err)
 	}
 	if *concurrency < 1 || *duration <= 0 {
 		return cli.UsageErr(errors.New("--concurrency and --duration must be positive"))
@@ -81,7 +79,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rows = append(rows, row)
 	}
 	if *asJSON {
-		return writeJSON(stdout, rows)
+		return cli.WriteJSON(stdout, rows)
 	}
 	fmt.Fprintf(stdout, "volume %s, %d data connections, %d requests in flight, transport %s (server: %s)\n",
 		vol.Name, c.dataConns, *concurrency, rows[0].Transport, s.ServerTransport())
@@ -95,6 +93,19 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			cli.FormatBytes(r.BytesPerSecond), fmtDur(r.P50), fmtDur(r.P99))
 	}
 	return tw.Flush()
+}
+
+// parseSizes parses --sizes, a comma-separated list of positive sizes.
+func parseSizes(list string) ([]int64, error) {
+	var sizes []int64
+	for _, f := range strings.Split(list, ",") {
+		n, err := cli.ParseSize(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("--sizes: bad size %q", f)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes, nil
 }
 
 // benchSize keeps concurrency reads of size bytes at random offsets in

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -53,66 +54,131 @@ func parseEC(s string) (k, m int, err error) {
 	return k, m, nil
 }
 
-// ecDial opens the provider named by --provider and returns it with a
-// Dialer whose sessions receive into it, each with the transport --devmem
-// chooses for that server, and CRC checks on. release closes what the
-// dialed sessions' transports hold, then the provider: call it after the
-// sessions are closed.
-func (c *common) ecDial(ctx context.Context, stderr io.Writer) (p memory.Provider, dial ec.Dialer, release func(), paths func() map[string]string, err error) {
+// ecSessions opens the sessions of a striped read or write: each receives
+// into the provider --provider names, with the transport --devmem chooses
+// for its server, and checks every extent's CRC-32C.
+type ecSessions struct {
+	p         memory.Provider
+	mode      choose.Mode
+	key       []byte
+	log       *slog.Logger
+	dataConns int
+
+	mu     sync.Mutex
+	opened []*choose.ClientPath
+	chosen map[string]string // server id -> transport (and why it fell back)
+}
+
+// ecSessions opens the provider. The caller closes the ecSessions after the
+// sessions it dialled.
+func (c *common) ecSessions(ctx context.Context, stderr io.Writer) (*ecSessions, error) {
 	mode, err := choose.ParseMode(c.devmem)
 	if err != nil {
-		return nil, nil, nil, nil, cli.UsageErr(err)
+		return nil, cli.UsageErr(err)
 	}
 	key, err := cli.LoadKey(c.keyFile)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, err
 	}
 	log, err := cli.NewLogger(stderr, "text", c.logLevel)
 	if err != nil {
-		return nil, nil, nil, nil, cli.UsageErr(err)
+		return nil, cli.UsageErr(err)
 	}
-	if p, err = cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr); err != nil {
-		return nil, nil, nil, nil, err
+	p, err := cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
+	if err != nil {
+		return nil, err
 	}
-	var mu sync.Mutex
-	var opened []*choose.ClientPath
-	chosen := map[string]string{} // server id -> transport (and why it fell back)
-	dial = func(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
-		srvLog := log.With("server", s.ID)
-		path, err := choose.Client(ctx, choose.ClientOptions{Mode: mode, Server: s.Addr, Provider: p,
-			DataConns: c.dataConns, Logger: srvLog})
-		if err != nil {
-			return nil, err
-		}
-		sess, err := engine.Dial(ctx, s.Addr, engine.Config{Key: key, Provider: p, Transport: path.Transport,
-			FallbackReason: path.FallbackReason, DataConns: c.dataConns, Verify: engine.VerifyRequire, Name: "blockcat", Logger: srvLog})
-		if err != nil {
-			path.Close()
-			return nil, err
-		}
-		mu.Lock()
-		opened = append(opened, path)
-		chosen[s.ID] = path.Transport.Name()
-		if path.FallbackReason != "" {
-			chosen[s.ID] += " (fallback: " + path.FallbackReason + ")"
-		}
-		mu.Unlock()
-		return sess, nil
+	return &ecSessions{p: p, mode: mode, key: key, log: log, dataConns: c.dataConns, chosen: map[string]string{}}, nil
+}
+
+// dial opens a session to server s; it is an ec.Dialer.
+func (e *ecSessions) dial(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
+	srvLog := e.log.With("server", s.ID)
+	path, err := choose.Client(ctx, choose.ClientOptions{Mode: e.mode, Server: s.Addr, Provider: e.p,
+		DataConns: e.dataConns, Logger: srvLog})
+	if err != nil {
+		return nil, err
 	}
-	release = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, path := range opened {
-			path.Close()
-		}
-		p.Close()
+	sess, err := engine.Dial(ctx, s.Addr, engine.Config{Key: e.key, Provider: e.p, Transport: path.Transport,
+		FallbackReason: path.FallbackReason, DataConns: e.dataConns, Verify: engine.VerifyRequire, Name: "blockcat", Logger: srvLog})
+	if err != nil {
+		path.Close()
+		return nil, err
 	}
-	paths = func() map[string]string {
-		mu.Lock()
-		defer mu.Unlock()
-		return maps.Clone(chosen)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.opened = append(e.opened, path)
+	e.chosen[s.ID] = path.Transport.Name()
+	if path.FallbackReason != "" {
+		e.chosen[s.ID] += " (fallback: " + path.FallbackReason + ")"
 	}
-	return p, dial, release, paths, nil
+	return sess, nil
+}
+
+// transports says, per server id, which transport its session used and why
+// it fell back to TCP, if it did.
+func (e *ecSessions) transports() map[string]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.chosen)
+}
+
+// Close releases what the dialled sessions' transports hold, then the
+// provider. Call it after the sessions are closed.
+func (e *ecSessions) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, path := range e.opened {
+		path.Close()
+	}
+	e.p.Close()
+}
+
+// putFlags are the flags of `blockcat put`.
+type putFlags struct {
+	common
+	file     string // FILE
+	name     string
+	k, m     int // from --ec
+	peers    string
+	unit     cli.SizeFlag
+	etcd     string
+	manifest string
+	replace  bool
+	asJSON   bool
+}
+
+// parsePutFlags parses and checks the arguments of `blockcat put`.
+func parsePutFlags(args []string, stderr io.Writer) (*putFlags, error) {
+	f := &putFlags{unit: ec.DefaultUnit}
+	fs := flag.NewFlagSet("blockcat put", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs)
+	fs.StringVar(&f.name, "name", "", "striped volume name (required)")
+	code := fs.String("ec", "", "erasure code K+M: data and parity shards per stripe, such as 4+2 (required)")
+	fs.StringVar(&f.peers, "peers", "", "comma-separated blockd addresses, in placement order (default: the servers registered in etcd)")
+	fs.Var(&f.unit, "unit", "shard size: a multiple of 4KiB up to 64MiB")
+	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints: store the manifest in the cluster catalog")
+	fs.StringVar(&f.manifest, "manifest", "", "write the manifest to this file (without etcd)")
+	fs.BoolVar(&f.replace, "replace", false, "replace an existing striped volume of that name")
+	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+	pos, err := cli.Parse(fs, args, 1, "FILE --name V --ec K+M [--peers A,B,...] (--etcd E | --manifest OUT)")
+	if err != nil {
+		return nil, cli.UsageErr(err)
+	}
+	f.file = pos[0]
+	f.k, f.m, err = parseEC(*code)
+	switch {
+	case err != nil:
+		return nil, cli.UsageErr(err)
+	case f.name == "":
+		return nil, cli.UsageErr(errors.New("--name is required"))
+	case (f.etcd == "") == (f.manifest == ""):
+		return nil, cli.UsageErr(errors.New("give exactly one of --etcd and --manifest"))
+	case f.peers == "" && f.etcd == "":
+		return nil, cli.UsageErr(errors.New("--peers is required without --etcd"))
+	}
+	return f, nil
 }
 
 // putResult is what `blockcat put --json` prints.
@@ -130,105 +196,49 @@ type putResult struct {
 	BytesPerSecond float64             `json:"bytes_per_second"`
 }
 
+// put runs `blockcat put`: it stores FILE as a striped volume on the
+// servers (--peers, or those registered in etcd) and stores its manifest
+// in etcd or in a file.
 func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("blockcat put", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	name := fs.String("name", "", "striped volume name (required)")
-	code := fs.String("ec", "", "erasure code K+M: data and parity shards per stripe, such as 4+2 (required)")
-	peers := fs.String("peers", "", "comma-separated blockd addresses, in placement order (default: the servers registered in etcd)")
-	var unit cli.SizeFlag = ec.DefaultUnit
-	fs.Var(&unit, "unit", "shard size: a multiple of 4KiB up to 64MiB")
-	etcd := fs.String("etcd", "", "etcd endpoints: store the manifest in the cluster catalog")
-	manifest := fs.String("manifest", "", "write the manifest to this file (without etcd)")
-	replace := fs.Bool("replace", false, "replace an existing striped volume of that name")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, err := cli.Parse(fs, args, 1, "FILE --name V --ec K+M [--peers A,B,...] (--etcd E | --manifest OUT)")
+	f, err := parsePutFlags(args, stderr)
 	if err != nil {
-		return cli.UsageErr(err)
+		return err
 	}
-	k, m, err := parseEC(*code)
-	switch {
-	case err != nil:
-		return cli.UsageErr(err)
-	case *name == "":
-		return cli.UsageErr(errors.New("--name is required"))
-	case (*etcd == "") == (*manifest == ""):
-		return cli.UsageErr(errors.New("give exactly one of --etcd and --manifest"))
-	case *peers == "" && *etcd == "":
-		return cli.UsageErr(errors.New("--peers is required without --etcd"))
-	}
-	ctx, cancel := c.context(ctx)
+	ctx, cancel := f.context(ctx)
 	defer cancel()
-
 	var cluster *ec.Cluster
-	var servers []ec.ManifestServer
-	if *etcd != "" {
-		if cluster, err = ec.Connect(ctx, *etcd); err != nil {
+	if f.etcd != "" {
+		if cluster, err = ec.Connect(ctx, f.etcd); err != nil {
 			return err
 		}
 		defer cluster.Close()
-		reg, err := cluster.Servers(ctx)
-		if err != nil {
-			return err
-		}
-		if *peers == "" {
-			servers = reg
-			if len(servers) < k+m {
-				return fmt.Errorf("put %s: %d servers registered in etcd, %d+%d needs %d", *name, len(servers), k, m, k+m)
-			}
-		}
-		for _, a := range splitList(*peers) {
-			s := ec.ManifestServer{ID: a, Addr: a}
-			for _, r := range reg {
-				if r.Addr == a {
-					s.ID = r.ID
-				}
-			}
-			servers = append(servers, s)
-		}
-	} else {
-		for _, a := range splitList(*peers) {
-			servers = append(servers, ec.ManifestServer{ID: a, Addr: a})
-		}
 	}
-
-	f, err := os.Open(pos[0])
+	servers, err := f.servers(ctx, cluster)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd) // also the size of a block device
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
-	}
-	if err != nil {
-		return fmt.Errorf("put %s: size of %s: %w", *name, pos[0], err)
-	}
-	var prev *ec.Manifest
-	if cluster != nil {
-		prev, err = cluster.GetManifest(ctx, *name)
-		switch {
-		case err == nil && !*replace:
-			return fmt.Errorf("put %s: a striped volume of that name exists (generation %d); use --replace", *name, prev.Generation)
-		case err != nil && !errors.Is(err, ec.ErrNoManifest):
-			return err
-		}
-	}
-
-	_, dial, release, _, err := c.ecDial(ctx, stderr)
+	src, err := os.Open(f.file)
 	if err != nil {
 		return err
 	}
-	defer release()
-	bar := cli.NewBar(stderr, size, "put "+*name)
-	if *asJSON {
-		bar = cli.NewBar(io.Discard, size, "")
+	defer src.Close()
+	size, err := fileSize(src)
+	if err != nil {
+		return fmt.Errorf("put %s: size of %s: %w", f.name, f.file, err)
 	}
+	prev, err := previousManifest(ctx, cluster, f.name, f.replace)
+	if err != nil {
+		return err
+	}
+	sessions, err := f.ecSessions(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer sessions.Close()
+	bar := newBar(stderr, size, "put "+f.name, f.asJSON)
 	start := time.Now()
-	man, err := ec.Import(ctx, f, size, ec.ImportConfig{
-		Name: *name, K: k, M: m, Unit: int64(unit), Servers: servers, Dial: dial, Replace: *replace,
+	man, err := ec.Import(ctx, src, size, ec.ImportConfig{
+		Name: f.name, K: f.k, M: f.m, Unit: int64(f.unit), Servers: servers, Dial: sessions.dial, Replace: f.replace,
 		Progress: bar.Progress,
 	})
 	bar.Finish(err)
@@ -236,67 +246,126 @@ func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	secs := time.Since(start).Seconds()
-	where := *manifest
-	if cluster != nil {
-		if prev != nil {
-			man.Generation = prev.Generation + 1
-		}
-		if err := cluster.PutManifest(ctx, man); err != nil {
-			return err
-		}
-		where = "etcd:" + *etcd
-	} else if err := ec.WriteManifestFile(*manifest, man); err != nil {
+	if prev != nil {
+		man.Generation = prev.Generation + 1
+	}
+	if err := ec.StoreManifest(ctx, cluster, f.manifest, man); err != nil {
 		return err
 	}
 	res := putResult{Volume: man.Name, Size: man.Size, K: man.K, M: man.M, Unit: man.Unit, Stripes: man.Layout().Stripes(),
-		Generation: man.Generation, Servers: man.Servers, Manifest: where, Seconds: secs, BytesPerSecond: float64(size) / secs}
-	if *asJSON {
-		return writeJSON(stdout, res)
+		Generation: man.Generation, Servers: man.Servers, Manifest: f.manifest, Seconds: secs, BytesPerSecond: float64(size) / secs}
+	if cluster != nil {
+		res.Manifest = "etcd:" + f.etcd
 	}
-	fmt.Fprintf(stdout, "stored %s (%s) as %d stripes of %d+%d shards of %s on %d servers in %.3fs (%s/s), generation %d; manifest: %s\n",
-		man.Name, cli.FormatBytes(float64(man.Size)), res.Stripes, k, m, cli.FormatBytes(float64(man.Unit)), len(man.Servers),
-		secs, cli.FormatBytes(res.BytesPerSecond), man.Generation, where)
+	return res.print(stdout, f.asJSON)
+}
+
+// servers returns the servers to place the volume on, in placement order:
+// --peers, named by their registered ids when there is a cluster catalog,
+// or else every registered server.
+func (f *putFlags) servers(ctx context.Context, cluster *ec.Cluster) ([]ec.ManifestServer, error) {
+	servers, err := cluster.ResolveServers(ctx, cli.SplitList(f.peers))
+	if err != nil {
+		return nil, err
+	}
+	if f.peers == "" && len(servers) < f.k+f.m {
+		return nil, fmt.Errorf("put %s: %d servers registered in etcd, %d+%d needs %d", f.name, len(servers), f.k, f.m, f.k+f.m)
+	}
+	return servers, nil
+}
+
+// previousManifest returns the manifest stored in the cluster catalog for
+// the striped volume name, nil if there is none (or no cluster catalog). It
+// refuses to replace it unless replace is set.
+func previousManifest(ctx context.Context, cluster *ec.Cluster, name string, replace bool) (*ec.Manifest, error) {
+	if cluster == nil {
+		return nil, nil
+	}
+	prev, err := cluster.GetManifest(ctx, name)
+	switch {
+	case errors.Is(err, ec.ErrNoManifest):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case !replace:
+		return nil, fmt.Errorf("put %s: a striped volume of that name exists (generation %d); use --replace", name, prev.Generation)
+	}
+	return prev, nil
+}
+
+// print prints the result as JSON or as a line of text.
+func (r *putResult) print(w io.Writer, asJSON bool) error {
+	if asJSON {
+		return cli.WriteJSON(w, r)
+	}
+	fmt.Fprintf(w, "stored %s (%s) as %d stripes of %d+%d shards of %s on %d servers in %.3fs (%s/s), generation %d; manifest: %s\n",
+		r.Volume, cli.FormatBytes(float64(r.Size)), r.Stripes, r.K, r.M, cli.FormatBytes(float64(r.Unit)), len(r.Servers),
+		r.Seconds, cli.FormatBytes(r.BytesPerSecond), r.Generation, r.Manifest)
 	return nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, a := range strings.Split(s, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
+// fileSize returns the size of f, a file or a block device, and leaves it
+// positioned at the start.
+func fileSize(f *os.File) (int64, error) {
+	size, err := f.Seek(0, io.SeekEnd) // also the size of a block device
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
 	}
-	return out
+	return size, err
 }
 
-// loadManifest reads the manifest of a striped volume from a file or etcd.
-func loadManifest(ctx context.Context, file, etcd, volume string) (*ec.Manifest, *ec.Cluster, error) {
-	if (file == "") == (etcd == "") {
-		return nil, nil, cli.UsageErr(errors.New("give exactly one of --manifest and --etcd"))
+// newBar returns a progress bar on stderr, or one that draws nothing when
+// the command prints JSON.
+func newBar(stderr io.Writer, total int64, what string, quiet bool) *cli.Bar {
+	if quiet {
+		return cli.NewBar(io.Discard, total, "")
 	}
-	if file != "" {
-		m, err := ec.ReadManifestFile(file)
-		if err != nil {
-			return nil, nil, err
-		}
-		if volume != "" && volume != m.Name {
-			return nil, nil, fmt.Errorf("manifest %s is for volume %q, not %q", file, m.Name, volume)
-		}
-		return m, nil, nil
-	}
-	if volume == "" {
-		return nil, nil, cli.UsageErr(errors.New("--etcd needs a VOLUME"))
-	}
-	cluster, err := ec.Connect(ctx, etcd)
+	return cli.NewBar(stderr, total, what)
+}
+
+// ecGetFlags are the flags of `blockcat get` for a striped volume.
+type ecGetFlags struct {
+	common
+	src            ec.ManifestSource // --manifest or --etcd, and VOLUME
+	offset, length cli.SizeFlag
+	window         cli.SizeFlag
+	out            string
+	shardTimeout   time.Duration
+	asJSON         bool
+}
+
+// parseECGetFlags parses and checks the arguments of `blockcat get` for a
+// striped volume.
+func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
+	f := &ecGetFlags{window: 64 << 20}
+	fs := flag.NewFlagSet("blockcat get", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.register(fs)
+	fs.StringVar(&f.src.File, "manifest", "", "manifest file of a striped volume")
+	fs.StringVar(&f.src.Etcd, "etcd", "", "etcd endpoints of the cluster catalog holding the striped volume")
+	fs.Var(&f.offset, "offset", "first byte to fetch")
+	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
+	fs.Var(&f.window, "window", "bytes fetched per step (rounded up to whole stripes)")
+	fs.StringVar(&f.out, "o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
+	fs.DurationVar(&f.shardTimeout, "shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
+	fs.BoolVar(&f.verify, "verify", true, "check every shard's CRC-32C against the manifest (always on for a striped volume)")
+	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+	pos, err := cli.ParseRange(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]")
 	if err != nil {
-		return nil, nil, err
+		return nil, cli.UsageErr(err)
 	}
-	m, err := cluster.GetManifest(ctx, volume)
-	if err != nil {
-		cluster.Close()
-		return nil, nil, err
+	if len(pos) == 1 {
+		f.src.Volume = pos[0]
 	}
-	return m, cluster, nil
+	switch {
+	case f.window <= 0:
+		return nil, cli.UsageErr(errors.New("--window must be positive"))
+	case (f.src.File == "") == (f.src.Etcd == ""):
+		return nil, cli.UsageErr(errors.New("give exactly one of --manifest and --etcd"))
+	case f.src.Etcd != "" && f.src.Volume == "":
+		return nil, cli.UsageErr(errors.New("--etcd needs a VOLUME"))
+	}
+	return f, nil
 }
 
 // ecGetResult is what `blockcat get --json` prints for a striped volume.
@@ -320,130 +389,131 @@ type ecGetResult struct {
 	Output     string            `json:"output,omitempty"`
 }
 
+// ecGet runs `blockcat get` for a striped volume: it reads the range from
+// the volume's servers, reconstructing what they cannot give, and writes it
+// to -o.
 func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("blockcat get", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	file := fs.String("manifest", "", "manifest file of a striped volume")
-	etcd := fs.String("etcd", "", "etcd endpoints of the cluster catalog holding the striped volume")
-	var offset, length cli.SizeFlag
-	var window cli.SizeFlag = 64 << 20
-	fs.Var(&offset, "offset", "first byte to fetch")
-	fs.Var(&length, "length", "bytes to fetch (default: to the end of the volume)")
-	fs.Var(&window, "window", "bytes fetched per step (rounded up to whole stripes)")
-	out := fs.String("o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
-	shardTimeout := fs.Duration("shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	pos, err := cli.ParseRange(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]")
+	f, err := parseECGetFlags(args, stderr)
 	if err != nil {
-		return cli.UsageErr(err)
+		return err
 	}
-	if window <= 0 {
-		return cli.UsageErr(errors.New("--window must be positive"))
-	}
-	volume := ""
-	if len(pos) == 1 {
-		volume = pos[0]
-	}
-	ctx, cancel := c.context(ctx)
+	ctx, cancel := f.context(ctx)
 	defer cancel()
-	man, cluster, err := loadManifest(ctx, *file, *etcd, volume)
+	man, cluster, err := ec.LoadManifest(ctx, f.src)
 	if err != nil {
 		return err
 	}
 	if cluster != nil {
 		defer cluster.Close()
 	}
-	if int64(offset) >= man.Size {
-		return fmt.Errorf("offset %d is past the end of %s (%d bytes)", offset, man.Name, man.Size)
+	n, err := stripedRange(man, int64(f.offset), int64(f.length))
+	if err != nil {
+		return err
 	}
-	n := int64(length)
-	if n == 0 {
-		n = man.Size - int64(offset)
-	}
-	if int64(offset)+n > man.Size {
-		return fmt.Errorf("range [%d,+%d) is past the end of %s (%d bytes)", offset, n, man.Name, man.Size)
-	}
-	w, finish, err := openOutput(*out, stdout)
+	w, finish, err := openOutput(f.out, stdout)
 	if err != nil {
 		return err
 	}
 	defer finish()
-
-	p, dial, release, transports, err := c.ecDial(ctx, stderr)
+	sessions, err := f.ecSessions(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	defer release()
-	log, _ := cli.NewLogger(stderr, "text", c.logLevel)
-	r, err := ec.NewReader(man, ec.ReaderConfig{Dial: dial, Provider: p, ShardTimeout: *shardTimeout, Logger: log})
+	defer sessions.Close()
+	r, err := ec.NewReader(man, ec.ReaderConfig{Dial: sessions.dial, Provider: sessions.p, ShardTimeout: f.shardTimeout, Logger: sessions.log})
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	sb := man.Layout().StripeBytes()
-	win := min(n, (int64(window)+sb-1)/sb*sb)
+	res := ecGetResult{Volume: man.Name, Offset: int64(f.offset), K: man.K, M: man.M, Generation: man.Generation,
+		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Provider: sessions.p.Name(), Output: f.out}
+	bar := newBar(stderr, n, "get "+man.Name, f.asJSON)
+	err = readStriped(ctx, r, sessions.p, int64(f.offset), n, int64(f.window), w, bar, &res)
+	bar.Finish(err)
+	if err != nil {
+		return err
+	}
+	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
+	res.Transports = sessions.transports()
+	if err := finish(); err != nil {
+		return err
+	}
+	if f.asJSON {
+		return cli.WriteJSON(stdout, res)
+	}
+	// The summary goes to stderr when the payload goes to stdout.
+	if w == stdout {
+		stdout = stderr
+	}
+	res.printText(stdout)
+	return nil
+}
+
+// stripedRange checks that [off, off+length) is within the striped volume
+// and returns the bytes to fetch (length 0: to the end).
+func stripedRange(m *ec.Manifest, off, length int64) (int64, error) {
+	if off >= m.Size {
+		return 0, fmt.Errorf("offset %d is past the end of %s (%d bytes)", off, m.Name, m.Size)
+	}
+	n := length
+	if n == 0 {
+		n = m.Size - off
+	}
+	if off+n > m.Size {
+		return 0, fmt.Errorf("range [%d,+%d) is past the end of %s (%d bytes)", off, n, m.Name, m.Size)
+	}
+	return n, nil
+}
+
+// readStriped reads [off, off+n) of the striped volume into a buffer of p,
+// window by window (window rounded up to whole stripes), and writes the
+// bytes to w (if set) in order. It counts the stripes read and degraded,
+// the bytes and the seconds the reads took in res.
+func readStriped(ctx context.Context, r *ec.Reader, p memory.Provider, off, n, window int64,
+	w io.Writer, bar *cli.Bar, res *ecGetResult) error {
+	sb := r.Manifest().Layout().StripeBytes()
+	win := min(n, (window+sb-1)/sb*sb)
 	buf, err := p.Alloc(ctx, win, false)
 	if err != nil {
 		return err
 	}
 	defer p.Free(context.WithoutCancel(ctx), buf.ID)
 	var scratch []byte
-	res := ecGetResult{Volume: man.Name, Offset: int64(offset), K: man.K, M: man.M, Generation: man.Generation,
-		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Provider: p.Name(), Output: *out}
-	bar := cli.NewBar(stderr, n, "get "+man.Name)
-	if *asJSON {
-		bar = cli.NewBar(io.Discard, n, "")
-	}
 	start := time.Now()
-	err = func() error {
-		for done := int64(0); done < n; {
-			k := min(win, n-done)
-			rr, err := r.Read(ctx, int64(offset)+done, k, buf, 0)
-			res.Degraded = append(res.Degraded, rr.Degraded...)
-			res.Stripes += rr.Stripes
+	for done := int64(0); done < n; {
+		k := min(win, n-done)
+		rr, err := r.Read(ctx, off+done, k, buf, 0)
+		res.Degraded = append(res.Degraded, rr.Degraded...)
+		res.Stripes += rr.Stripes
+		if err != nil {
+			return err
+		}
+		if w != nil {
+			b, err := hostView(ctx, p, buf.ID, k, &scratch)
 			if err != nil {
 				return err
 			}
-			if w != nil {
-				b, err := hostView(ctx, p, buf.ID, k, &scratch)
-				if err != nil {
-					return err
-				}
-				if _, err := w.Write(b); err != nil {
-					return fmt.Errorf("write output: %w", err)
-				}
+			if _, err := w.Write(b); err != nil {
+				return fmt.Errorf("write output: %w", err)
 			}
-			done += k
-			res.Bytes = done
-			bar.Progress(done, n)
 		}
-		return nil
-	}()
-	bar.Finish(err)
-	if err != nil {
-		return err
+		done += k
+		res.Bytes = done
+		bar.Progress(done, n)
 	}
 	res.Seconds = time.Since(start).Seconds()
-	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
-	res.Transports = transports()
-	if err := finish(); err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, res)
-	}
-	sum := stdout
-	if w == stdout {
-		sum = stderr
-	}
-	fmt.Fprintf(sum, "fetched %s of %s in %.3fs: %s/s from %d servers (%d+%d, generation %d), %d of %d stripes degraded\n",
+	return nil
+}
+
+// printText prints the summary: throughput, servers that fell back to TCP,
+// and the degraded stripes.
+func (res *ecGetResult) printText(w io.Writer) {
+	fmt.Fprintf(w, "fetched %s of %s in %.3fs: %s/s from %d servers (%d+%d, generation %d), %d of %d stripes degraded\n",
 		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
 		res.Servers, res.K, res.M, res.Generation, len(res.Degraded), res.Stripes)
 	for _, id := range slices.Sorted(maps.Keys(res.Transports)) {
 		if t := res.Transports[id]; strings.Contains(t, "fallback") {
-			fmt.Fprintf(sum, "  %s: %s\n", id, t)
+			fmt.Fprintf(w, "  %s: %s\n", id, t)
 		}
 	}
 	for _, d := range res.Degraded {
@@ -451,7 +521,6 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		for _, f := range d.Missing {
 			miss = append(miss, f.String())
 		}
-		fmt.Fprintf(sum, "  degraded stripe %d: %s; reconstructed from shards %v\n", d.Stripe, strings.Join(miss, "; "), d.Used)
+		fmt.Fprintf(w, "  degraded stripe %d: %s; reconstructed from shards %v\n", d.Stripe, strings.Join(miss, "; "), d.Used)
 	}
-	return nil
 }

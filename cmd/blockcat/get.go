@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,74 +35,80 @@ type getResult struct {
 	Extents        []engine.ExtentTiming `json:"extents"`
 }
 
-func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// getFlags are the flags of `blockcat get` for a volume of one server.
+type getFlags struct {
+	common
+	server, volume string
+	offset, length cli.SizeFlag
+	window         cli.SizeFlag
+	depth          int
+	out            string
+	asJSON         bool
+}
+
+// parseGetFlags parses and checks the arguments of `blockcat get SERVER
+// VOLUME`.
+func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
+	f := &getFlags{window: 64 << 20}
 	fs := flag.NewFlagSet("blockcat get", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var c common
-	c.register(fs)
-	var offset, length cli.SizeFlag
-	var window cli.SizeFlag = 64 << 20
-	fs.Var(&offset, "offset", "first byte to fetch")
-	fs.Var(&length, "length", "bytes to fetch (default: to the end of the volume)")
-	fs.Var(&window, "window", "bytes per request; up to --depth requests are in flight")
-	depth := fs.Int("depth", 4, "requests in flight")
-	out := fs.String("o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
-	fs.BoolVar(&c.verify, "verify", false, "check every extent's CRC-32C after it lands")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
+	f.register(fs)
+	fs.Var(&f.offset, "offset", "first byte to fetch")
+	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
+	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight")
+	fs.IntVar(&f.depth, "depth", 4, "requests in flight")
+	fs.StringVar(&f.out, "o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
+	fs.BoolVar(&f.verify, "verify", false, "check every extent's CRC-32C after it lands")
+	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]")
 	if err != nil {
-		return cli.UsageErr(err)
+		return nil, cli.UsageErr(err)
 	}
-	if window <= 0 || *depth < 1 {
-		return cli.UsageErr(errors.New("--window and --depth must be positive"))
+	if f.window <= 0 || f.depth < 1 {
+		return nil, cli.UsageErr(errors.New("--window and --depth must be positive"))
 	}
-	ctx, cancel := c.context(ctx)
+	f.server, f.volume = pos[0], pos[1]
+	return f, nil
+}
+
+// get runs `blockcat get SERVER VOLUME`: it fetches the range into the
+// provider's memory, keeping --depth requests in flight, and writes it to
+// -o.
+func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseGetFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := f.context(ctx)
 	defer cancel()
 	setup := time.Now()
-	s, err := c.dial(ctx, pos[0], stderr)
+	s, err := f.dial(ctx, f.server, stderr)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	p := s.p
-	vol, err := s.Stat(ctx, pos[1])
+	vol, err := s.Stat(ctx, f.volume)
 	if err != nil {
 		return err
 	}
-	size := int64(vol.Size)
-	if int64(offset) > size {
-		return fmt.Errorf("offset %d is past the end of %s (%d bytes)", offset, vol.Name, size)
+	n, err := volumeRange(vol.Name, int64(vol.Size), int64(f.offset), int64(f.length))
+	if err != nil {
+		return err
 	}
-	n := int64(length)
-	if n == 0 {
-		n = size - int64(offset)
-	}
-	if n == 0 {
-		return fmt.Errorf("nothing to fetch: %s is empty past offset %d", vol.Name, offset)
-	}
-
-	w, finish, err := openOutput(*out, stdout)
+	w, finish, err := openOutput(f.out, stdout)
 	if err != nil {
 		return err
 	}
 	defer finish()
-
-	win := min(int64(window), n)
-	bufs := make([]memory.Buffer, min(int64(*depth), (n+win-1)/win))
-	for i := range bufs {
-		if bufs[i], err = p.Alloc(ctx, win, false); err != nil {
-			return err
-		}
+	bufs, err := allocWindows(ctx, s.p, n, int64(f.window), f.depth)
+	if err != nil {
+		return err
 	}
-	res := getResult{Server: pos[0], Volume: vol.Name, Offset: int64(offset), DataConns: c.dataConns, Provider: p.Name(),
-		Verified: c.verify, Output: *out, SetupSeconds: time.Since(setup).Seconds()}
-
-	bar := cli.NewBar(stderr, n, "get "+vol.Name)
-	if *asJSON {
-		bar = cli.NewBar(io.Discard, n, "")
-	}
+	res := getResult{Server: f.server, Volume: vol.Name, Offset: int64(f.offset), DataConns: f.dataConns, Provider: s.p.Name(),
+		Verified: f.verify, Output: f.out, SetupSeconds: time.Since(setup).Seconds()}
+	bar := newBar(stderr, n, "get "+vol.Name, f.asJSON)
 	start := time.Now()
-	err = fetch(ctx, s, vol.Name, int64(offset), n, bufs, p, w, bar, &res)
+	err = fetch(ctx, s, vol.Name, int64(f.offset), n, bufs, s.p, w, bar, &res)
 	bar.Finish(err)
 	if err != nil {
 		return err
@@ -113,9 +118,50 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := finish(); err != nil {
 		return err
 	}
-	if *asJSON {
-		return writeJSON(stdout, res)
+	if f.asJSON {
+		return cli.WriteJSON(stdout, res)
 	}
+	// The summary goes to stderr when the payload goes to stdout.
+	if w == stdout {
+		stdout = stderr
+	}
+	res.printText(stdout)
+	return nil
+}
+
+// volumeRange checks that [off, off+length) is within the volume of size
+// bytes and not empty, and returns the bytes to fetch (length 0: to the
+// end).
+func volumeRange(name string, size, off, length int64) (int64, error) {
+	if off > size {
+		return 0, fmt.Errorf("offset %d is past the end of %s (%d bytes)", off, name, size)
+	}
+	n := length
+	if n == 0 {
+		n = size - off
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("nothing to fetch: %s is empty past offset %d", name, off)
+	}
+	return n, nil
+}
+
+// allocWindows allocates the window buffers of a fetch of n bytes: up to
+// depth buffers of window bytes (less if n is smaller).
+func allocWindows(ctx context.Context, p memory.Provider, n, window int64, depth int) ([]memory.Buffer, error) {
+	win := min(window, n)
+	bufs := make([]memory.Buffer, min(int64(depth), (n+win-1)/win))
+	for i := range bufs {
+		var err error
+		if bufs[i], err = p.Alloc(ctx, win, false); err != nil {
+			return nil, err
+		}
+	}
+	return bufs, nil
+}
+
+// printText prints the summary line.
+func (res *getResult) printText(w io.Writer) {
 	msg := fmt.Sprintf("fetched %s of %s into %s memory in %.3fs: %s/s over %s (%d data connections, server sent with %s)",
 		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Provider, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
 		res.Transport, res.DataConns, res.ServerSend)
@@ -125,13 +171,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if res.Verified {
 		msg += fmt.Sprintf(", %d extents verified (crc32c)", len(res.Extents))
 	}
-	// The summary goes to stderr when the payload goes to stdout.
-	sum := stdout
-	if w == stdout {
-		sum = stderr
-	}
-	fmt.Fprintln(sum, msg)
-	return nil
+	fmt.Fprintln(w, msg)
 }
 
 // fetch reads [off, off+n) of volume through the window buffers, keeping
@@ -241,10 +281,4 @@ func hostView(ctx context.Context, p memory.Provider, buf memory.BufferID, n int
 	}
 	b := (*scratch)[:n]
 	return b, p.ReadBack(ctx, buf, 0, b)
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -187,7 +187,7 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, vols)
+		return cli.WriteJSON(stdout, vols)
 	}
 	fmt.Fprintf(stdout, "%-32s %12s %10s %5s\n", "NAME", "SIZE", "EXTENT", "GEN")
 	for _, v := range vols {

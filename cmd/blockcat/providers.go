@@ -54,7 +54,7 @@ func listProviders(ctx context.Context, args []string, stdout, stderr io.Writer)
 		infos = append(infos, info)
 	}
 	if *asJSON {
-		return writeJSON(stdout, infos)
+		return cli.WriteJSON(stdout, infos)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tVERSION\tKIND\tDEVICE\tDMABUF\tMAPPABLE\tMAX ALLOC\tSTATUS")

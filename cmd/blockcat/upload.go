@@ -37,10 +37,7 @@ func upload(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd) // also the size of a block device
-	if err == nil {
-		_, err = f.Seek(0, io.SeekStart)
-	}
+	size, err := fileSize(f)
 	if err != nil {
 		return fmt.Errorf("size of %s: %w", pos[2], err)
 	}

@@ -1,129 +1,96 @@
 package main
 
 import (
-	"bufio"
+	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/ec"
 )
 
-// clusterFlags are the flags `blockd serve` takes for the cluster catalog,
-// on top of serve's own.
+// clusterFlags are the flags `blockd serve` takes to join the cluster
+// catalog.
 type clusterFlags struct {
 	etcd      string        // --etcd ENDPOINTS
 	id        string        // --server-id ID (default: the advertised address)
 	advertise string        // --advertise ADDR (default: the listening address)
 	ttl       time.Duration // --etcd-ttl D
-	readyFile string        // serve's --ready-file, taken over
 }
 
-// splitClusterFlags takes the cluster flags out of serve's arguments and
-// returns the rest. It accepts "--flag value" and "--flag=value", with one
-// or two dashes.
-func splitClusterFlags(args []string) (clusterFlags, []string, error) {
-	cf := clusterFlags{ttl: ec.DefaultTTL}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || a == "--" {
-			rest = append(rest, a)
-			continue
-		}
-		var dst *string
-		switch name {
-		case "etcd":
-			dst = &cf.etcd
-		case "server-id":
-			dst = &cf.id
-		case "advertise":
-			dst = &cf.advertise
-		case "etcd-ttl", "ready-file":
-		default:
-			rest = append(rest, a)
-			continue
-		}
-		if !hasVal {
-			if i+1 >= len(args) {
-				return cf, nil, fmt.Errorf("flag needs an argument: %s", a)
-			}
-			i++
-			val = args[i]
-		}
-		switch name {
-		case "etcd-ttl":
-			d, err := time.ParseDuration(val)
-			if err != nil || d < time.Second {
-				return cf, nil, fmt.Errorf("--etcd-ttl %q: want a duration of at least 1s", val)
-			}
-			cf.ttl = d
-		case "ready-file":
-			cf.readyFile = val
-		default:
-			*dst = val
-		}
+// addFlags adds the cluster flags to serve's flag set.
+func (cf *clusterFlags) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&cf.etcd, "etcd", "", "etcd endpoints of the cluster catalog to register this server in (off if empty)")
+	fs.StringVar(&cf.id, "server-id", "", "id to register under, with --etcd (default: the advertised address)")
+	fs.StringVar(&cf.advertise, "advertise", "", "address clients dial, registered with --etcd (default: the listening address)")
+	fs.DurationVar(&cf.ttl, "etcd-ttl", ec.DefaultTTL, "lease of the registration: a server that dies drops out of the catalog after this long (at least 1s)")
+}
+
+// check reports flags that do not go together.
+func (cf *clusterFlags) check() error {
+	if cf.ttl < time.Second {
+		return fmt.Errorf("--etcd-ttl %q: want a duration of at least 1s", cf.ttl.String())
 	}
-	return cf, rest, nil
+	if cf.etcd == "" && (cf.id != "" || cf.advertise != "") {
+		return errors.New("--server-id and --advertise need --etcd")
+	}
+	return nil
 }
 
-// serveCluster runs `blockd serve`. With --etcd the server registers itself
-// (id, address) in the cluster catalog under a lease it keeps alive once
-// it listens, and deregisters when it stops; a server that dies drops out
-// when the lease expires (--etcd-ttl, default 10s).
-func serveCluster(ctx context.Context, args []string, stderr io.Writer) error {
-	cf, rest, err := splitClusterFlags(args)
+// advertised returns the address to register for a server listening on
+// addr: --advertise, else addr if clients can dial it.
+func (cf *clusterFlags) advertised(addr string) (string, error) {
+	if cf.advertise != "" {
+		return cf.advertise, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return cli.UsageErr(err)
+		return "", err
 	}
-	if cf.readyFile != "" {
-		rest = append(rest, "--ready-file", cf.readyFile)
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return "", fmt.Errorf("register in etcd: listening on %s, which clients cannot dial; give --advertise", addr)
 	}
-	if cf.etcd == "" {
-		if cf.id != "" || cf.advertise != "" {
-			return cli.UsageErr(errors.New("--server-id and --advertise need --etcd"))
-		}
-		return serve(ctx, rest, stderr)
-	}
+	return addr, nil
+}
+
+// serveCluster runs `blockd serve --etcd`. The server registers itself (id,
+// address) in the cluster catalog under a lease it keeps alive once it
+// listens, and deregisters when it stops; a server that dies drops out when
+// the lease expires (--etcd-ttl, default 10s). The ready file is written
+// once the server is registered.
+func serveCluster(ctx context.Context, c *serveConfig, stderr io.Writer) error {
 	log, err := cli.NewLogger(stderr, "text", "info")
 	if err != nil {
 		return err
 	}
-	cluster, err := ec.Connect(ctx, cf.etcd)
+	cluster, err := ec.Connect(ctx, c.cluster.etcd)
 	if err != nil {
 		return err
 	}
 	defer cluster.Close()
 
-	// serve reports its address by writing its ready file; a pipe stands
-	// in for it, so registration happens once the server listens.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer pr.Close()
-	rest = append(rest, "--ready-file", fmt.Sprintf("/proc/self/fd/%d", pw.Fd()))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	listening := make(chan string, 1)
 	registered := make(chan error, 1)
 	go func() {
-		err := register(ctx, cluster, cf, pr, log)
+		err := register(ctx, cluster, c.cluster, listening, c.readyFile, log)
 		if err != nil && ctx.Err() == nil {
 			log.Error("stopping: cannot register in etcd", "err", err)
 			cancel()
 		}
 		registered <- err
 	}()
-	err = serve(ctx, rest, stderr)
-	pw.Close()
+	err = runServer(ctx, c, stderr, func(addr string) error {
+		listening <- addr
+		return nil
+	})
 	cancel()
 	if rerr := <-registered; err == nil && rerr != nil && !errors.Is(rerr, context.Canceled) {
 		err = rerr
@@ -131,32 +98,23 @@ func serveCluster(ctx context.Context, args []string, stderr io.Writer) error {
 	return err
 }
 
-// register waits for serve's address on ready, registers the server and
-// keeps it registered (registering again, every half lease, if the lease is
-// lost) until ctx ends, then deregisters. It forwards the address to the
-// user's ready file once registered. Only a failure of the first
-// registration is returned.
-func register(ctx context.Context, cluster *ec.Cluster, cf clusterFlags, ready io.Reader, log *slog.Logger) error {
-	line, err := bufio.NewReader(ready).ReadString('\n')
+// register waits for the server's address on listening, registers the
+// server and keeps it registered (registering again, every half lease, if
+// the lease is lost) until ctx ends, then deregisters. It writes the
+// address to readyFile, if set, once registered. Only a failure of the
+// first registration is returned.
+func register(ctx context.Context, cluster *ec.Cluster, cf clusterFlags, listening <-chan string, readyFile string, log *slog.Logger) error {
+	var addr string
+	select {
+	case addr = <-listening:
+	case <-ctx.Done():
+		return nil // the server stopped before listening; it reports why
+	}
+	adv, err := cf.advertised(addr)
 	if err != nil {
-		return nil // serve stopped before listening; it reports why
+		return err
 	}
-	addr := strings.TrimSpace(line)
-	adv := cf.advertise
-	if adv == "" {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return err
-		}
-		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-			return fmt.Errorf("register in etcd: listening on %s, which clients cannot dial; give --advertise", addr)
-		}
-		adv = addr
-	}
-	id := cf.id
-	if id == "" {
-		id = adv
-	}
+	id := cmp.Or(cf.id, adv)
 	for first := true; ; first = false {
 		reg, err := cluster.Register(ctx, id, adv, cf.ttl)
 		if err != nil {
@@ -164,31 +122,48 @@ func register(ctx context.Context, cluster *ec.Cluster, cf clusterFlags, ready i
 				return err
 			}
 			log.Warn("register in etcd", "id", id, "err", err)
-			retry := time.NewTimer(cf.ttl / 2)
-			select {
-			case <-ctx.Done():
-				retry.Stop()
+			if !sleep(ctx, cf.ttl/2) {
 				return nil
-			case <-retry.C:
 			}
 			continue
 		}
 		log.Info("registered in etcd", "id", id, "addr", adv, "ttl", cf.ttl)
-		if cf.readyFile != "" {
-			if err := os.WriteFile(cf.readyFile, []byte(addr+"\n"), 0o644); err != nil {
+		if readyFile != "" {
+			if err := writeReadyFile(readyFile, addr); err != nil {
 				reg.Close()
 				return err
 			}
-			cf.readyFile = ""
+			readyFile = ""
 		}
-		select {
-		case <-ctx.Done():
-			if err := reg.Close(); err != nil {
-				log.Warn("deregister", "err", err)
-			}
+		if !holdRegistration(ctx, reg, id, log) {
 			return nil
-		case <-reg.Done():
-			log.Warn("etcd registration lost; registering again", "id", id)
 		}
+	}
+}
+
+// holdRegistration waits until ctx ends, then deregisters and returns
+// false, or until the registration is lost, and returns true.
+func holdRegistration(ctx context.Context, reg *ec.Registration, id string, log *slog.Logger) bool {
+	select {
+	case <-ctx.Done():
+		if err := reg.Close(); err != nil {
+			log.Warn("deregister", "err", err)
+		}
+		return false
+	case <-reg.Done():
+		log.Warn("etcd registration lost; registering again", "id", id)
+		return true
+	}
+}
+
+// sleep waits for d; it returns false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

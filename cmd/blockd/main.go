@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "serve":
-		err = serveCluster(ctx, args[1:], stderr)
+		err = serve(ctx, args[1:], stderr)
 	case "scrub":
 		err = scrub(ctx, args[1:], stdout, stderr)
 	case "volume":

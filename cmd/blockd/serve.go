@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,79 +28,202 @@ import (
 // defaultKeyName is the key file looked for in the data directory.
 const defaultKeyName = "blockd.key"
 
-func serve(ctx context.Context, args []string, stderr io.Writer) error {
+// serveConfig is `blockd serve`'s command line, parsed and checked.
+type serveConfig struct {
+	dataDir         string
+	listen          string
+	keyFile         string
+	metricsAddr     string
+	name            string
+	maxSessions     int
+	dataConns       int
+	maxInflight     cli.SizeFlag
+	shutdownTimeout time.Duration
+	logFormat       string
+	logLevel        string
+	readyFile       string
+	devmem          string
+	devmemIf        string
+	txProvider      string
+	pluginDir       string
+	txPool          cli.SizeFlag
+	cluster         clusterFlags
+
+	mode choose.Mode  // from devmem
+	log  *slog.Logger // from logFormat and logLevel
+}
+
+// parseServeFlags parses and checks the arguments of `blockd serve`. All
+// its flags, the cluster's included, are in one flag set, so -h lists
+// them all; nothing is opened or dialled here.
+func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{maxInflight: 256 << 20, txPool: 64 << 20}
 	fs := flag.NewFlagSet("blockd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := fs.String("data", "", "data directory holding catalog.db and volumes/ (required)")
-	listen := fs.String("listen", "127.0.0.1:7070", "address for control and data connections")
-	keyFile := fs.String("key-file", "", "pre-shared key file (default DATA/"+defaultKeyName+" or $"+cli.KeyEnv+")")
-	metricsAddr := fs.String("metrics", "", "address to serve Prometheus /metrics on (off if empty)")
-	name := fs.String("name", "", "server name shown to clients (default hostname)")
-	maxSessions := fs.Int("max-sessions", 256, "most concurrent client sessions")
-	dataConns := fs.Int("data-conns", 16, "most data connections per session")
-	var maxInflight cli.SizeFlag = 256 << 20
-	fs.Var(&maxInflight, "max-inflight", "most payload bytes in flight per session")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long SIGTERM lets reads in flight finish")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	readyFile := fs.String("ready-file", "", "write the listening address to this file once serving")
-	devmemMode := fs.String("devmem", "auto", "devmem send: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
-	devmemIf := fs.String("devmem-if", "", "NIC to send devmem on (default: the one owning the --listen address)")
-	txProvider := fs.String("tx-provider", "udmabuf", "provider plugin whose dmabuf holds the devmem TX pool")
-	pluginDir := fs.String("plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockd's own directory)")
-	var txPool cli.SizeFlag = 64 << 20
-	fs.Var(&txPool, "tx-pool", "devmem TX buffer pool size")
+	fs.StringVar(&c.dataDir, "data", "", "data directory holding catalog.db and volumes/ (required)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "address for control and data connections")
+	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default DATA/"+defaultKeyName+" or $"+cli.KeyEnv+")")
+	fs.StringVar(&c.metricsAddr, "metrics", "", "address to serve Prometheus /metrics on (off if empty)")
+	fs.StringVar(&c.name, "name", "", "server name shown to clients (default hostname)")
+	fs.IntVar(&c.maxSessions, "max-sessions", 256, "most concurrent client sessions")
+	fs.IntVar(&c.dataConns, "data-conns", 16, "most data connections per session")
+	fs.Var(&c.maxInflight, "max-inflight", "most payload bytes in flight per session")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM lets reads in flight finish")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.readyFile, "ready-file", "", "write the listening address to this file once serving (with --etcd: once registered)")
+	fs.StringVar(&c.devmem, "devmem", "auto", "devmem send: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
+	fs.StringVar(&c.devmemIf, "devmem-if", "", "NIC to send devmem on (default: the one owning the --listen address)")
+	fs.StringVar(&c.txProvider, "tx-provider", "udmabuf", "provider plugin whose dmabuf holds the devmem TX pool")
+	fs.StringVar(&c.pluginDir, "plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockd's own directory)")
+	fs.Var(&c.txPool, "tx-pool", "devmem TX buffer pool size")
+	c.cluster.addFlags(fs)
 	if _, err := cli.Parse(fs, args, 0, "--data DIR --listen ADDR"); err != nil {
-		return cli.UsageErr(err)
+		return nil, cli.UsageErr(err)
 	}
-	if *dataDir == "" {
-		return cli.UsageErr(errors.New("--data is required"))
+	if err := c.cluster.check(); err != nil {
+		return nil, cli.UsageErr(err)
 	}
-	mode, err := choose.ParseMode(*devmemMode)
-	if err != nil {
-		return cli.UsageErr(err)
+	if c.dataDir == "" {
+		return nil, cli.UsageErr(errors.New("--data is required"))
 	}
-	log, err := cli.NewLogger(stderr, *logFormat, *logLevel)
-	if err != nil {
-		return cli.UsageErr(err)
+	var err error
+	if c.mode, err = choose.ParseMode(c.devmem); err != nil {
+		return nil, cli.UsageErr(err)
 	}
-	kf := *keyFile
-	if kf == "" && os.Getenv(cli.KeyEnv) == "" {
-		kf = filepath.Join(*dataDir, defaultKeyName)
+	if c.log, err = cli.NewLogger(stderr, c.logFormat, c.logLevel); err != nil {
+		return nil, cli.UsageErr(err)
 	}
-	key, err := cli.LoadKey(kf)
+	return c, nil
+}
+
+// serve runs `blockd serve`: alone, or registered in the cluster catalog
+// with --etcd.
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	c, err := parseServeFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	store, err := catalog.OpenStore(*dataDir, nil)
+	if c.cluster.etcd != "" {
+		return serveCluster(ctx, c, stderr)
+	}
+	return runServer(ctx, c, stderr, func(addr string) error {
+		if c.readyFile == "" {
+			return nil
+		}
+		return writeReadyFile(c.readyFile, addr)
+	})
+}
+
+// writeReadyFile writes the listening address to path: a plain write, so
+// the ready file may be a FIFO the caller reads.
+func writeReadyFile(path, addr string) error {
+	return os.WriteFile(path, []byte(addr+"\n"), 0o644)
+}
+
+// loadKey reads --key-file, by default DATA/blockd.key unless
+// $BLOCKXFER_KEY_FILE names one.
+func (c *serveConfig) loadKey() ([]byte, error) {
+	kf := c.keyFile
+	if kf == "" && os.Getenv(cli.KeyEnv) == "" {
+		kf = filepath.Join(c.dataDir, defaultKeyName)
+	}
+	return cli.LoadKey(kf)
+}
+
+// runServer serves the data directory on --listen until ctx ends or the
+// server fails. It calls ready with the listening address once it serves.
+func runServer(ctx context.Context, c *serveConfig, stderr io.Writer, ready func(addr string) error) error {
+	key, err := c.loadKey()
+	if err != nil {
+		return err
+	}
+	store, err := catalog.OpenStore(c.dataDir, nil)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 
-	l, err := net.Listen("tcp", *listen)
+	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	opts := choose.ServerOptions{Mode: mode, Listen: l.Addr().String(), Interface: *devmemIf,
-		PoolSize: int64(txPool), Logger: log}
-	// The TX pool needs a dmabuf the NIC can read: a provider plugin,
-	// started only if the NIC qualifies.
-	opts.OpenProvider = func() (memory.Provider, error) {
-		return cli.OpenProvider(ctx, *txProvider, *pluginDir, *logLevel, stderr)
-	}
-	if mode == choose.Emulate {
-		pool := hostmem.New()
-		defer pool.Close()
-		opts.EmulationPool = pool
-	}
-	path, err := choose.Server(ctx, opts)
+	path, closePath, err := c.sendPath(ctx, l.Addr().String(), stderr)
 	if err != nil {
 		return err
 	}
-	defer path.Close()
+	defer closePath()
 
+	reg := newRegistry(path)
+	srv, err := engine.NewServer(engine.ServerConfig{
+		Key:         key,
+		Volumes:     store,
+		Transport:   path.Transport,
+		Name:        c.name,
+		MaxSessions: c.maxSessions,
+		DataConns:   c.dataConns,
+		MaxInflight: int64(c.maxInflight),
+		Logger:      c.log,
+		Metrics:     engine.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+	if c.metricsAddr != "" {
+		stop, err := serveMetrics(c.metricsAddr, reg, c.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	vols, err := store.Catalog().List()
+	if err != nil {
+		return err
+	}
+	c.log.Info("serving", "addr", l.Addr().String(), "data", c.dataDir, "volumes", len(vols), "transport", path.Transport.Name())
+	if path.FallbackReason != "" {
+		c.log.Warn("devmem unavailable, sending with tcp", "reason", path.FallbackReason)
+	}
+	if err := ready(l.Addr().String()); err != nil {
+		return err
+	}
+	return c.serveUntilDone(ctx, srv, l)
+}
+
+// sendPath chooses the send transport for --devmem. The caller calls done
+// when the server has stopped.
+func (c *serveConfig) sendPath(ctx context.Context, listen string, stderr io.Writer) (path *choose.ServerPath, done func(), err error) {
+	opts := choose.ServerOptions{Mode: c.mode, Listen: listen, Interface: c.devmemIf,
+		PoolSize: int64(c.txPool), Logger: c.log}
+	// The TX pool needs a dmabuf the NIC can read: a provider plugin,
+	// started only if the NIC qualifies.
+	opts.OpenProvider = func() (memory.Provider, error) {
+		return cli.OpenProvider(ctx, c.txProvider, c.pluginDir, c.logLevel, stderr)
+	}
+	var pool *hostmem.Provider
+	if c.mode == choose.Emulate {
+		pool = hostmem.New()
+		opts.EmulationPool = pool
+	}
+	done = func() {
+		if path != nil {
+			path.Close()
+		}
+		if pool != nil {
+			pool.Close()
+		}
+	}
+	if path, err = choose.Server(ctx, opts); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return path, done, nil
+}
+
+// newRegistry returns the metrics registry: Go and process metrics and
+// blockd_transport_info.
+func newRegistry(path *choose.ServerPath) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -108,46 +232,27 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}, []string{"transport", "fallback_reason"})
 	info.WithLabelValues(path.Transport.Name(), path.FallbackReason).Set(1)
 	reg.MustRegister(info)
-	srv, err := engine.NewServer(engine.ServerConfig{
-		Key:         key,
-		Volumes:     store,
-		Transport:   path.Transport,
-		Name:        *name,
-		MaxSessions: *maxSessions,
-		DataConns:   *dataConns,
-		MaxInflight: int64(maxInflight),
-		Logger:      log,
-		Metrics:     engine.NewMetrics(reg),
-	})
+	return reg
+}
+
+// serveMetrics serves reg at /metrics on addr until stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+	ml, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	if *metricsAddr != "" {
-		ml, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go hs.Serve(ml)
-		defer hs.Close()
-		log.Info("metrics", "addr", ml.Addr().String())
-	}
-	vols, err := store.Catalog().List()
-	if err != nil {
-		return err
-	}
-	log.Info("serving", "addr", l.Addr().String(), "data", *dataDir, "volumes", len(vols), "transport", path.Transport.Name())
-	if path.FallbackReason != "" {
-		log.Warn("devmem unavailable, sending with tcp", "reason", path.FallbackReason)
-	}
-	if *readyFile != "" {
-		// A plain write, so the ready file may be a FIFO the caller reads.
-		if err := os.WriteFile(*readyFile, []byte(l.Addr().String()+"\n"), 0o644); err != nil {
-			return err
-		}
-	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ml)
+	log.Info("metrics", "addr", ml.Addr().String())
+	return func() { hs.Close() }, nil
+}
+
+// serveUntilDone serves l until the server fails or ctx ends; then it lets
+// reads in flight finish for up to --shutdown-timeout. It returns an error,
+// so blockd exits non-zero, when the timeout cut reads or uploads off.
+func (c *serveConfig) serveUntilDone(ctx context.Context, srv *engine.Server, l net.Listener) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	select {
@@ -156,13 +261,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: finishing reads in flight", "timeout", *shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	c.log.Info("shutting down: finishing reads in flight", "timeout", c.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown timed out: reads still in flight were failed", "err", err)
-	}
+	err := srv.Shutdown(sctx)
 	<-served
-	log.Info("stopped")
+	var cut *engine.ShutdownError
+	if errors.As(err, &cut) {
+		// The clients of these reads saw them fail (shutting-down).
+		c.log.Error("stopped, cutting off work in flight after --shutdown-timeout",
+			"timeout", c.shutdownTimeout, "reads", cut.Reads, "uploads", cut.Uploads, "sessions", cut.Sessions)
+		return fmt.Errorf("shutdown cut off %d reads and %d uploads after %s (raise --shutdown-timeout to let them finish)",
+			cut.Reads, cut.Uploads, c.shutdownTimeout)
+	}
+	if err != nil {
+		return err
+	}
+	c.log.Info("stopped: every read in flight finished")
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,160 +13,210 @@ import (
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 )
 
+// volume runs `blockd volume SUBCOMMAND`: it hands the arguments to the
+// subcommand.
 func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return cli.UsageErr(errors.New("volume: want create, import, list, inspect or rm"))
 	}
-	fs := flag.NewFlagSet("blockd volume "+args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dataDir := fs.String("data", "", "data directory (required)")
-	var open = func(readOnly bool) (*catalog.Store, error) {
-		if *dataDir == "" {
-			return nil, cli.UsageErr(errors.New("--data is required"))
-		}
-		return catalog.OpenStore(*dataDir, &catalog.Options{ReadOnly: readOnly})
-	}
+	var cmd func(context.Context, *volumeFlags, []string, io.Writer, io.Writer) error
 	switch args[0] {
 	case "create":
-		var size cli.SizeFlag
-		var extent cli.SizeFlag = catalog.DefaultExtentSize
-		fs.Var(&size, "size", "volume size, e.g. 256MiB (required)")
-		fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
-		fill := fs.String("fill", "zero", "contents: zero or random")
-		pos, err := cli.Parse(fs, args[1:], 1, "NAME --size SIZE [--fill zero|random] --data DIR")
-		if err != nil {
-			return cli.UsageErr(err)
-		}
-		f, err := catalog.ParseFill(*fill)
-		if err != nil {
-			return cli.UsageErr(err)
-		}
-		if size <= 0 {
-			return cli.UsageErr(errors.New("--size is required"))
-		}
-		s, err := open(false)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		bar := cli.NewBar(stderr, int64(size), "create "+pos[0])
-		v, err := s.Create(ctx, pos[0], int64(size), int64(extent), f, catalog.WithProgress(bar.Progress))
-		bar.Finish(err)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "created %s: %s in %d extents of %s\n", v.Name, cli.FormatBytes(float64(v.Size)), v.Extents(), cli.FormatBytes(float64(v.ExtentSize)))
-		return nil
+		cmd = volumeCreate
 	case "import":
-		var extent cli.SizeFlag = catalog.DefaultExtentSize
-		fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
-		link := fs.Bool("link", false, "serve SRC in place instead of copying it (use for block devices)")
-		pos, err := cli.Parse(fs, args[1:], 2, "NAME SRC [--link] --data DIR")
-		if err != nil {
-			return cli.UsageErr(err)
-		}
-		s, err := open(false)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		bar := cli.NewBar(stderr, -1, "import "+pos[0])
-		v, err := s.Import(ctx, pos[0], pos[1], int64(extent), *link, catalog.WithProgress(bar.Progress))
-		bar.Finish(err)
-		if err != nil {
-			return err
-		}
-		how := "copied"
-		if *link {
-			how = "linked"
-		}
-		fmt.Fprintf(stdout, "imported %s (%s from %s): %s in %d extents\n", v.Name, how, pos[1], cli.FormatBytes(float64(v.Size)), v.Extents())
-		return nil
+		cmd = volumeImport
 	case "list":
-		asJSON := fs.Bool("json", false, "print JSON")
-		if _, err := cli.Parse(fs, args[1:], 0, "--data DIR"); err != nil {
-			return cli.UsageErr(err)
-		}
-		s, err := open(true)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		vols, err := s.Catalog().List()
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			out := make([]volumeJSON, len(vols))
-			for i, v := range vols {
-				out[i] = toJSON(v, false)
-			}
-			return writeJSON(stdout, out)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSIZE\tEXTENT\tEXTENTS\tGEN\tBACKING")
-		for _, v := range vols {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", v.Name, cli.FormatBytes(float64(v.Size)),
-				cli.FormatBytes(float64(v.ExtentSize)), v.Extents(), v.Generation, v.Backing)
-		}
-		return tw.Flush()
+		cmd = volumeList
 	case "inspect":
-		asJSON := fs.Bool("json", false, "print JSON")
-		verify := fs.Bool("verify", false, "re-read every extent and check its CRC-32C")
-		pos, err := cli.Parse(fs, args[1:], 1, "NAME [--verify] --data DIR")
-		if err != nil {
-			return cli.UsageErr(err)
-		}
-		s, err := open(true)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		v, err := s.Catalog().Get(pos[0])
-		if err != nil {
-			return err
-		}
-		out := toJSON(v, true)
-		if *verify {
-			bar := cli.NewBar(stderr, v.Size, "verify "+v.Name)
-			bad, err := s.Verify(ctx, v.Name, catalog.WithProgress(bar.Progress))
-			bar.Finish(err)
-			if err != nil {
-				return err
-			}
-			out.Verified = true
-			out.BadExtents = append([]int{}, bad...)
-		}
-		if *asJSON {
-			if err := writeJSON(stdout, out); err != nil {
-				return err
-			}
-		} else {
-			printVolume(stdout, out)
-		}
-		if len(out.BadExtents) > 0 {
-			return fmt.Errorf("volume %s: %d extents fail their checksum", v.Name, len(out.BadExtents))
-		}
-		return nil
+		cmd = volumeInspect
 	case "rm":
-		pos, err := cli.Parse(fs, args[1:], 1, "NAME --data DIR")
-		if err != nil {
-			return cli.UsageErr(err)
-		}
-		s, err := open(false)
-		if err != nil {
-			return err
-		}
-		defer s.Close()
-		if err := s.Remove(ctx, pos[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "removed %s\n", pos[0])
-		return nil
+		cmd = volumeRemove
+	default:
+		return cli.UsageErr(fmt.Errorf("volume: unknown command %q: want create, import, list, inspect or rm", args[0]))
 	}
-	return cli.UsageErr(fmt.Errorf("volume: unknown command %q: want create, import, list, inspect or rm", args[0]))
+	return cmd(ctx, newVolumeFlags(args[0], stderr), args[1:], stdout, stderr)
 }
 
+// volumeFlags is the flag set of one `blockd volume` subcommand, with the
+// --data flag they all take.
+type volumeFlags struct {
+	*flag.FlagSet
+	dataDir string
+}
+
+func newVolumeFlags(sub string, stderr io.Writer) *volumeFlags {
+	f := &volumeFlags{FlagSet: flag.NewFlagSet("blockd volume "+sub, flag.ContinueOnError)}
+	f.SetOutput(stderr)
+	f.StringVar(&f.dataDir, "data", "", "data directory (required)")
+	return f
+}
+
+// parse parses the subcommand's arguments; want positional arguments are
+// required, named by usage.
+func (f *volumeFlags) parse(args []string, want int, usage string) ([]string, error) {
+	pos, err := cli.Parse(f.FlagSet, args, want, usage)
+	return pos, cli.UsageErr(err)
+}
+
+// open opens the catalog in --data.
+func (f *volumeFlags) open(readOnly bool) (*catalog.Store, error) {
+	if f.dataDir == "" {
+		return nil, cli.UsageErr(errors.New("--data is required"))
+	}
+	return catalog.OpenStore(f.dataDir, &catalog.Options{ReadOnly: readOnly})
+}
+
+// volumeCreate runs `blockd volume create NAME --size SIZE`.
+func volumeCreate(ctx context.Context, fs *volumeFlags, args []string, stdout, stderr io.Writer) error {
+	var size cli.SizeFlag
+	var extent cli.SizeFlag = catalog.DefaultExtentSize
+	fs.Var(&size, "size", "volume size, e.g. 256MiB (required)")
+	fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
+	fill := fs.String("fill", "zero", "contents: zero or random")
+	pos, err := fs.parse(args, 1, "NAME --size SIZE [--fill zero|random] --data DIR")
+	if err != nil {
+		return err
+	}
+	f, err := catalog.ParseFill(*fill)
+	if err != nil {
+		return cli.UsageErr(err)
+	}
+	if size <= 0 {
+		return cli.UsageErr(errors.New("--size is required"))
+	}
+	s, err := fs.open(false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	bar := cli.NewBar(stderr, int64(size), "create "+pos[0])
+	v, err := s.Create(ctx, pos[0], int64(size), int64(extent), f, catalog.WithProgress(bar.Progress))
+	bar.Finish(err)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "created %s: %s in %d extents of %s\n", v.Name, cli.FormatBytes(float64(v.Size)), v.Extents(), cli.FormatBytes(float64(v.ExtentSize)))
+	return nil
+}
+
+// volumeImport runs `blockd volume import NAME SRC`.
+func volumeImport(ctx context.Context, fs *volumeFlags, args []string, stdout, stderr io.Writer) error {
+	var extent cli.SizeFlag = catalog.DefaultExtentSize
+	fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
+	link := fs.Bool("link", false, "serve SRC in place instead of copying it (use for block devices)")
+	pos, err := fs.parse(args, 2, "NAME SRC [--link] --data DIR")
+	if err != nil {
+		return err
+	}
+	s, err := fs.open(false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	bar := cli.NewBar(stderr, -1, "import "+pos[0])
+	v, err := s.Import(ctx, pos[0], pos[1], int64(extent), *link, catalog.WithProgress(bar.Progress))
+	bar.Finish(err)
+	if err != nil {
+		return err
+	}
+	how := "copied"
+	if *link {
+		how = "linked"
+	}
+	fmt.Fprintf(stdout, "imported %s (%s from %s): %s in %d extents\n", v.Name, how, pos[1], cli.FormatBytes(float64(v.Size)), v.Extents())
+	return nil
+}
+
+// volumeList runs `blockd volume list`.
+func volumeList(_ context.Context, fs *volumeFlags, args []string, stdout, _ io.Writer) error {
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := fs.parse(args, 0, "--data DIR"); err != nil {
+		return err
+	}
+	s, err := fs.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	vols, err := s.Catalog().List()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]volumeJSON, len(vols))
+		for i, v := range vols {
+			out[i] = toJSON(v, false)
+		}
+		return cli.WriteJSON(stdout, out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSIZE\tEXTENT\tEXTENTS\tGEN\tBACKING")
+	for _, v := range vols {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", v.Name, cli.FormatBytes(float64(v.Size)),
+			cli.FormatBytes(float64(v.ExtentSize)), v.Extents(), v.Generation, v.Backing)
+	}
+	return tw.Flush()
+}
+
+// volumeInspect runs `blockd volume inspect NAME`; with --verify it
+// re-reads every extent and fails if one does not match its checksum.
+func volumeInspect(ctx context.Context, fs *volumeFlags, args []string, stdout, stderr io.Writer) error {
+	asJSON := fs.Bool("json", false, "print JSON")
+	verify := fs.Bool("verify", false, "re-read every extent and check its CRC-32C")
+	pos, err := fs.parse(args, 1, "NAME [--verify] --data DIR")
+	if err != nil {
+		return err
+	}
+	s, err := fs.open(true)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.Catalog().Get(pos[0])
+	if err != nil {
+		return err
+	}
+	out := toJSON(v, true)
+	if *verify {
+		bar := cli.NewBar(stderr, v.Size, "verify "+v.Name)
+		bad, err := s.Verify(ctx, v.Name, catalog.WithProgress(bar.Progress))
+		bar.Finish(err)
+		if err != nil {
+			return err
+		}
+		out.Verified = true
+		out.BadExtents = append([]int{}, bad...)
+	}
+	if *asJSON {
+		err = cli.WriteJSON(stdout, out)
+	} else {
+		printVolume(stdout, out)
+	}
+	if err == nil && len(out.BadExtents) > 0 {
+		err = fmt.Errorf("volume %s: %d extents fail their checksum", v.Name, len(out.BadExtents))
+	}
+	return err
+}
+
+// volumeRemove runs `blockd volume rm NAME`.
+func volumeRemove(ctx context.Context, fs *volumeFlags, args []string, stdout, _ io.Writer) error {
+	pos, err := fs.parse(args, 1, "NAME --data DIR")
+	if err != nil {
+		return err
+	}
+	s, err := fs.open(false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Remove(ctx, pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "removed %s\n", pos[0])
+	return nil
+}
+
+// volumeJSON is a volume as `blockd volume list|inspect --json` print it.
 type volumeJSON struct {
 	Name       string    `json:"name"`
 	Size       int64     `json:"size"`
@@ -204,12 +253,6 @@ func printVolume(w io.Writer, v volumeJSON) {
 			fmt.Fprintf(w, "verify:      BAD extents %v\n", v.BadExtents)
 		}
 	}
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func keygen(args []string, stderr io.Writer) error {

@@ -5,20 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/providers/buftab"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
-// provider is an memory.Provider over memfds. providers.Serve calls it from
-// many goroutines at once, so it locks: copies under the read lock, Free
-// under the write lock (so a buffer is never unmapped mid-copy).
+// provider is a memory.Provider over memfds. providers.Serve calls it from
+// many goroutines at once. The buffer table handles that: copies look their
+// buffers up through a buftab.Reader and copy before Done, and Free waits
+// for the Readers before it unmaps (so a buffer is never unmapped mid-copy).
 type provider struct {
-	mu   sync.RWMutex
-	bufs map[memory.BufferID]*buffer
-	next memory.BufferID
+	bufs *buftab.Table[*buffer]
 }
 
 // buffer is one allocation: a sealed memfd and its shared mapping.
@@ -30,7 +29,7 @@ type buffer struct {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func newProvider() memory.Provider {
-	return &provider{bufs: make(map[memory.BufferID]*buffer)}
+	return &provider{bufs: buftab.New[*buffer]("example")}
 }
 
 func (p *provider) Name() string { return "example" }
@@ -72,102 +71,95 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		unix.Close(fd)
 		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: mmap: %w", err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.next++
-	p.bufs[p.next] = &buffer{fd: fd, mem: mem}
-	out := memory.Buffer{ID: p.next, Size: size, DmabufFD: -1}
+	b := &buffer{fd: fd, mem: mem}
+	id, err := p.bufs.Add(b, size)
+	if err != nil {
+		b.release()
+		return memory.Buffer{DmabufFD: -1}, err
+	}
+	out := memory.Buffer{ID: id, Size: size, DmabufFD: -1}
 	if dmabuf {
 		out.DmabufFD = fd
 	}
 	return out, nil
 }
 
+// Free takes the buffer out of the table, which waits for the copies on it,
+// then unmaps it and closes its memfd.
 func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
-	p.mu.Lock()
-	b, ok := p.bufs[id]
-	delete(p.bufs, id)
-	p.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("example: free %d: %w", id, memory.ErrUnknownBuffer)
-	}
-	return errors.Join(unix.Munmap(b.mem), unix.Close(b.fd))
-}
-
-// span returns n bytes of buffer id at off. Callers hold p.mu for reading.
-// The engine sentinels it wraps reach the host intact.
-func (p *provider) span(id memory.BufferID, off, n int64) ([]byte, error) {
-	b, ok := p.bufs[id]
-	if !ok {
-		return nil, fmt.Errorf("example: buffer %d: %w", id, memory.ErrUnknownBuffer)
-	}
-	if off < 0 || n < 0 || off > int64(len(b.mem)) || n > int64(len(b.mem))-off {
-		return nil, fmt.Errorf("example: buffer %d: [%d, %d+%d): %w", id, off, off, n, memory.ErrOutOfBounds)
-	}
-	return b.mem[off : off+n], nil
-}
-
-// CopyIn's src is a slice of a staging buffer shared with the host.
-func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	d, err := p.span(dst, off, int64(len(src)))
+	b, err := p.bufs.Remove("free", id)
 	if err != nil {
 		return err
 	}
-	copy(d, src)
+	return b.release()
+}
+
+// release unmaps the buffer and closes its memfd.
+func (b *buffer) release() error {
+	return errors.Join(unix.Munmap(b.mem), unix.Close(b.fd))
+}
+
+// CopyIn's src is a slice of a staging buffer shared with the host. The
+// table's errors wrap the engine's sentinels, which reach the host intact.
+func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("copy-in", dst, off, int64(len(src)))
+	if err != nil {
+		return err
+	}
+	copy(b.mem[off:], src)
 	return nil
 }
 
-// Gather checks every copy before moving a byte, then copies in order.
+// Gather checks every copy (source, then destination) before moving a byte,
+// then copies in order.
 func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
+	r := p.bufs.Read()
+	defer r.Done()
 	for _, c := range copies {
-		if _, err := p.span(c.Src, c.SrcOff, c.Len); err != nil {
+		if _, err := r.Lookup("gather src", c.Src, c.SrcOff, c.Len); err != nil {
 			return err
 		}
-		if _, err := p.span(c.Dst, c.DstOff, c.Len); err != nil {
+		if _, err := r.Lookup("gather dst", c.Dst, c.DstOff, c.Len); err != nil {
 			return err
 		}
 	}
 	for _, c := range copies {
-		s, _ := p.span(c.Src, c.SrcOff, c.Len)
-		d, _ := p.span(c.Dst, c.DstOff, c.Len)
-		copy(d, s)
+		s, _ := r.Get("gather src", c.Src)
+		d, _ := r.Get("gather dst", c.Dst)
+		copy(d.mem[c.DstOff:c.DstOff+c.Len], s.mem[c.SrcOff:c.SrcOff+c.Len])
 	}
 	return nil
 }
 
 // ReadBack's dst is a slice of a staging buffer shared with the host.
 func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	s, err := p.span(src, off, int64(len(dst)))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("read-back", src, off, int64(len(dst)))
 	if err != nil {
 		return err
 	}
-	copy(dst, s)
+	copy(dst, b.mem[off:])
 	return nil
 }
 
 func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	s, err := p.span(buf, off, n)
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("checksum", buf, off, n)
 	if err != nil {
 		return 0, err
 	}
-	return crc32.Checksum(s, castagnoli), nil
+	return crc32.Checksum(b.mem[off:off+n], castagnoli), nil
 }
 
+// Close frees every buffer, after the copies in flight have finished.
 func (p *provider) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var errs []error
-	for id, b := range p.bufs {
-		errs = append(errs, unix.Munmap(b.mem), unix.Close(b.fd))
-		delete(p.bufs, id)
+	for _, b := range p.bufs.Drain() {
+		errs = append(errs, b.release())
 	}
 	return errors.Join(errs...)
 }

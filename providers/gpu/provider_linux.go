@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/buftab"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -27,7 +28,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var checksumBufs = sync.Pool{New: func() any { b := make([]byte, checksumChunk); return &b }}
 
 // provider is the CUDA memory.Provider for one device. It is safe for
-// concurrent use: copies run under the read lock, Free under the write lock.
+// concurrent use: copies look their buffers up through a buftab.Reader and
+// run (and a Gather hands its stream back) before Done, so Free and Close,
+// which take buffers out of the table, wait for them.
 type provider struct {
 	cfg         config
 	why         string // unusable reason
@@ -44,9 +47,12 @@ type provider struct {
 	streamMu sync.Mutex
 	nstreams int
 
-	mu      sync.RWMutex
-	bufs    map[memory.BufferID]*gpuBuffer
-	next    memory.BufferID
+	bufs *buftab.Table[*gpuBuffer]
+
+	// mu guards staging and closed, and orders Alloc's Add against Close:
+	// once Close has drained the table no buffer is added, so no copy can
+	// start on the released context or take a stream being destroyed.
+	mu      sync.Mutex
 	staging [][]byte // registered with cuMemHostRegister
 	closed  bool
 }
@@ -65,7 +71,7 @@ func newProvider(cfg config) *provider {
 		cfg:      cfg,
 		pageSize: int64(unix.Getpagesize()),
 		streams:  make(chan cuStream, maxStreams),
-		bufs:     make(map[memory.BufferID]*gpuBuffer),
+		bufs:     buftab.New[*gpuBuffer]("gpu"),
 		version:  "1",
 	}
 	p.why = p.open()
@@ -179,9 +185,12 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		b.release(p.ctx)
 		return none, errors.New("gpu: provider closed")
 	}
-	p.next++
-	p.bufs[p.next] = b
-	return memory.Buffer{ID: p.next, Size: size, DmabufFD: b.fd}, nil
+	id, err := p.bufs.Add(b, size)
+	if err != nil {
+		b.release(p.ctx)
+		return none, err
+	}
+	return memory.Buffer{ID: id, Size: size, DmabufFD: b.fd}, nil
 }
 
 // release closes the dmabuf and frees the device memory.
@@ -194,34 +203,19 @@ func (b *gpuBuffer) release(ctx cuContext) error {
 }
 
 func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
-	p.mu.Lock()
-	b, ok := p.bufs[id]
-	delete(p.bufs, id)
-	p.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("gpu: free %d: %w", id, memory.ErrUnknownBuffer)
+	b, err := p.bufs.Remove("free", id)
+	if err != nil {
+		return err
 	}
 	return b.release(p.ctx)
-}
-
-// lookup returns buffer id after checking [off, off+n). Callers hold p.mu.
-func (p *provider) lookup(id memory.BufferID, off, n int64) (*gpuBuffer, error) {
-	b, ok := p.bufs[id]
-	if !ok {
-		return nil, fmt.Errorf("gpu: buffer %d: %w", id, memory.ErrUnknownBuffer)
-	}
-	if off < 0 || n < 0 || off > b.size || n > b.size-off {
-		return nil, fmt.Errorf("gpu: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, memory.ErrOutOfBounds)
-	}
-	return b, nil
 }
 
 // CopyIn copies host bytes to the device with cuMemcpyHtoD. From a staging
 // buffer (pinned by RegisterStaging) this is a direct DMA.
 func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, err := p.lookup(dst, off, int64(len(src)))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("copy-in", dst, off, int64(len(src)))
 	if err != nil {
 		return err
 	}
@@ -233,9 +227,9 @@ func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, s
 
 // ReadBack copies device bytes to the host with cuMemcpyDtoH.
 func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, err := p.lookup(src, off, int64(len(dst)))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("read-back", src, off, int64(len(dst)))
 	if err != nil {
 		return err
 	}
@@ -245,21 +239,23 @@ func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64,
 	return nil
 }
 
-// Gather checks every copy, queues them all on one stream in order
-// (cuMemcpyDtoDAsync) and waits for the stream.
+// Gather checks every copy (source, then destination), queues them all on
+// one stream in order (cuMemcpyDtoDAsync) and waits for the stream. The
+// stream goes back to the pool before the Reader is Done, so once Close has
+// drained the table every stream is in the pool.
 func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	if len(copies) == 0 {
 		return nil
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
+	r := p.bufs.Read()
+	defer r.Done()
 	dst, src, n := make([]uint64, len(copies)), make([]uint64, len(copies)), make([]uint64, len(copies))
 	for i, c := range copies {
-		s, err := p.lookup(c.Src, c.SrcOff, c.Len)
+		s, err := r.Lookup("gather src", c.Src, c.SrcOff, c.Len)
 		if err != nil {
 			return err
 		}
-		d, err := p.lookup(c.Dst, c.DstOff, c.Len)
+		d, err := r.Lookup("gather dst", c.Dst, c.DstOff, c.Len)
 		if err != nil {
 			return err
 		}
@@ -308,9 +304,9 @@ func (p *provider) stream(ctx context.Context) (cuStream, error) {
 // Checksum reads the range back in 4 MiB chunks and computes CRC-32C on the
 // host: there is no device kernel for it.
 func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, err := p.lookup(buf, off, n)
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("checksum", buf, off, n)
 	if err != nil {
 		return 0, err
 	}
@@ -354,9 +350,8 @@ func (p *provider) Close() error {
 	}
 	p.closed = true
 	var errs []error
-	for id, b := range p.bufs {
+	for _, b := range p.bufs.Drain() {
 		errs = append(errs, b.release(p.ctx))
-		delete(p.bufs, id)
 	}
 	p.streamMu.Lock()
 	for ; p.nstreams > 0; p.nstreams-- {

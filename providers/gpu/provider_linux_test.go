@@ -313,3 +313,91 @@ func TestNoDriverMessage(t *testing.T) {
 		t.Errorf("Alloc without a driver: %v", err)
 	}
 }
+
+// TestConcurrentUse drives the provider in process with the stand-in driver
+// from many goroutines (run it with -race): copies, gathers and frees
+// interleave, and Close, with gathers in flight, waits for them and finds
+// every stream back in the pool.
+func TestConcurrentUse(t *testing.T) {
+	p := newProvider(resolveConfig(-1, func(k string) string {
+		if k == libraryEnv {
+			return fakeCUDA
+		}
+		return ""
+	}))
+	if p.why != "" {
+		t.Fatalf("fake driver unusable: %s", p.why)
+	}
+	ctx := context.Background()
+	const piece = 4096
+	shared, err := p.Alloc(ctx, 8*piece, false)
+	if err != nil {
+		p.Close()
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			data := pattern(piece, byte(g))
+			got := make([]byte, piece)
+			off := int64(g) * piece
+			for range 20 {
+				b, err := p.Alloc(ctx, piece, false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := p.CopyIn(ctx, b.ID, 0, data); err != nil {
+					t.Error(err)
+				}
+				if err := p.Gather(ctx, []memory.Copy{{Src: b.ID, Dst: shared.ID, DstOff: off, Len: piece}}); err != nil {
+					t.Error(err)
+				}
+				if err := p.ReadBack(ctx, shared.ID, off, got); err != nil || !bytes.Equal(got, data) {
+					t.Errorf("ReadBack after gather: %v (or other bytes)", err)
+				}
+				if sum, err := p.Checksum(ctx, b.ID, 0, piece); err != nil || sum != crc32.Checksum(data, castagnoli) {
+					t.Errorf("Checksum = %#x, %v", sum, err)
+				}
+				if err := p.Free(ctx, b.ID); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	// Close while gathers run: each one either completes or finds the
+	// buffer gone.
+	for range 4 {
+		wg.Go(func() {
+			for {
+				err := p.Gather(ctx, []memory.Copy{{Src: shared.ID, Dst: shared.ID, DstOff: piece, Len: piece}})
+				if err != nil {
+					if !errors.Is(err, memory.ErrUnknownBuffer) {
+						t.Errorf("Gather during Close: %v, want ErrUnknownBuffer", err)
+					}
+					return
+				}
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return with gathers in flight")
+	}
+	wg.Wait()
+	if b, err := p.Alloc(ctx, piece, false); err == nil {
+		t.Errorf("Alloc after Close = %+v, want an error", b)
+	}
+	if err := p.Free(ctx, shared.ID); !errors.Is(err, memory.ErrUnknownBuffer) {
+		t.Errorf("Free after Close: %v, want ErrUnknownBuffer", err)
+	}
+}

@@ -25,8 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"sync"
 
+	"github.com/blockxfer/blockxfer/providers/buftab"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -40,10 +40,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Provider is the host-memory provider. The zero value is not usable; call
 // New.
 type Provider struct {
-	mu     sync.RWMutex
-	bufs   map[memory.BufferID]*buffer
-	nextID memory.BufferID
-	closed bool
+	// bufs holds the buffers. Copies look buffers up through a Reader and
+	// copy before Done, so Free (Remove) and Close (which closes the table
+	// with ErrClosed) wait for them before unmapping.
+	bufs *buftab.Table[*buffer]
 }
 
 // buffer is one memfd-backed allocation.
@@ -59,7 +59,7 @@ var (
 
 // New returns an empty host-memory provider.
 func New() *Provider {
-	return &Provider{bufs: make(map[memory.BufferID]*buffer)}
+	return &Provider{bufs: buftab.New[*buffer]("hostmem")}
 }
 
 // Name returns "host".
@@ -100,17 +100,11 @@ func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
 	}
 	b := &buffer{fd: fd, mem: mem}
-
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	id, err := p.bufs.Add(b, size)
+	if err != nil { // closed: err is ErrClosed
 		b.release()
-		return memory.Buffer{DmabufFD: -1}, ErrClosed
+		return memory.Buffer{DmabufFD: -1}, err
 	}
-	p.nextID++
-	id := p.nextID
-	p.bufs[id] = b
-	p.mu.Unlock()
 	return memory.Buffer{ID: id, Size: size, DmabufFD: -1}, nil
 }
 
@@ -118,18 +112,9 @@ func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 // has finished. It returns an error wrapping memory.ErrUnknownBuffer if id is
 // not allocated.
 func (p *Provider) Free(ctx context.Context, id memory.BufferID) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	b, ok := p.bufs[id]
-	if ok {
-		delete(p.bufs, id)
-	}
-	p.mu.Unlock()
-	if !ok {
-		return unknown("free", id)
+	b, err := p.bufs.Remove("free", id)
+	if err != nil {
+		return err
 	}
 	return b.release()
 }
@@ -138,14 +123,9 @@ func (p *Provider) Free(ctx context.Context, id memory.BufferID) error {
 // touching it afterwards faults. It returns an error wrapping
 // memory.ErrUnknownBuffer if id is not allocated.
 func (p *Provider) Bytes(id memory.BufferID) ([]byte, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return nil, ErrClosed
-	}
-	b, ok := p.bufs[id]
-	if !ok {
-		return nil, unknown("bytes", id)
+	b, err := p.bufs.Get("bytes", id)
+	if err != nil {
+		return nil, err
 	}
 	return b.mem[:len(b.mem):len(b.mem)], nil
 }
@@ -156,14 +136,9 @@ func (p *Provider) Bytes(id memory.BufferID) ([]byte, error) {
 // closed by the caller (dup it to keep it). It returns an error wrapping
 // memory.ErrUnknownBuffer if id is not allocated.
 func (p *Provider) FD(id memory.BufferID) (int, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return -1, ErrClosed
-	}
-	b, ok := p.bufs[id]
-	if !ok {
-		return -1, unknown("fd", id)
+	b, err := p.bufs.Get("fd", id)
+	if err != nil {
+		return -1, err
 	}
 	return b.fd, nil
 }
@@ -174,17 +149,11 @@ func (p *Provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, s
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrClosed
-	}
-	b, ok := p.bufs[dst]
-	if !ok {
-		return unknown("copy-in", dst)
-	}
-	if !inBounds(off, int64(len(src)), len(b.mem)) {
-		return outOfBounds("copy-in", dst, off, int64(len(src)), len(b.mem))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("copy-in", dst, off, int64(len(src)))
+	if err != nil {
+		return err
 	}
 	copy(b.mem[off:], src)
 	return nil
@@ -198,29 +167,18 @@ func (p *Provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrClosed
+	r := p.bufs.Read()
+	defer r.Done()
+	if err := r.Err(); err != nil {
+		return err
 	}
-	var c lookupCache
-	for i := range copies {
-		cp := &copies[i]
-		src, dst := c.get(p.bufs, cp.Src), c.get(p.bufs, cp.Dst)
-		switch {
-		case src == nil:
-			return unknown("gather src", cp.Src)
-		case dst == nil:
-			return unknown("gather dst", cp.Dst)
-		case !inBounds(cp.SrcOff, cp.Len, len(src.mem)):
-			return outOfBounds("gather src", cp.Src, cp.SrcOff, cp.Len, len(src.mem))
-		case !inBounds(cp.DstOff, cp.Len, len(dst.mem)):
-			return outOfBounds("gather dst", cp.Dst, cp.DstOff, cp.Len, len(dst.mem))
-		}
+	if err := r.CheckGather(copies); err != nil {
+		return err
 	}
 	for i := range copies {
 		cp := &copies[i]
-		src, dst := c.get(p.bufs, cp.Src), c.get(p.bufs, cp.Dst)
+		src, _ := r.Get("gather src", cp.Src)
+		dst, _ := r.Get("gather dst", cp.Dst)
 		copy(dst.mem[cp.DstOff:cp.DstOff+cp.Len], src.mem[cp.SrcOff:cp.SrcOff+cp.Len])
 	}
 	return nil
@@ -233,17 +191,11 @@ func (p *Provider) ReadBack(ctx context.Context, src memory.BufferID, off int64,
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return ErrClosed
-	}
-	b, ok := p.bufs[src]
-	if !ok {
-		return unknown("read-back", src)
-	}
-	if !inBounds(off, int64(len(dst)), len(b.mem)) {
-		return outOfBounds("read-back", src, off, int64(len(dst)), len(b.mem))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("read-back", src, off, int64(len(dst)))
+	if err != nil {
+		return err
 	}
 	copy(dst, b.mem[off:])
 	return nil
@@ -256,34 +208,22 @@ func (p *Provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed {
-		return 0, ErrClosed
-	}
-	b, ok := p.bufs[buf]
-	if !ok {
-		return 0, unknown("checksum", buf)
-	}
-	if !inBounds(off, n, len(b.mem)) {
-		return 0, outOfBounds("checksum", buf, off, n, len(b.mem))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("checksum", buf, off, n)
+	if err != nil {
+		return 0, err
 	}
 	return crc32.Checksum(b.mem[off:off+n], castagnoli), nil
 }
 
-// Close frees every buffer. Later calls return ErrClosed; Close itself may be
-// called again and then returns nil.
+// Close frees every buffer, after the copies in flight have finished. Later
+// calls return ErrClosed; Close itself may be called again and then returns
+// nil.
 func (p *Provider) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil
-	}
-	p.closed = true
 	var errs []error
-	for id, b := range p.bufs {
+	for _, b := range p.bufs.Close(ErrClosed) {
 		errs = append(errs, b.release())
-		delete(p.bufs, id)
 	}
 	return errors.Join(errs...)
 }
@@ -291,42 +231,4 @@ func (p *Provider) Close() error {
 // release unmaps the buffer and closes its memfd.
 func (b *buffer) release() error {
 	return errors.Join(memfd.Unmap(b.mem), memfd.Close(b.fd))
-}
-
-// lookupCache remembers the last two buffers looked up, so a gather of many
-// fragments into one destination costs about one map lookup per fragment.
-type lookupCache struct {
-	id  [2]memory.BufferID
-	buf [2]*buffer
-	n   int
-}
-
-// get returns the buffer for id or nil.
-func (c *lookupCache) get(bufs map[memory.BufferID]*buffer, id memory.BufferID) *buffer {
-	if c.buf[0] != nil && c.id[0] == id {
-		return c.buf[0]
-	}
-	if c.buf[1] != nil && c.id[1] == id {
-		return c.buf[1]
-	}
-	b := bufs[id]
-	if b != nil {
-		c.id[c.n], c.buf[c.n] = id, b
-		c.n ^= 1
-	}
-	return b
-}
-
-// inBounds reports whether [off, off+n) lies within a buffer of size bytes,
-// without overflowing.
-func inBounds(off, n int64, size int) bool {
-	return off >= 0 && n >= 0 && off <= int64(size) && n <= int64(size)-off
-}
-
-func unknown(op string, id memory.BufferID) error {
-	return fmt.Errorf("hostmem: %s: buffer %d: %w", op, id, memory.ErrUnknownBuffer)
-}
-
-func outOfBounds(op string, id memory.BufferID, off, n int64, size int) error {
-	return fmt.Errorf("hostmem: %s: buffer %d: [%d, %d+%d) of %d bytes: %w", op, id, off, off, n, size, memory.ErrOutOfBounds)
 }

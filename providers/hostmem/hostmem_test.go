@@ -128,7 +128,7 @@ func TestAllocErrors(t *testing.T) {
 	if _, err := p.Alloc(cctx, 4096, false); !errors.Is(err, context.Canceled) {
 		t.Errorf("Alloc with cancelled ctx: %v, want context.Canceled", err)
 	}
-	if n := len(p.bufs); n != 0 {
+	if n := p.bufs.Len(); n != 0 {
 		t.Errorf("%d buffers allocated by failed Allocs", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/blockxfer/blockxfer/providers"
+	"github.com/blockxfer/blockxfer/providers/buftab"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/internal/uapi"
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -28,17 +29,18 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // provider is the udmabuf memory.Provider. It is safe for concurrent use:
-// copies run under the read lock, Free under the write lock.
+// copies look their buffers up through a buftab.Reader and run before Done,
+// so Free and Close, which take buffers out of the table, wait for them.
 type provider struct {
-	dev      int    // /dev/udmabuf, or -1
 	why      string // unusable reason, when dev is -1
 	limit    int64  // size_limit_mb in bytes, 0 if unknown
 	limitMB  int64
 	pageSize int64
 
-	mu   sync.RWMutex
-	bufs map[memory.BufferID]*buffer
-	next memory.BufferID
+	mu  sync.RWMutex // guards dev
+	dev int          // /dev/udmabuf, or -1
+
+	bufs *buftab.Table[*buffer]
 }
 
 // buffer is one udmabuf: the dmabuf fd and its mapping (rounded up to a
@@ -53,7 +55,7 @@ type buffer struct {
 // limitPath. A missing or unusable device makes the provider unusable, with
 // the reason.
 func newProvider(dev, limitPath string) *provider {
-	p := &provider{dev: -1, pageSize: int64(unix.Getpagesize()), bufs: make(map[memory.BufferID]*buffer)}
+	p := &provider{dev: -1, pageSize: int64(unix.Getpagesize()), bufs: buftab.New[*buffer]("udmabuf")}
 	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	switch {
 	case err == nil:
@@ -135,11 +137,13 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		unix.Close(dfd)
 		return none, fmt.Errorf("udmabuf: mmap dmabuf: %w", os.NewSyscallError("mmap", err))
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.next++
-	p.bufs[p.next] = &buffer{dmabuf: dfd, mem: mem, size: size}
-	out := memory.Buffer{ID: p.next, Size: size, DmabufFD: -1}
+	b := &buffer{dmabuf: dfd, mem: mem, size: size}
+	id, err := p.bufs.Add(b, size)
+	if err != nil {
+		b.release()
+		return none, err
+	}
+	out := memory.Buffer{ID: id, Size: size, DmabufFD: -1}
 	if dmabuf {
 		out.DmabufFD = dfd
 	}
@@ -191,12 +195,9 @@ func access(bufs []*buffer, modes []uint64, f func()) error {
 }
 
 func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
-	p.mu.Lock()
-	b, ok := p.bufs[id]
-	delete(p.bufs, id)
-	p.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("udmabuf: free %d: %w", id, memory.ErrUnknownBuffer)
+	b, err := p.bufs.Remove("free", id)
+	if err != nil {
+		return err
 	}
 	return b.release()
 }
@@ -205,22 +206,10 @@ func (b *buffer) release() error {
 	return errors.Join(unix.Munmap(b.mem), unix.Close(b.dmabuf))
 }
 
-// lookup returns buffer id and checks [off, off+n). Callers hold p.mu.
-func (p *provider) lookup(id memory.BufferID, off, n int64) (*buffer, error) {
-	b, ok := p.bufs[id]
-	if !ok {
-		return nil, fmt.Errorf("udmabuf: buffer %d: %w", id, memory.ErrUnknownBuffer)
-	}
-	if off < 0 || n < 0 || off > b.size || n > b.size-off {
-		return nil, fmt.Errorf("udmabuf: buffer %d: [%d, %d+%d) of %d bytes: %w", id, off, off, n, b.size, memory.ErrOutOfBounds)
-	}
-	return b, nil
-}
-
 func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, err := p.lookup(dst, off, int64(len(src)))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("copy-in", dst, off, int64(len(src)))
 	if err != nil {
 		return err
 	}
@@ -228,20 +217,21 @@ func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, s
 }
 
 func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64, dst []byte) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, err := p.lookup(src, off, int64(len(dst)))
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("read-back", src, off, int64(len(dst)))
 	if err != nil {
 		return err
 	}
 	return access([]*buffer{b}, []uint64{uapi.DmaBufSyncRead}, func() { copy(dst, b.mem[off:]) })
 }
 
-// Gather checks every copy, opens CPU access once per distinct buffer (read
-// for sources, write for destinations), copies in order and closes access.
+// Gather checks every copy (source, then destination), opens CPU access once
+// per distinct buffer (read for sources, write for destinations), copies in
+// order and closes access.
 func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
+	r := p.bufs.Read()
+	defer r.Done()
 	var (
 		bufs  []*buffer
 		modes []uint64
@@ -256,11 +246,11 @@ func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 		bufs, modes = append(bufs, b), append(modes, mode)
 	}
 	for _, c := range copies {
-		s, err := p.lookup(c.Src, c.SrcOff, c.Len)
+		s, err := r.Lookup("gather src", c.Src, c.SrcOff, c.Len)
 		if err != nil {
 			return err
 		}
-		d, err := p.lookup(c.Dst, c.DstOff, c.Len)
+		d, err := r.Lookup("gather dst", c.Dst, c.DstOff, c.Len)
 		if err != nil {
 			return err
 		}
@@ -269,16 +259,17 @@ func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	}
 	return access(bufs, modes, func() {
 		for _, c := range copies {
-			s, d := p.bufs[c.Src], p.bufs[c.Dst]
+			s, _ := r.Get("gather src", c.Src)
+			d, _ := r.Get("gather dst", c.Dst)
 			copy(d.mem[c.DstOff:c.DstOff+c.Len], s.mem[c.SrcOff:c.SrcOff+c.Len])
 		}
 	})
 }
 
 func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	b, err := p.lookup(buf, off, n)
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Lookup("checksum", buf, off, n)
 	if err != nil {
 		return 0, err
 	}
@@ -291,9 +282,8 @@ func (p *provider) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error
-	for id, b := range p.bufs {
+	for _, b := range p.bufs.Drain() {
 		errs = append(errs, b.release())
-		delete(p.bufs, id)
 	}
 	if p.dev >= 0 {
 		errs = append(errs, unix.Close(p.dev))

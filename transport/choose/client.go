@@ -9,6 +9,7 @@ import (
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/devmem"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 	"github.com/blockxfer/blockxfer/transport/devmem/nic"
 	"github.com/blockxfer/blockxfer/transport/tcp"
 )
@@ -130,7 +131,7 @@ func (c *ClientPath) hardware(ctx context.Context, o ClientOptions) (*fallback, 
 	if !o.Provider.Capabilities().DmabufExport {
 		return fallbackf("provider-cannot-export", "provider %s cannot export its memory as a dmabuf", o.Provider.Name()), nil
 	}
-	nd, err := devmem.Dial()
+	nd, err := netdev.Dial()
 	if err != nil {
 		return fallbackf("no-netdev", "netdev netlink family: %s", oneLine(err)), nil
 	}
@@ -180,11 +181,11 @@ func (c *ClientPath) hardware(ctx context.Context, o ClientOptions) (*fallback, 
 
 // lastRXQueue picks the highest-numbered RX queue without a memory
 // provider: RSS is steered away from it by nic.Setup.
-func lastRXQueue(qs []devmem.Queue) (uint32, bool) {
+func lastRXQueue(qs []netdev.Queue) (uint32, bool) {
 	var best uint32
 	found := false
 	for _, q := range qs {
-		if q.Type == devmem.QueueRX && q.DmabufID == 0 && !q.IOUring && !q.XSK && (!found || q.ID > best) {
+		if q.Type == netdev.QueueRX && q.DmabufID == 0 && !q.IOUring && !q.XSK && (!found || q.ID > best) {
 			best, found = q.ID, true
 		}
 	}

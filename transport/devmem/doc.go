@@ -4,10 +4,11 @@
 //
 // # Pieces
 //
-//   - Client speaks the kernel's netdev generic netlink family: device,
-//     queue, page-pool and queue-statistics dumps, and BindRX / BindTX,
-//     which return a Binding owning the netlink socket whose closing is the
-//     unbind.
+//   - Package netdev (transport/devmem/netdev) speaks the kernel's netdev
+//     generic netlink family: device, queue, page-pool and queue-statistics
+//     dumps, and bind-rx / bind-tx, which return a Binding owning the
+//     netlink socket whose closing is the unbind. Binding and BindingKind
+//     are aliases of netdev's, and netdev.ErrMalformed is ErrMalformed.
 //   - ParseCmsgs and ParseErrqueue decode what recvmsg(MSG_SOCK_DEVMEM) and
 //     recvmsg(MSG_ERRQUEUE) return; they are portable, allocation-free and
 //     fuzzed.
@@ -18,8 +19,9 @@
 //   - Receiver (RX) and Sender (TX) are the per-connection data paths, and
 //     RecvTransport / SendTransport plug them into the engine.
 //   - Kernel is the seam between the data paths and the kernel: Host() makes
-//     the real calls, a *SoftNIC performs them in user space with the
-//     kernel's encodings so the transport runs where no NIC can do devmem.
+//     the real calls (binding through a netdev.Client), a *SoftNIC performs
+//     them in user space with the kernel's encodings so the transport runs
+//     where no NIC can do devmem.
 //
 // # Errors
 //

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/blockxfer/blockxfer/internal/syserr"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 )
 
 // ErrNotSupported reports that devmem TCP cannot be used: the system is not
@@ -15,8 +16,9 @@ var ErrNotSupported = syserr.ErrNotSupported
 // Errors of the devmem data path.
 var (
 	// ErrMalformed: bytes from the kernel (control messages, error-queue
-	// messages, netlink attributes) do not have the kernel's encoding.
-	ErrMalformed = errors.New("devmem: malformed kernel message")
+	// messages, netlink attributes) do not have the kernel's encoding. It is
+	// netdev.ErrMalformed, which the netdev client's decoders return.
+	ErrMalformed = netdev.ErrMalformed
 
 	// ErrNotDevmem: recvmsg(MSG_SOCK_DEVMEM) returned payload without
 	// devmem control messages, so the bytes landed in host memory. The flow
@@ -42,6 +44,6 @@ var (
 )
 
 // An OpError is a failed kernel operation: a netlink request of the netdev
-// family or a devmem socket call (see syserr.OpError for its fields and
+// family (Subsystem "netdev") or a devmem socket call (Subsystem "devmem") (see syserr.OpError for its fields and
 // the sentinels it matches).
 type OpError = syserr.OpError

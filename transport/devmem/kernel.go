@@ -20,9 +20,11 @@ type Kernel interface {
 	// Name is the transport name to report on results: "devmem" for the
 	// running kernel, "devmem-emulated" for the software NIC.
 	Name() string
-	// BindRX binds a dmabuf to RX queues of a device (see Client.BindRX).
+	// BindRX binds a dmabuf to RX queues of a device (see
+	// netdev.Client.BindRX).
 	BindRX(ifindex, dmabufFD int, queues []uint32) (*Binding, error)
-	// BindTX binds a dmabuf to a device for TX (see Client.BindTX).
+	// BindTX binds a dmabuf to a device for TX (see
+	// netdev.Client.BindTX).
 	BindTX(ifindex, dmabufFD int) (*Binding, error)
 
 	// open prepares an established TCP connection for devmem socket

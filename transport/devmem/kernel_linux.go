@@ -15,6 +15,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 )
 
 // Host returns the Kernel that makes the real system calls and netlink
@@ -28,7 +29,7 @@ func (host) Name() string { return transport.Devmem }
 // BindRX dials the netdev family for the one request; the binding keeps a
 // socket of its own.
 func (host) BindRX(ifindex, dmabufFD int, queues []uint32) (*Binding, error) {
-	c, err := Dial()
+	c, err := netdev.Dial()
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +39,7 @@ func (host) BindRX(ifindex, dmabufFD int, queues []uint32) (*Binding, error) {
 
 // BindTX dials the netdev family for the one request.
 func (host) BindTX(ifindex, dmabufFD int) (*Binding, error) {
-	c, err := Dial()
+	c, err := netdev.Dial()
 	if err != nil {
 		return nil, err
 	}

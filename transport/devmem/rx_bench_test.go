@@ -9,6 +9,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 )
 
 // benchSocket hands out pre-encoded control buffers, as the kernel would
@@ -96,7 +97,7 @@ func BenchmarkRXPipeline(b *testing.B) {
 			nopIn := func(context.Context, memory.BufferID, int64, []byte) error { return nil }
 			r, err := NewReceiver(nil, RXConfig{
 				Kernel:  benchKernel{s},
-				Binding: newBinding(1, 1, BindingRX, []uint32{0}, nopCloser{}),
+				Binding: netdev.NewBinding(1, 1, BindingRX, []uint32{0}, nopCloser{}),
 				Arena:   1,
 				Gather:  nop,
 				CopyIn:  nopIn,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 )
 
 // scriptKernel is a Kernel whose sockets replay scripted recvmsg results; it
@@ -141,7 +142,7 @@ func newScriptReceiver(t *testing.T, cfg RXConfig, recvs ...scriptRecv) (*Receiv
 	m := &memProvider{bufs: map[memory.BufferID][]byte{arenaID: arena, dstID: make([]byte, 1<<20)}}
 	s := &scriptSocket{t: t, recvs: recvs, live: make(map[uint32]bool)}
 	cfg.Kernel = &scriptKernel{sock: s}
-	cfg.Binding = newBinding(7, 1, BindingRX, []uint32{0}, io.NopCloser(nil))
+	cfg.Binding = netdev.NewBinding(7, 1, BindingRX, []uint32{0}, io.NopCloser(nil))
 	cfg.Arena = arenaID
 	cfg.Gather = m.Gather
 	cfg.CopyIn = m.CopyIn

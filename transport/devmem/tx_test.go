@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 )
 
 // txScript is a socket whose sendmsg accepts scripted byte counts and
@@ -90,7 +91,7 @@ func newScriptSender(t *testing.T, s *txScript, bufs int) (*Sender, *BufferPool)
 	}
 	snd, err := NewSender(nil, TXConfig{
 		Kernel:    txScriptKernel{s},
-		Binding:   newBinding(5, 1, BindingTX, nil, nopCloser{}),
+		Binding:   netdev.NewBinding(5, 1, BindingTX, nil, nopCloser{}),
 		Pool:      pool,
 		MaxIovecs: 2,
 	})

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,9 +33,7 @@ func Doctor(ctx context.Context, prog string, args []string, stdout, stderr io.W
 	}
 	cs := doctor.Run(ctx, o)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(cs); err != nil {
+		if err := WriteJSON(stdout, cs); err != nil {
 			return err
 		}
 	} else {

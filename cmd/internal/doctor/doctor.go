@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/blockxfer/blockxfer/providers"
-	"github.com/blockxfer/blockxfer/transport/devmem"
+	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 	"github.com/blockxfer/blockxfer/transport/devmem/nic"
 )
 
@@ -43,7 +43,7 @@ type Options struct {
 func Run(ctx context.Context, o Options) []Check {
 	var out []Check
 	out = append(out, kernel()...)
-	out = append(out, netdevFamily()...)
+	out = append(out, netdevFamily(netdev.Dial)...)
 	out = append(out, interfaces(o.Interfaces)...)
 	out = append(out, udmabuf()...)
 	out = append(out, plugins(ctx, o)...)
@@ -106,8 +106,10 @@ func kernel() []Check {
 	}
 }
 
-func netdevFamily() []Check {
-	c, err := devmem.Dial()
+// netdevFamily checks the netdev family and its bind operations on the
+// client dial opens.
+func netdevFamily(dial func() (*netdev.Client, error)) []Check {
+	c, err := dial()
 	if err != nil {
 		return []Check{{Scope: "netdev", Name: "family", Detail: "netdev generic netlink family: " + err.Error(),
 			Fix: "run a kernel built with CONFIG_NET_DEVMEM (6.12+)"}}
@@ -115,7 +117,7 @@ func netdevFamily() []Check {
 	defer c.Close()
 	out := []Check{{Scope: "netdev", Name: "family", OK: true,
 		Detail: fmt.Sprintf("netdev family id %d, version %d", c.FamilyID(), c.FamilyVersion())}}
-	ops, err := familyOps("netdev")
+	ops, err := c.FamilyOps()
 	if err != nil {
 		return append(out, Check{Scope: "netdev", Name: "ops", Detail: err.Error()})
 	}
@@ -151,7 +153,7 @@ func interfaces(names []string) []Check {
 		return []Check{{Scope: "interfaces", Name: "nic", Detail: "no network interface is up besides loopback",
 			Fix: "bring up the NIC that carries the data connections"}}
 	}
-	nd, _ := devmem.Dial()
+	nd, _ := netdev.Dial()
 	if nd != nil {
 		defer nd.Close()
 	}
@@ -171,7 +173,7 @@ func interfaces(names []string) []Check {
 		}
 		var rx, bound []string
 		for _, q := range qs {
-			if q.Type != devmem.QueueRX {
+			if q.Type != netdev.QueueRX {
 				continue
 			}
 			rx = append(rx, strconv.Itoa(int(q.ID)))

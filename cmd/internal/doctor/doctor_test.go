@@ -4,9 +4,6 @@ import (
 	"context"
 	"os"
 	"testing"
-
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 )
 
 func TestKernelVersion(t *testing.T) {
@@ -50,51 +47,5 @@ func TestRealKernel(t *testing.T) {
 	}
 	if c := got["provider/dmabuf-exporter"]; c.OK {
 		t.Errorf("an empty plugin directory has a dmabuf exporter: %+v", c)
-	}
-}
-
-func FuzzDecodeOps(f *testing.F) {
-	ae := netlink.NewAttributeEncoder()
-	ae.Nested(unix.CTRL_ATTR_OPS, func(nae *netlink.AttributeEncoder) error {
-		nae.Nested(1, func(op *netlink.AttributeEncoder) error {
-			op.Uint32(unix.CTRL_ATTR_OP_ID, 13)
-			op.Uint32(unix.CTRL_ATTR_OP_FLAGS, 1)
-			return nil
-		})
-		return nil
-	})
-	seed, _ := ae.Encode()
-	f.Add(seed)
-	f.Fuzz(func(t *testing.T, b []byte) {
-		ops := map[uint32]uint32{}
-		if err := decodeOps(b, ops); err != nil {
-			return
-		}
-		if _, zero := ops[0]; zero {
-			t.Fatal("op id 0 recorded")
-		}
-	})
-}
-
-func TestDecodeOps(t *testing.T) {
-	ae := netlink.NewAttributeEncoder()
-	ae.Uint16(unix.CTRL_ATTR_FAMILY_ID, 20)
-	ae.Nested(unix.CTRL_ATTR_OPS, func(nae *netlink.AttributeEncoder) error {
-		for i, op := range [][2]uint32{{13, unix.GENL_ADMIN_PERM}, {15, 0}} {
-			nae.Nested(uint16(i+1), func(e *netlink.AttributeEncoder) error {
-				e.Uint32(unix.CTRL_ATTR_OP_ID, op[0])
-				e.Uint32(unix.CTRL_ATTR_OP_FLAGS, op[1])
-				return nil
-			})
-		}
-		return nil
-	})
-	b, _ := ae.Encode()
-	ops := map[uint32]uint32{}
-	if err := decodeOps(b, ops); err != nil {
-		t.Fatal(err)
-	}
-	if len(ops) != 2 || ops[13] != unix.GENL_ADMIN_PERM || ops[15] != 0 {
-		t.Fatalf("ops %v", ops)
 	}
 }

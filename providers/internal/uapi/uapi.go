@@ -40,8 +40,9 @@ const (
 	// new dmabuf fd.
 	UdmabufCreateIoctl uintptr = iocWrite<<iocDirShift | 24<<iocSizeShift | 'u'<<iocTypeShift | 0x42
 	// DmaBufIoctlSync is DMA_BUF_IOCTL_SYNC, _IOW('b', 0, struct
-	// dma_buf_sync) (0x40086200 on most architectures).
-	DmaBufIoctlSync uintptr = iocWrite<<iocDirShift | 8<<iocSizeShift | 'b'<<iocTypeShift | 0
+	// dma_buf_sync) (0x40086200 on most architectures). Its nr is 0, so
+	// the low byte (the nr field) has no bits set.
+	DmaBufIoctlSync uintptr = iocWrite<<iocDirShift | 8<<iocSizeShift | 'b'<<iocTypeShift
 )
 
 // The _IOC encoding (include/uapi/asm-generic/ioctl.h); iocWrite and

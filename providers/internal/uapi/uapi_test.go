@@ -35,6 +35,13 @@ func TestIoctlNumbers(t *testing.T) {
 	if got := (DmaBufIoctlSync >> iocSizeShift) & (1<<iocSizeBits - 1); got != unsafe.Sizeof(DmaBufSync{}) {
 		t.Errorf("DMA_BUF_IOCTL_SYNC encodes size %d, struct is %d", got, unsafe.Sizeof(DmaBufSync{}))
 	}
+	// Type and nr (the low two bytes) are the same on every architecture.
+	if got := UdmabufCreateIoctl & 0xffff; got != 'u'<<8|0x42 {
+		t.Errorf("UDMABUF_CREATE type and nr = %#x, want 0x7542", got)
+	}
+	if got := DmaBufIoctlSync & 0xffff; got != 'b'<<8 {
+		t.Errorf("DMA_BUF_IOCTL_SYNC type and nr = %#x, want 0x6200 (nr 0)", got)
+	}
 	switch runtime.GOARCH {
 	case "amd64", "arm64", "386", "arm", "riscv64", "s390x", "loong64":
 		if UdmabufCreateIoctl != 0x40187542 {

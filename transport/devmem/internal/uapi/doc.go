@@ -11,6 +11,12 @@
 // place; on other systems they carry the asm-generic values so that the
 // portable parsers of kernel bytes still build and can be fuzzed.
 //
+// The generic netlink controller's constants (GENL_ID_CTRL, CTRL_*, GENL_*)
+// and the extended acknowledgement's (NLMSGERR_ATTR_*), which x/sys defines
+// on Linux only, are spelled out for every GOOS so that the decoder of a
+// family's operation list and the fake netdev family build everywhere; a
+// Linux test pins them to x/sys.
+//
 // Values were checked against the headers named beside each block and, where
 // a running kernel could disagree, on Linux 6.18 (see docs/devmem.md).
 package uapi

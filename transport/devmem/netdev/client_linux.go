@@ -1,6 +1,6 @@
 //go:build linux
 
-package devmem
+package netdev
 
 import (
 	"errors"
@@ -14,7 +14,8 @@ import (
 )
 
 // A Client talks to the kernel's netdev generic netlink family: device,
-// queue, page-pool and queue-statistics dumps, and dmabuf bindings.
+// queue, page-pool and queue-statistics dumps, the family's operation list,
+// and dmabuf bindings.
 //
 // A Client is safe for concurrent use. Each binding it creates gets a netlink
 // socket of its own, so closing the Client does not unbind anything.
@@ -32,13 +33,17 @@ func dialGenl() (*genetlink.Conn, error) {
 	return genetlink.Dial(&netlink.Config{Strict: true})
 }
 
-// Dial opens a Client. If the kernel has no netdev family (before 6.3), the
-// error satisfies errors.Is(err, ErrNotSupported).
+// Dial opens a Client on the running kernel. If the kernel has no netdev
+// family (before 6.3), the error satisfies errors.Is(err, ErrNotSupported).
 func Dial() (*Client, error) {
-	return newClient(dialGenl)
+	return NewClient(dialGenl)
 }
 
-func newClient(dial func() (*genetlink.Conn, error)) (*Client, error) {
+// NewClient opens a Client whose generic netlink sockets dial opens: one for
+// the Client's requests, then one per binding (the binding's socket). Dial
+// passes a dialer of strict-mode sockets on the running kernel; tests pass
+// a fake family's (netdevtest.Family.Dial).
+func NewClient(dial func() (*genetlink.Conn, error)) (*Client, error) {
 	c, err := dial()
 	if err != nil {
 		return nil, opError("dial generic netlink", err)
@@ -178,7 +183,7 @@ func (c *Client) QStats(ifindex int) ([]QStats, error) {
 // os.ErrNotExist)).
 func (c *Client) BindRX(ifindex, dmabufFD int, queues []uint32) (*Binding, error) {
 	if len(queues) == 0 {
-		return nil, &OpError{Subsystem: "devmem", Op: "bind-rx", Err: unix.EINVAL, Message: "no RX queue given"}
+		return nil, &OpError{Subsystem: "netdev", Op: "bind-rx", Err: unix.EINVAL, Message: "no RX queue given"}
 	}
 	attrs, err := encodeBindRX(ifindex, dmabufFD, queues)
 	if err != nil {
@@ -225,50 +230,30 @@ func (c *Client) bind(cmd uint8, op string, attrs []byte, ifindex int, kind Bind
 		_ = conn.Close()
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	return newBinding(id, ifindex, kind, queues, conn), nil
+	return NewBinding(id, ifindex, kind, queues, conn), nil
 }
 
-// familyOps returns the netdev family's operations as the kernel's
-// controller lists them: command id to GENL_* flags (GENL_ADMIN_PERM,
-// GENL_CMD_CAP_DO, ...). Tests use it to check the command ids on the
-// running kernel.
-func (c *Client) familyOps() (map[uint32]uint32, error) {
+// FamilyOps returns the netdev family's operations as the kernel's generic
+// netlink controller lists them (CTRL_CMD_GETFAMILY): command id to GENL_*
+// flags (GENL_ADMIN_PERM, GENL_CMD_CAP_DO, ...). It tells which commands the
+// running kernel has: bind-rx since 6.12, bind-tx since 6.16.
+func (c *Client) FamilyOps() (map[uint32]uint32, error) {
 	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.CTRL_ATTR_FAMILY_NAME, uapi.NETDEV_FAMILY_NAME)
+	ae.String(uapi.CTRL_ATTR_FAMILY_NAME, uapi.NETDEV_FAMILY_NAME)
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, err
 	}
 	msgs, err := c.c.Execute(genetlink.Message{
-		Header: genetlink.Header{Command: unix.CTRL_CMD_GETFAMILY, Version: 1},
+		Header: genetlink.Header{Command: uapi.CTRL_CMD_GETFAMILY, Version: 1},
 		Data:   attrs,
-	}, unix.GENL_ID_CTRL, netlink.Request)
+	}, uapi.GENL_ID_CTRL, netlink.Request)
 	if err != nil {
 		return nil, opError("get-family", err)
 	}
 	ops := make(map[uint32]uint32)
 	for _, m := range msgs {
-		err := decodeAttrs(m.Data, func(typ uint16, data []byte) error {
-			if typ != unix.CTRL_ATTR_OPS {
-				return nil
-			}
-			return decodeAttrs(data, func(_ uint16, op []byte) error {
-				var id, flags uint32
-				err := decodeAttrs(op, func(typ uint16, data []byte) error {
-					var err error
-					switch typ {
-					case unix.CTRL_ATTR_OP_ID:
-						id, err = u32Attr(data)
-					case unix.CTRL_ATTR_OP_FLAGS:
-						flags, err = u32Attr(data)
-					}
-					return err
-				})
-				ops[id] = flags
-				return err
-			})
-		})
-		if err != nil {
+		if err := decodeFamilyOps(m.Data, ops); err != nil {
 			return nil, fmt.Errorf("get-family: %w", err)
 		}
 	}
@@ -287,11 +272,11 @@ func opError(op string, err error) error {
 			// system call inside an *os.SyscallError: keep the errno.
 			inner = errno
 		}
-		return &OpError{Subsystem: "devmem", Op: op, Err: inner, Message: nerr.Message, Offset: nerr.Offset}
+		return &OpError{Subsystem: "netdev", Op: op, Err: inner, Message: nerr.Message, Offset: nerr.Offset}
 	}
 	var errno unix.Errno
 	if errors.As(err, &errno) {
-		return &OpError{Subsystem: "devmem", Op: op, Err: errno}
+		return &OpError{Subsystem: "netdev", Op: op, Err: errno}
 	}
-	return &OpError{Subsystem: "devmem", Op: op, Err: err}
+	return &OpError{Subsystem: "netdev", Op: op, Err: err}
 }

@@ -1,0 +1,45 @@
+//go:build linux
+
+package uapi
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestGenetlinkConstants checks the portable generic netlink constants
+// against x/sys.
+func TestGenetlinkConstants(t *testing.T) {
+	pins := []struct {
+		name      string
+		got, want int
+	}{
+		{"GENL_ID_CTRL", GENL_ID_CTRL, unix.GENL_ID_CTRL},
+		{"CTRL_CMD_NEWFAMILY", CTRL_CMD_NEWFAMILY, unix.CTRL_CMD_NEWFAMILY},
+		{"CTRL_CMD_GETFAMILY", CTRL_CMD_GETFAMILY, unix.CTRL_CMD_GETFAMILY},
+		{"CTRL_ATTR_FAMILY_ID", CTRL_ATTR_FAMILY_ID, unix.CTRL_ATTR_FAMILY_ID},
+		{"CTRL_ATTR_FAMILY_NAME", CTRL_ATTR_FAMILY_NAME, unix.CTRL_ATTR_FAMILY_NAME},
+		{"CTRL_ATTR_VERSION", CTRL_ATTR_VERSION, unix.CTRL_ATTR_VERSION},
+		{"CTRL_ATTR_HDRSIZE", CTRL_ATTR_HDRSIZE, unix.CTRL_ATTR_HDRSIZE},
+		{"CTRL_ATTR_MAXATTR", CTRL_ATTR_MAXATTR, unix.CTRL_ATTR_MAXATTR},
+		{"CTRL_ATTR_OPS", CTRL_ATTR_OPS, unix.CTRL_ATTR_OPS},
+		{"CTRL_ATTR_MCAST_GROUPS", CTRL_ATTR_MCAST_GROUPS, unix.CTRL_ATTR_MCAST_GROUPS},
+		{"CTRL_ATTR_OP_ID", CTRL_ATTR_OP_ID, unix.CTRL_ATTR_OP_ID},
+		{"CTRL_ATTR_OP_FLAGS", CTRL_ATTR_OP_FLAGS, unix.CTRL_ATTR_OP_FLAGS},
+		{"GENL_ADMIN_PERM", GENL_ADMIN_PERM, unix.GENL_ADMIN_PERM},
+		{"GENL_CMD_CAP_DO", GENL_CMD_CAP_DO, unix.GENL_CMD_CAP_DO},
+		{"GENL_CMD_CAP_DUMP", GENL_CMD_CAP_DUMP, unix.GENL_CMD_CAP_DUMP},
+		{"GENL_CMD_CAP_HASPOL", GENL_CMD_CAP_HASPOL, unix.GENL_CMD_CAP_HASPOL},
+		{"GENL_UNS_ADMIN_PERM", GENL_UNS_ADMIN_PERM, unix.GENL_UNS_ADMIN_PERM},
+		{"NLM_F_CAPPED", NLM_F_CAPPED, unix.NLM_F_CAPPED},
+		{"NLM_F_ACK_TLVS", NLM_F_ACK_TLVS, unix.NLM_F_ACK_TLVS},
+		{"NLMSGERR_ATTR_MSG", NLMSGERR_ATTR_MSG, unix.NLMSGERR_ATTR_MSG},
+		{"NLMSGERR_ATTR_OFFS", NLMSGERR_ATTR_OFFS, unix.NLMSGERR_ATTR_OFFS},
+	}
+	for _, p := range pins {
+		if p.got != p.want {
+			t.Errorf("%s = %#x, x/sys says %#x", p.name, p.got, p.want)
+		}
+	}
+}
