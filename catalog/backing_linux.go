@@ -72,3 +72,13 @@ func preallocate(f *os.File, size int64) error {
 	}
 	return nil
 }
+
+// freeBytes returns the bytes available to unprivileged writers on the file
+// system holding dir.
+func freeBytes(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
+}

@@ -173,6 +173,16 @@ func (s *Store) List() ([]*Volume, error) { return s.cat.List() }
 // Get returns one volume's record (see [Catalog.Get]).
 func (s *Store) Get(name string) (*Volume, error) { return s.cat.Get(name) }
 
+// FreeBytes returns the bytes free for new volumes on the file system of
+// the data directory, or -1 where the system does not say (not Linux).
+func (s *Store) FreeBytes() (int64, error) {
+	n, err := freeBytes(s.volDir)
+	if err != nil {
+		return 0, fmt.Errorf("catalog: free space of %s: %w", s.volDir, err)
+	}
+	return n, nil
+}
+
 // Dir returns the absolute path of the data directory.
 func (s *Store) Dir() string { return s.dir }
 

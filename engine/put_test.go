@@ -304,3 +304,59 @@ func TestPutDuringShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPutStalls is the defect where an upload that made no progress held its
+// reserved space for as long as the session kept pinging.
+func TestPutStalls(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *engine.ServerConfig) { c.UploadStall = 50 * time.Millisecond }})
+	pc, _ := e.rawSession(t)
+	pc.WriteMsg(&blockproto.PutVolume{ID: 1, Name: "stuck", Size: 1 << 20, ExtentSize: 4096})
+	expect[*blockproto.PutAck](t, pc)
+	pc.WriteMsg(&blockproto.PutData{ID: 1, Offset: 0, Data: make([]byte, 4096)})
+	pe := expect[*blockproto.PutError](t, pc)
+	if pe.ID != 1 || pe.Code != blockproto.CodeTimedOut || !strings.Contains(pe.Message, "no data for 50ms after 4096 of 1048576 bytes") {
+		t.Fatalf("stalled upload: %+v", pe)
+	}
+	if files, _ := os.ReadDir(filepath.Join(e.store.Dir(), "volumes")); len(files) != 0 {
+		t.Fatalf("the stalled upload left %v", files)
+	}
+}
+
+// limitedSpace is a volume source with a fixed amount of free space.
+type limitedSpace struct {
+	engine.Volumes
+	free int64
+}
+
+func (l *limitedSpace) FreeBytes() (int64, error) { return l.free, nil }
+
+// TestPutReservesSpace is the defect where uploads could reserve more disk
+// than there is: the space uploads in progress will write is accounted
+// against the free space, and released when they end.
+func TestPutReservesSpace(t *testing.T) {
+	e := newEnv(t, envOpts{cfg: func(c *engine.ServerConfig) { c.Volumes = &limitedSpace{c.Volumes, 100 << 10} }})
+	pc, _ := e.rawSession(t)
+	pc.WriteMsg(&blockproto.PutVolume{ID: 1, Name: "first", Size: 64 << 10, ExtentSize: 4096})
+	expect[*blockproto.PutAck](t, pc)
+	pc.WriteMsg(&blockproto.PutVolume{ID: 2, Name: "second", Size: 64 << 10, ExtentSize: 4096})
+	pe := expect[*blockproto.PutError](t, pc)
+	if pe.ID != 2 || pe.Code != blockproto.CodeIO || !strings.Contains(pe.Message, "not enough space") {
+		t.Fatalf("second upload: %+v, want not enough space", pe)
+	}
+	pc.WriteMsg(&blockproto.PutData{ID: 1, Offset: 0, Data: make([]byte, 64<<10)})
+	pc.WriteMsg(&blockproto.PutCommit{ID: 1})
+	for {
+		m, err := pc.ReadMsg()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := m.(*blockproto.PutDone); ok && d.ID == 1 {
+			break
+		}
+	}
+	// The first upload ended: its reservation is free again.
+	pc.WriteMsg(&blockproto.PutVolume{ID: 3, Name: "third", Size: 64 << 10, ExtentSize: 4096})
+	if ack := expect[*blockproto.PutAck](t, pc); ack.ID != 3 {
+		t.Fatalf("third upload: %+v", ack)
+	}
+}

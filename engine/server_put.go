@@ -57,6 +57,7 @@ type srvUpload struct {
 	committed bool
 
 	// Touched by the writer goroutine only (Read).
+	stall    *time.Timer // fires when no bytes came for UploadStall
 	cur      []byte
 	consumed int64
 	lastAck  int64
@@ -128,8 +129,48 @@ func (ss *srvSession) putVolume(m *blockproto.PutVolume) {
 	}
 	ss.uploads[m.ID] = u
 	ss.mu.Unlock()
+	if err := ss.srv.reserve(u.size); err != nil {
+		ss.mu.Lock()
+		delete(ss.uploads, m.ID)
+		ss.mu.Unlock()
+		cancel(nil)
+		refuse(blockproto.CodeIO, "%v", err)
+		return
+	}
 	ss.srv.reads.Add(1)
 	go u.run(int64(m.ExtentSize))
+}
+
+// freeSpacer is implemented by volume sources that know their free space.
+type freeSpacer interface {
+	FreeBytes() (int64, error)
+}
+
+// reserve accounts n bytes an upload will write against the free space of
+// the volume source, counting the uploads already in progress; release
+// with unreserve.
+func (s *Server) reserve(n int64) error {
+	free := int64(-1)
+	if fs, ok := s.cfg.Volumes.(freeSpacer); ok {
+		var err error
+		if free, err = fs.FreeBytes(); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if free >= 0 && n > free-s.reserved {
+		return fmt.Errorf("not enough space: the volume needs %d bytes, %d are free and uploads in progress will take %d of them", n, free, s.reserved)
+	}
+	s.reserved += n
+	return nil
+}
+
+// unreserve releases what reserve accounted.
+func (s *Server) unreserve(n int64) {
+	s.mu.Lock()
+	s.reserved -= n
+	s.mu.Unlock()
 }
 
 // run writes the upload into the store and sends its terminal message.
@@ -145,6 +186,8 @@ func (u *srvUpload) run(extentSize int64) {
 	}()
 	start := time.Now()
 	v, err := ss.srv.cfg.Volumes.Write(u.ctx, u.name, u.size, extentSize, u, u.replace)
+	// The space is written or given back before the client hears.
+	ss.srv.unreserve(u.size)
 	close(u.ended)
 	u.cancel(nil)
 	ss.mu.Lock()
@@ -237,6 +280,13 @@ func (u *srvUpload) Read(p []byte) (int, error) {
 		u.ack(0)
 	}
 	if len(u.cur) == 0 {
+		stall := u.ss.srv.cfg.UploadStall
+		if u.stall == nil {
+			u.stall = time.NewTimer(stall)
+		} else {
+			u.stall.Reset(stall)
+		}
+		defer u.stall.Stop()
 		select {
 		case c, ok := <-u.chunks:
 			if !ok {
@@ -244,6 +294,9 @@ func (u *srvUpload) Read(p []byte) (int, error) {
 			}
 			u.cur = c
 		case <-u.ctx.Done():
+			return 0, context.Cause(u.ctx)
+		case <-u.stall.C:
+			u.stop(blockproto.CodeTimedOut, "no data for %s after %d of %d bytes", stall, u.consumed, u.size)
 			return 0, context.Cause(u.ctx)
 		}
 	}
