@@ -25,7 +25,10 @@ import (
 type ServerConfig struct {
 	// Key is the pre-shared key clients must prove they hold.
 	Key []byte
-	// Volumes holds the volumes served. Required.
+	// Volumes holds the volumes served. Required. If it also has a
+	// FreeBytes() (int64, error) method (*catalog.Store does), an upload
+	// is refused up front when the free space, less what the uploads in
+	// progress will write, cannot hold it.
 	Volumes Volumes
 	// Transport sends payload on data connections. Required.
 	Transport transport.SendTransport
@@ -55,6 +58,10 @@ type ServerConfig struct {
 	// TokenTTL is how long a data token stays good after Welcome if it is
 	// not used (default 10s).
 	TokenTTL time.Duration
+	// UploadStall fails an upload that receives no bytes for this long
+	// (default 30s), freeing the space it reserved, even while its
+	// session keeps pinging.
+	UploadStall time.Duration
 	// HangupGrace is how long Shutdown waits, once every read is sent, for
 	// clients to close their sessions before closing them itself
 	// (default 5s).
@@ -101,6 +108,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*srvSession]struct{}
 	tokens    map[[blockproto.TokenLen]byte]tokenRef
+	reserved  int64              // bytes the uploads in progress will write
 	pending   int                // connections before Welcome or attach
 	pendingBy map[netip.Addr]int // the same, per source address
 	draining  bool
@@ -154,6 +162,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = 10 * time.Second
+	}
+	if cfg.UploadStall == 0 {
+		cfg.UploadStall = 30 * time.Second
 	}
 	if cfg.HangupGrace == 0 {
 		cfg.HangupGrace = 5 * time.Second
