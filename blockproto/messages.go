@@ -209,6 +209,9 @@ const (
 	CodeIO           Code = 10
 	CodeVersion      Code = 11
 	CodeExists       Code = 12
+	// CodeCorrupt: the volume's stored bytes no longer match the CRC-32C
+	// recorded when they were written; the server refused to send them.
+	CodeCorrupt Code = 13
 )
 
 // Error reports a failure (either direction). ID 0 concerns the session, or

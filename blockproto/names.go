@@ -51,6 +51,7 @@ var codeNames = [...]string{
 	CodeIO:           "io",
 	CodeVersion:      "version",
 	CodeExists:       "exists",
+	CodeCorrupt:      "corrupt",
 }
 
 // String returns the code's name, such as "not-found", or "code(N)" for a

@@ -433,3 +433,26 @@ func TestImportFailsCleanly(t *testing.T) {
 		}
 	}
 }
+
+// TestPartialReadOfCorruptShard is the defect where a partial striped read
+// returned bytes corrupted on a server's disk with no error: the server
+// checked the partial shard against what is on disk now. Now the server
+// refuses it (the bytes no longer match their stored CRC), and the reader
+// rebuilds the span from the other shards.
+func TestPartialReadOfCorruptShard(t *testing.T) {
+	c := newCluster(t, 6)
+	const unit = 64 << 10
+	data := randomBytes(4*4*unit, 3)
+	man := c.importVolume("vol", data, 4, 2, unit)
+	l := man.Layout()
+	corruptShard(t, c.nodes[l.Server(1, 2)], man, 1, 2) // byte 777 of that shard
+	start, _ := l.DataRange(1, 2)
+	off, n := start+700, int64(200) // inside the shard, over the bad byte
+	got, res, err := c.read(context.Background(), c.reader(man, nil), off, n)
+	if err != nil || !bytes.Equal(got, data[off:off+n]) {
+		t.Fatalf("partial read over a corrupt shard: %v, equal %v", err, bytes.Equal(got, data[off:off+n]))
+	}
+	if len(res.Degraded) != 1 || res.Degraded[0].Missing[0].Reason != ec.ReasonChecksum || res.Degraded[0].Missing[0].Shard != 2 {
+		t.Fatalf("degraded: %+v, want stripe 1 shard 2 rebuilt for a checksum fault", res.Degraded)
+	}
+}

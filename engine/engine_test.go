@@ -716,8 +716,8 @@ func TestPartialReadOfCorruptExtent(t *testing.T) {
 		buf, _ := c.alloc(t, r.Length)
 		_, err := c.Read(context.Background(), "vol", []engine.Range{r}, buf)
 		var pe *blockproto.Error
-		if !errors.As(err, &pe) || pe.Code != blockproto.CodeIO || !strings.Contains(err.Error(), "does not match its stored crc32c") {
-			t.Fatalf("partial read %+v of a corrupt extent: %v, want an io error naming the stored crc32c", r, err)
+		if !errors.As(err, &pe) || pe.Code != blockproto.CodeCorrupt || !strings.Contains(err.Error(), "does not match its stored crc32c") {
+			t.Fatalf("partial read %+v of a corrupt extent: %v, want a corrupt error naming the stored crc32c", r, err)
 		}
 	}
 	// Partial reads of intact extents still succeed, every extent checked.

@@ -300,8 +300,11 @@ func (r *request) serverDone(n int64, err *blockproto.Error) {
 			st = StateCancelled
 		}
 		var e error = err
-		if err.Code == blockproto.CodeShuttingDown {
+		switch err.Code {
+		case blockproto.CodeShuttingDown:
 			e = fmt.Errorf("%w: %w", ErrDraining, err)
+		case blockproto.CodeCorrupt:
+			e = fmt.Errorf("%w: %w", ErrChecksum, err)
 		}
 		r.abort(st, fmt.Errorf("engine: read %s [%d,+%d): %w", r.res.Volume, r.offset, r.length, e))
 		return

@@ -71,7 +71,8 @@ var (
 	// ErrSessionClosed: the session ended (closed locally, or its
 	// connection to the server was lost) before the request finished.
 	ErrSessionClosed = errors.New("session closed")
-	// ErrChecksum: an extent's bytes do not match its CRC-32C.
+	// ErrChecksum: an extent's bytes do not match its CRC-32C, as the
+	// client found or the server did (a corrupt error).
 	ErrChecksum = errors.New("checksum mismatch")
 	// ErrAuth: the server or the client failed authentication.
 	ErrAuth = errors.New("authentication failed")

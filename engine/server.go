@@ -984,6 +984,8 @@ func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg 
 			return &blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server shutting down"}
 		}
 		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeCancelled, Message: "cancelled"}
+	case errors.Is(stopErr, catalog.ErrDataCorrupt):
+		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeCorrupt, Message: stopErr.Error()}
 	case stopErr != nil:
 		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeIO, Message: stopErr.Error()}
 	}
