@@ -255,7 +255,10 @@ func putVolume(b *bolt.Bucket, v *Volume) error {
 	if err != nil {
 		return err
 	}
-	return b.Put([]byte(v.Name), rec)
+	if err := b.Put([]byte(v.Name), rec); err != nil {
+		return err
+	}
+	return putBlocks(b.Tx(), v)
 }
 
 // Get returns the named volume, or an error wrapping [ErrNotFound].
@@ -341,6 +344,9 @@ func (c *Catalog) Delete(name string) (*Volume, error) {
 	err := c.update("delete", name, func(b *bolt.Bucket) error {
 		var err error
 		if v, err = getVolume(b, name); err != nil {
+			return err
+		}
+		if err := deleteBlocks(b.Tx(), name); err != nil {
 			return err
 		}
 		return b.Delete([]byte(name))

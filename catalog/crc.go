@@ -14,13 +14,15 @@ var rangeBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &
 // extent, as they were written, never merely as they are on disk now.
 //
 // For a whole extent it is the stored extent CRC and r is not read. For part
-// of an extent it reads the whole extent from r (the backing file), checks
-// it against the stored extent CRC and computes the range's CRC from those
-// checked bytes; if the extent no longer matches, the error wraps
-// [ErrDataCorrupt], so corruption on disk fails the read instead of being
-// announced with a CRC that matches it. A range that is not inside one
-// extent wraps [ErrInvalid].
-func (v *Volume) RangeCRC(r io.ReaderAt, off, n int64) (uint32, error) {
+// of an extent, with the volume's block CRCs b (from [Catalog.Blocks]), it
+// combines the stored CRCs of the blocks inside the range and reads from r
+// (the backing file) only the one or two blocks at its edges, checked
+// against their stored CRCs; without b it reads the whole extent, checked
+// against the extent CRC. Either way bytes that no longer match what was
+// written give an error wrapping [ErrDataCorrupt], so corruption on disk
+// fails the read instead of being announced with a CRC that matches it. A
+// range that is not inside one extent wraps [ErrInvalid].
+func (v *Volume) RangeCRC(r io.ReaderAt, off, n int64, b *Blocks) (uint32, error) {
 	if off < 0 || n <= 0 || off >= v.Size || n > v.Size-off {
 		return 0, fmt.Errorf("catalog: volume %q: range [%d,+%d) outside the volume: %w", v.Name, off, n, ErrInvalid)
 	}
@@ -31,6 +33,9 @@ func (v *Volume) RangeCRC(r io.ReaderAt, off, n int64) (uint32, error) {
 	}
 	if off == extOff && n == extLen {
 		return v.CRCs[i], nil
+	}
+	if b != nil && (&Volume{Size: v.Size, ExtentSize: v.ExtentSize, Blocks: b}).blocksProblem() == "" {
+		return v.rangeCRCBlocks(r, off, n, b)
 	}
 	bp := rangeBufs.Get().(*[]byte)
 	defer rangeBufs.Put(bp)

@@ -1,11 +1,13 @@
 package catalog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -28,23 +30,76 @@ func TestRangeCRC(t *testing.T) {
 	}
 	defer f.Close()
 	tab := crc32.MakeTable(crc32.Castagnoli)
-	for _, r := range []struct{ off, n int64 }{
-		{0, 1}, {1, extent - 1}, {extent + 100, 4096}, {5 * extent, 1000}, {5*extent + 999, 1}, {2*extent + 1, extent - 2},
-	} {
-		got, err := v.RangeCRC(f, r.off, r.n)
-		if want := crc32.Checksum(data[r.off:r.off+r.n], tab); err != nil || got != want {
-			t.Errorf("RangeCRC(%d, %d) = %08x, %v; want %08x", r.off, r.n, got, err, want)
+	if v.Blocks == nil || v.Blocks.Size != 4096 || len(v.Blocks.CRCs) != 5*3+1 {
+		t.Fatalf("import stored blocks %+v, want 16 of 4096 bytes", v.Blocks)
+	}
+	stored, err := s.Blocks("v", v.Generation)
+	if err != nil || stored == nil || !slices.Equal(stored.CRCs, v.Blocks.CRCs) {
+		t.Fatalf("Blocks: %v, %v", stored, err)
+	}
+	for _, b := range []*Blocks{nil, v.Blocks} {
+		for _, r := range []struct{ off, n int64 }{
+			{0, 1}, {1, extent - 1}, {extent + 100, 4096}, {5 * extent, 1000}, {5*extent + 999, 1}, {2*extent + 1, extent - 2},
+			{extent + 4096, 4096}, {extent + 4095, 4098}, {3*extent + 4096, 8192},
+		} {
+			got, err := v.RangeCRC(f, r.off, r.n, b)
+			if want := crc32.Checksum(data[r.off:r.off+r.n], tab); err != nil || got != want {
+				t.Errorf("blocks %v: RangeCRC(%d, %d) = %08x, %v; want %08x", b != nil, r.off, r.n, got, err, want)
+			}
+		}
+		for i := range v.Extents() {
+			off, n := v.ExtentRange(i)
+			if got, err := v.RangeCRC(failingReader{}, off, n, b); err != nil || got != v.CRCs[i] {
+				t.Errorf("whole extent %d: %08x, %v; want the stored %08x without a read", i, got, err, v.CRCs[i])
+			}
+		}
+		for _, r := range []struct{ off, n int64 }{{extent - 1, 2}, {-1, 1}, {0, 0}, {5*extent + 1000, 1}, {0, v.Size + 1}} {
+			if _, err := v.RangeCRC(f, r.off, r.n, b); !errors.Is(err, ErrInvalid) {
+				t.Errorf("RangeCRC(%d, %d): %v, want ErrInvalid", r.off, r.n, err)
+			}
 		}
 	}
-	for i := range v.Extents() {
-		off, n := v.ExtentRange(i)
-		if got, err := v.RangeCRC(failingReader{}, off, n); err != nil || got != v.CRCs[i] {
-			t.Errorf("whole extent %d: %08x, %v; want the stored %08x without a read", i, got, err, v.CRCs[i])
-		}
+	// A range of whole blocks reads nothing.
+	if got, err := v.RangeCRC(failingReader{}, extent+4096, 4096, v.Blocks); err != nil || got != crc32.Checksum(data[extent+4096:extent+8192], tab) {
+		t.Errorf("whole block: %08x, %v", got, err)
 	}
-	for _, r := range []struct{ off, n int64 }{{extent - 1, 2}, {-1, 1}, {0, 0}, {5*extent + 1000, 1}, {0, v.Size + 1}} {
-		if _, err := v.RangeCRC(f, r.off, r.n); !errors.Is(err, ErrInvalid) {
-			t.Errorf("RangeCRC(%d, %d): %v, want ErrInvalid", r.off, r.n, err)
+}
+
+// TestBlocksFollowTheVolume: block CRCs are stored under the generation of
+// the volume they describe, dropped with it, and never served for another.
+func TestBlocksFollowTheVolume(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	v, err := s.Create(ctx, "z", 100000, 8192, FillZero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Blocks("z", v.Generation)
+	if err != nil || b == nil || b.Size != 8192 || len(b.CRCs) != 13 || b.CRCs[12] != zeroCRC(100000-12*8192) {
+		t.Fatalf("zero volume blocks %+v, %v", b, err)
+	}
+	if b, err := s.Blocks("z", v.Generation+1); err != nil || b != nil {
+		t.Fatalf("blocks of another generation: %+v, %v", b, err)
+	}
+	w, err := s.Write(ctx, "z", 4096, 4096, bytes.NewReader(make([]byte, 4096)), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := s.Blocks("z", v.Generation); b != nil {
+		t.Fatal("the replaced volume's blocks are still served")
+	}
+	if b, _ := s.Blocks("z", w.Generation); b == nil || len(b.CRCs) != 1 {
+		t.Fatalf("replacement blocks %+v", b)
+	}
+	if err := s.Remove(ctx, "z"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := s.Blocks("z", w.Generation); b != nil {
+		t.Fatal("a removed volume's blocks are still served")
+	}
+	for _, es := range []int64{4096, 8192, 12288, 3 << 20, 64 << 20} {
+		if bs := BlockSizeFor(es); es%bs != 0 || bs > MaxBlockSize || bs < 4096 {
+			t.Errorf("BlockSizeFor(%d) = %d", es, bs)
 		}
 	}
 }
@@ -67,12 +122,38 @@ func TestRangeCRCCorruptDisk(t *testing.T) {
 	}
 	defer f.Close()
 	for _, r := range []struct{ off, n int64 }{{extent + 4096, 4096}, {extent + 10000, 100}, {extent, extent - 1}} {
-		if _, err := v.RangeCRC(f, r.off, r.n); !errors.Is(err, ErrDataCorrupt) {
+		if _, err := v.RangeCRC(f, r.off, r.n, nil); !errors.Is(err, ErrDataCorrupt) {
 			t.Errorf("RangeCRC(%d, %d) over a corrupt extent: %v, want ErrDataCorrupt", r.off, r.n, err)
 		}
 	}
+	// With block CRCs: a corrupt edge block fails the range; a corrupt
+	// block inside it gives the CRC of the bytes as written, which the
+	// receiver then finds does not match what it got.
+	if _, err := v.RangeCRC(f, extent+4096+100, 1000, v.Blocks); !errors.Is(err, ErrDataCorrupt) {
+		t.Errorf("range in the corrupt block: %v, want ErrDataCorrupt", err)
+	}
 	// The extents beside it are intact.
-	if _, err := v.RangeCRC(f, 100, 200); err != nil {
+	if _, err := v.RangeCRC(f, 100, 200, nil); err != nil {
 		t.Errorf("intact extent: %v", err)
+	}
+
+	// Blocks of 4 KiB: a corrupt block wholly inside the range is not read;
+	// the range's CRC is that of the bytes as written, which the receiver
+	// then finds does not match what it got.
+	path2, orig := writeSource(t, 4*12<<10)
+	w, err := s.Import(context.Background(), "w", path2, 12<<10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipBit(t, w.Backing, 16<<10+5) // block 4, [16K, 20K)
+	g, err := os.Open(w.Backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	off, n := int64(12<<10+100), int64(3*4096-200)
+	got, err := w.RangeCRC(g, off, n, w.Blocks)
+	if want := crc32.Checksum(orig[off:off+n], crc32.MakeTable(crc32.Castagnoli)); err != nil || got != want {
+		t.Errorf("range over the corrupt block: %08x, %v; want the CRC of the bytes as written %08x", got, err, want)
 	}
 }

@@ -256,7 +256,7 @@ func (s *Store) Create(ctx context.Context, name string, size, extentSize int64,
 	if p := checkGeometry(size, extentSize); p != "" {
 		return nil, fmt.Errorf("catalog: %s %q: %s: %w", op, name, p, ErrInvalid)
 	}
-	var write func(ctx context.Context, f *os.File, size, extentSize int64, cfg *opConfig) ([]uint32, error)
+	var write func(ctx context.Context, f *os.File, size, extentSize int64, cfg *opConfig) (sums, error)
 	switch fill {
 	case FillZero:
 		write = writeZero
@@ -269,7 +269,7 @@ func (s *Store) Create(ctx context.Context, name string, size, extentSize int64,
 		return nil, err
 	}
 	cfg := newOpConfig(opts)
-	return s.writeOwned(ctx, op, name, size, extentSize, func(f *os.File) ([]uint32, error) {
+	return s.writeOwned(ctx, op, name, size, extentSize, func(f *os.File) (sums, error) {
 		return write(ctx, f, size, extentSize, cfg)
 	})
 }
@@ -333,19 +333,19 @@ func (s *Store) Import(ctx context.Context, name, src string, extentSize int64, 
 		return nil
 	}
 	if link {
-		crcs, err := pump(ctx, size, extentSize, cfg, read, nil)
+		sum, err := pump(ctx, size, extentSize, cfg, read, nil)
 		if err != nil {
 			return nil, fmt.Errorf("catalog: %s %q: %w", op, name, err)
 		}
-		v := &Volume{Name: name, Size: size, ExtentSize: extentSize, Backing: abs, CRCs: crcs}
+		v := &Volume{Name: name, Size: size, ExtentSize: extentSize, Backing: abs, CRCs: sum.extents, Blocks: sum.blocks}
 		if err := s.cat.put(op, v); err != nil {
 			return nil, err
 		}
 		return v, nil
 	}
-	return s.writeOwned(ctx, op, name, size, extentSize, func(f *os.File) ([]uint32, error) {
+	return s.writeOwned(ctx, op, name, size, extentSize, func(f *os.File) (sums, error) {
 		if err := preallocate(f, size); err != nil {
-			return nil, err
+			return sums{}, err
 		}
 		return pump(ctx, size, extentSize, cfg, read, func(p []byte) error {
 			_, err := f.Write(p)
@@ -368,7 +368,7 @@ func readFull(r io.Reader, p []byte) error {
 // directory and commits the catalog entry. On any failure it removes what it
 // wrote. The caller holds name's reservation and has checked it is absent.
 func (s *Store) writeOwned(ctx context.Context, op, name string, size, extentSize int64,
-	write func(f *os.File) ([]uint32, error)) (*Volume, error) {
+	write func(f *os.File) (sums, error)) (*Volume, error) {
 	return s.writeBacking(ctx, op, name, s.volPath(name), size, extentSize, write,
 		func(v *Volume) error { return s.cat.put(op, v) })
 }
@@ -379,7 +379,7 @@ func (s *Store) writeOwned(ctx context.Context, op, name string, size, extentSiz
 // with the new volume. On any failure it removes what it wrote. The caller
 // holds name's reservation.
 func (s *Store) writeBacking(ctx context.Context, op, name, backing string, size, extentSize int64,
-	write func(f *os.File) ([]uint32, error), commit func(v *Volume) error) (*Volume, error) {
+	write func(f *os.File) (sums, error), commit func(v *Volume) error) (*Volume, error) {
 	fail := func(err error) (*Volume, error) {
 		return nil, fmt.Errorf("catalog: %s %q: %w", op, name, err)
 	}
@@ -388,7 +388,7 @@ func (s *Store) writeBacking(ctx context.Context, op, name, backing string, size
 		return fail(err)
 	}
 	tmp := f.Name()
-	crcs, err := write(f)
+	sum, err := write(f)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -405,7 +405,7 @@ func (s *Store) writeBacking(ctx context.Context, op, name, backing string, size
 		os.Remove(tmp)
 		return fail(err)
 	}
-	v := &Volume{Name: name, Size: size, ExtentSize: extentSize, Backing: backing, Owned: true, CRCs: crcs}
+	v := &Volume{Name: name, Size: size, ExtentSize: extentSize, Backing: backing, Owned: true, CRCs: sum.extents, Blocks: sum.blocks}
 	if err := syncDir(s.volDir); err != nil {
 		os.Remove(v.Backing)
 		return fail(err)
@@ -435,25 +435,30 @@ func syncDir(dir string) error {
 }
 
 // writeZero makes f a sparse file of size zero bytes and returns the CRCs of
-// its extents.
-func writeZero(ctx context.Context, f *os.File, size, extentSize int64, cfg *opConfig) ([]uint32, error) {
+// its extents and blocks.
+func writeZero(ctx context.Context, f *os.File, size, extentSize int64, cfg *opConfig) (sums, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return sums{}, err
 	}
 	if err := f.Truncate(size); err != nil {
-		return nil, err
+		return sums{}, err
 	}
-	n, _ := extentCount(size, extentSize)
+	cfg.report(size, size)
+	return sums{extents: zeroCRCs(size, extentSize), blocks: &Blocks{Size: BlockSizeFor(extentSize), CRCs: zeroCRCs(size, BlockSizeFor(extentSize))}}, nil
+}
+
+// zeroCRCs returns the CRCs of size zero bytes cut into pieces of unit.
+func zeroCRCs(size, unit int64) []uint32 {
+	n := (size + unit - 1) / unit
 	crcs := make([]uint32, n)
-	full := zeroCRC(extentSize)
+	full := zeroCRC(unit)
 	for i := range crcs {
 		crcs[i] = full
 	}
-	if last := size - int64(n-1)*extentSize; last != extentSize {
+	if last := size - (n-1)*unit; last != unit {
 		crcs[n-1] = zeroCRC(last)
 	}
-	cfg.report(size, size)
-	return crcs, nil
+	return crcs
 }
 
 // zeroCRC returns the CRC-32C of n zero bytes.
@@ -469,16 +474,16 @@ func zeroCRC(n int64) uint32 {
 }
 
 // writeRandom writes size pseudo-random bytes to f and returns the CRCs of
-// its extents.
-func writeRandom(ctx context.Context, f *os.File, size, extentSize int64, cfg *opConfig) ([]uint32, error) {
+// its extents and blocks.
+func writeRandom(ctx context.Context, f *os.File, size, extentSize int64, cfg *opConfig) (sums, error) {
 	if err := preallocate(f, size); err != nil {
-		return nil, err
+		return sums{}, err
 	}
 	var seed [32]byte
 	crand.Read(seed[:])
 	block, err := aes.NewCipher(seed[:16])
 	if err != nil {
-		return nil, err
+		return sums{}, err
 	}
 	stream := cipher.NewCTR(block, seed[16:])
 	return pump(ctx, size, extentSize, cfg,
@@ -493,33 +498,42 @@ func writeRandom(ctx context.Context, f *os.File, size, extentSize int64, cfg *o
 		})
 }
 
+// sums are the CRC-32Cs of a volume's bytes as they were written: one per
+// extent and one per block.
+type sums struct {
+	extents []uint32
+	blocks  *Blocks
+}
+
 // pump moves size bytes through a buffer, extent by extent, in chunks of at
 // most bufSize: src fills each chunk, its bytes are added to the extent's
-// CRC-32C, and then sink (if not nil) consumes it. It checks ctx and reports
-// progress after every chunk, and returns the CRC of every extent.
+// and the blocks' CRC-32C, and then sink (if not nil) consumes it. It checks
+// ctx and reports progress after every chunk, and returns the CRCs.
 func pump(ctx context.Context, size, extentSize int64, cfg *opConfig,
-	src, sink func(p []byte) error) ([]uint32, error) {
+	src, sink func(p []byte) error) (sums, error) {
 	n, ok := extentCount(size, extentSize)
 	if !ok {
-		return nil, fmt.Errorf("size %d in extents of %d: %w", size, extentSize, ErrInvalid)
+		return sums{}, fmt.Errorf("size %d in extents of %d: %w", size, extentSize, ErrInvalid)
 	}
 	buf := make([]byte, min(bufSize, size))
 	crcs := make([]uint32, n)
+	blocks := newBlockSummer(size, extentSize)
 	var done int64
 	for i := range crcs {
 		var crc uint32
 		for left := min(extentSize, size-done); left > 0; {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return sums{}, err
 			}
 			p := buf[:min(int64(len(buf)), left)]
 			if err := src(p); err != nil {
-				return nil, fmt.Errorf("extent %d at byte %d: %w", i, done, err)
+				return sums{}, fmt.Errorf("extent %d at byte %d: %w", i, done, err)
 			}
 			crc = crc32.Update(crc, castagnoli, p)
+			blocks.write(p)
 			if sink != nil {
 				if err := sink(p); err != nil {
-					return nil, fmt.Errorf("extent %d at byte %d: %w", i, done, err)
+					return sums{}, fmt.Errorf("extent %d at byte %d: %w", i, done, err)
 				}
 			}
 			done += int64(len(p))
@@ -528,7 +542,8 @@ func pump(ctx context.Context, size, extentSize int64, cfg *opConfig,
 		}
 		crcs[i] = crc
 	}
-	return crcs, nil
+	blocks.flush()
+	return sums{extents: crcs, blocks: blocks.b}, nil
 }
 
 // Remove deletes the named volume: first its catalog entry, then, if the
@@ -614,12 +629,12 @@ func (s *Store) Verify(ctx context.Context, name string, opts ...OpOption) (bad 
 		return nil, err
 	}
 	defer f.Close()
-	crcs, err := pump(ctx, v.Size, v.ExtentSize, newOpConfig(opts),
+	sum, err := pump(ctx, v.Size, v.ExtentSize, newOpConfig(opts),
 		func(p []byte) error { return readFull(f, p) }, nil)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %s %q: backing %s: %w", op, name, v.Backing, err)
 	}
-	for i, c := range crcs {
+	for i, c := range sum.extents {
 		if c != v.CRCs[i] {
 			bad = append(bad, i)
 		}

@@ -68,6 +68,11 @@ type Volume struct {
 	// Created is when the volume was first stored. The catalog keeps it in
 	// UTC with nanosecond precision.
 	Created time.Time
+	// Blocks are the CRC-32Cs of the volume's blocks (see [Blocks]). Put
+	// and Replace store them, under the generation they assign, when set;
+	// Get and List leave them nil, since they can be large: load them with
+	// [Catalog.Blocks].
+	Blocks *Blocks
 }
 
 // Extents returns the number of extents in v: Size divided by ExtentSize,

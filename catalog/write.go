@@ -70,11 +70,11 @@ func (s *Store) Write(ctx context.Context, name string, size, extentSize int64, 
 	}
 	cfg := newOpConfig(opts)
 	var got int64
-	v, err := s.writeBacking(ctx, op, name, backing, size, extentSize, func(f *os.File) ([]uint32, error) {
+	v, err := s.writeBacking(ctx, op, name, backing, size, extentSize, func(f *os.File) (sums, error) {
 		if err := preallocate(f, size); err != nil {
-			return nil, err
+			return sums{}, err
 		}
-		crcs, err := pump(ctx, size, extentSize, cfg,
+		sum, err := pump(ctx, size, extentSize, cfg,
 			func(p []byte) error {
 				n, err := io.ReadFull(r, p)
 				got += int64(n)
@@ -91,9 +91,9 @@ func (s *Store) Write(ctx context.Context, name string, size, extentSize int64, 
 				return err
 			})
 		if err != nil {
-			return nil, err
+			return sums{}, err
 		}
-		return crcs, expectEOF(r, size)
+		return sum, expectEOF(r, size)
 	}, commit)
 	if err != nil {
 		return nil, err

@@ -90,6 +90,9 @@ type Volumes interface {
 	// Write stores size bytes read from r as volume name (replacing an
 	// existing one only when replace is set) and returns its record.
 	Write(ctx context.Context, name string, size, extentSize int64, r io.Reader, replace bool, opts ...catalog.OpOption) (*catalog.Volume, error)
+	// Blocks returns the block CRCs of a volume at a generation, or nil
+	// when there are none (see catalog.Catalog.Blocks).
+	Blocks(name string, generation uint64) (*catalog.Blocks, error)
 }
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -108,7 +111,8 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	sessions  map[*srvSession]struct{}
 	tokens    map[[blockproto.TokenLen]byte]tokenRef
-	reserved  int64              // bytes the uploads in progress will write
+	reserved  int64 // bytes the uploads in progress will write
+	blocks    map[string]cachedBlocks
 	pending   int                // connections before Welcome or attach
 	pendingBy map[netip.Addr]int // the same, per source address
 	draining  bool
@@ -116,6 +120,42 @@ type Server struct {
 
 	conns sync.WaitGroup // connection goroutines
 	reads sync.WaitGroup // reads in flight, across sessions
+}
+
+// cachedBlocks are the block CRCs of one generation of a volume.
+type cachedBlocks struct {
+	gen    uint64
+	blocks *catalog.Blocks
+}
+
+// maxCachedBlocks bounds the volumes whose block CRCs a server keeps.
+const maxCachedBlocks = 256
+
+// blocksOf returns v's block CRCs, from the cache or the volume source, or
+// nil when there are none or they cannot be read (the read then checks
+// whole extents instead, which is slower but as safe).
+func (s *Server) blocksOf(v *catalog.Volume) *catalog.Blocks {
+	s.mu.Lock()
+	c, ok := s.blocks[v.Name]
+	s.mu.Unlock()
+	if ok && c.gen == v.Generation {
+		return c.blocks
+	}
+	b, err := s.cfg.Volumes.Blocks(v.Name, v.Generation)
+	if err != nil {
+		s.cfg.Logger.Warn("block CRCs unreadable: checking whole extents", "volume", v.Name, "err", err)
+		return nil
+	}
+	s.mu.Lock()
+	if len(s.blocks) >= maxCachedBlocks {
+		for k := range s.blocks { // evict one at random
+			delete(s.blocks, k)
+			break
+		}
+	}
+	s.blocks[v.Name] = cachedBlocks{v.Generation, b}
+	s.mu.Unlock()
+	return b
 }
 
 type tokenRef struct {
@@ -186,6 +226,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sessions:  map[*srvSession]struct{}{},
 		tokens:    map[[blockproto.TokenLen]byte]tokenRef{},
 		pendingBy: map[netip.Addr]int{},
+		blocks:    map[string]cachedBlocks{},
 	}, nil
 }
 
@@ -950,7 +991,11 @@ func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg 
 		// The CRC of what was written: the stored one for a whole
 		// extent; for part of one, computed from the extent's bytes
 		// after they were checked against the stored CRC.
-		crc, err := v.RangeCRC(f, off, n)
+		var blocks *catalog.Blocks
+		if off != extOff || n != extLen {
+			blocks = ss.srv.blocksOf(v)
+		}
+		crc, err := v.RangeCRC(f, off, n, blocks)
 		if err != nil {
 			if errors.Is(err, catalog.ErrDataCorrupt) {
 				ss.log.Error("volume data corrupt on disk: read refused", "volume", v.Name, "err", err)

@@ -1,0 +1,238 @@
+package catalog
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// MaxBlockSize is the largest block a volume's block CRCs cover.
+const MaxBlockSize = 64 << 10
+
+// BlockSizeFor returns the block size of volumes with extents of extentSize:
+// the largest power of two up to MaxBlockSize that divides it, so blocks
+// never straddle extents.
+func BlockSizeFor(extentSize int64) int64 {
+	bs := int64(MaxBlockSize)
+	for bs > 1 && extentSize%bs != 0 {
+		bs >>= 1
+	}
+	return bs
+}
+
+// Blocks holds the CRC-32C of every block of a volume's bytes as they were
+// written: the volume split into blocks of Size bytes (the last may be
+// shorter). They let a server announce the CRC of any part of an extent
+// from stored values, reading and checking only the blocks at its edges.
+// A Blocks is shared, never modified, once stored.
+type Blocks struct {
+	Size int64
+	CRCs []uint32
+}
+
+// bucketBlocks holds each volume's Blocks, keyed by name, tagged with the
+// generation they belong to. Catalogs written before it existed have none,
+// and an entry whose generation is not the volume's is ignored, so builds
+// that do not know the bucket can still read and write the catalog.
+var bucketBlocks = []byte("blocks")
+
+// Blocks record layout, big-endian:
+//
+//	0   8   generation of the volume the CRCs belong to
+//	8   4   block size
+//	12  4   block count b
+//	16  4b  CRC-32C of each block
+//	    4   CRC-32C of all the bytes before it
+const blocksFixed = 16
+
+// encodeBlocks returns the record of b for generation gen.
+func encodeBlocks(gen uint64, b *Blocks) []byte {
+	rec := make([]byte, 0, blocksFixed+4*len(b.CRCs)+4)
+	rec = binary.BigEndian.AppendUint64(rec, gen)
+	rec = binary.BigEndian.AppendUint32(rec, uint32(b.Size))
+	rec = binary.BigEndian.AppendUint32(rec, uint32(len(b.CRCs)))
+	for _, c := range b.CRCs {
+		rec = binary.BigEndian.AppendUint32(rec, c)
+	}
+	return binary.BigEndian.AppendUint32(rec, crc32.Checksum(rec, castagnoli))
+}
+
+// decodeBlocks parses a Blocks record; the error wraps ErrCorrupt.
+func decodeBlocks(rec []byte) (gen uint64, b *Blocks, err error) {
+	if len(rec) < blocksFixed+4 {
+		return 0, nil, fmt.Errorf("block record of %d bytes: %w", len(rec), ErrCorrupt)
+	}
+	body, sum := rec[:len(rec)-4], binary.BigEndian.Uint32(rec[len(rec)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return 0, nil, fmt.Errorf("block record checksum: %w", ErrCorrupt)
+	}
+	gen = binary.BigEndian.Uint64(body)
+	size := int64(binary.BigEndian.Uint32(body[8:]))
+	n := int(binary.BigEndian.Uint32(body[12:]))
+	if size <= 0 || size > MaxBlockSize || size&(size-1) != 0 || len(body) != blocksFixed+4*n {
+		return 0, nil, fmt.Errorf("block record: size %d, %d CRCs in %d bytes: %w", size, n, len(body), ErrCorrupt)
+	}
+	b = &Blocks{Size: size, CRCs: make([]uint32, n)}
+	for i := range b.CRCs {
+		b.CRCs[i] = binary.BigEndian.Uint32(body[blocksFixed+4*i:])
+	}
+	return gen, b, nil
+}
+
+// putBlocks stores v.Blocks under v's generation in the transaction of the
+// volume record, or drops a stale entry when v has none.
+func putBlocks(tx *bolt.Tx, v *Volume) error {
+	if v.Blocks == nil {
+		if b := tx.Bucket(bucketBlocks); b != nil {
+			return b.Delete([]byte(v.Name))
+		}
+		return nil
+	}
+	if p := v.blocksProblem(); p != "" {
+		return fmt.Errorf("%s: %w", p, ErrInvalid)
+	}
+	b, err := tx.CreateBucketIfNotExists(bucketBlocks)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(v.Name), encodeBlocks(v.Generation, v.Blocks))
+}
+
+// deleteBlocks drops name's Blocks.
+func deleteBlocks(tx *bolt.Tx, name string) error {
+	if b := tx.Bucket(bucketBlocks); b != nil {
+		return b.Delete([]byte(name))
+	}
+	return nil
+}
+
+// blocksProblem returns why v.Blocks cannot describe v, or "".
+func (v *Volume) blocksProblem() string {
+	b := v.Blocks
+	switch {
+	case b.Size != BlockSizeFor(v.ExtentSize):
+		return fmt.Sprintf("block size %d, want %d for extents of %d", b.Size, BlockSizeFor(v.ExtentSize), v.ExtentSize)
+	case int64(len(b.CRCs)) != (v.Size+b.Size-1)/b.Size:
+		return fmt.Sprintf("%d block CRCs for %d bytes in blocks of %d", len(b.CRCs), v.Size, b.Size)
+	}
+	return ""
+}
+
+// Blocks returns the block CRCs stored for the named volume at generation
+// gen, or nil (and no error) when there are none: the volume was written by
+// a build that did not store them, or it has been replaced since.
+func (c *Catalog) Blocks(name string, gen uint64) (*Blocks, error) {
+	var b *Blocks
+	err := c.view(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketBlocks)
+		if bk == nil {
+			return nil
+		}
+		rec := bk.Get([]byte(name))
+		if rec == nil {
+			return nil
+		}
+		g, got, err := decodeBlocks(rec)
+		if err != nil {
+			return err
+		}
+		if g == gen {
+			b = got
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: blocks %q: %w", name, err)
+	}
+	return b, nil
+}
+
+// Blocks returns the block CRCs of the named volume at generation gen (see
+// [Catalog.Blocks]).
+func (s *Store) Blocks(name string, gen uint64) (*Blocks, error) { return s.cat.Blocks(name, gen) }
+
+// blockSummer computes block CRCs as a volume's bytes pass.
+type blockSummer struct {
+	b      *Blocks
+	cur    uint32
+	filled int64
+}
+
+func newBlockSummer(size, extentSize int64) *blockSummer {
+	bs := BlockSizeFor(extentSize)
+	return &blockSummer{b: &Blocks{Size: bs, CRCs: make([]uint32, 0, (size+bs-1)/bs)}}
+}
+
+// write adds p, closing blocks as they fill.
+func (s *blockSummer) write(p []byte) {
+	for len(p) > 0 {
+		k := min(int64(len(p)), s.b.Size-s.filled)
+		s.cur = crc32.Update(s.cur, castagnoli, p[:k])
+		s.filled += k
+		p = p[k:]
+		if s.filled == s.b.Size {
+			s.flush()
+		}
+	}
+}
+
+// flush closes a partial last block.
+func (s *blockSummer) flush() {
+	if s.filled > 0 {
+		s.b.CRCs = append(s.b.CRCs, s.cur)
+		s.cur, s.filled = 0, 0
+	}
+}
+
+// rangeCRCBlocks is RangeCRC from block CRCs: the blocks wholly inside the
+// range contribute their stored CRCs, combined; the blocks at its edges are
+// read, checked against theirs, and contribute the CRC of their part.
+func (v *Volume) rangeCRCBlocks(r io.ReaderAt, off, n int64, b *Blocks) (uint32, error) {
+	bs := b.Size
+	first, last := off/bs, (off+n-1)/bs
+	var (
+		crc  uint32
+		edge []byte
+		op   *gf2 // zerosOp(bs), built on first use
+	)
+	for k := first; k <= last; k++ {
+		bOff := k * bs
+		bLen := min(bs, v.Size-bOff)
+		lo, hi := max(off, bOff), min(off+n, bOff+bLen)
+		var part uint32
+		if lo == bOff && hi == bOff+bLen {
+			part = b.CRCs[k]
+		} else {
+			if edge == nil {
+				bp := rangeBufs.Get().(*[]byte)
+				defer rangeBufs.Put(bp)
+				edge = (*bp)[:bs]
+			}
+			blk := edge[:bLen]
+			if _, err := r.ReadAt(blk, bOff); err != nil {
+				return 0, fmt.Errorf("catalog: volume %q: read block %d: %w", v.Name, k, err)
+			}
+			if got := crc32.Checksum(blk, castagnoli); got != b.CRCs[k] {
+				return 0, fmt.Errorf("catalog: volume %q: block [%d,+%d): crc32c on disk %08x, stored %08x: %w",
+					v.Name, bOff, bLen, got, b.CRCs[k], ErrDataCorrupt)
+			}
+			part = crc32.Checksum(blk[lo-bOff:hi-bOff], castagnoli)
+		}
+		switch {
+		case k == first:
+			crc = part
+		case hi-lo == bs:
+			if op == nil {
+				z := zerosOp(bs)
+				op = &z
+			}
+			crc = op.times(crc) ^ part
+		default:
+			crc = crcCombine(crc, part, hi-lo)
+		}
+	}
+	return crc, nil
+}

@@ -1,0 +1,70 @@
+package catalog
+
+// CRC-32C combination: the CRC of a concatenation A||B from crc(A), crc(B)
+// and len(B), without the bytes. Appending n zero bytes to a message is a
+// linear map on its (reflected) CRC register over GF(2), a 32x32 bit matrix;
+// crc(A||B) = zeros(len(B)) applied to crc(A), XOR crc(B). The pre- and
+// post-inversion of the standard CRC cancel out in this identity.
+
+// gf2 is a 32x32 matrix over GF(2): column n is the image of bit n.
+type gf2 [32]uint32
+
+// times applies m to v.
+func (m *gf2) times(v uint32) uint32 {
+	var sum uint32
+	for i := 0; v != 0; i, v = i+1, v>>1 {
+		if v&1 != 0 {
+			sum ^= m[i]
+		}
+	}
+	return sum
+}
+
+// then returns the map "m, then next".
+func (m *gf2) then(next *gf2) gf2 {
+	var r gf2
+	for n := range r {
+		r[n] = next.times(m[n])
+	}
+	return r
+}
+
+// oneZeroByte is the operator that appends one zero byte to a CRC-32C
+// register (reflected Castagnoli polynomial 0x82F63B78).
+var oneZeroByte = func() gf2 {
+	var bit gf2 // appends one zero bit
+	bit[0] = 0x82F63B78
+	for n := 1; n < 32; n++ {
+		bit[n] = 1 << (n - 1)
+	}
+	op := bit
+	for range 3 { // 1 bit -> 2 -> 4 -> 8 bits
+		op = op.then(&op)
+	}
+	return op
+}()
+
+// zerosOp returns the operator that appends n zero bytes.
+func zerosOp(n int64) gf2 {
+	var r gf2
+	for i := range r {
+		r[i] = 1 << i // identity
+	}
+	op := oneZeroByte
+	for ; n > 0; n >>= 1 {
+		if n&1 != 0 {
+			r = r.then(&op)
+		}
+		op = op.then(&op)
+	}
+	return r
+}
+
+// crcCombine returns the CRC-32C of A||B given crcA, crcB and len(B).
+func crcCombine(crcA, crcB uint32, lenB int64) uint32 {
+	if lenB == 0 {
+		return crcA
+	}
+	op := zerosOp(lenB)
+	return op.times(crcA) ^ crcB
+}
