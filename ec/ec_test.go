@@ -456,3 +456,26 @@ func TestPartialReadOfCorruptShard(t *testing.T) {
 		t.Fatalf("degraded: %+v, want stripe 1 shard 2 rebuilt for a checksum fault", res.Degraded)
 	}
 }
+
+// TestShardCheckedAgainstManifest: a shard read whole is checked against
+// the manifest, not only against the CRC its server stored: when they
+// disagree the reader does not trust the server, tries to rebuild the shard
+// from the others, and here (where the manifest itself is what is wrong)
+// fails the read rather than return bytes the manifest does not vouch for.
+func TestShardCheckedAgainstManifest(t *testing.T) {
+	c := newCluster(t, 6)
+	const unit = 64 << 10
+	data := randomBytes(4*4*unit, 4)
+	man := c.importVolume("vol", data, 4, 2, unit)
+	man.CRCs[1*int64(man.K+man.M)+2] ^= 1 // the manifest disagrees about stripe 1, shard 2
+	_, _, err := c.read(context.Background(), c.reader(man, nil), 0, int64(len(data)))
+	if err == nil || !strings.Contains(err.Error(), "stripe 1: reconstructed shard 2") || !strings.Contains(err.Error(), "the manifest says") {
+		t.Fatalf("read: %v, want stripe 1 shard 2 refused against the manifest", err)
+	}
+	// The other stripes still read.
+	l := man.Layout()
+	got, res, err := c.read(context.Background(), c.reader(man, nil), 2*l.StripeBytes(), l.StripeBytes())
+	if err != nil || !bytes.Equal(got, data[2*l.StripeBytes():3*l.StripeBytes()]) || len(res.Degraded) != 0 {
+		t.Fatalf("stripe 2: %v %+v", err, res.Degraded)
+	}
+}

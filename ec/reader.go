@@ -263,6 +263,24 @@ func (r *Reader) failed(stripe int64, shard, s int, res engine.Result, timedOut 
 	return f
 }
 
+// checkManifest checks a shard fetched whole against the manifest: the
+// server announced the CRC it stored for the shard, and the engine checked
+// the bytes against it, so that CRC must be the manifest's. A server whose
+// catalog was rebuilt from damaged disks would otherwise pass its damage
+// off as good. Spans shorter than a unit (the end of the volume) are
+// checked by the server's stored CRCs alone.
+func (r *Reader) checkManifest(i int64, sp span, res engine.Result) *ShardFault {
+	if !sp.whole || sp.dataLen != r.l.Unit || len(res.Extents) != 1 {
+		return nil
+	}
+	if got, want := res.Extents[0].CRC32C, r.m.ShardCRC(i, sp.shard); got != want {
+		f := r.fault(i, sp.shard, sp.server, ReasonChecksum,
+			fmt.Errorf("the server's stored crc32c %08x is not the manifest's %08x", got, want))
+		return &f
+	}
+	return nil
+}
+
 // await waits for a shard fetch submitted on server s's session sess with
 // context sctx. If sctx ends first, the request is aborting; a receive stuck
 // on a server that stopped sending would hold it until the engine's stall
@@ -418,6 +436,9 @@ func (r *Reader) readStripe(ctx context.Context, i, off, n int64, dst memory.Buf
 		res, timedOut := r.await(ctx, f.sctx, f.sp.server, f.sess, f.h)
 		f.cancel()
 		if res.Err == nil {
+			if fault := r.checkManifest(i, f.sp, res); fault != nil {
+				missing = append(missing, *fault)
+			}
 			continue
 		}
 		if ctx.Err() != nil {

@@ -478,6 +478,7 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 	}
 	r.extentDone(ExtentTiming{
 		VolumeOffset: int64(e.VolumeOffset), Length: total, DataConn: dc.index, Latency: time.Since(j.at), Verified: verified,
+		CRC32C: e.CRC32C,
 	}, spoilt)
 	return nil
 }

@@ -39,6 +39,9 @@ type ExtentTiming struct {
 	Latency      time.Duration `json:"latency_ns"` // announcement to last byte placed
 	// Verified: the extent's bytes were checked against its CRC-32C.
 	Verified bool `json:"verified"`
+	// CRC32C is the CRC the server announced for the extent: the stored
+	// CRC of the bytes as they were written.
+	CRC32C uint32 `json:"crc32c"`
 }
 
 // Result is the outcome of one read request.
