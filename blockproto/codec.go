@@ -56,9 +56,13 @@ func sizeHint(m Msg) int {
 		if m != nil {
 			return 1 + MACLen + 2 + len(m.Tokens)*TokenLen
 		}
+	case *ListVolumes:
+		if m != nil {
+			return 1 + 2 + len(m.After)
+		}
 	case *VolumeList:
 		if m != nil {
-			n := 1 + 2
+			n := 1 + 2 + 2 + len(m.Next)
 			for i := range m.Volumes {
 				n += volumeStatMinLen - 1 + len(m.Volumes[i].Name)
 			}
@@ -119,11 +123,17 @@ func appendBody(dst []byte, m Msg) ([]byte, error) {
 		dst = be.AppendUint16(dst, m.Index)
 	case *ListVolumes:
 		dst = append(dst, byte(TypeListVolumes))
+		if m.After != "" {
+			dst = appendString(dst, m.After)
+		}
 	case *VolumeList:
 		dst = append(dst, byte(TypeVolumeList))
 		dst = be.AppendUint16(dst, uint16(len(m.Volumes)))
 		for i := range m.Volumes {
 			dst = appendVolumeStat(dst, &m.Volumes[i])
+		}
+		if m.Next != "" {
+			dst = appendString(dst, m.Next)
 		}
 	case *StatVolume:
 		dst = append(dst, byte(TypeStatVolume))
@@ -283,7 +293,11 @@ func Unmarshal(body []byte) (Msg, error) {
 	case TypeDataAttached:
 		m = &DataAttached{Index: d.U16("DataAttached.Index")}
 	case TypeListVolumes:
-		m = &ListVolumes{}
+		x := &ListVolumes{}
+		if d.Len() > 0 {
+			x.After = optionalString(d, "ListVolumes.After")
+		}
+		m = x
 	case TypeVolumeList:
 		x := &VolumeList{}
 		n := int(d.U16("VolumeList count"))
@@ -297,6 +311,9 @@ func Unmarshal(body []byte) (Msg, error) {
 					decodeVolumeStat(d, &x.Volumes[i], "VolumeList.Volumes")
 				}
 			}
+		}
+		if d.Err() == nil && d.Len() > 0 {
+			x.Next = optionalString(d, "VolumeList.Next")
 		}
 		m = x
 	case TypeStatVolume:
@@ -414,6 +431,17 @@ func Unmarshal(body []byte) (Msg, error) {
 	return m, nil
 }
 
+// optionalString reads a string field that is present only when it is not
+// empty (ListVolumes.After, VolumeList.Next): present, it must be 1..MaxName
+// bytes, so that each message has exactly one encoding.
+func optionalString(d *be.Decoder, field string) string {
+	s := d.String(field, MaxName)
+	if d.Err() == nil && s == "" {
+		d.Failf("%s is present but empty; an empty %s is encoded by omitting it", field, field)
+	}
+	return s
+}
+
 // decodeVolumeStat reads a VolumeStat.
 func decodeVolumeStat(d *be.Decoder, v *VolumeStat, field string) {
 	v.Name = d.String(field+".Name", MaxName)
@@ -467,17 +495,25 @@ func validate(m Msg) error {
 		if m == nil {
 			return nilMsg(TypeListVolumes)
 		}
+		return checkString("ListVolumes.After", m.After, 0, MaxName)
 	case *VolumeList:
 		if m == nil {
 			return nilMsg(TypeVolumeList)
 		}
-		if n := len(m.Volumes); n > MaxVolumes {
+		n := len(m.Volumes)
+		if n > MaxVolumes {
 			return malformedf("VolumeList has %d volumes, more than %d", n, MaxVolumes)
 		}
 		for i := range m.Volumes {
 			if err := checkVolumeStat("VolumeList.Volumes", &m.Volumes[i]); err != nil {
 				return err
 			}
+		}
+		if err := checkString("VolumeList.Next", m.Next, 0, MaxName); err != nil {
+			return err
+		}
+		if m.Next != "" && (n == 0 || m.Next != m.Volumes[n-1].Name) {
+			return malformedf("VolumeList.Next %q is not the name of the page's last volume", m.Next)
 		}
 	case *StatVolume:
 		if m == nil {

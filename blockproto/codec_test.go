@@ -46,6 +46,13 @@ func volumes(n, nameLen int) []VolumeStat {
 	return v
 }
 
+// maxVolumeList returns the largest VolumeList: MaxVolumes entries with
+// MaxName-byte names, and a Next.
+func maxVolumeList() *VolumeList {
+	vs := volumes(MaxVolumes, MaxName)
+	return &VolumeList{Volumes: vs, Next: vs[len(vs)-1].Name}
+}
+
 // samples returns representative values of every message type, including
 // every edge of every bound that a valid message may sit on.
 func samples() []sample {
@@ -62,12 +69,21 @@ func samples() []sample {
 		{"DataAttached/0", &DataAttached{Index: 0}},
 		{"DataAttached/max", &DataAttached{Index: MaxDataConns - 1}},
 		{"ListVolumes", &ListVolumes{}},
+		{"ListVolumes/after", &ListVolumes{After: "models/llama"}},
+		{"ListVolumes/min-after", &ListVolumes{After: "\x00"}},
+		{"ListVolumes/max-after", &ListVolumes{After: strings.Repeat("\xff", MaxName)}},
 		{"VolumeList/empty", &VolumeList{}},
 		{"VolumeList/two", &VolumeList{Volumes: []VolumeStat{
 			{Name: "a", Size: 0, ExtentSize: 1, Generation: 0},
 			{Name: "models/llama", Size: 1 << 40, ExtentSize: 4 << 20, Generation: 3},
 		}}},
+		{"VolumeList/two-next", &VolumeList{Volumes: []VolumeStat{
+			{Name: "a", Size: 0, ExtentSize: 1, Generation: 0},
+			{Name: "models/llama", Size: 1 << 40, ExtentSize: 4 << 20, Generation: 3},
+		}, Next: "models/llama"}},
+		{"VolumeList/one-next", &VolumeList{Volumes: []VolumeStat{{Name: "z", ExtentSize: 1}}, Next: "z"}},
 		{"VolumeList/max", &VolumeList{Volumes: volumes(MaxVolumes, MaxName)}},
+		{"VolumeList/max-next", maxVolumeList()},
 		{"StatVolume/short", &StatVolume{Name: "v"}},
 		{"StatVolume/max", &StatVolume{Name: strings.Repeat("n", MaxName)}},
 		{"VolumeInfo", &VolumeInfo{Volume: VolumeStat{Name: "scratch", Size: 12345, ExtentSize: 1 << 20, Generation: 42}}},
@@ -235,6 +251,10 @@ func TestGolden(t *testing.T) {
 		{&Hello{Caps: CapTCP | CapDevmemRX, Client: "c"},
 			"01" + "0000000000000003" + strings.Repeat("00", 32) + "0001" + "63"},
 		{&ListVolumes{}, "06"},
+		{&ListVolumes{After: "a"}, "06" + "0001" + "61"},
+		{&VolumeList{Volumes: []VolumeStat{{Name: "a", Size: 5, ExtentSize: 4096, Generation: 1}, {Name: "b", Size: 5, ExtentSize: 4096, Generation: 2}}, Next: "b"},
+			"07" + "0002" + "0001" + "61" + "0000000000000005" + "00001000" + "0000000000000001" +
+				"0001" + "62" + "0000000000000005" + "00001000" + "0000000000000002" + "0001" + "62"},
 		{&PutVolume{ID: 7, Name: "v.ec", Size: 0x300000, ExtentSize: 0x100000, Replace: true},
 			"12" + "0000000000000007" + "0004" + "762e6563" + "0000000000300000" + "00100000" + "01"},
 		{&PutAck{ID: 7, Acked: 0x100000, Window: 0x800000},
@@ -307,6 +327,14 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"VolumeList name too long", msgOf(TypeVolumeList).u16(1).stat(strings.Repeat("a", MaxName+1), 1), ErrMalformed},
 		{"VolumeList zero extent size", msgOf(TypeVolumeList).u16(1).stat("a", 0), ErrMalformed},
 		{"VolumeList extent size too big", msgOf(TypeVolumeList).u16(1).stat("a", MaxExtentLen+1), ErrMalformed},
+		{"VolumeList empty Next present", msgOf(TypeVolumeList).u16(1).stat("a", 1).str(""), ErrMalformed},
+		{"VolumeList Next too long", msgOf(TypeVolumeList).u16(1).stat(strings.Repeat("z", MaxName), 1).repeat(MaxName + 1), ErrMalformed},
+		{"VolumeList Next not the last name", msgOf(TypeVolumeList).u16(2).stat("a", 1).stat("b", 1).str("a"), ErrMalformed},
+		{"VolumeList Next past the last name", msgOf(TypeVolumeList).u16(1).stat("a", 1).str("b"), ErrMalformed},
+		{"VolumeList Next without volumes", msgOf(TypeVolumeList).u16(0).str("a"), ErrMalformed},
+		{"VolumeList Next length beyond bytes", msgOf(TypeVolumeList).u16(1).stat("a", 1).u16(2).u8('a'), ErrMalformed},
+		{"VolumeList Next length cut", msgOf(TypeVolumeList).u16(1).stat("a", 1).u8(0), ErrMalformed},
+		{"VolumeList trailing after Next", msgOf(TypeVolumeList).u16(1).stat("a", 1).str("a").u8(0), ErrMalformed},
 		{"StatVolume empty name", msgOf(TypeStatVolume).str(""), ErrMalformed},
 		{"StatVolume name too long", msgOf(TypeStatVolume).repeat(MaxName + 1), ErrMalformed},
 		{"VolumeInfo empty name", msgOf(TypeVolumeInfo).stat("", 1), ErrMalformed},
@@ -332,6 +360,10 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"Cancel ID 0", msgOf(TypeCancel).u64(0), ErrMalformed},
 		{"Goodbye reason too long", msgOf(TypeGoodbye).repeat(MaxMessage + 1), ErrMalformed},
 		{"ListVolumes trailing byte", msgOf(TypeListVolumes).u8(0), ErrMalformed},
+		{"ListVolumes empty After present", msgOf(TypeListVolumes).str(""), ErrMalformed},
+		{"ListVolumes After too long", msgOf(TypeListVolumes).repeat(MaxName + 1), ErrMalformed},
+		{"ListVolumes After length beyond bytes", msgOf(TypeListVolumes).u16(3).u8('a'), ErrMalformed},
+		{"ListVolumes trailing after After", msgOf(TypeListVolumes).str("a").u8(0), ErrMalformed},
 		{"Ping short", msgOf(TypePing).u32(1), ErrMalformed},
 		{"PutVolume ID 0", msgOf(TypePutVolume).u64(0).str("v").u64(1).u32(1).u8(0), ErrMalformed},
 		{"PutVolume empty name", msgOf(TypePutVolume).u64(1).str("").u64(1).u32(1).u8(0), ErrMalformed},
@@ -382,14 +414,39 @@ func TestUnknownTypeNamesNumber(t *testing.T) {
 	}
 }
 
+// withoutOptional returns the length of m's body without its optional last
+// field (ListVolumes.After, VolumeList.Next), and m without that field; or
+// -1 and nil if m has none set.
+func withoutOptional(m Msg, body []byte) (int, Msg) {
+	switch m := m.(type) {
+	case *ListVolumes:
+		if m.After != "" {
+			return 1, &ListVolumes{}
+		}
+	case *VolumeList:
+		if m.Next != "" {
+			return len(body) - 2 - len(m.Next), &VolumeList{Volumes: m.Volumes}
+		}
+	}
+	return -1, nil
+}
+
 // TestUnmarshalTrailingAndTruncated cuts every sample at every byte and
-// appends a byte to it: all must be rejected as malformed.
+// appends a byte to it: all must be rejected as malformed, except the one
+// cut that drops an optional last field whole, which must decode as the
+// message without it.
 func TestUnmarshalTrailingAndTruncated(t *testing.T) {
 	for _, s := range samples() {
 		t.Run(s.name, func(t *testing.T) {
 			body, err := Marshal(s.msg)
 			if err != nil {
 				t.Fatal(err)
+			}
+			optCut, shorter := withoutOptional(s.msg, body)
+			if optCut >= 0 {
+				if m, err := Unmarshal(body[:optCut]); err != nil || !equalMsg(m, shorter) {
+					t.Errorf("without its optional field: Unmarshal = %+v, %v; want %+v", m, err, shorter)
+				}
 			}
 			for _, extra := range [][]byte{{0}, {0xff}, make([]byte, 100)} {
 				long := append(bytes.Clone(body), extra...)
@@ -398,6 +455,9 @@ func TestUnmarshalTrailingAndTruncated(t *testing.T) {
 				}
 			}
 			for _, cut := range cutPoints(len(body)) {
+				if cut == optCut {
+					continue
+				}
 				if m, err := Unmarshal(body[:cut]); !errors.Is(err, ErrMalformed) || m != nil {
 					t.Fatalf("cut at %d of %d: Unmarshal = %v, %v; want ErrMalformed", cut, len(body), m, err)
 				}
@@ -454,6 +514,11 @@ func TestMarshalRejects(t *testing.T) {
 		{"VolumeList empty name", &VolumeList{Volumes: []VolumeStat{okStat, {ExtentSize: 1}}}, ErrMalformed},
 		{"VolumeList name too long", &VolumeList{Volumes: []VolumeStat{{Name: long(MaxName + 1), ExtentSize: 1}}}, ErrMalformed},
 		{"VolumeList extent size 0", &VolumeList{Volumes: []VolumeStat{{Name: "v"}}}, ErrMalformed},
+		{"VolumeList Next without volumes", &VolumeList{Next: "v"}, ErrMalformed},
+		{"VolumeList Next not the last name", &VolumeList{Volumes: []VolumeStat{okStat, {Name: "w", ExtentSize: 1}}, Next: "v"}, ErrMalformed},
+		{"VolumeList Next too long", &VolumeList{Volumes: []VolumeStat{okStat}, Next: long(MaxName + 1)}, ErrMalformed},
+		{"typed nil ListVolumes", (*ListVolumes)(nil), ErrMalformed},
+		{"ListVolumes After too long", &ListVolumes{After: long(MaxName + 1)}, ErrMalformed},
 		{"VolumeInfo extent size too big", &VolumeInfo{Volume: VolumeStat{Name: "v", ExtentSize: MaxExtentLen + 1}}, ErrMalformed},
 		{"StatVolume empty", &StatVolume{}, ErrMalformed},
 		{"StatVolume too long", &StatVolume{Name: long(MaxName + 1)}, ErrMalformed},
@@ -532,5 +597,49 @@ func TestAppendFrameNoAllocWithRoom(t *testing.T) {
 	})
 	if allocs > 1 {
 		t.Errorf("Unmarshal allocated %v times per Extent, want at most 1", allocs)
+	}
+}
+
+// TestListPagingCompat pins what keeps listing compatible with peers from
+// before paging: an empty ListVolumes body asks for the first page, a
+// VolumeList without Next is a last page, and neither field is ever
+// written when empty.
+func TestListPagingCompat(t *testing.T) {
+	m, err := Unmarshal([]byte{byte(TypeListVolumes)})
+	if err != nil || !reflect.DeepEqual(m, &ListVolumes{After: ""}) {
+		t.Errorf("empty ListVolumes body = %+v, %v; want After \"\"", m, err)
+	}
+	if b, err := Marshal(&ListVolumes{}); err != nil || !bytes.Equal(b, []byte{byte(TypeListVolumes)}) {
+		t.Errorf("Marshal(ListVolumes{}) = %x, %v; want the type byte alone", b, err)
+	}
+	old := msgOf(TypeVolumeList).u16(2).stat("a", 4096).stat("b", 4096)
+	m, err = Unmarshal(old)
+	if l, ok := m.(*VolumeList); err != nil || !ok || len(l.Volumes) != 2 || l.Next != "" {
+		t.Errorf("VolumeList without Next = %+v, %v; want 2 volumes, Next \"\"", m, err)
+	}
+	if b, err := Marshal(m); err != nil || !bytes.Equal(b, old) {
+		t.Errorf("re-encoded %x, %v; want %x", b, err, []byte(old))
+	}
+}
+
+// TestVolumeListPageFitsFrame checks the bound docs/protocol.md 5.8 states:
+// the largest page, MaxVolumes entries with MaxName-byte names and a
+// MaxName-byte Next, encodes to 614533 bytes, within MaxFrame, so a server
+// can always fill a page to MaxVolumes.
+func TestVolumeListPageFitsFrame(t *testing.T) {
+	const want = 1 + 2 + MaxVolumes*(22+MaxName) + 2 + MaxName
+	if want != 614533 || want > MaxFrame {
+		t.Fatalf("largest VolumeList is %d bytes (MaxFrame %d)", want, MaxFrame)
+	}
+	big := maxVolumeList()
+	body, err := Marshal(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) != want {
+		t.Errorf("largest VolumeList encodes to %d bytes, want %d", len(body), want)
+	}
+	if sizeHint(big) != want {
+		t.Errorf("sizeHint = %d, want %d", sizeHint(big), want)
 	}
 }

@@ -313,7 +313,7 @@ func TestConnReadRejects(t *testing.T) {
 // TestConnLargeFrames exercises frames bigger than the read buffer: the
 // largest possible VolumeList, a MaxFrame frame of junk and a cut-short one.
 func TestConnLargeFrames(t *testing.T) {
-	big := &VolumeList{Volumes: volumes(MaxVolumes, MaxName)}
+	big := maxVolumeList()
 	stream := frames(t, big, &Ping{Seq: 1}, big)
 	c := readerConn(stream)
 	for i, want := range []Msg{big, &Ping{Seq: 1}, big} {

@@ -58,6 +58,16 @@ func FuzzUnmarshal(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{byte(TypeVolumeList), 0xff, 0xff})
+	// Paging: an After or Next present but empty, longer than its bytes, a
+	// Next that is not the last name, a Next without volumes.
+	f.Add([]byte{byte(TypeListVolumes), 0, 0})
+	f.Add([]byte{byte(TypeListVolumes), 0, 1, 'a'})
+	f.Add([]byte{byte(TypeListVolumes), 0, 0x81, 'a'})
+	f.Add([]byte{byte(TypeListVolumes), 0xff, 0xff, 'a'})
+	f.Add([]byte{byte(TypeVolumeList), 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'a'})
+	f.Add([]byte{byte(TypeVolumeList), 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'b'})
+	f.Add([]byte{byte(TypeVolumeList), 0, 1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0})
+	f.Add([]byte{byte(TypeVolumeList), 0, 0, 0, 1, 'a'})
 	f.Add([]byte{byte(TypePutData), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{byte(TypePutVolume), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0x10, 0, 2})
 	f.Add([]byte{byte(TypeRead), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0})

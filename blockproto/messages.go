@@ -32,7 +32,10 @@ const (
 	MaxName = 128
 	// MaxMessage is the longest error or reason text in bytes.
 	MaxMessage = 4096
-	// MaxVolumes is the most volumes one VolumeList may carry.
+	// MaxVolumes is the most volumes one VolumeList (one page of a
+	// listing) may carry. The largest VolumeList, MaxVolumes entries with
+	// MaxName-byte names and a MaxName-byte Next, is 614533 bytes, well
+	// within MaxFrame, so a page is never cut short by the frame size.
 	MaxVolumes = 4096
 	// MaxDataConns is the most data connections one session may open.
 	MaxDataConns = 64
@@ -137,8 +140,18 @@ type DataAttached struct {
 	Index uint16
 }
 
-// ListVolumes asks for the server's volumes (client -> server).
-type ListVolumes struct{}
+// ListVolumes asks for one page of the server's volumes (client -> server):
+// those whose names sort bytewise after After, in that order. The server
+// answers with a VolumeList of at most MaxVolumes entries.
+//
+// An empty After asks for the first page and is encoded as an empty body,
+// exactly as ListVolumes was before it had a cursor, so an older client's
+// request still means "from the start".
+type ListVolumes struct {
+	// After is the cursor: "" for the first page, otherwise the Next of
+	// the previous page (0..MaxName bytes, not necessarily a valid name).
+	After string
+}
 
 // VolumeStat describes one volume.
 type VolumeStat struct {
@@ -148,9 +161,16 @@ type VolumeStat struct {
 	Generation uint64
 }
 
-// VolumeList answers ListVolumes.
+// VolumeList answers ListVolumes with one page of the listing.
 type VolumeList struct {
+	// Volumes holds the page's volumes (0..MaxVolumes), sorted bytewise
+	// by name, each named after the request's After.
 	Volumes []VolumeStat
+	// Next is "" when this page ends the listing. Otherwise more volumes
+	// may follow: Next is the Name of the last entry of Volumes, and the
+	// client asks for the next page with ListVolumes{After: Next}. Next
+	// is omitted from the encoding when empty.
+	Next string
 }
 
 // StatVolume asks about one volume (client -> server).

@@ -311,25 +311,97 @@ func decodeKeyed(key, raw []byte) (*Volume, error) {
 
 // List returns every volume, sorted by name (bytewise).
 func (c *Catalog) List() ([]*Volume, error) {
+	return c.ListAfter("", 0)
+}
+
+// ListAfter returns, sorted by name (bytewise), up to limit volumes whose
+// names sort strictly after after; limit <= 0 means no limit. An empty after
+// lists from the first volume. after need not name a volume, nor be a valid
+// name: it is only a position in the order. The volumes come from one read
+// transaction, and ListAfter reads only the records it returns, so a caller
+// can page through a large catalog by passing the last name of one page as
+// the after of the next.
+func (c *Catalog) ListAfter(after string, limit int) ([]*Volume, error) {
 	var vs []*Volume
 	err := c.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketVolumes)
 		if b == nil {
 			return nil
 		}
-		return b.ForEach(func(k, raw []byte) error {
+		cur := b.Cursor()
+		k, raw := cur.Seek([]byte(after))
+		if k != nil && string(k) == after {
+			k, raw = cur.Next()
+		}
+		for ; k != nil && (limit <= 0 || len(vs) < limit); k, raw = cur.Next() {
 			v, err := decodeKeyed(k, raw)
 			if err != nil {
 				return fmt.Errorf("%q: %w", k, err)
 			}
 			vs = append(vs, v)
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("catalog: list: %w", err)
 	}
 	return vs, nil
+}
+
+// PutMany adds every volume of vs to the catalog in one transaction, as Put
+// would one by one but with a single commit (and fsync): either all are
+// stored or, on error, none is. It fails with [ErrExists] if a name is
+// already in the catalog or appears twice in vs, [ErrBadName] or
+// [ErrInvalid] if a volume cannot be stored, and [ErrReadOnly] on a
+// read-only catalog; the error names the first volume at fault.
+//
+// On success PutMany sets each volume's Generation, in the order of vs, and
+// Created as Put does. On error it changes none of them.
+func (c *Catalog) PutMany(vs []*Volume) error {
+	for _, v := range vs {
+		if err := checkName("put", v.Name); err != nil {
+			return err
+		}
+	}
+	if c.readOnly {
+		return fmt.Errorf("catalog: put %d volumes: %w", len(vs), ErrReadOnly)
+	}
+	stored := make([]*Volume, len(vs))
+	var at string
+	err := c.updateTx(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVolumes)
+		if b == nil {
+			return fmt.Errorf("no volumes bucket: %w", ErrCorrupt)
+		}
+		now := time.Now()
+		for i, v := range vs {
+			at = v.Name
+			if b.Get([]byte(v.Name)) != nil {
+				return ErrExists
+			}
+			nv := v.clone()
+			if nv.Created.IsZero() {
+				nv.Created = now
+			}
+			nv.Created = nv.Created.UTC().Round(0)
+			if err := putVolume(b, nv); err != nil {
+				return err
+			}
+			stored[i] = nv
+		}
+		at = ""
+		return nil
+	})
+	if err != nil {
+		if at != "" {
+			return fmt.Errorf("catalog: put %q: %w", at, err)
+		}
+		return fmt.Errorf("catalog: put %d volumes: %w", len(vs), err)
+	}
+	for i, v := range vs {
+		v.Generation, v.Created = stored[i].Generation, stored[i].Created
+	}
+	return nil
 }
 
 // Delete removes the named volume from the catalog and returns what it was.

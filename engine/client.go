@@ -419,17 +419,58 @@ func (s *Session) call(ctx context.Context, m blockproto.Msg) (blockproto.Msg, e
 	}
 }
 
-// Volumes lists the server's volumes.
+// Volumes lists all the server's volumes, sorted bytewise by name. It asks
+// for one page after another ([Session.VolumesPage]) until the server says
+// the listing is complete, so a server with more than
+// [blockproto.MaxVolumes] volumes is listed whole. Each page is read
+// atomically, the whole listing is not: a volume created or removed while
+// Volumes runs may be missing or still listed, but no name is listed twice.
 func (s *Session) Volumes(ctx context.Context) ([]blockproto.VolumeStat, error) {
-	m, err := s.call(ctx, &blockproto.ListVolumes{})
+	var all []blockproto.VolumeStat
+	after := ""
+	for {
+		vols, next, err := s.VolumesPage(ctx, after)
+		if err != nil {
+			return nil, err
+		}
+		if all == nil && next == "" {
+			return vols, nil // the common case: one page
+		}
+		all = append(all, vols...)
+		if next == "" {
+			return all, nil
+		}
+		after = next
+	}
+}
+
+// VolumesPage returns one page of the server's volumes: up to
+// [blockproto.MaxVolumes] whose names sort bytewise after after, in that
+// order ("" for the first page; at most [blockproto.MaxName] bytes). next is
+// "" when no volumes follow the page; otherwise it is the after to pass for
+// the next page. A server that answers out of order (a name not after after,
+// or not above the one before it) gets an error, so a loop over pages always
+// ends.
+func (s *Session) VolumesPage(ctx context.Context, after string) (vols []blockproto.VolumeStat, next string, err error) {
+	if len(after) > blockproto.MaxName {
+		return nil, "", fmt.Errorf("engine: list volumes after a %d-byte name: longer than %d", len(after), blockproto.MaxName)
+	}
+	m, err := s.call(ctx, &blockproto.ListVolumes{After: after})
 	if err != nil {
-		return nil, fmt.Errorf("engine: list volumes: %w", err)
+		return nil, "", fmt.Errorf("engine: list volumes: %w", err)
 	}
 	l, ok := m.(*blockproto.VolumeList)
 	if !ok {
-		return nil, fmt.Errorf("engine: list volumes: %w", unexpected(m, "volume-list"))
+		return nil, "", fmt.Errorf("engine: list volumes: %w", unexpected(m, "volume-list"))
 	}
-	return l.Volumes, nil
+	prev := after
+	for i := range l.Volumes {
+		if name := l.Volumes[i].Name; name <= prev {
+			return nil, "", fmt.Errorf("engine: list volumes: protocol: server listed %q after %q, out of order", name, prev)
+		}
+		prev = l.Volumes[i].Name
+	}
+	return l.Volumes, l.Next, nil
 }
 
 // Stat describes one volume.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -816,7 +818,7 @@ func (ss *srvSession) serve() {
 				rd.cancel()
 			}
 		case *blockproto.ListVolumes:
-			ss.write(ss.list())
+			ss.write(ss.list(m.After))
 		case *blockproto.StatVolume:
 			ss.write(ss.stat(m.Name))
 		case *blockproto.PutVolume, *blockproto.PutData, *blockproto.PutCommit, *blockproto.PutAbort:
@@ -871,12 +873,48 @@ func (ss *srvSession) close(why error, code blockproto.Code) {
 	ss.log.Info("session closed", "reason", why)
 }
 
-func (ss *srvSession) list() blockproto.Msg {
-	vols, err := ss.srv.cfg.Volumes.List()
+// list answers ListVolumes{After: after} with one page of the listing
+// (docs/protocol.md 5.8 and 7.1): up to MaxVolumes volumes named after after,
+// in bytewise name order, with Next set when more may follow. A page of
+// MaxVolumes entries with the longest names (and Next) is at most 614533
+// bytes, so it always fits in MaxFrame: a large catalog never ends a session.
+//
+// It reads one page plus one record from the catalog when the source can
+// list from a key (*catalog.Store, through its Catalog), and otherwise
+// filters and sorts the whole List.
+func (ss *srvSession) list(after string) blockproto.Msg {
+	const page = blockproto.MaxVolumes
+	type lister interface {
+		ListAfter(after string, limit int) ([]*catalog.Volume, error)
+	}
+	type catalogHolder interface{ Catalog() *catalog.Catalog }
+	var vols []*catalog.Volume
+	var err error
+	switch src := ss.srv.cfg.Volumes.(type) {
+	case lister:
+		vols, err = src.ListAfter(after, page+1)
+	case catalogHolder:
+		vols, err = src.Catalog().ListAfter(after, page+1)
+	default:
+		var all []*catalog.Volume
+		if all, err = src.List(); err == nil {
+			for _, v := range all {
+				if v.Name > after {
+					vols = append(vols, v)
+				}
+			}
+			slices.SortFunc(vols, func(a, b *catalog.Volume) int { return cmp.Compare(a.Name, b.Name) })
+		}
+	}
 	if err != nil {
 		return &blockproto.Error{Code: blockproto.CodeInternal, Message: err.Error()}
 	}
 	l := &blockproto.VolumeList{}
+	if len(vols) > page {
+		vols = vols[:page]
+		l.Next = vols[page-1].Name
+	}
+	l.Volumes = make([]blockproto.VolumeStat, 0, len(vols))
 	for _, v := range vols {
 		l.Volumes = append(l.Volumes, volumeStat(v))
 	}
