@@ -25,7 +25,7 @@ import (
 // Striped (erasure-coded) volumes:
 //
 //	blockcat put FILE --name V --ec K+M [--peers A,B,...] [--unit SIZE] (--etcd E | --manifest OUT) [--replace] [--json]
-//	blockcat get (--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]
+//	blockcat get (--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--continue] [--json]
 
 // dispatchGet runs `blockcat get`: a striped volume when --manifest or
 // --etcd is given, otherwise a volume of one server.
@@ -330,6 +330,7 @@ type ecGetFlags struct {
 	offset, length cli.SizeFlag
 	window         cli.SizeFlag
 	out            string
+	resume         bool
 	shardTimeout   time.Duration
 	asJSON         bool
 }
@@ -346,11 +347,12 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	fs.Var(&f.offset, "offset", "first byte to fetch")
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
 	fs.Var(&f.window, "window", "bytes fetched per step (rounded up to whole stripes)")
-	fs.StringVar(&f.out, "o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
+	fs.StringVar(&f.out, "o", "", outputHelp)
+	fs.BoolVar(&f.resume, "continue", false, continueHelp)
 	fs.DurationVar(&f.shardTimeout, "shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
 	fs.BoolVar(&f.verify, "verify", true, "check every shard's CRC-32C against the manifest (always on for a striped volume)")
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
-	pos, err := cli.ParseRange(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--json]")
+	pos, err := cli.ParseRange(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--continue] [--json]")
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
@@ -364,6 +366,8 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 		return nil, cli.UsageErr(errors.New("give exactly one of --manifest and --etcd"))
 	case f.src.Etcd != "" && f.src.Volume == "":
 		return nil, cli.UsageErr(errors.New("--etcd needs a VOLUME"))
+	case f.resume && (f.out == "" || f.out == "-"):
+		return nil, cli.UsageErr(errors.New("--continue needs -o FILE"))
 	}
 	return f, nil
 }
@@ -387,11 +391,15 @@ type ecGetResult struct {
 	// and why it fell back to TCP, if it did.
 	Transports map[string]string `json:"transports"`
 	Output     string            `json:"output,omitempty"`
+	// Resumed counts the bytes of the range that a partial file kept by
+	// an earlier get held (--continue); Bytes counts those fetched now.
+	Resumed int64 `json:"resumed_bytes,omitempty"`
 }
 
 // ecGet runs `blockcat get` for a striped volume: it reads the range from
 // the volume's servers, reconstructing what they cannot give, and writes it
-// to -o.
+// to -o (see openOutput: a regular FILE is replaced only when the get
+// succeeds).
 func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := parseECGetFlags(args, stderr)
 	if err != nil {
@@ -410,11 +418,6 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	w, finish, err := openOutput(f.out, stdout)
-	if err != nil {
-		return err
-	}
-	defer finish()
 	sessions, err := f.ecSessions(ctx, stderr)
 	if err != nil {
 		return err
@@ -425,24 +428,34 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.Close()
-	res := ecGetResult{Volume: man.Name, Offset: int64(f.offset), K: man.K, M: man.M, Generation: man.Generation,
-		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Provider: sessions.p.Name(), Output: f.out}
-	bar := newBar(stderr, n, "get "+man.Name, f.asJSON)
-	err = readStriped(ctx, r, sessions.p, int64(f.offset), n, int64(f.window), w, bar, &res)
-	bar.Finish(err)
+	out, err := openOutput(f.out, stdout, stderr, stripedSource(man, int64(f.offset), n), f.resume)
 	if err != nil {
 		return err
 	}
-	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
+	defer out.finish(errors.New("get ended early"))
+	res := ecGetResult{Volume: man.Name, Offset: int64(f.offset), K: man.K, M: man.M, Generation: man.Generation,
+		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Provider: sessions.p.Name(), Output: f.out,
+		Resumed: out.resumed}
+	if rest := n - out.resumed; rest > 0 {
+		bar := newBar(stderr, rest, "get "+man.Name, f.asJSON)
+		err = readStriped(ctx, r, sessions.p, int64(f.offset)+out.resumed, rest, int64(f.window), out, bar, &res)
+		bar.Finish(err)
+		if err != nil {
+			return out.finish(stopCause(ctx, err))
+		}
+	}
+	if res.Seconds > 0 {
+		res.BytesPerSecond = float64(res.Bytes) / res.Seconds
+	}
 	res.Transports = sessions.transports()
-	if err := finish(); err != nil {
+	if err := out.finish(nil); err != nil {
 		return err
 	}
 	if f.asJSON {
 		return cli.WriteJSON(stdout, res)
 	}
 	// The summary goes to stderr when the payload goes to stdout.
-	if w == stdout {
+	if f.out == "-" {
 		stdout = stderr
 	}
 	res.printText(stdout)
@@ -467,10 +480,10 @@ func stripedRange(m *ec.Manifest, off, length int64) (int64, error) {
 
 // readStriped reads [off, off+n) of the striped volume into a buffer of p,
 // window by window (window rounded up to whole stripes), and writes the
-// bytes to w (if set) in order. It counts the stripes read and degraded,
-// the bytes and the seconds the reads took in res.
+// bytes to out in order. It counts the stripes read and degraded, the bytes
+// and the seconds the reads took in res.
 func readStriped(ctx context.Context, r *ec.Reader, p memory.Provider, off, n, window int64,
-	w io.Writer, bar *cli.Bar, res *ecGetResult) error {
+	out *output, bar *cli.Bar, res *ecGetResult) error {
 	sb := r.Manifest().Layout().StripeBytes()
 	win := min(n, (window+sb-1)/sb*sb)
 	buf, err := p.Alloc(ctx, win, false)
@@ -488,13 +501,14 @@ func readStriped(ctx context.Context, r *ec.Reader, p memory.Provider, off, n, w
 		if err != nil {
 			return err
 		}
-		if w != nil {
+		if out.w != nil {
 			b, err := hostView(ctx, p, buf.ID, k, &scratch)
 			if err != nil {
 				return err
 			}
-			if _, err := w.Write(b); err != nil {
-				return fmt.Errorf("write output: %w", err)
+			// A striped read checks every shard it returns.
+			if err := out.write(b, k); err != nil {
+				return err
 			}
 		}
 		done += k
@@ -508,8 +522,9 @@ func readStriped(ctx context.Context, r *ec.Reader, p memory.Provider, off, n, w
 // printText prints the summary: throughput, servers that fell back to TCP,
 // and the degraded stripes.
 func (res *ecGetResult) printText(w io.Writer) {
-	fmt.Fprintf(w, "fetched %s of %s in %.3fs: %s/s from %d servers (%d+%d, generation %d), %d of %d stripes degraded\n",
-		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
+	fmt.Fprintf(w, "fetched %s of %s%s into %s in %.3fs: %s/s from %d servers (%d+%d, generation %d), %d of %d stripes degraded\n",
+		cli.FormatBytes(float64(res.Bytes)), res.Volume, resumedNote(res.Resumed), destination(res.Output, res.Provider),
+		res.Seconds, cli.FormatBytes(res.BytesPerSecond),
 		res.Servers, res.K, res.M, res.Generation, len(res.Degraded), res.Stripes)
 	for _, id := range slices.Sorted(maps.Keys(res.Transports)) {
 		if t := res.Transports[id]; strings.Contains(t, "fallback") {

@@ -6,8 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"sync"
+	"slices"
 	"time"
 
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
@@ -17,22 +16,25 @@ import (
 
 // getResult is what `blockcat get --json` prints.
 type getResult struct {
-	Server         string                `json:"server"`
-	Volume         string                `json:"volume"`
-	Offset         int64                 `json:"offset"`
-	Bytes          int64                 `json:"bytes"`
-	Seconds        float64               `json:"seconds"`
-	SetupSeconds   float64               `json:"setup_seconds"`
-	BytesPerSecond float64               `json:"bytes_per_second"`
-	Provider       string                `json:"provider"`
-	Transport      string                `json:"transport"`
-	FallbackReason string                `json:"fallback_reason,omitempty"`
-	ServerSend     string                `json:"server_transport"`
-	DataConns      int                   `json:"data_conns"`
-	Verified       bool                  `json:"verified"`
-	Output         string                `json:"output,omitempty"`
-	Requests       int                   `json:"requests"`
-	Extents        []engine.ExtentTiming `json:"extents"`
+	Server         string  `json:"server"`
+	Volume         string  `json:"volume"`
+	Offset         int64   `json:"offset"`
+	Bytes          int64   `json:"bytes"`
+	Seconds        float64 `json:"seconds"`
+	SetupSeconds   float64 `json:"setup_seconds"`
+	BytesPerSecond float64 `json:"bytes_per_second"`
+	Provider       string  `json:"provider"`
+	Transport      string  `json:"transport"`
+	FallbackReason string  `json:"fallback_reason,omitempty"`
+	ServerSend     string  `json:"server_transport"`
+	DataConns      int     `json:"data_conns"`
+	Verified       bool    `json:"verified"`
+	Output         string  `json:"output,omitempty"`
+	// Resumed counts the bytes of the range that a partial file kept by
+	// an earlier get held (--continue); Bytes counts those fetched now.
+	Resumed  int64                 `json:"resumed_bytes,omitempty"`
+	Requests int                   `json:"requests"`
+	Extents  []engine.ExtentTiming `json:"extents"`
 }
 
 // getFlags are the flags of `blockcat get` for a volume of one server.
@@ -42,9 +44,23 @@ type getFlags struct {
 	offset, length cli.SizeFlag
 	window         cli.SizeFlag
 	depth          int
+	rate           cli.SizeFlag
 	out            string
+	resume         bool
 	asJSON         bool
 }
+
+// outputHelp describes -o for both kinds of get.
+const outputHelp = "write the bytes to `FILE`, or - for stdout (default: keep in memory only).\n" +
+	"A regular FILE is replaced only when the whole get succeeds: the bytes go to\n" +
+	".FILE" + partialSuffix + " beside it first, and a get that fails or is interrupted\n" +
+	"leaves FILE as it was and keeps the bytes fetched there for --continue.\n" +
+	"A device, FIFO or other non-regular FILE is written in place"
+
+// continueHelp describes --continue for both kinds of get.
+const continueHelp = "resume from the bytes an earlier get -o FILE of the same range kept;\n" +
+	"refused if the volume was replaced since. A get stopped by SIGINT (Ctrl-C)\n" +
+	"or SIGTERM keeps its bytes and exits with status 130 or 143"
 
 // parseGetFlags parses and checks the arguments of `blockcat get SERVER
 // VOLUME`.
@@ -57,15 +73,20 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
 	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight")
 	fs.IntVar(&f.depth, "depth", 4, "requests in flight")
-	fs.StringVar(&f.out, "o", "", "write the bytes to FILE, or - for stdout (default: keep in memory only)")
+	fs.Var(&f.rate, "rate", "limit the fetch to about this many bytes per second, such as 100MiB (0: no limit);\nit caps --window at a quarter second's worth")
+	fs.StringVar(&f.out, "o", "", outputHelp)
+	fs.BoolVar(&f.resume, "continue", false, continueHelp)
 	fs.BoolVar(&f.verify, "verify", false, "check every extent's CRC-32C after it lands")
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
-	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]")
+	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify] [--json]")
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
 	if f.window <= 0 || f.depth < 1 {
 		return nil, cli.UsageErr(errors.New("--window and --depth must be positive"))
+	}
+	if f.resume && (f.out == "" || f.out == "-") {
+		return nil, cli.UsageErr(errors.New("--continue needs -o FILE"))
 	}
 	f.server, f.volume = pos[0], pos[1]
 	return f, nil
@@ -73,7 +94,8 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 
 // get runs `blockcat get SERVER VOLUME`: it fetches the range into the
 // provider's memory, keeping --depth requests in flight, and writes it to
-// -o.
+// -o (see openOutput: a regular FILE is replaced only when the get
+// succeeds).
 func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := parseGetFlags(args, stderr)
 	if err != nil {
@@ -95,34 +117,44 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	w, finish, err := openOutput(f.out, stdout)
+	out, err := openOutput(f.out, stdout, stderr, volumeSource(f.server, vol, int64(f.offset), n), f.resume)
 	if err != nil {
 		return err
 	}
-	defer finish()
-	bufs, err := allocWindows(ctx, s.p, n, int64(f.window), f.depth)
-	if err != nil {
-		return err
-	}
+	defer out.finish(errors.New("get ended early"))
 	res := getResult{Server: f.server, Volume: vol.Name, Offset: int64(f.offset), DataConns: f.dataConns, Provider: s.p.Name(),
-		Verified: f.verify, Output: f.out, SetupSeconds: time.Since(setup).Seconds()}
-	bar := newBar(stderr, n, "get "+vol.Name, f.asJSON)
+		Verified: f.verify, Output: f.out, Resumed: out.resumed, SetupSeconds: time.Since(setup).Seconds()}
 	start := time.Now()
-	err = fetch(ctx, s, vol.Name, int64(f.offset), n, bufs, s.p, w, bar, &res)
-	bar.Finish(err)
-	if err != nil {
-		return err
+	if rest := n - out.resumed; rest > 0 {
+		window := int64(f.window)
+		if f.rate > 0 {
+			// Requests of a quarter second's worth keep the rate even.
+			window = min(window, max(int64(f.rate)/4, 4096))
+		}
+		bufs, err := allocWindows(ctx, s.p, rest, window, f.depth)
+		if err != nil {
+			return out.finish(stopCause(ctx, err))
+		}
+		start = time.Now()
+		bar := newBar(stderr, rest, "get "+vol.Name, f.asJSON)
+		err = fetch(ctx, s, vol.Name, int64(f.offset)+out.resumed, rest, int64(f.rate), bufs, s.p, out, bar, &res)
+		bar.Finish(err)
+		if err != nil {
+			return out.finish(stopCause(ctx, err))
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
-	res.BytesPerSecond = float64(res.Bytes) / res.Seconds
-	if err := finish(); err != nil {
+	if res.Seconds > 0 {
+		res.BytesPerSecond = float64(res.Bytes) / res.Seconds
+	}
+	if err := out.finish(nil); err != nil {
 		return err
 	}
 	if f.asJSON {
 		return cli.WriteJSON(stdout, res)
 	}
 	// The summary goes to stderr when the payload goes to stdout.
-	if w == stdout {
+	if f.out == "-" {
 		stdout = stderr
 	}
 	res.printText(stdout)
@@ -160,11 +192,31 @@ func allocWindows(ctx context.Context, p memory.Provider, n, window int64, depth
 	return bufs, nil
 }
 
+// destination names where a get put the bytes, for its summary: FILE,
+// stdout, or the provider's memory.
+func destination(output, provider string) string {
+	switch output {
+	case "":
+		return provider + " memory"
+	case "-":
+		return "stdout"
+	}
+	return output
+}
+
+// resumedNote says, for the summary, what an earlier get had kept.
+func resumedNote(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (after the %s kept by an earlier get)", cli.FormatBytes(float64(n)))
+}
+
 // printText prints the summary line.
 func (res *getResult) printText(w io.Writer) {
-	msg := fmt.Sprintf("fetched %s of %s into %s memory in %.3fs: %s/s over %s (%d data connections, server sent with %s)",
-		cli.FormatBytes(float64(res.Bytes)), res.Volume, res.Provider, res.Seconds, cli.FormatBytes(res.BytesPerSecond),
-		res.Transport, res.DataConns, res.ServerSend)
+	msg := fmt.Sprintf("fetched %s of %s%s into %s in %.3fs: %s/s over %s (%d data connections, server sent with %s)",
+		cli.FormatBytes(float64(res.Bytes)), res.Volume, resumedNote(res.Resumed), destination(res.Output, res.Provider),
+		res.Seconds, cli.FormatBytes(res.BytesPerSecond), res.Transport, res.DataConns, res.ServerSend)
 	if res.FallbackReason != "" {
 		msg += ", fallback: " + res.FallbackReason
 	}
@@ -175,34 +227,61 @@ func (res *getResult) printText(w io.Writer) {
 }
 
 // fetch reads [off, off+n) of volume through the window buffers, keeping
-// every buffer busy, and writes the bytes to w (if set) in order.
-func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []memory.Buffer,
-	p memory.Provider, w io.Writer, bar *cli.Bar, res *getResult) error {
+// every buffer busy (at rate bytes per second at most, if rate is set), and
+// writes the bytes to out in order. When it fails, or ctx ends, it cancels
+// the reads still in flight and waits for them to end.
+func fetch(ctx context.Context, s *conn, volume string, off, n, rate int64, bufs []memory.Buffer,
+	p memory.Provider, out *output, bar *cli.Bar, res *getResult) error {
 	win := bufs[0].Size
 	type inflight struct {
 		h   *engine.Handle
+		off int64
 		buf memory.Buffer
 	}
 	var queue []inflight
-	next, done := off, int64(0)
-	submit := func(buf memory.Buffer) {
-		k := min(win, off+n-next)
-		h := s.Submit(ctx, []engine.Request{{Volume: volume, Offset: next, Length: k, Dst: buf}})[0]
-		queue = append(queue, inflight{h, buf})
-		next += k
-	}
-	for _, b := range bufs {
-		if next < off+n {
-			submit(b)
+	defer func() {
+		for _, q := range queue {
+			q.h.Cancel()
+			<-q.h.Done()
 		}
+	}()
+	free := slices.Clone(bufs)
+	start := time.Now()
+	next, end, done := off, off+n, int64(0)
+	// due is when the next request may start under --rate.
+	due := func() time.Time {
+		return start.Add(time.Duration(float64(next-off) / float64(rate) * float64(time.Second)))
 	}
 	var host []byte
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for len(queue) > 0 {
-		head := queue[0]
+	pace := time.NewTimer(time.Hour)
+	pace.Stop()
+	for next < end || len(queue) > 0 {
+		for len(free) > 0 && next < end && (rate == 0 || !time.Now().Before(due())) {
+			k := min(win, end-next)
+			h := s.Submit(ctx, []engine.Request{{Volume: volume, Offset: next, Length: k, Dst: free[0]}})[0]
+			queue = append(queue, inflight{h, next, free[0]})
+			free = free[1:]
+			next += k
+		}
+		var paced <-chan time.Time // a free buffer waits for its turn under --rate
+		if len(free) > 0 && next < end {
+			pace.Reset(time.Until(due()))
+			paced = pace.C
+		}
+		// A request in flight ends when ctx does, saying so in its
+		// error; ctx itself is watched only while none is.
+		headDone, ctxDone := (<-chan struct{})(nil), ctx.Done()
+		if len(queue) > 0 {
+			headDone, ctxDone = queue[0].h.Done(), nil
+		}
 		select {
-		case <-head.h.Done():
+		case <-headDone:
+		case <-paced:
+			continue
+		case <-ctxDone:
+			return ctx.Err()
 		case <-tick.C:
 			var moving int64
 			for _, q := range queue {
@@ -211,6 +290,8 @@ func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []mem
 			bar.Progress(done+moving, n)
 			continue
 		}
+		pace.Stop()
+		head := queue[0]
 		queue = queue[1:]
 		r := head.h.Result()
 		res.Requests++
@@ -219,51 +300,21 @@ func fetch(ctx context.Context, s *conn, volume string, off, n int64, bufs []mem
 			return r.Err
 		}
 		res.Extents = append(res.Extents, r.Extents...)
-		if w != nil {
+		if out.w != nil {
 			b, err := hostView(ctx, p, head.buf.ID, r.Length, &host)
 			if err != nil {
 				return err
 			}
-			if _, err := w.Write(b); err != nil {
-				return fmt.Errorf("write output: %w", err)
+			if err := out.write(b, verifiedPrefix(head.off, r.Extents)); err != nil {
+				return err
 			}
 		}
 		done += r.Bytes
 		res.Bytes = done
 		bar.Progress(done, n)
-		if next < off+n {
-			submit(head.buf)
-		}
+		free = append(free, head.buf)
 	}
 	return nil
-}
-
-// openOutput opens -o: nothing for "", stdout for "-", else a new file.
-// finish syncs a regular file and closes it; it may be called more than
-// once, and only its first call does anything.
-func openOutput(path string, stdout io.Writer) (w io.Writer, finish func() error, err error) {
-	switch path {
-	case "":
-		return nil, func() error { return nil }, nil
-	case "-":
-		return stdout, func() error { return nil }, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	var once sync.Once
-	var ferr error
-	return f, func() error {
-		once.Do(func() {
-			// Only a regular file can be synced (the output may be a FIFO).
-			if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-				ferr = f.Sync()
-			}
-			ferr = errors.Join(ferr, f.Close())
-		})
-		return ferr
-	}, nil
 }
 
 // hostView returns n bytes of buf readable by the CPU: the buffer itself

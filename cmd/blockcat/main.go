@@ -2,7 +2,7 @@
 // memory, writes them out, verifies them and benchmarks the path.
 //
 //	blockcat ls SERVER
-//	blockcat get SERVER VOLUME [--offset N --length N] [-o FILE|-] [--verify] [--json]
+//	blockcat get SERVER VOLUME [--offset N --length N] [-o FILE|-] [--continue] [--verify] [--json]
 //	blockcat bench SERVER VOLUME [--sizes LIST] [--duration D] [--json]
 //	blockcat put FILE --name V --ec K+M --peers A,B,... [--manifest OUT | --etcd E]
 //	blockcat providers | doctor
@@ -29,7 +29,7 @@ const usage = `blockcat fetches blockxfer volumes into memory.
 
 Usage:
   blockcat ls SERVER [--json]
-  blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--verify] [--json]
+  blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify] [--json]
   blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
   blockcat upload SERVER NAME FILE [--replace]      store a file as a volume on a running blockd
   blockcat put FILE --name V --ec K+M --peers A,B,... (--manifest OUT | --etcd E)   striped upload
@@ -44,9 +44,72 @@ Run 'blockcat COMMAND -h' for all flags.
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signalContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// signalError is the cause of a context that a signal cancelled.
+type signalError struct{ sig syscall.Signal }
+
+func (e *signalError) Error() string {
+	switch e.sig {
+	case syscall.SIGINT:
+		return "interrupted (SIGINT)"
+	case syscall.SIGTERM:
+		return "terminated (SIGTERM)"
+	}
+	return "stopped by signal " + e.sig.String()
+}
+
+// signalContext returns a context that the first of sigs to arrive
+// cancels, with a *signalError as its cause, so that the command stops
+// cleanly; a second signal then takes its default action. stop releases
+// the signals.
+func signalContext(parent context.Context, sigs ...os.Signal) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		select {
+		case s := <-ch:
+			signal.Reset(sigs...)
+			sig, _ := s.(syscall.Signal)
+			cancel(&signalError{sig: sig})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(nil)
+	}
+}
+
+// stopCause returns the signal that stopped the command when ctx was
+// cancelled by one, in place of err (which then only says that the
+// context was cancelled), and err otherwise.
+func stopCause(ctx context.Context, err error) error {
+	var se *signalError
+	if err != nil && ctx.Err() != nil && errors.As(context.Cause(ctx), &se) {
+		return se
+	}
+	return err
+}
+
+// exitCode reports err and returns the exit status as cli.ExitCode does,
+// except that a command stopped by a signal exits with 128 + the signal's
+// number, as a shell reports it: 130 for SIGINT, 143 for SIGTERM.
+func exitCode(ctx context.Context, err error, stderr io.Writer) int {
+	var se *signalError
+	if err != nil && !errors.Is(err, flag.ErrHelp) && !errors.As(err, &se) && errors.As(context.Cause(ctx), &se) {
+		err = fmt.Errorf("%w: %w", se, err)
+	}
+	if errors.As(err, &se) {
+		fmt.Fprintf(stderr, "blockcat: %v\n", err)
+		return 128 + int(se.sig)
+	}
+	return cli.ExitCode("blockcat", err, stderr)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -77,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blockcat: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	return cli.ExitCode("blockcat", err, stderr)
+	return exitCode(ctx, err, stderr)
 }
 
 // common holds the flags every command that talks to a server shares.

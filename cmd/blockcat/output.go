@@ -1,0 +1,457 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/cmd/internal/cli"
+	"github.com/blockxfer/blockxfer/ec"
+	"github.com/blockxfer/blockxfer/engine"
+)
+
+// How `blockcat get -o FILE` writes a regular FILE (or one that does not
+// exist yet): never in place. The bytes go to a partial file beside it,
+// .FILE.blockxfer-partial, which is synced and renamed over FILE only when
+// the whole get succeeded. A record beside the partial,
+// .FILE.blockxfer-partial.json, says what the partial is a partial of and
+// how many of its bytes are known good; a failed or interrupted get leaves
+// FILE as it was and keeps those bytes for --continue. A device, FIFO or
+// other non-regular FILE is written in place.
+
+const (
+	// partialSuffix ends the name of the partial file of FILE.
+	partialSuffix = ".blockxfer-partial"
+	// recordFormat is the format of the partial's record.
+	recordFormat = 1
+	// checkpointEvery is how often a long get syncs its partial and
+	// records how far it got, so that even a get that is killed outright
+	// leaves something to continue.
+	checkpointEvery = 10 * time.Second
+)
+
+// partialPaths returns the partial file of FILE and its record.
+func partialPaths(file string) (partial, record string) {
+	dir, base := filepath.Split(file)
+	partial = filepath.Join(dir, "."+base+partialSuffix)
+	return partial, partial + ".json"
+}
+
+// source identifies what a get fetches; a partial file is continued only by
+// a get of the same source.
+type source struct {
+	Volume string `json:"volume"`
+	// Server is the server a volume of one server is fetched from; empty
+	// for a striped volume.
+	Server     string `json:"server,omitempty"`
+	Generation uint64 `json:"generation"`
+	Size       int64  `json:"size"`
+	ExtentSize int64  `json:"extent_size,omitempty"`
+	// Striped describes a striped volume's manifest: its code, shard size
+	// and a CRC-32C over all its shard checksums.
+	Striped string `json:"striped,omitempty"`
+	// Offset and Length are the range of the volume fetched.
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// volumeSource is the source of a get of [off, off+n) of a volume of one
+// server.
+func volumeSource(server string, v blockproto.VolumeStat, off, n int64) source {
+	return source{Volume: v.Name, Server: server, Generation: v.Generation, Size: int64(v.Size),
+		ExtentSize: int64(v.ExtentSize), Offset: off, Length: n}
+}
+
+// stripedSource is the source of a get of [off, off+n) of a striped volume.
+func stripedSource(m *ec.Manifest, off, n int64) source {
+	b := make([]byte, 0, 4*len(m.CRCs))
+	for _, c := range m.CRCs {
+		b = binary.BigEndian.AppendUint32(b, c)
+	}
+	sum := crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli))
+	return source{Volume: m.Name, Generation: m.Generation, Size: m.Size,
+		Striped: fmt.Sprintf("%d+%d, unit %d, shard crc32c %08x", m.K, m.M, m.Unit, sum), Offset: off, Length: n}
+}
+
+// String describes the source for messages.
+func (s source) String() string {
+	what := fmt.Sprintf("%s generation %d (%d bytes, extents of %d) on %s", s.Volume, s.Generation, s.Size, s.ExtentSize, s.Server)
+	if s.Striped != "" {
+		what = fmt.Sprintf("striped %s generation %d (%d bytes, %s)", s.Volume, s.Generation, s.Size, s.Striped)
+	}
+	return fmt.Sprintf("%s, bytes [%d,+%d)", what, s.Offset, s.Length)
+}
+
+// partialRecord is the record kept beside a partial file.
+type partialRecord struct {
+	Format int `json:"format"`
+	source
+	// Good says that the partial's first Good bytes are the source's
+	// bytes [Offset, Offset+Good), every extent of them checked against
+	// its CRC-32C.
+	Good int64 `json:"good_bytes"`
+}
+
+// output is where a get writes the bytes it fetched: nowhere (memory
+// only), stdout, a non-regular file in place, or a partial file renamed
+// over FILE when the get succeeds.
+type output struct {
+	w    io.Writer // nil: memory only
+	path string    // -o as given
+
+	f       *os.File // the file written: the partial, or FILE in place
+	inPlace bool     // FILE is not a regular file and is written in place
+
+	// A regular FILE: target is FILE with symbolic links resolved; the
+	// partial and its record lie beside it.
+	target, partial, record string
+	existed                 bool        // FILE existed before the get
+	orig                    os.FileInfo // FILE as it was, if it existed
+
+	src     source
+	resumed int64 // bytes kept from an earlier get, at the start of the partial
+	written int64 // bytes written by this get
+	good    int64 // bytes from the start of the partial known good
+	saved   time.Time
+
+	finished bool
+	result   error
+}
+
+// openOutput opens -o for a get of src. With resume (--continue) it
+// continues the partial file an earlier get of the same source kept;
+// o.resumed says how many bytes of the range that already holds. Notes
+// about what it found go to stderr.
+func openOutput(path string, stdout, stderr io.Writer, src source, resume bool) (*output, error) {
+	o := &output{path: path, src: src}
+	switch path {
+	case "", "-":
+		if resume {
+			return nil, cli.UsageErr(errors.New("--continue needs -o FILE"))
+		}
+		if path == "-" {
+			o.w = stdout
+		}
+		return o, nil
+	}
+	st, err := os.Stat(path)
+	switch {
+	case err == nil && !st.Mode().IsRegular():
+		if resume {
+			return nil, cli.UsageErr(fmt.Errorf("--continue needs a regular file: %s is written in place (%s)", path, st.Mode().Type()))
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, err
+		}
+		o.f, o.w, o.inPlace = f, f, true
+		return o, nil
+	case err == nil:
+		o.existed, o.orig = true, st
+		if o.target, err = filepath.EvalSymlinks(path); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		o.target = path
+	default:
+		return nil, err
+	}
+	o.partial, o.record = partialPaths(o.target)
+	if err := o.openPartial(resume, stderr); err != nil {
+		return nil, err
+	}
+	o.w = o.f
+	return o, nil
+}
+
+// openPartial opens and locks the partial file, continues it (resume) or
+// starts it over, and leaves it positioned where the get writes next.
+func (o *output) openPartial(resume bool, stderr io.Writer) error {
+	created := true
+	f, err := os.OpenFile(o.partial, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+	if errors.Is(err, fs.ErrExist) {
+		created = false
+		f, err = os.OpenFile(o.partial, os.O_RDWR, 0)
+	}
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return fmt.Errorf("%s is in use: another blockcat get is writing %s (%v)", o.partial, o.path, err)
+	}
+	o.f = f
+	fail := func(err error) error {
+		if created {
+			os.Remove(o.partial)
+		}
+		f.Close()
+		return err
+	}
+	prev, err := o.readRecord(!created)
+	if err != nil && resume && !errors.Is(err, errNoRecord) {
+		return fail(err) // a get that starts over has no use for the record
+	}
+	start := int64(0)
+	switch {
+	case resume && prev != nil:
+		if prev.source != o.src {
+			return fail(fmt.Errorf("cannot continue: %s is a partial of %s, but this get is of %s: %s; remove %s, or run without --continue, to start over",
+				o.partial, prev.source, o.src, mismatch(prev.source, o.src), o.partial))
+		}
+		st, err := f.Stat()
+		if err != nil {
+			return fail(err)
+		}
+		if st.Size() < prev.Good {
+			return fail(fmt.Errorf("cannot continue: %s has %d bytes, but its record %s says %d are good; remove %s to start over",
+				o.partial, st.Size(), o.record, prev.Good, o.partial))
+		}
+		start = prev.Good
+	case resume:
+		fmt.Fprintf(stderr, "blockcat: no partial of %s to continue: fetching all of it\n", o.path)
+	case prev != nil && prev.Good > 0:
+		fmt.Fprintf(stderr, "blockcat: starting over: discarding the %d bytes an earlier get kept in %s (--continue resumes them)\n",
+			prev.Good, o.partial)
+	}
+	o.resumed, o.good = start, start
+	if start == 0 {
+		// The record is rewritten before the partial's bytes change,
+		// so that it never vouches for bytes of another source.
+		if err := o.writeRecord(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := f.Truncate(start); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Seek(start, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	o.saved = time.Now()
+	return nil
+}
+
+// errNoRecord: the partial file has no record.
+var errNoRecord = errors.New("no record")
+
+// readRecord reads the partial's record. It returns errNoRecord when there
+// is no record, or there is no partial (a record left when the partial
+// was removed vouches for nothing).
+func (o *output) readRecord(partialExisted bool) (*partialRecord, error) {
+	b, err := os.ReadFile(o.record)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && !partialExisted) {
+		return nil, errNoRecord
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot continue: %w", err)
+	}
+	var rec partialRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Format != recordFormat {
+		if err == nil {
+			err = fmt.Errorf("format %d, want %d", rec.Format, recordFormat)
+		}
+		return nil, fmt.Errorf("cannot continue: %s is not a record this blockcat reads (%v); remove %s to start over",
+			o.record, err, o.partial)
+	}
+	return &rec, nil
+}
+
+// mismatch says how the source of a partial differs from the source of
+// this get.
+func mismatch(old, now source) string {
+	switch {
+	case old.Volume != now.Volume || old.Server != now.Server || (old.Striped == "") != (now.Striped == ""):
+		return "another volume"
+	case old.Offset != now.Offset || old.Length != now.Length:
+		return "another range"
+	}
+	return "the volume was replaced since"
+}
+
+// writeRecord records, atomically and durably, that the partial holds
+// o.good good bytes of o.src.
+func (o *output) writeRecord() error {
+	b, err := json.MarshalIndent(partialRecord{Format: recordFormat, source: o.src, Good: o.good}, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir, base := filepath.Split(o.record)
+	tmp, err := os.CreateTemp(dir, base+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), o.record)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", o.record, err)
+	}
+	return syncDir(o.record)
+}
+
+// syncDir syncs the directory holding path, so that a rename or a new file
+// in it is durable.
+func syncDir(path string) error {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		err = nil // a file system that cannot sync directories
+	}
+	return errors.Join(err, d.Close())
+}
+
+// write writes b, the next bytes of the range, of which the first verified
+// were checked against their CRC-32C. Every checkpointEvery it syncs the
+// partial and records how many bytes are good.
+func (o *output) write(b []byte, verified int64) error {
+	if _, err := o.w.Write(b); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	if o.good == o.resumed+o.written {
+		o.good += verified
+	}
+	o.written += int64(len(b))
+	if o.partial != "" && time.Since(o.saved) >= checkpointEvery {
+		if err := o.f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", o.partial, err)
+		}
+		if err := o.writeRecord(); err != nil {
+			return err
+		}
+		o.saved = time.Now()
+	}
+	return nil
+}
+
+// verifiedPrefix returns how many bytes from off on the extents cover,
+// contiguously, with every extent checked against its CRC-32C.
+func verifiedPrefix(off int64, extents []engine.ExtentTiming) int64 {
+	ext := append([]engine.ExtentTiming(nil), extents...)
+	sort.Slice(ext, func(i, j int) bool { return ext[i].VolumeOffset < ext[j].VolumeOffset })
+	pos := off
+	for _, e := range ext {
+		if e.VolumeOffset != pos || !e.Verified {
+			break
+		}
+		pos += e.Length
+	}
+	return pos - off
+}
+
+// finish ends the output once the get ended with err. On success it
+// syncs the partial and renames it over FILE; on failure it leaves FILE as
+// it was, keeps the good bytes fetched in the partial, and adds to err
+// what it kept. Only its first call does anything; later calls return what
+// it returned.
+func (o *output) finish(err error) error {
+	if o.finished {
+		return o.result
+	}
+	o.finished = true
+	if err == nil {
+		var renamed bool
+		renamed, err = o.commit()
+		if renamed || err == nil {
+			o.result = err
+			return err
+		}
+	}
+	o.result = o.abandon(err)
+	return o.result
+}
+
+// commit completes a successful get. renamed says whether FILE was
+// replaced, even if err reports a later step that failed.
+func (o *output) commit() (renamed bool, err error) {
+	switch {
+	case o.f == nil:
+		return false, nil
+	case o.inPlace:
+		return false, o.f.Close()
+	}
+	if err := o.f.Sync(); err != nil {
+		return false, fmt.Errorf("sync %s: %w", o.partial, err)
+	}
+	if o.orig != nil {
+		if err := o.f.Chmod(o.orig.Mode().Perm()); err != nil {
+			return false, err
+		}
+		if st, ok := o.orig.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+			o.f.Chown(int(st.Uid), int(st.Gid)) // best effort, as root only
+		}
+	}
+	// Without its record the partial is never continued: a crash after
+	// this leaves a partial that a --continue starts over.
+	if err := os.Remove(o.record); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if err := os.Rename(o.partial, o.target); err != nil {
+		return false, err
+	}
+	// The lock is held until the partial has its final name.
+	err = o.f.Close()
+	if serr := syncDir(o.target); serr != nil {
+		err = errors.Join(err, fmt.Errorf("%s written, but syncing its directory failed: %w", o.path, serr))
+	}
+	return true, err
+}
+
+// abandon ends a failed get and returns err with what it left: FILE as it
+// was, and the good bytes fetched in the partial, if there are any.
+func (o *output) abandon(err error) error {
+	switch {
+	case o.f == nil:
+		return err
+	case o.inPlace:
+		o.f.Close()
+		if o.written > 0 {
+			return fmt.Errorf("%w; %d bytes were written into %s in place", err, o.written, o.path)
+		}
+		return err
+	}
+	note := o.path + " left unchanged"
+	if !o.existed {
+		note = o.path + " not created"
+	}
+	if o.good > 0 {
+		serr := o.f.Truncate(o.good)
+		if serr == nil {
+			serr = o.f.Sync()
+		}
+		if serr == nil {
+			serr = o.writeRecord()
+		}
+		if serr == nil {
+			o.f.Close()
+			return fmt.Errorf("%w; %s; the %d bytes fetched so far are kept in %s (resume with --continue)",
+				err, note, o.good, o.partial)
+		}
+		note += fmt.Sprintf("; the bytes fetched so far could not be kept: %v", serr)
+	}
+	os.Remove(o.record)
+	os.Remove(o.partial)
+	o.f.Close()
+	return fmt.Errorf("%w; %s", err, note)
+}
