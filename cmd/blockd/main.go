@@ -6,6 +6,7 @@
 //	blockd volume create NAME --size SIZE [--fill zero|random] --data DIR
 //	blockd volume import NAME SRC [--link] --data DIR
 //	blockd volume list|inspect|rm ... --data DIR
+//	blockd catalog check|recover|backup ... --data DIR
 //	blockd serve --data DIR --listen ADDR [--key-file FILE] [--metrics ADDR]
 package main
 
@@ -29,6 +30,9 @@ Usage:
   blockd volume list [--json] --data DIR
   blockd volume inspect NAME [--verify] [--json] --data DIR
   blockd volume rm NAME --data DIR
+  blockd catalog check [--verify] --data DIR      check the catalog and every volume's backing
+  blockd catalog recover [--extent-size SIZE] [--force] --data DIR   rebuild a damaged catalog from volumes/
+  blockd catalog backup FILE --data DIR           consistent copy of the catalog (blockd stopped)
   blockd serve ... --etcd ENDPOINTS [--server-id ID] [--advertise ADDR]   join a cluster (registered with a lease)
   blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...]   check and rebuild a striped volume's shards
   blockd keygen -o FILE
@@ -58,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = scrub(ctx, args[1:], stdout, stderr)
 	case "volume":
 		err = volume(ctx, args[1:], stdout, stderr)
+	case "catalog":
+		err = catalogCmd(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		err = keygen(args[1:], stderr)
 	case "doctor":

@@ -105,14 +105,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if c.cluster.etcd != "" {
-		return serveCluster(ctx, c, stderr)
+		return explainCatalog(c.dataDir, serveCluster(ctx, c, stderr))
 	}
-	return runServer(ctx, c, stderr, func(addr string) error {
+	return explainCatalog(c.dataDir, runServer(ctx, c, stderr, func(addr string) error {
 		if c.readyFile == "" {
 			return nil
 		}
 		return writeReadyFile(c.readyFile, addr)
-	})
+	}))
 }
 
 // writeReadyFile writes the listening address to path: a plain write, so

@@ -34,7 +34,9 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	default:
 		return cli.UsageErr(fmt.Errorf("volume: unknown command %q: want create, import, list, inspect or rm", args[0]))
 	}
-	return cmd(ctx, newVolumeFlags(args[0], stderr), args[1:], stdout, stderr)
+	fs := newVolumeFlags(args[0], stderr)
+	err := cmd(ctx, fs, args[1:], stdout, stderr) // parses --data
+	return explainCatalog(fs.dataDir, err)
 }
 
 // volumeFlags is the flag set of one `blockd volume` subcommand, with the

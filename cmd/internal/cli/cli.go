@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -50,7 +51,13 @@ func WriteKeyFile(path string) error {
 	return f.Close()
 }
 
-// LoadKey reads a hex key file. An empty path falls back to $BLOCKXFER_KEY_FILE.
+// LoadKey reads a key file as written by WriteKeyFile (`blockd keygen`): hex
+// digits, surrounding whitespace ignored, decoding to at least 16 bytes. An
+// empty path falls back to $BLOCKXFER_KEY_FILE.
+//
+// Like ssh with a private key, it refuses a key file that is not a regular
+// file, or that its group or others may read or write (mode & 0o077 != 0),
+// and the message says how to fix the mode.
 func LoadKey(path string) ([]byte, error) {
 	if path == "" {
 		path = os.Getenv(KeyEnv)
@@ -58,7 +65,27 @@ func LoadKey(path string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("no key: pass --key-file or set %s (create one with 'blockd keygen -o FILE')", KeyEnv)
 	}
-	b, err := os.ReadFile(path)
+	// Stat before opening, so that a FIFO is refused instead of blocking
+	// the open; the open file is checked again below.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if err := checkKeyMode(path, st); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, fmt.Errorf("read key: %w", err)
+	}
+	if err := checkKeyMode(path, st); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
 	if err != nil {
 		return nil, fmt.Errorf("read key: %w", err)
 	}
@@ -70,6 +97,41 @@ func LoadKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("key file %s: key has %d bytes, need at least 16", path, len(k))
 	}
 	return k, nil
+}
+
+// checkKeyMode refuses a key file that is not a regular file or that others
+// than its owner may access.
+func checkKeyMode(path string, st os.FileInfo) error {
+	m := st.Mode()
+	if !m.IsRegular() {
+		return fmt.Errorf("key file %s is not a regular file (%s): give the path of the file 'blockd keygen' wrote", path, fileKind(m))
+	}
+	if runtime.GOOS == "windows" {
+		return nil // no Unix permission bits
+	}
+	if perm := m.Perm(); perm&0o077 != 0 {
+		how := "readable"
+		if perm&0o044 == 0 {
+			how = "writable"
+		}
+		return fmt.Errorf("key file %s is %s by others (mode %04o): run 'chmod 600 %s'", path, how, perm, ShellQuote(path))
+	}
+	return nil
+}
+
+// fileKind names the kind of file m describes.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return fmt.Sprintf("of type %v", m.Type())
 }
 
 var units = []struct {
@@ -185,6 +247,17 @@ func SplitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// ShellQuote quotes s for a POSIX shell if it needs quoting, so that a
+// command put in a message can be pasted as it is.
+func ShellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+=:,@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // WriteJSON writes v to w as indented JSON, as the commands' --json does.
