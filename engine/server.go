@@ -441,7 +441,8 @@ func (s *Server) handle(c net.Conn) {
 		s.rejects.note("preamble", "rejected connection: bad preamble", "remote", c.RemoteAddr().String(), "err", err)
 		var ve *blockproto.VersionError
 		if errors.As(err, &ve) && ve.Kind == blockproto.KindControl {
-			blockproto.NewConn(c).WriteMsg(&blockproto.Error{Code: blockproto.CodeVersion, Message: ve.Error()})
+			blockproto.NewConn(c).WriteMsg(&blockproto.Error{Code: blockproto.CodeVersion,
+				Message: fmt.Sprintf("peer speaks protocol version %d, this build speaks %d", ve.Peer, blockproto.Version)})
 		}
 		c.Close()
 		return
@@ -527,7 +528,9 @@ func (s *Server) runControl(c net.Conn, host netip.Addr, release func(), log *sl
 		if !errors.Is(err, errRefused) {
 			s.cfg.Metrics.rejected("auth")
 			s.rejects.note("handshake", "handshake failed", "remote", c.RemoteAddr().String(), "err", err)
-			// One frame that says nothing about which check failed.
+			// One frame that says nothing about which check failed,
+			// also after the handshake deadline passed.
+			c.SetWriteDeadline(time.Now().Add(time.Second))
 			pc.WriteMsg(&blockproto.Error{Code: blockproto.CodeAuth, Message: "authentication failed"})
 		}
 		return
@@ -635,7 +638,7 @@ func (s *Server) drop(ss *srvSession) {
 		delete(s.tokens, t)
 	}
 	s.mu.Unlock()
-	ss.close(errors.New("session ended"), blockproto.CodeShuttingDown)
+	ss.close(errors.New("session ended"), 0)
 	s.cfg.Metrics.sessionsDown()
 }
 
@@ -678,6 +681,8 @@ type srvSession struct {
 	closed   bool
 	done     chan struct{}
 	announce sync.Mutex // orders stream offsets, Extent writes and queueing
+	wmu      sync.Mutex // orders control writes after the check of ended
+	ended    bool       // the session-ending Error was written; guarded by wmu
 	workers  sync.WaitGroup
 }
 
@@ -709,10 +714,23 @@ type srvRead struct {
 // connection for the idle timeout has its session closed (in another
 // goroutine: write may be called with the announce lock held).
 func (ss *srvSession) write(m blockproto.Msg) error {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	if ss.ended {
+		return errSessionEnded
+	}
+	return ss.writeLocked(m)
+}
+
+// errSessionEnded: the session-ending Error was written; nothing follows it.
+var errSessionEnded = errors.New("session ended")
+
+// writeLocked writes m; ss.wmu must be held.
+func (ss *srvSession) writeLocked(m blockproto.Msg) error {
 	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
 	err := ss.proto.WriteMsg(m)
 	if err != nil {
-		go ss.close(fmt.Errorf("control connection: %w", err), blockproto.CodeIO)
+		go ss.close(fmt.Errorf("control connection: %w", err), 0)
 	}
 	return err
 }
@@ -801,15 +819,23 @@ func (ss *srvSession) serve() {
 		ss.conn.SetReadDeadline(time.Now().Add(idle))
 		m, err := ss.proto.ReadMsg()
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+			case errors.As(err, &ne) && ne.Timeout():
+				ss.log.Info("control connection idle: closing the session", "idle", idle)
+				ss.fatal(blockproto.CodeTimedOut, fmt.Sprintf("no message for %s: session closed", idle))
+			default:
 				ss.log.Warn("control connection", "err", err)
-				ss.write(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: err.Error()})
+				ss.fatal(blockproto.CodeBadRequest, err.Error())
 			}
 			return
 		}
 		switch m := m.(type) {
 		case *blockproto.Read:
-			ss.startRead(m)
+			if !ss.startRead(m) {
+				return
+			}
 		case *blockproto.Cancel:
 			ss.mu.Lock()
 			rd := ss.reads[m.ID]
@@ -828,14 +854,28 @@ func (ss *srvSession) serve() {
 		case *blockproto.Pong:
 		default:
 			ss.log.Warn("unexpected message", "type", m.Type())
-			ss.write(&blockproto.Error{Code: blockproto.CodeBadRequest, Message: "unexpected " + m.Type().String()})
+			ss.fatal(blockproto.CodeBadRequest, "unexpected "+m.Type().String())
 			return
 		}
 	}
 }
 
+// fatal writes the one Error{ID: 0} that ends the session, unless one was
+// written already; nothing is written on the control connection after it.
+// The caller then ends the session.
+func (ss *srvSession) fatal(code blockproto.Code, msg string) {
+	ss.wmu.Lock()
+	defer ss.wmu.Unlock()
+	if !ss.ended {
+		ss.ended = true
+		ss.writeLocked(&blockproto.Error{Code: code, Message: msg})
+	}
+}
+
 // close ends the session: reads in flight fail, connections close, and the
-// senders drain their queues. It waits for the senders.
+// senders drain their queues. It waits for the senders. With a non-zero code
+// it first tells the client why, unless the session-ending Error was
+// already written (a session ends with at most one).
 func (ss *srvSession) close(why error, code blockproto.Code) {
 	ss.mu.Lock()
 	if ss.closed {
@@ -853,7 +893,9 @@ func (ss *srvSession) close(why error, code blockproto.Code) {
 	for _, rd := range reads {
 		rd.cancel()
 	}
-	ss.write(&blockproto.Error{Code: code, Message: why.Error()})
+	if code != 0 {
+		ss.fatal(code, why.Error())
+	}
 	ss.conn.Close()
 	for _, d := range data {
 		if d != nil {
@@ -955,10 +997,12 @@ func catalogError(id uint64, err error) *blockproto.Error {
 }
 
 // startRead registers a read and serves it in its own goroutine.
-func (ss *srvSession) startRead(m *blockproto.Read) {
+// It returns false when the Read is a violation that ends the session (an
+// ID already open), after writing the session's Error.
+func (ss *srvSession) startRead(m *blockproto.Read) bool {
 	if ss.srv.isDraining() {
 		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server is shutting down: no new reads"})
-		return
+		return true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if !m.Deadline.IsZero() {
@@ -972,16 +1016,24 @@ func (ss *srvSession) startRead(m *blockproto.Read) {
 		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), blockproto.CodeBusy.String(), 0)
 		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBusy,
 			Message: fmt.Sprintf("session has %d reads open, the most this server allows: retry when one finishes", ss.srv.cfg.MaxReads)})
-		return
+		return true
 	}
-	if ss.closed || ss.reads[m.ID] != nil {
-		dup := !ss.closed
+	attached := slices.ContainsFunc(ss.data, func(d *srvData) bool { return d != nil })
+	switch {
+	case ss.closed:
 		ss.mu.Unlock()
 		cancel()
-		if dup {
-			ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBadRequest, Message: fmt.Sprintf("read id %d already in use", m.ID)})
-		}
-		return
+		return true
+	case ss.reads[m.ID] != nil:
+		ss.mu.Unlock()
+		cancel()
+		ss.fatal(blockproto.CodeBadRequest, fmt.Sprintf("read id %d already in use", m.ID))
+		return false
+	case !attached:
+		ss.mu.Unlock()
+		cancel()
+		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBadRequest, Message: "read before any data connection was attached"})
+		return true
 	}
 	ss.reads[m.ID] = rd
 	ss.srv.reads.Add(1)
@@ -1002,6 +1054,7 @@ func (ss *srvSession) startRead(m *blockproto.Read) {
 		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), outcome, time.Since(start))
 		ss.write(reply)
 	}()
+	return true
 }
 
 // serveRead announces and queues every extent of a read and waits for them

@@ -28,8 +28,12 @@ type getResult struct {
 	FallbackReason string  `json:"fallback_reason,omitempty"`
 	ServerSend     string  `json:"server_transport"`
 	DataConns      int     `json:"data_conns"`
-	Verified       bool    `json:"verified"`
-	Output         string  `json:"output,omitempty"`
+	// Verified: every extent fetched was checked against its CRC-32C;
+	// VerifiedExtents and UnverifiedExtents count them.
+	Verified          bool   `json:"verified"`
+	VerifiedExtents   int    `json:"verified_extents"`
+	UnverifiedExtents int    `json:"unverified_extents"`
+	Output            string `json:"output,omitempty"`
 	// Resumed counts the bytes of the range that a partial file kept by
 	// an earlier get held (--continue); Bytes counts those fetched now.
 	Resumed  int64                 `json:"resumed_bytes,omitempty"`
@@ -76,14 +80,18 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	fs.Var(&f.rate, "rate", "limit the fetch to about this many bytes per second, such as 100MiB (0: no limit);\nit caps --window at a quarter second's worth")
 	fs.StringVar(&f.out, "o", "", outputHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
-	fs.BoolVar(&f.verify, "verify", false, "check every extent's CRC-32C after it lands")
+	fs.BoolVar(&f.verify, "verify", false, "require every extent's CRC-32C checked after it lands (it is checked\nwherever the path allows by default); fail if one cannot be")
+	fs.BoolVar(&f.noVerify, "no-verify", false, noVerifyHelp)
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
-	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify] [--json]")
+	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify|--no-verify] [--json]")
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
 	if f.window <= 0 || f.depth < 1 {
 		return nil, cli.UsageErr(errors.New("--window and --depth must be positive"))
+	}
+	if f.verify && f.noVerify {
+		return nil, cli.UsageErr(errors.New("--verify and --no-verify contradict each other"))
 	}
 	if f.resume && (f.out == "" || f.out == "-") {
 		return nil, cli.UsageErr(errors.New("--continue needs -o FILE"))
@@ -123,7 +131,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer out.finish(errors.New("get ended early"))
 	res := getResult{Server: f.server, Volume: vol.Name, Offset: int64(f.offset), DataConns: f.dataConns, Provider: s.p.Name(),
-		Verified: f.verify, Output: f.out, Resumed: out.resumed, SetupSeconds: time.Since(setup).Seconds()}
+		Output: f.out, Resumed: out.resumed, SetupSeconds: time.Since(setup).Seconds()}
 	start := time.Now()
 	if rest := n - out.resumed; rest > 0 {
 		window := int64(f.window)
@@ -143,6 +151,14 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return out.finish(stopCause(ctx, err))
 		}
 	}
+	for _, e := range res.Extents {
+		if e.Verified {
+			res.VerifiedExtents++
+		} else {
+			res.UnverifiedExtents++
+		}
+	}
+	res.Verified = res.UnverifiedExtents == 0 && res.VerifiedExtents > 0
 	res.Seconds = time.Since(start).Seconds()
 	if res.Seconds > 0 {
 		res.BytesPerSecond = float64(res.Bytes) / res.Seconds
@@ -220,8 +236,11 @@ func (res *getResult) printText(w io.Writer) {
 	if res.FallbackReason != "" {
 		msg += ", fallback: " + res.FallbackReason
 	}
-	if res.Verified {
-		msg += fmt.Sprintf(", %d extents verified (crc32c)", len(res.Extents))
+	if res.VerifiedExtents > 0 {
+		msg += fmt.Sprintf(", %d extents verified (crc32c)", res.VerifiedExtents)
+	}
+	if res.UnverifiedExtents > 0 {
+		msg += fmt.Sprintf(", %d extents NOT verified", res.UnverifiedExtents)
 	}
 	fmt.Fprintln(w, msg)
 }

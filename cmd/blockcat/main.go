@@ -150,6 +150,7 @@ type common struct {
 	timeout   time.Duration
 	logLevel  string
 	verify    bool
+	noVerify  bool
 	provider  string
 	pluginDir string
 	devmem    string
@@ -208,7 +209,7 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 		Transport:      path.Transport,
 		FallbackReason: path.FallbackReason,
 		DataConns:      c.dataConns,
-		Verify:         verifyMode(c.verify),
+		Verify:         verifyMode(c.verify, c.noVerify),
 		Name:           "blockcat",
 		Logger:         log,
 	})
@@ -260,11 +261,18 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// verifyMode maps --verify onto the engine's mode: with it every extent must
-// be checked; without it extents are checked wherever the path allows.
-func verifyMode(require bool) engine.VerifyMode {
-	if require {
+// verifyMode maps --verify and --no-verify onto the engine's mode: with
+// --verify every extent must be checked, with --no-verify none is, and by
+// default extents are checked wherever the path allows.
+func verifyMode(require, off bool) engine.VerifyMode {
+	switch {
+	case require:
 		return engine.VerifyRequire
+	case off:
+		return engine.VerifyOff
 	}
 	return engine.VerifyAuto
 }
+
+// noVerifyHelp describes --no-verify.
+const noVerifyHelp = "do not check extents' CRC-32C (to measure the raw data path; results say so)"

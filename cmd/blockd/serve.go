@@ -38,6 +38,12 @@ type serveConfig struct {
 	maxSessions     int
 	dataConns       int
 	maxInflight     cli.SizeFlag
+	maxReads        int
+	maxPending      int
+	maxPendingHost  int
+	handshake       time.Duration
+	idle            time.Duration
+	uploadStall     time.Duration
 	shutdownTimeout time.Duration
 	logFormat       string
 	logLevel        string
@@ -68,6 +74,12 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxSessions, "max-sessions", 256, "most concurrent client sessions")
 	fs.IntVar(&c.dataConns, "data-conns", 16, "most data connections per session")
 	fs.Var(&c.maxInflight, "max-inflight", "most payload bytes in flight per session")
+	fs.IntVar(&c.maxReads, "max-reads", 64, "most reads open per session; more are answered busy")
+	fs.IntVar(&c.maxPending, "max-pending", 128, "most connections not yet authenticated (or attached), in all")
+	fs.IntVar(&c.maxPendingHost, "max-pending-per-host", 16, "most connections not yet authenticated (or attached) from one address")
+	fs.DurationVar(&c.handshake, "handshake-timeout", 10*time.Second, "time a connection has for its preamble and handshake")
+	fs.DurationVar(&c.idle, "idle-timeout", 2*time.Minute, "close a session whose control connection is silent this long (clients ping every 15s)")
+	fs.DurationVar(&c.uploadStall, "upload-stall", 30*time.Second, "fail an upload that receives no bytes this long, freeing its space")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM lets reads in flight finish")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -86,6 +98,17 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.dataDir == "" {
 		return nil, cli.UsageErr(errors.New("--data is required"))
+	}
+	for _, v := range []struct {
+		name string
+		n    int64
+	}{
+		{"--max-reads", int64(c.maxReads)}, {"--max-pending", int64(c.maxPending)}, {"--max-pending-per-host", int64(c.maxPendingHost)},
+		{"--handshake-timeout", int64(c.handshake)}, {"--idle-timeout", int64(c.idle)}, {"--upload-stall", int64(c.uploadStall)},
+	} {
+		if v.n <= 0 {
+			return nil, cli.UsageErr(fmt.Errorf("%s must be positive", v.name))
+		}
 	}
 	var err error
 	if c.mode, err = choose.ParseMode(c.devmem); err != nil {
@@ -164,8 +187,15 @@ func runServer(ctx context.Context, c *serveConfig, stderr io.Writer, ready func
 		MaxSessions: c.maxSessions,
 		DataConns:   c.dataConns,
 		MaxInflight: int64(c.maxInflight),
-		Logger:      c.log,
-		Metrics:     engine.NewMetrics(reg),
+		MaxReads:    c.maxReads,
+
+		MaxPending:        c.maxPending,
+		MaxPendingPerHost: c.maxPendingHost,
+		HandshakeTimeout:  c.handshake,
+		IdleTimeout:       c.idle,
+		UploadStall:       c.uploadStall,
+		Logger:            c.log,
+		Metrics:           engine.NewMetrics(reg),
 	})
 	if err != nil {
 		return err
