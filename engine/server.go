@@ -105,7 +105,8 @@ type Server struct {
 	cfg     ServerConfig
 	nextSID atomic.Uint64
 
-	rejects rejectLog // rate-limited log of unauthenticated failures
+	rejects rejectLog     // rate-limited log of unauthenticated failures
+	handles volumeHandles // backing files shared by the reads open on them
 	quit    chan struct{}
 	quitMu  sync.Once
 
@@ -1060,11 +1061,12 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 // serveRead announces and queues every extent of a read and waits for them
 // to be sent. It returns the read's final message: ReadDone or Error.
 func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg {
-	f, v, err := ss.srv.cfg.Volumes.Open(m.Volume)
+	vh, err := ss.srv.handles.acquire(ss.srv.cfg.Volumes, m.Volume)
 	if err != nil {
 		return catalogError(m.ID, err)
 	}
-	defer f.Close()
+	defer ss.srv.handles.release(vh)
+	f, v := vh.f, vh.v
 	if m.Offset >= uint64(v.Size) || m.Length > uint64(v.Size)-m.Offset {
 		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeOutOfRange,
 			Message: fmt.Sprintf("read [%d,+%d) past the end of volume %s (%d bytes)", m.Offset, m.Length, v.Name, v.Size)}
