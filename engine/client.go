@@ -145,6 +145,9 @@ type Session struct {
 	// checkExtents: landed extents are checked against their CRC-32C
 	// (from cfg.Verify, the transport and the provider's capabilities).
 	checkExtents bool
+	// mapper maps the provider's buffers here, or is nil; extents landing
+	// in mapped memory are checksummed as they land.
+	mapper memory.Mapper
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -188,6 +191,9 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		done:     make(chan struct{}),
 
 		checkExtents: checkExtents(cfg.Verify, cfg.Transport.Name(), cfg.Provider.Capabilities()),
+	}
+	if m, ok := cfg.Provider.(memory.Mapper); ok && cfg.Provider.Capabilities().CPUMappable {
+		s.mapper = m
 	}
 	stop := context.AfterFunc(ctx, func() { ctl.SetDeadline(time.Now()) })
 	tokens, err := s.handshake()

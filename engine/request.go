@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -435,6 +436,18 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 		dstOff = r.dstOff + int64(e.VolumeOffset) - r.offset
 	}
 	var spoilt error
+	// Where the destination is mapped here, the CRC is computed from each
+	// chunk right after it landed, while its bytes are still in cache,
+	// instead of in a second pass over the extent.
+	var (
+		inline []byte // the extent's bytes in the destination, or nil
+		crc    uint32
+	)
+	if r != nil && s.checkExtents && s.mapper != nil {
+		if b, err := s.mapper.Bytes(r.dst); err == nil && dstOff+total <= int64(len(b)) {
+			inline = b[dstOff : dstOff+total]
+		}
+	}
 	for pos := int64(0); pos < total; {
 		n := min(total-pos, chunkSize)
 		if r == nil || spoilt != nil || !r.begin() {
@@ -453,6 +466,9 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 			spoilt = fmt.Errorf("engine: read %d: extent at %d: %w", r.id, e.VolumeOffset, err)
 			r.release(0)
 		} else {
+			if inline != nil {
+				crc = crc32.Update(crc, castagnoli, inline[pos:pos+n])
+			}
 			r.release(n)
 		}
 		pos += n
@@ -462,7 +478,10 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 	}
 	verified := false
 	if spoilt == nil && s.checkExtents && r.begin() {
-		sum, err := s.cfg.Provider.Checksum(ctx, r.dst, dstOff, total)
+		sum, err := crc, error(nil)
+		if inline == nil {
+			sum, err = s.cfg.Provider.Checksum(ctx, r.dst, dstOff, total)
+		}
 		switch {
 		case err != nil && s.cfg.Verify != VerifyRequire && errors.Is(err, syserr.ErrNotSupported):
 			// The provider cannot checksum: counted unverified.
@@ -482,3 +501,6 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 	}, spoilt)
 	return nil
 }
+
+// castagnoli is the CRC-32C table the engine checks extents with.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
