@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -235,4 +236,88 @@ func (v *Volume) rangeCRCBlocks(r io.ReaderAt, off, n int64, b *Blocks) (uint32,
 		}
 	}
 	return crc, nil
+}
+
+// WithoutBlocks returns, in name order, the volumes that have no block
+// CRCs for their current generation: volumes written by a build that did
+// not store them. Partial reads of such a volume check whole extents; run
+// [Store.AddBlocks] on them (`blockd catalog migrate`).
+func (c *Catalog) WithoutBlocks() ([]string, error) {
+	var names []string
+	err := c.view(func(tx *bolt.Tx) error {
+		vb := tx.Bucket(bucketVolumes)
+		if vb == nil {
+			return fmt.Errorf("no volumes bucket: %w", ErrCorrupt)
+		}
+		bb := tx.Bucket(bucketBlocks)
+		return vb.ForEach(func(k, raw []byte) error {
+			v, err := decodeKeyed(k, raw)
+			if err != nil {
+				return err
+			}
+			if bb != nil {
+				if rec := bb.Get(k); len(rec) >= 8 && binary.BigEndian.Uint64(rec) == v.Generation {
+					return nil
+				}
+			}
+			names = append(names, v.Name)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: volumes without block CRCs: %w", err)
+	}
+	return names, nil
+}
+
+// AddBlocks computes and stores the block CRCs of the named volume, which a
+// build that did not store them wrote. It reads the whole volume once and
+// checks every extent against its stored CRC first: if any differs, it
+// stores nothing and the error wraps [ErrDataCorrupt] and names the extents,
+// since block CRCs computed from those bytes would bless the damage. A
+// volume replaced while it ran is left alone (the error wraps [ErrExists]).
+// A volume that has block CRCs already is not read again.
+func (s *Store) AddBlocks(ctx context.Context, name string, opts ...OpOption) (*Blocks, error) {
+	const op = "add blocks"
+	if s.cat.readOnly {
+		return nil, fmt.Errorf("catalog: %s %q: %w", op, name, ErrReadOnly)
+	}
+	f, v, err := s.open(op, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if b, err := s.cat.Blocks(name, v.Generation); err != nil || b != nil {
+		return b, err
+	}
+	sum, err := pump(ctx, v.Size, v.ExtentSize, newOpConfig(opts),
+		func(p []byte) error { return readFull(f, p) }, nil)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %s %q: backing %s: %w", op, name, v.Backing, err)
+	}
+	var bad []int
+	for i, c := range sum.extents {
+		if c != v.CRCs[i] {
+			bad = append(bad, i)
+		}
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("catalog: %s %q: extents %v no longer match their stored crc32c, so no block CRCs were stored: %w",
+			op, name, bad, ErrDataCorrupt)
+	}
+	v.Blocks = sum.blocks
+	err = s.cat.update(op, name, func(b *bolt.Bucket) error {
+		cur, err := getVolume(b, name)
+		if err != nil {
+			return err
+		}
+		if cur.Generation != v.Generation {
+			return fmt.Errorf("replaced while its block CRCs were computed: %w", ErrExists)
+		}
+		return putBlocks(b.Tx(), v)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.Blocks, nil
 }

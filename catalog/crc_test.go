@@ -8,7 +8,10 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // failingReader fails every read: RangeCRC of a whole extent must not read.
@@ -155,5 +158,54 @@ func TestRangeCRCCorruptDisk(t *testing.T) {
 	got, err := w.RangeCRC(g, off, n, w.Blocks)
 	if want := crc32.Checksum(orig[off:off+n], crc32.MakeTable(crc32.Castagnoli)); err != nil || got != want {
 		t.Errorf("range over the corrupt block: %08x, %v; want the CRC of the bytes as written %08x", got, err, want)
+	}
+}
+
+// dropBlocks makes name look like a volume written before block CRCs.
+func dropBlocks(t *testing.T, s *Store, name string) {
+	t.Helper()
+	if err := s.cat.updateTx(func(tx *bolt.Tx) error { return deleteBlocks(tx, name) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAddBlocks: volumes written before block CRCs are listed and migrated;
+// a volume whose bytes no longer match its extent CRCs is not.
+func TestAddBlocks(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	for _, name := range []string{"a", "b", "c"} {
+		if _, err := s.Create(ctx, name, 100<<10, 8192, FillRandom); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropBlocks(t, s, "a")
+	dropBlocks(t, s, "c")
+	if names, err := s.Catalog().WithoutBlocks(); err != nil || !slices.Equal(names, []string{"a", "c"}) {
+		t.Fatalf("WithoutBlocks: %v, %v", names, err)
+	}
+	b, err := s.AddBlocks(ctx, "a")
+	if err != nil || b == nil || len(b.CRCs) != 13 {
+		t.Fatalf("AddBlocks a: %+v, %v", b, err)
+	}
+	c, _ := s.Get("c")
+	flipBit(t, c.Backing, 5000)
+	if _, err := s.AddBlocks(ctx, "c"); !errors.Is(err, ErrDataCorrupt) || !strings.Contains(err.Error(), "extents [0]") {
+		t.Fatalf("AddBlocks of a corrupt volume: %v, want ErrDataCorrupt naming extent 0", err)
+	}
+	if names, _ := s.Catalog().WithoutBlocks(); !slices.Equal(names, []string{"c"}) {
+		t.Fatalf("after migrating: %v without blocks, want [c]", names)
+	}
+	// The migrated CRCs serve partial reads as written ones do.
+	a, _ := s.Get("a")
+	f, err := os.Open(a.Backing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data, _ := os.ReadFile(a.Backing)
+	got, err := a.RangeCRC(f, 8192+100, 5000, b)
+	if want := crc32.Checksum(data[8192+100:8192+5100], crc32.MakeTable(crc32.Castagnoli)); err != nil || got != want {
+		t.Fatalf("RangeCRC with migrated blocks: %08x, %v; want %08x", got, err, want)
 	}
 }

@@ -24,6 +24,9 @@ Usage:
   blockd catalog recover [--extent-size SIZE] [--force] --data DIR
       Rebuild a damaged or lost catalog from the files in DIR/volumes. The
       old catalog.db is moved aside, never deleted. blockd must be stopped.
+  blockd catalog migrate --data DIR
+      Add block CRCs to volumes written by an older blockd (each is read
+      once and checked first), so partial reads check only edge blocks.
   blockd catalog backup FILE --data DIR
       Write a consistent copy of the catalog to FILE (a new file). blockd
       serve holds the catalog's lock while it runs: stop it first.
@@ -35,7 +38,7 @@ Run 'blockd catalog COMMAND -h' for a command's flags.
 func catalogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, catalogUsage)
-		return cli.UsageErr(errors.New("catalog: want check, recover or backup"))
+		return cli.UsageErr(errors.New("catalog: want check, recover, migrate or backup"))
 	}
 	var cmd func(context.Context, *catalogFlags, []string, io.Writer, io.Writer) error
 	var synopsis, about string
@@ -52,6 +55,12 @@ func catalogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			"The old catalog.db is moved to catalog.db.damaged-TIME, never deleted. Linked volumes (backing\n" +
 			"outside volumes/) cannot be found this way: re-import them with 'blockd volume import --link'.\n" +
 			"blockd must not be running on DIR."
+	case "migrate":
+		cmd, synopsis = catalogMigrate, "--data DIR"
+		about = "Adds block CRCs to volumes written by a blockd that stored only extent CRCs, so that reads of\n" +
+			"part of an extent read and check only the blocks at its edges instead of the whole extent. Each\n" +
+			"such volume is read once and checked against its extent CRCs first; one that no longer matches\n" +
+			"them is reported and left as it is. blockd must not be running on DIR."
 	case "backup":
 		cmd, synopsis = catalogBackup, "FILE --data DIR"
 		about = "Writes a consistent copy of DIR/catalog.db to FILE, a new file (mode 0600), fsynced and checked.\n" +
@@ -61,7 +70,7 @@ func catalogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprint(stdout, catalogUsage)
 		return nil
 	default:
-		return cli.UsageErr(fmt.Errorf("catalog: unknown command %q: want check, recover or backup", args[0]))
+		return cli.UsageErr(fmt.Errorf("catalog: unknown command %q: want check, recover, migrate or backup", args[0]))
 	}
 	fs := newCatalogFlags(args[0], synopsis, about, stderr)
 	return cmd(ctx, fs, args[1:], stdout, stderr)
@@ -341,5 +350,48 @@ func catalogBackup(_ context.Context, fs *catalogFlags, args []string, stdout, _
 		return err
 	}
 	fmt.Fprintf(stdout, "backed up %s (%d volumes, %s) to %s\n", s.Catalog().Path(), len(vols), cli.FormatBytes(float64(n)), pos[0])
+	return nil
+}
+
+// catalogMigrate runs `blockd catalog migrate`: block CRCs for every volume
+// that lacks them.
+func catalogMigrate(ctx context.Context, fs *catalogFlags, args []string, stdout, stderr io.Writer) error {
+	if _, err := fs.parse(args, 0); err != nil {
+		return err
+	}
+	dir := fs.dataDir
+	store, err := catalog.OpenStore(dir, nil)
+	if err != nil {
+		return explainCatalog(dir, err)
+	}
+	defer store.Close()
+	names, err := store.Catalog().WithoutBlocks()
+	if err != nil {
+		return explainCatalog(dir, err)
+	}
+	if len(names) == 0 {
+		fmt.Fprintln(stdout, "every volume has its block CRCs: nothing to migrate")
+		return nil
+	}
+	var failed []string
+	for _, name := range names {
+		bar := cli.NewBar(stderr, -1, "migrate "+name)
+		b, err := store.AddBlocks(ctx, name, catalog.WithProgress(bar.Progress))
+		bar.Finish(err)
+		switch {
+		case err != nil:
+			fmt.Fprintf(stdout, "volume %s: NOT migrated: %v\n", name, err)
+			failed = append(failed, name)
+		default:
+			fmt.Fprintf(stdout, "volume %s: %d block CRCs of %s stored\n", name, len(b.CRCs), cli.FormatBytes(float64(b.Size)))
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d volumes not migrated (%s): their partial reads keep checking whole extents; 'blockd volume inspect NAME --verify' shows which extents are damaged",
+			len(failed), len(names), strings.Join(failed, ", "))
+	}
 	return nil
 }

@@ -6,7 +6,7 @@
 //	blockd volume create NAME --size SIZE [--fill zero|random] --data DIR
 //	blockd volume import NAME SRC [--link] --data DIR
 //	blockd volume list|inspect|rm ... --data DIR
-//	blockd catalog check|recover|backup ... --data DIR
+//	blockd catalog check|recover|migrate|backup ... --data DIR
 //	blockd serve --data DIR --listen ADDR [--key-file FILE] [--metrics ADDR]
 package main
 
@@ -32,6 +32,7 @@ Usage:
   blockd volume rm NAME --data DIR
   blockd catalog check [--verify] --data DIR      check the catalog and every volume's backing
   blockd catalog recover [--extent-size SIZE] [--force] --data DIR   rebuild a damaged catalog from volumes/
+  blockd catalog migrate --data DIR               add block CRCs to volumes an older blockd wrote
   blockd catalog backup FILE --data DIR           consistent copy of the catalog (blockd stopped)
   blockd serve ... --etcd ENDPOINTS [--server-id ID] [--advertise ADDR]   join a cluster (registered with a lease)
   blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...]   check and rebuild a striped volume's shards

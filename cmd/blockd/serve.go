@@ -166,6 +166,10 @@ func runServer(ctx context.Context, c *serveConfig, stderr io.Writer, ready func
 		return err
 	}
 	defer store.Close()
+	if old, err := store.Catalog().WithoutBlocks(); err == nil && len(old) > 0 {
+		c.log.Info("volumes without block CRCs: reads of part of an extent read and check the whole extent; 'blockd catalog migrate' adds them",
+			"volumes", len(old), "first", old[0])
+	}
 
 	l, err := net.Listen("tcp", c.listen)
 	if err != nil {
