@@ -350,6 +350,14 @@ func (s *Session) Close() error {
 	return errors.Join(s.recvErrs...)
 }
 
+// Draining reports whether the server said Goodbye: reads in flight finish,
+// new ones are refused.
+func (s *Session) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
 // Err returns why the session ended, or nil while it is up.
 func (s *Session) Err() error {
 	s.mu.Lock()

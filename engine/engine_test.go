@@ -928,3 +928,98 @@ func (h *hookHandler) Handle(ctx context.Context, r slog.Record) error {
 func (h *hookHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 
 func (h *hookHandler) WithGroup(string) slog.Handler { return h }
+
+// crashing sends n extents, then cuts every data connection of the server
+// (once): the session ends under the read, as when blockd dies.
+type crashing struct {
+	tcp.Transport
+	left  atomic.Int64
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (c *crashing) NewSender(conn net.Conn) (transport.Sender, error) {
+	s, err := c.Transport.NewSender(conn)
+	c.mu.Lock()
+	c.conns = append(c.conns, conn)
+	c.mu.Unlock()
+	return &crashingSender{s, c}, err
+}
+
+type crashingSender struct {
+	transport.Sender
+	c *crashing
+}
+
+func (s *crashingSender) SendExtent(f *os.File, off, n int64) error {
+	if s.c.left.Add(-1) == -1 {
+		s.c.mu.Lock()
+		for _, conn := range s.c.conns {
+			conn.Close()
+		}
+		s.c.mu.Unlock()
+		return errors.New("crashed")
+	}
+	return s.Sender.SendExtent(f, off, n)
+}
+
+// TestClientResumes: a session that ends under a read is re-dialled and
+// only the extents that did not land checked are read again; a volume
+// replaced meanwhile is never mixed; a server that never comes back fails
+// the read naming every attempt.
+func TestClientResumes(t *testing.T) {
+	tr := &crashing{}
+	tr.left.Store(20)
+	e := newEnv(t, envOpts{transport: tr})
+	want := e.volume("vol", 8<<20, 64<<10)
+	p := hostmem.New()
+	defer p.Close()
+	cfg := engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 2}
+	cl := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Backoff: time.Millisecond})
+	defer cl.Close()
+	buf, err := p.Alloc(context.Background(), int64(len(want)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := p.Bytes(buf.ID)
+	res, err := cl.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("resumed read: bytes differ")
+	}
+	if res[0].Reconnects != 1 || res[0].VerifiedExtents != 128 || res[0].Bytes != int64(len(want)) {
+		t.Fatalf("result: %d reconnects, %d verified extents, %d bytes; want 1, 128, %d",
+			res[0].Reconnects, res[0].VerifiedExtents, res[0].Bytes, len(want))
+	}
+
+	// Replaced while reconnecting: refused, or restarted when asked.
+	tr.left.Store(5)
+	replace := func() {
+		if _, err := e.store.Write(context.Background(), "vol", int64(len(want)), 64<<10, bytes.NewReader(want), true); err != nil {
+			t.Error(err)
+		}
+	}
+	cl2 := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Backoff: 50 * time.Millisecond})
+	defer cl2.Close()
+	go func() {
+		for tr.left.Load() >= 0 { // until the crash
+			runtime.Gosched()
+		}
+		replace()
+	}()
+	_, err = cl2.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf)
+	if !errors.Is(err, engine.ErrVolumeReplaced) {
+		t.Fatalf("read across a replace: %v, want ErrVolumeReplaced", err)
+	}
+
+	// A server that never comes back: the read fails, naming each attempt.
+	e.srv.Close()
+	cl3 := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Attempts: 2, Backoff: time.Millisecond})
+	defer cl3.Close()
+	_, err = cl3.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: 4096}}, buf)
+	if err == nil || !strings.Contains(err.Error(), "after 2 reconnects") || !strings.Contains(err.Error(), "1: ") || !strings.Contains(err.Error(), "2: ") {
+		t.Fatalf("server gone: %v, want an error naming both attempts", err)
+	}
+}

@@ -63,6 +63,8 @@ type Result struct {
 	// were, and were not, checked against their CRC-32C (see VerifyMode).
 	VerifiedExtents   int `json:"verified_extents"`
 	UnverifiedExtents int `json:"unverified_extents"`
+	// Reconnects counts the sessions a Client re-dialled to finish the read.
+	Reconnects int `json:"reconnects,omitempty"`
 }
 
 // Duration is how long the request took.
