@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -30,9 +31,14 @@ func TestRealKernel(t *testing.T) {
 	cs := Run(context.Background(), Options{PluginDir: t.TempDir()})
 	got := map[string]Check{}
 	for _, c := range cs {
-		got[c.Scope+"/"+c.Name] = c
 		if !c.OK && c.Fix == "" && c.Scope != "provider" {
 			t.Errorf("failing check %s/%s has no fix: %s", c.Scope, c.Name, c.Detail)
+		}
+		switch c.Kind {
+		case KindInfo:
+			got["info/"+c.Scope+"/"+c.Name] = c
+		case "":
+			got[c.Scope+"/"+c.Name] = c
 		}
 	}
 	if c := got["netdev/family"]; !c.OK {
@@ -47,5 +53,22 @@ func TestRealKernel(t *testing.T) {
 	}
 	if c := got["provider/dmabuf-exporter"]; c.OK {
 		t.Errorf("an empty plugin directory has a dmabuf exporter: %+v", c)
+	}
+	// The header comes first, then one verdict per checked interface and
+	// role.
+	if cs[0].Kind != KindInfo || cs[0].Scope != "kernel" || !strings.HasPrefix(cs[0].Detail, "kernel 6.") {
+		t.Errorf("first entry %+v, want the kernel release", cs[0])
+	}
+	for _, c := range cs {
+		if c.Kind != KindVerdict {
+			continue
+		}
+		label := map[string]string{"devmem-rx": "RX", "devmem-tx": "TX"}[c.Name]
+		if !strings.HasPrefix(c.Detail, "devmem "+label+" on "+c.Scope+": ") {
+			t.Errorf("verdict %+v", c)
+		}
+		if _, ok := got["info/"+c.Scope+"/nic"]; !ok && c.Scope != "lo" {
+			t.Errorf("verdict for %s without its NIC line", c.Scope)
+		}
 	}
 }

@@ -9,7 +9,8 @@ import (
 
 // A Finding is one result of the devmem preflight check.
 type Finding struct {
-	// Name is the checked item: "interface", "tcp-data-split",
+	// Name is the checked item: "interface", "rx-gro-hw" (only for
+	// drivers that need it, see DriverNeedsGROHW), "tcp-data-split",
 	// "hds-thresh", "ntuple", "rx-queues", "rss", "cap-net-admin" or
 	// "ethtool-netlink".
 	Name string
@@ -21,6 +22,14 @@ type Finding struct {
 	// Fix is the exact command (or, when no command helps, the action)
 	// that makes the item OK. It is empty when OK is true.
 	Fix string
+	// Setup reports that Client.Apply makes the change in Fix itself (as
+	// blockcat does before devmem RX): nobody needs to run Fix by hand
+	// for a program that applies a Setup.
+	Setup bool
+	// Unsupported reports that the driver or device cannot do what is
+	// needed: no command fixes it on this NIC, and Fix names NICs that
+	// can.
+	Unsupported bool
 }
 
 // String formats the finding as one line for doctor output.
@@ -75,8 +84,12 @@ func check(d device, ifname string) []Finding {
 		}
 		return []Finding{{Name: "interface", Detail: fmt.Sprintf("no interface %q in this network namespace: %v", ifname, err), Fix: "ip -br link  # name the NIC that carries the data connections"}}
 	}
+	info, _ := d.driverInfo(ifname) // the driver's name only refines the findings
 	var out []Finding
-	out = append(out, checkTCPDataSplit(ifname, rc, rerr), checkHDSThresh(ifname, rc, rerr), checkNtuple(ifname, f, ferr))
+	if DriverNeedsGROHW(info.Driver) && ferr == nil {
+		out = append(out, checkGROHW(ifname, f))
+	}
+	out = append(out, checkTCPDataSplit(ifname, info.Driver, rc, rerr), checkHDSThresh(ifname, rc, rerr), checkNtuple(ifname, f, ferr))
 	ch, cerr := d.channels(ifname)
 	out = append(out, checkQueues(ifname, ch, cerr))
 	t, terr := d.rssTable(ifname)
@@ -99,27 +112,51 @@ func check(d device, ifname string) []Finding {
 func readFailure(name, what, show string, err error) Finding {
 	switch {
 	case errors.Is(err, ErrNotSupported):
-		return Finding{Name: name, Detail: fmt.Sprintf("driver does not support %s: %v", what, err), Fix: fixNoDevmemNIC}
+		return Finding{Name: name, Detail: fmt.Sprintf("driver does not support %s: %v", what, err), Fix: fixNoDevmemNIC, Unsupported: true}
 	case errors.Is(err, os.ErrPermission):
 		return Finding{Name: name, Detail: fmt.Sprintf("not permitted to read %s: %v", what, err), Fix: "run as root or with CAP_NET_ADMIN"}
 	}
 	return Finding{Name: name, Detail: fmt.Sprintf("cannot read %s: %v", what, err), Fix: "investigate the error; " + show + " shows the same state"}
 }
 
-func checkTCPDataSplit(ifname string, rc RingConfig, err error) Finding {
+// checkGROHW reports rx-gro-hw for a driver that needs it for header split
+// (mlx5).
+func checkGROHW(ifname string, f Features) Finding {
+	const name = FeatureGROHW
+	switch {
+	case f.IsActive(FeatureGROHW):
+		return Finding{Name: name, OK: true, Detail: "rx-gro-hw is on (mlx5 needs it for header split)"}
+	case f.IsChangeable(FeatureGROHW):
+		return Finding{Name: name, Detail: "rx-gro-hw is off: mlx5 needs it for header split; setup turns it on",
+			Fix: "ethtool -K " + ifname + " rx-gro-hw on", Setup: true}
+	}
+	return Finding{Name: name, Detail: "rx-gro-hw is fixed off: mlx5 splits headers only with hardware GRO, so this device cannot (check the firmware and the mlx5 configuration)",
+		Fix: fixNoDevmemNIC, Unsupported: true}
+}
+
+func checkTCPDataSplit(ifname, driver string, rc RingConfig, err error) Finding {
 	const name = "tcp-data-split"
 	if err != nil {
 		return readFailure(name, "tcp-data-split (ethtool ring parameters)", "ethtool -g "+ifname, err)
 	}
+	fix := "ethtool -G " + ifname + " tcp-data-split on"
 	switch rc.TCPDataSplit {
 	case TCPDataSplitEnabled:
 		return Finding{Name: name, OK: true, Detail: "tcp-data-split is on (bind-rx needs it set explicitly; Setup sets it even when the driver chose it)"}
 	case TCPDataSplitDisabled:
-		return Finding{Name: name, Detail: "tcp-data-split is off", Fix: "ethtool -G " + ifname + " tcp-data-split on"}
+		return Finding{Name: name, Detail: "tcp-data-split is off; Setup turns it on", Fix: fix, Setup: true}
 	case TCPDataSplitUnknown:
-		return Finding{Name: name, Detail: "driver does not report tcp-data-split: no header split", Fix: fixNoDevmemNIC}
+		// The kernel leaves the attribute out until someone sets it, and
+		// drivers such as mlx5 do not fill it in: absence is not proof
+		// that the driver has no header split.
+		who := "the driver"
+		if driver != "" {
+			who = driver
+		}
+		detail := "tcp-data-split unknown (driver default): never set, and " + who + " does not report its default; Setup tries to turn it on (the kernel refuses if the driver has no header split)"
+		return Finding{Name: name, Detail: detail, Fix: fix, Setup: true}
 	}
-	return Finding{Name: name, Detail: "driver reports an unknown tcp-data-split value " + rc.TCPDataSplit.String(), Fix: "ethtool -G " + ifname + " tcp-data-split on"}
+	return Finding{Name: name, Detail: "driver reports an unknown tcp-data-split value " + rc.TCPDataSplit.String() + "; Setup sets it on", Fix: fix, Setup: true}
 }
 
 func checkHDSThresh(ifname string, rc RingConfig, err error) Finding {
@@ -133,7 +170,7 @@ func checkHDSThresh(ifname string, rc RingConfig, err error) Finding {
 	case rc.HDSThresh == 0:
 		return Finding{Name: name, OK: true, Detail: fmt.Sprintf("hds-thresh is 0 (max %d)", rc.HDSThreshMax)}
 	}
-	return Finding{Name: name, Detail: fmt.Sprintf("hds-thresh is %d (max %d); bind-rx needs 0", rc.HDSThresh, rc.HDSThreshMax), Fix: "ethtool -G " + ifname + " hds-thresh 0"}
+	return Finding{Name: name, Detail: fmt.Sprintf("hds-thresh is %d (max %d); bind-rx needs 0, Setup sets it", rc.HDSThresh, rc.HDSThreshMax), Fix: "ethtool -G " + ifname + " hds-thresh 0", Setup: true}
 }
 
 func checkNtuple(ifname string, f Features, err error) Finding {
@@ -145,9 +182,9 @@ func checkNtuple(ifname string, f Features, err error) Finding {
 	case f.Ntuple():
 		return Finding{Name: name, OK: true, Detail: FeatureNtuple + " is on"}
 	case f.IsChangeable(FeatureNtuple):
-		return Finding{Name: name, Detail: FeatureNtuple + " is off", Fix: "ethtool -K " + ifname + " ntuple on"}
+		return Finding{Name: name, Detail: FeatureNtuple + " is off; Setup turns it on", Fix: "ethtool -K " + ifname + " ntuple on", Setup: true}
 	}
-	return Finding{Name: name, Detail: "driver has no ntuple flow steering (" + FeatureNtuple + " is fixed off)", Fix: fixNoDevmemNIC}
+	return Finding{Name: name, Detail: "driver has no ntuple flow steering (" + FeatureNtuple + " is fixed off)", Fix: fixNoDevmemNIC, Unsupported: true}
 }
 
 func checkQueues(ifname string, ch Channels, err error) Finding {
@@ -166,7 +203,7 @@ func checkQueues(ifname string, ch Channels, err error) Finding {
 	case ch.RXMax >= 2:
 		return Finding{Name: name, Detail: detail, Fix: "ethtool -L " + ifname + " rx 2"}
 	}
-	return Finding{Name: name, Detail: detail + fmt.Sprintf(" (max rx %d, combined %d)", ch.RXMax, ch.CombinedMax), Fix: fixNoDevmemNIC}
+	return Finding{Name: name, Detail: detail + fmt.Sprintf(" (max rx %d, combined %d)", ch.RXMax, ch.CombinedMax), Fix: fixNoDevmemNIC, Unsupported: true}
 }
 
 func checkRSS(ifname string, t []uint32, err error) Finding {

@@ -57,6 +57,14 @@ func TestCheckFixableDevice(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("fixes (-want +got):\n%s", diff)
 	}
+	// Setup makes the header-split and ntuple changes itself; queues and
+	// privileges are the operator's.
+	for _, f := range fs {
+		bySetup := f.Name == "tcp-data-split" || f.Name == "hds-thresh" || f.Name == "ntuple"
+		if f.Setup != bySetup || f.Unsupported {
+			t.Errorf("finding %v: Setup %v Unsupported %v", f, f.Setup, f.Unsupported)
+		}
+	}
 }
 
 func TestCheckUnsupportedDriver(t *testing.T) {
@@ -87,12 +95,21 @@ func TestCheckUnsupportedDriver(t *testing.T) {
 		t.Errorf("tcp-data-split finding: %v", fs[0])
 	}
 
-	// A driver that has ring parameters but reports no header split.
+	for _, f := range fs {
+		if !f.OK && f.Name != "cap-net-admin" && !f.Unsupported {
+			t.Errorf("finding %v not marked Unsupported", f)
+		}
+	}
+
+	// A driver that has ring parameters but leaves tcp-data-split out of
+	// its reply (never set, default not reported): unknown, not "no
+	// header split"; Setup tries to turn it on.
 	d = newFakeDevice()
 	d.state.Rings.TCPDataSplit = TCPDataSplitUnknown
 	d.state.Rings.HasHDSThresh = false
 	fs = check(d, "eth0")
-	if fs[0].OK || fs[0].Fix != fixNoDevmemNIC || !fs[1].OK {
+	if fs[0].OK || fs[0].Unsupported || !fs[0].Setup || fs[0].Fix != "ethtool -G eth0 tcp-data-split on" ||
+		!strings.Contains(fs[0].Detail, "unknown (driver default)") || !fs[1].OK {
 		t.Fatalf("findings %v %v", fs[0], fs[1])
 	}
 }
@@ -129,5 +146,42 @@ func TestFindingString(t *testing.T) {
 	f := Finding{Name: "ntuple", Detail: "rx-ntuple-filter is off", Fix: "ethtool -K eth0 ntuple on"}
 	if got, want := f.String(), "[FAIL] ntuple: rx-ntuple-filter is off (fix: ethtool -K eth0 ntuple on)"; got != want {
 		t.Fatalf("String = %q, want %q", got, want)
+	}
+}
+
+// TestCheckMLX5: a ConnectX NIC before header split was configured. The
+// kernel leaves tcp-data-split out of its rings reply; that is "unknown
+// (driver default)", which Setup turns on, not "no header split". rx-gro-hw
+// is off, and mlx5 needs it on for header split.
+func TestCheckMLX5(t *testing.T) {
+	d := newMLX5Device()
+	byName := map[string]Finding{}
+	for _, f := range check(d, "eth0") {
+		byName[f.Name] = f
+		if f.Fix == fixNoDevmemNIC {
+			t.Errorf("finding %v tells the user to pick another NIC; mlx5 supports devmem", f)
+		}
+	}
+	tds := byName["tcp-data-split"]
+	if tds.OK || !strings.Contains(tds.Detail, "unknown (driver default)") || !strings.Contains(tds.Detail, "Setup") || tds.Fix != "ethtool -G eth0 tcp-data-split on" || !tds.Setup || tds.Unsupported {
+		t.Errorf("tcp-data-split finding %v", tds)
+	}
+	gro, ok := byName["rx-gro-hw"]
+	if !ok || gro.OK || gro.Detail != "rx-gro-hw is off: mlx5 needs it for header split; setup turns it on" || gro.Fix != "ethtool -K eth0 rx-gro-hw on" || !gro.Setup {
+		t.Errorf("rx-gro-hw finding %v (present %v)", gro, ok)
+	}
+
+	d.state.Features[FeatureGROHW] = true
+	for _, f := range check(d, "eth0") {
+		if f.Name == "rx-gro-hw" && !f.OK {
+			t.Errorf("rx-gro-hw on: %v", f)
+		}
+	}
+	delete(d.state.Features, FeatureGROHW)
+	delete(d.changeable, FeatureGROHW)
+	for _, f := range check(d, "eth0") {
+		if f.Name == "rx-gro-hw" && (f.OK || f.Fix != fixNoDevmemNIC || !f.Unsupported) {
+			t.Errorf("rx-gro-hw fixed off: %v", f)
+		}
 	}
 }

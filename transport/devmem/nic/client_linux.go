@@ -311,3 +311,17 @@ func (d *linuxDevice) netAdmin() (bool, error) {
 	}
 	return data[unix.CAP_NET_ADMIN/32].Effective&(1<<(unix.CAP_NET_ADMIN%32)) != 0, nil
 }
+
+// driverInfo issues ETHTOOL_GDRVINFO (struct ethtool_drvinfo, 196 bytes).
+func (d *linuxDevice) driverInfo(ifname string) (DriverInfo, error) {
+	info := &unix.EthtoolDrvinfo{Cmd: unix.ETHTOOL_GDRVINFO}
+	if err := d.ioctl("ETHTOOL_GDRVINFO", ifname, unsafe.Pointer(info)); err != nil {
+		return DriverInfo{}, err
+	}
+	return DriverInfo{
+		Driver:          unix.ByteSliceToString(info.Driver[:]),
+		Version:         unix.ByteSliceToString(info.Version[:]),
+		FirmwareVersion: unix.ByteSliceToString(info.Fw_version[:]),
+		BusInfo:         unix.ByteSliceToString(info.Bus_info[:]),
+	}, nil
+}

@@ -10,10 +10,12 @@
 //
 //   - ethtool generic netlink (family "ethtool", version 1): RINGS_GET/SET
 //     for tcp-data-split and hds-thresh, FEATURES_GET/SET for
-//     rx-ntuple-filter, CHANNELS_GET for the queue count;
+//     rx-ntuple-filter (and rx-gro-hw, which mlx5 needs on before it
+//     accepts tcp-data-split on), CHANNELS_GET for the queue count;
 //   - the SIOCETHTOOL ioctl: ETHTOOL_SRXCLSRLINS/SRXCLSRLDEL for flow rules
 //     (struct ethtool_rxnfc), ETHTOOL_GRXFHINDIR/SRXFHINDIR for the RSS
-//     indirection table.
+//     indirection table, ETHTOOL_GDRVINFO for the driver's name, firmware
+//     version and bus address.
 //
 // A Client does single operations. Client.Apply returns a Setup that applies
 // the whole devmem configuration, records every change it made and undoes

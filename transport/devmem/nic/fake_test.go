@@ -21,6 +21,11 @@ type fakeDevice struct {
 	admin      bool
 	// no5Tuple makes rules with a source fail EOPNOTSUPP.
 	no5Tuple bool
+	// info is what driverInfo reports.
+	info DriverInfo
+	// hdsNeedsGROHW models mlx5: tcp-data-split on is refused with
+	// EINVAL unless rx-gro-hw is on.
+	hdsNeedsGROHW bool
 
 	log   []string
 	calls map[string]int
@@ -51,8 +56,27 @@ func newFakeDevice() *fakeDevice {
 		},
 		changeable: map[string]bool{"rx-gro": true, FeatureNtuple: true},
 		admin:      true,
+		info:       DriverInfo{Driver: "fakenic", Version: "6.18.0", FirmwareVersion: "1.2.3", BusInfo: "0000:3b:00.0"},
 		calls:      map[string]int{},
 	}
+}
+
+// mlx5GROHWExtack is mlx5e_ethtool_set_tcp_data_split's refusal.
+const mlx5GROHWExtack = "TCP-data-split is not supported when GRO HW is disabled"
+
+// newMLX5Device returns a ConnectX NIC as mlx5_core shows it before anyone
+// configured header split: rx-gro-hw off but changeable, tcp-data-split
+// never set (the kernel leaves the attribute out of its rings reply, and
+// mlx5 does not fill it in), no hds-thresh, and the refusal of
+// tcp-data-split on while rx-gro-hw is off.
+func newMLX5Device() *fakeDevice {
+	d := newFakeDevice()
+	d.info = DriverInfo{Driver: DriverMLX5, Version: "6.18.0", FirmwareVersion: "22.39.1002", BusInfo: "0000:3b:00.0"}
+	d.changeable[FeatureGROHW] = true
+	d.state.Rings.TCPDataSplit = TCPDataSplitUnknown
+	d.state.Rings.HasHDSThresh, d.state.Rings.HDSThresh, d.state.Rings.HDSThreshMax = false, 0, 0
+	d.hdsNeedsGROHW = true
+	return d
 }
 
 func (s fakeState) clone() fakeState {
@@ -111,6 +135,9 @@ func (f *fakeDevice) setRings(ifname string, tds TCPDataSplit, hds *uint32) erro
 	}
 	if hds != nil && !f.state.Rings.HasHDSThresh {
 		return &OpError{Op: "rings-set", Ifname: ifname, Err: syscall.EOPNOTSUPP, Message: "setting hds-thresh is not supported"}
+	}
+	if f.hdsNeedsGROHW && tds == TCPDataSplitEnabled && !f.state.Features[FeatureGROHW] {
+		return &OpError{Op: "rings-set", Ifname: ifname, Err: syscall.EINVAL, Message: "mlx5_core: " + mlx5GROHWExtack}
 	}
 	f.log = append(f.log, entry)
 	f.state.Rings.TCPDataSplit = tds
@@ -220,6 +247,15 @@ func (f *fakeDevice) deleteRule(ifname string, loc uint32) error {
 	f.log = append(f.log, fmt.Sprintf("delete-rule %d", loc))
 	delete(f.state.Rules, loc)
 	return nil
+}
+
+func (f *fakeDevice) driverInfo(ifname string) (DriverInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter("drvinfo", ifname); err != nil {
+		return DriverInfo{}, err
+	}
+	return f.info, nil
 }
 
 func (f *fakeDevice) netAdmin() (bool, error) {

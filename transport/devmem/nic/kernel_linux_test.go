@@ -137,6 +137,9 @@ func TestKernelLoopback(t *testing.T) {
 
 	_, err = c.Channels("lo")
 	wantOpErrno(t, "channels-get lo", err, "channels-get", unix.EOPNOTSUPP)
+	// Loopback has no driver behind it: no get_drvinfo, no parent device.
+	_, err = c.DriverInfo("lo")
+	wantOpErrno(t, "ETHTOOL_GDRVINFO lo", err, "ETHTOOL_GDRVINFO", unix.EOPNOTSUPP)
 	_, err = c.RSSIndirection("lo")
 	wantOpErrno(t, "ETHTOOL_GRXFHINDIR lo", err, "ETHTOOL_GRXFHINDIR", unix.EOPNOTSUPP)
 
@@ -196,6 +199,8 @@ func TestKernelUnknownInterface(t *testing.T) {
 	}
 	err = c.DeleteFlowRule(name, 1)
 	wantOpErrno(t, "delete rule", err, "ETHTOOL_SRXCLSRLDEL", unix.ENODEV)
+	_, err = c.DriverInfo(name)
+	wantOpErrno(t, "drvinfo", err, "ETHTOOL_GDRVINFO", unix.ENODEV)
 
 	fs := c.Check(name)
 	if len(fs) != 1 || fs[0].Name != "interface" || fs[0].OK || fs[0].Fix == "" {
@@ -234,6 +239,12 @@ func TestKernelVeth(t *testing.T) {
 	if oe := wantOpErrno(t, "rings-set lo (test namespace)", err, "rings-set", unix.EOPNOTSUPP); oe.Message != "setting TCP data split is not supported" {
 		t.Errorf("rings-set lo extack %q", oe.Message)
 	}
+
+	info, err := c.DriverInfo(dev)
+	if err != nil || info.Driver != "veth" || info.BusInfo != "" {
+		t.Fatalf("ETHTOOL_GDRVINFO veth = %+v, %v; want driver veth, no bus", info, err)
+	}
+	t.Logf("veth drvinfo: %+v", info)
 
 	ch, err := c.Channels(dev)
 	if err != nil {

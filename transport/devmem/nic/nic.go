@@ -89,6 +89,35 @@ func (f Features) IsChangeable(name string) bool { return slices.Contains(f.Chan
 // Ntuple reports whether ntuple flow steering (rx-ntuple-filter) is on.
 func (f Features) Ntuple() bool { return f.IsActive(FeatureNtuple) }
 
+// FeatureGROHW is the ethtool name of hardware GRO (NETIF_F_GRO_HW;
+// "rx-gro-hw" on the ethtool command line). mlx5 refuses tcp-data-split on
+// while it is off (see DriverNeedsGROHW).
+const FeatureGROHW = "rx-gro-hw"
+
+// DriverMLX5 is the driver name NVIDIA ConnectX NICs report (ethtool -i).
+const DriverMLX5 = "mlx5_core"
+
+// DriverNeedsGROHW reports whether the driver refuses header split unless
+// hardware GRO (rx-gro-hw) is on. mlx5 does: its tcp-data-split is SHAMPO,
+// part of hardware GRO, and mlx5e_ethtool_set_tcp_data_split answers
+// EINVAL, "TCP-data-split is not supported when GRO HW is disabled".
+func DriverNeedsGROHW(driver string) bool { return driver == DriverMLX5 }
+
+// DriverInfo is what ETHTOOL_GDRVINFO ("ethtool -i") reports about the
+// driver behind an interface. Empty fields were not reported.
+type DriverInfo struct {
+	// Driver is the driver's name, e.g. "mlx5_core", "gve", "virtio_net".
+	Driver string
+	// Version is the driver's version string (for in-tree drivers usually
+	// the kernel release).
+	Version string
+	// FirmwareVersion is the NIC's firmware version.
+	FirmwareVersion string
+	// BusInfo is the device's bus address, for a PCI NIC its PCI address
+	// ("0000:3b:00.0").
+	BusInfo string
+}
+
 // Channels is what ETHTOOL_MSG_CHANNELS_GET reports: how many queues of each
 // kind the device runs, and the maximums.
 type Channels struct {
@@ -164,6 +193,8 @@ type device interface {
 	deleteRule(ifname string, loc uint32) error
 	// netAdmin reports whether the process has CAP_NET_ADMIN.
 	netAdmin() (bool, error)
+	// driverInfo reads the driver's name, versions and bus address.
+	driverInfo(ifname string) (DriverInfo, error)
 }
 
 // A Client reads and changes the devmem-relevant configuration of network
@@ -235,6 +266,16 @@ func (c *Client) SetHeaderSplit(ifname string, on bool, hdsThresh uint32) error 
 		hds = nil
 	}
 	return c.dev.setRings(ifname, TCPDataSplitEnabled, hds)
+}
+
+// DriverInfo reads the interface's driver name, driver and firmware
+// versions and bus address (ETHTOOL_GDRVINFO, what "ethtool -i" shows). A
+// device without a driver behind it (loopback) answers EOPNOTSUPP.
+func (c *Client) DriverInfo(ifname string) (DriverInfo, error) {
+	if err := checkIfname(ifname); err != nil {
+		return DriverInfo{}, err
+	}
+	return c.dev.driverInfo(ifname)
 }
 
 // Features reads the device's features (verbose bitsets, so names come with

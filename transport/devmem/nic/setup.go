@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // A Change is one modification a Setup made to a device.
@@ -70,10 +71,16 @@ type step struct {
 //
 //  1. checks that every queue in rxQueues exists (CHANNELS_GET);
 //  2. turns ntuple flow steering on if it is off (FEATURES_SET);
-//  3. sets tcp-data-split on and, for drivers that have it, hds-thresh 0
+//  3. for drivers that refuse header split without hardware GRO (mlx5,
+//     see DriverNeedsGROHW, named by ETHTOOL_GDRVINFO), turns rx-gro-hw on
+//     if it is off and changeable (FEATURES_SET). A driver whose name could
+//     not be read but that refuses step 4 the way mlx5 does (EINVAL, "...
+//     GRO HW is disabled") gets rx-gro-hw turned on and the request
+//     retried once;
+//  4. sets tcp-data-split on and, for drivers that have it, hds-thresh 0
 //     (RINGS_SET), always explicitly: bind-rx checks the configured value,
 //     and a reported "on" may be the driver's automatic choice;
-//  4. spreads RSS over queues [0, q), q the lowest queue in rxQueues
+//  5. spreads RSS over queues [0, q), q the lowest queue in rxQueues
 //     (ETHTOOL_SRXFHINDIR, "ethtool -X equal q"), so that no RSS traffic
 //     reaches the devmem queues. Queue 0 therefore cannot be a devmem
 //     queue. The old table is kept: Restore resets a table that was the
@@ -144,6 +151,18 @@ func (s *Setup) apply() error {
 		})
 	}
 
+	// mlx5 refuses header split while hardware GRO is off: turn it on
+	// first when the driver is known to need it.
+	groHWOn := false
+	if !f.IsActive(FeatureGROHW) && f.IsChangeable(FeatureGROHW) {
+		if info, err := d.driverInfo(ifname); err == nil && DriverNeedsGROHW(info.Driver) {
+			if err := s.enableGROHW(info.Driver + " splits headers only with hardware GRO"); err != nil {
+				return err
+			}
+			groHWOn = true
+		}
+	}
+
 	rc, err := d.rings(ifname)
 	if err != nil {
 		return err
@@ -152,7 +171,18 @@ func (s *Setup) apply() error {
 	if rc.HasHDSThresh {
 		zero = new(uint32)
 	}
-	if err := d.setRings(ifname, TCPDataSplitEnabled, zero); err != nil {
+	err = d.setRings(ifname, TCPDataSplitEnabled, zero)
+	if err != nil && !groHWOn && groHWRefusal(err) {
+		// A driver not known by name (its name could not be read) gave
+		// mlx5's refusal: turn rx-gro-hw on if it can be, and retry.
+		if f, ferr := d.features(ifname); ferr == nil && !f.IsActive(FeatureGROHW) && f.IsChangeable(FeatureGROHW) {
+			if gerr := s.enableGROHW("the driver refused tcp-data-split without hardware GRO"); gerr != nil {
+				return errors.Join(err, gerr)
+			}
+			err = d.setRings(ifname, TCPDataSplitEnabled, zero)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if rc.TCPDataSplit != TCPDataSplitEnabled || rc.HDSThresh != 0 {
@@ -183,6 +213,31 @@ func (s *Setup) apply() error {
 		s.record(rssStep(ifname, old, nq, first))
 	}
 	return nil
+}
+
+// enableGROHW turns rx-gro-hw on, verifies it and records the change; why
+// says what needs it.
+func (s *Setup) enableGROHW(why string) error {
+	ifname := s.ifname
+	if err := setFeature(s.dev, ifname, FeatureGROHW, true); err != nil {
+		return err
+	}
+	s.record(step{
+		change: Change{
+			What: FeatureGROHW + " off -> on (" + why + ")",
+			Undo: "ethtool -K " + ifname + " " + FeatureGROHW + " off",
+		},
+		undo: func(d device) error { return setFeature(d, ifname, FeatureGROHW, false) },
+	})
+	return nil
+}
+
+// groHWRefusal reports whether err is the driver refusing tcp-data-split
+// because hardware GRO is off: EINVAL with mlx5's extack, "TCP-data-split
+// is not supported when GRO HW is disabled".
+func groHWRefusal(err error) bool {
+	var oe *OpError
+	return errors.Is(err, syscall.EINVAL) && errors.As(err, &oe) && strings.Contains(oe.Message, "GRO HW")
 }
 
 // rssStep records the replacement of the RSS table old by an equal spread
@@ -298,11 +353,11 @@ func (s *Setup) RemoveConnRule(loc uint32) error {
 }
 
 // Restore undoes every recorded change in reverse order: flow rules, then
-// the RSS table, then tcp-data-split/hds-thresh, then ntuple. It continues
-// past failures and returns them joined; failed steps stay recorded, and a
-// later Restore retries only those. A change whose device or rule is gone
-// (ENODEV, ENOENT) counts as undone. Once every change is undone, further
-// calls return nil. See the Setup documentation for use on shutdown.
+// the RSS table, then tcp-data-split/hds-thresh, then rx-gro-hw, then
+// ntuple. It continues past failures and returns them joined; failed steps
+// stay recorded, and a later Restore retries only those. A change whose
+// device or rule is gone (ENODEV, ENOENT) counts as undone. Once every
+// change is undone, further calls return nil. See the Setup documentation for use on shutdown.
 func (s *Setup) Restore() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

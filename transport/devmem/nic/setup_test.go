@@ -544,3 +544,132 @@ func TestClientFakeDevice(t *testing.T) {
 		t.Fatalf("Close twice: closed %d times", closed)
 	}
 }
+
+// TestSetupMLX5GROHW: mlx5 refuses tcp-data-split on while rx-gro-hw is
+// off (EINVAL, "TCP-data-split is not supported when GRO HW is disabled").
+// Apply turns rx-gro-hw on first, records it, and Restore turns it off
+// again after putting tcp-data-split back.
+func TestSetupMLX5GROHW(t *testing.T) {
+	d := newMLX5Device()
+	initial := d.snapshot()
+	s, err := apply(d, "eth0", []uint32{6, 7})
+	if err != nil {
+		t.Fatalf("apply on mlx5: %v", err)
+	}
+	if diff := cmp.Diff([]string{
+		"set-feature rx-ntuple-filter on",
+		"set-feature rx-gro-hw on",
+		"set-rings tcp-data-split on",
+		"set-rss equal over queues [0, 6)",
+	}, d.takeLog()); diff != "" {
+		t.Fatalf("unexpected changes made by apply (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]Change{
+		{What: "ntuple (rx-ntuple-filter) off -> on", Undo: "ethtool -K eth0 ntuple off"},
+		{What: "rx-gro-hw off -> on (mlx5_core splits headers only with hardware GRO)", Undo: "ethtool -K eth0 rx-gro-hw off"},
+		{What: "tcp-data-split auto -> on", Undo: "ethtool -G eth0 tcp-data-split auto"},
+		{What: "RSS indirection table (128 entries) equal over queues [0, 8) -> equal over queues [0, 6)", Undo: "ethtool -X eth0 default"},
+	}, s.Changes()); diff != "" {
+		t.Fatalf("unexpected Changes (-want +got):\n%s", diff)
+	}
+	if err := s.Restore(); err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	if diff := cmp.Diff([]string{
+		"set-rss default",
+		"set-rings tcp-data-split auto",
+		"set-feature rx-gro-hw off",
+		"set-feature rx-ntuple-filter off",
+	}, d.takeLog()); diff != "" {
+		t.Fatalf("unexpected restore sequence (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(initial, d.snapshot()); diff != "" {
+		t.Fatalf("device not back to its initial state (-want +got):\n%s", diff)
+	}
+}
+
+// TestSetupGROHWCases: rx-gro-hw already on is left alone; a driver that
+// is not known to need it keeps it off; a fixed-off rx-gro-hw makes Apply
+// fail with mlx5's own refusal (errno and extack kept) and change nothing;
+// a driver whose name could not be read but gives mlx5's refusal gets
+// rx-gro-hw turned on and the request retried.
+func TestSetupGROHWCases(t *testing.T) {
+	t.Run("already on", func(t *testing.T) {
+		d := newMLX5Device()
+		d.state.Features[FeatureGROHW] = true
+		s, err := apply(d, "eth0", []uint32{6})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range s.Changes() {
+			if strings.Contains(c.What, FeatureGROHW) {
+				t.Fatalf("rx-gro-hw change recorded: %v", c)
+			}
+		}
+		if err := s.Restore(); err != nil || !d.snapshot().Features[FeatureGROHW] {
+			t.Fatalf("Restore: %v; rx-gro-hw must stay on", err)
+		}
+	})
+	t.Run("other driver", func(t *testing.T) {
+		d := newFakeDevice()
+		d.changeable[FeatureGROHW] = true
+		if _, err := apply(d, "eth0", []uint32{6}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.Join(d.takeLog(), "\n"), FeatureGROHW) {
+			t.Fatal("rx-gro-hw toggled on a driver that does not need it")
+		}
+	})
+	t.Run("fixed off", func(t *testing.T) {
+		d := newMLX5Device()
+		delete(d.changeable, FeatureGROHW)
+		initial := d.snapshot()
+		_, err := apply(d, "eth0", []uint32{6})
+		var oe *OpError
+		if !errors.Is(err, syscall.EINVAL) || !errors.As(err, &oe) || oe.Op != "rings-set" || !strings.Contains(oe.Message, mlx5GROHWExtack) {
+			t.Fatalf("apply = %v, want mlx5's rings-set refusal with its extack", err)
+		}
+		if diff := cmp.Diff(initial, d.snapshot()); diff != "" {
+			t.Fatalf("device not restored (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("driver name unreadable", func(t *testing.T) {
+		d := newMLX5Device()
+		d.fail = func(op string, _ int) error {
+			if op == "drvinfo" {
+				return opErr("ETHTOOL_GDRVINFO", syscall.EOPNOTSUPP, "")
+			}
+			return nil
+		}
+		s, err := apply(d, "eth0", []uint32{6})
+		if err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		if d.calls["set-rings"] != 2 {
+			t.Fatalf("%d rings-set requests, want the refused one and the retry", d.calls["set-rings"])
+		}
+		if diff := cmp.Diff([]string{
+			"set-feature rx-ntuple-filter on",
+			"set-feature rx-gro-hw on",
+			"set-rings tcp-data-split on",
+			"set-rss equal over queues [0, 6)",
+		}, d.takeLog()); diff != "" {
+			t.Fatalf("(-want +got):\n%s", diff)
+		}
+		if err := s.Restore(); err != nil || d.snapshot().Features[FeatureGROHW] {
+			t.Fatalf("Restore: %v; rx-gro-hw must be off again", err)
+		}
+	})
+	t.Run("undo after a later failure", func(t *testing.T) {
+		d := newMLX5Device()
+		initial := d.snapshot()
+		injected := opErr("ETHTOOL_SRXFHINDIR", syscall.EOPNOTSUPP, "injected")
+		d.fail = failAt("set-rss", 1, injected)
+		if _, err := apply(d, "eth0", []uint32{6}); !errors.Is(err, injected) {
+			t.Fatalf("apply = %v", err)
+		}
+		if diff := cmp.Diff(initial, d.snapshot()); diff != "" {
+			t.Fatalf("device not restored (-want +got):\n%s", diff)
+		}
+	})
+}
