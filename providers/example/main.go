@@ -8,11 +8,23 @@
 //
 //	go build -o blockxfer-provider-example ./providers/example
 //
+// or install it with scripts/install.sh. Run by hand with --version, it prints
+// its version and exits.
+//
 // See docs/providers.md for the protocol.
 package main
 
-import "github.com/blockxfer/blockxfer/providers"
+import (
+	"os"
+
+	"github.com/blockxfer/blockxfer/internal/buildinfo"
+	"github.com/blockxfer/blockxfer/providers"
+)
 
 func main() {
+	if buildinfo.VersionRequested(os.Args[1:]) { // run by hand: no handshake
+		buildinfo.Read("blockxfer-provider-example").Write(os.Stdout)
+		return
+	}
 	providers.Serve(newProvider(), nil)
 }

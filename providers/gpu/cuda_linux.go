@@ -19,10 +19,17 @@ typedef void *CUstream;
 typedef unsigned long long CUdeviceptr;
 
 enum {
+	BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS = 117,
+	BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING = 118,
 	BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 124,
 	BX_CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD = 1,
 	BX_CU_STREAM_NON_BLOCKING = 1,
+	BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX = 0,
+	BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TO_OWNER = 100,
 };
+
+// Which step of bx_gather failed.
+enum { BX_GATHER_OK, BX_GATHER_FLUSH, BX_GATHER_COPY, BX_GATHER_SYNC };
 
 static struct {
 	void *lib;
@@ -48,11 +55,13 @@ static struct {
 	CUresult (*cuStreamSynchronize)(CUstream);
 	CUresult (*cuMemHostRegister)(void *, size_t, unsigned int);
 	CUresult (*cuMemHostUnregister)(void *);
+	CUresult (*cuFlushGPUDirectRDMAWrites)(int, int);
 } bx;
 
 // bx_load opens the driver library and resolves every entry point. It
 // returns NULL, or the dlerror text, or the name of a missing symbol (with
-// *missing set). cuMemGetHandleForAddressRange (CUDA 11.7+) is optional.
+// *missing set). cuMemGetHandleForAddressRange (CUDA 11.7+) and
+// cuFlushGPUDirectRDMAWrites (CUDA 11.3+) are optional.
 static const char *bx_load(const char *path, int *missing) {
 	*missing = 0;
 	bx.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -84,10 +93,12 @@ static const char *bx_load(const char *path, int *missing) {
 	BX_SYM(cuMemHostUnregister, "cuMemHostUnregister")
 #undef BX_SYM
 	*(void **)(&bx.cuMemGetHandleForAddressRange) = dlsym(bx.lib, "cuMemGetHandleForAddressRange");
+	*(void **)(&bx.cuFlushGPUDirectRDMAWrites) = dlsym(bx.lib, "cuFlushGPUDirectRDMAWrites");
 	return NULL;
 }
 
 static int bx_has_dmabuf_export(void) { return bx.cuMemGetHandleForAddressRange != NULL; }
+static int bx_has_rdma_flush(void) { return bx.cuFlushGPUDirectRDMAWrites != NULL; }
 
 static const char *bx_error_name(CUresult r) {
 	const char *s = NULL;
@@ -103,9 +114,7 @@ static CUresult bx_device_count(int *n) { return bx.cuDeviceGetCount(n); }
 static CUresult bx_device_get(CUdevice *d, int ordinal) { return bx.cuDeviceGet(d, ordinal); }
 static CUresult bx_device_name(char *s, int n, CUdevice d) { return bx.cuDeviceGetName(s, n, d); }
 static CUresult bx_device_total_mem(size_t *n, CUdevice d) { return bx.cuDeviceTotalMem(n, d); }
-static CUresult bx_dmabuf_supported(int *v, CUdevice d) {
-	return bx.cuDeviceGetAttribute(v, BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED, d);
-}
+static CUresult bx_device_attribute(int *v, int attr, CUdevice d) { return bx.cuDeviceGetAttribute(v, attr, d); }
 static CUresult bx_ctx_retain(CUcontext *c, CUdevice d) { return bx.cuDevicePrimaryCtxRetain(c, d); }
 static CUresult bx_ctx_release(CUdevice d) { return bx.cuDevicePrimaryCtxRelease(d); }
 
@@ -147,21 +156,47 @@ static CUresult bx_stream_destroy(CUcontext ctx, CUstream s) {
 	return r ? r : bx.cuStreamDestroy(s);
 }
 
-// bx_gather queues n device-to-device copies on stream s and waits for
-// them. On a queueing error it still waits for the copies already queued,
-// so none is running when the call returns, and returns the first error.
-static CUresult bx_gather(CUcontext ctx, CUstream s, const uint64_t *dst, const uint64_t *src, const uint64_t *len, size_t n) {
+// bx_flush_rdma makes the NIC's writes to ctx's memory visible to the GPU
+// (cuFlushGPUDirectRDMAWrites to the owner): on a GPU whose
+// CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING is below OWNER they
+// may otherwise reach a copy out of order.
+static CUresult bx_flush_rdma(CUcontext ctx) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuFlushGPUDirectRDMAWrites(BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX,
+		BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TO_OWNER);
+}
+
+// bx_gather flushes the NIC's writes first if flush is set, queues n
+// device-to-device copies on stream s and waits for them (sync is 0 only in
+// the test that proves the stand-in catches a gather returning before its
+// copies are done). On a queueing error it still waits for the copies
+// already queued, so none is running when the call returns, and returns the
+// first error, with *failed saying which step it was.
+static CUresult bx_gather(CUcontext ctx, CUstream s, int flush, int sync, const uint64_t *dst, const uint64_t *src, const uint64_t *len, size_t n, int *failed) {
+	*failed = BX_GATHER_OK;
 	CUresult r = bx.cuCtxSetCurrent(ctx);
 	if (r) {
+		return r;
+	}
+	if (flush && (r = bx.cuFlushGPUDirectRDMAWrites(BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX,
+			BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TO_OWNER)) != 0) {
+		*failed = BX_GATHER_FLUSH;
 		return r;
 	}
 	CUresult first = 0;
 	for (size_t i = 0; i < n; i++) {
 		if ((first = bx.cuMemcpyDtoDAsync(dst[i], src[i], len[i], s)) != 0) {
+			*failed = BX_GATHER_COPY;
 			break;
 		}
 	}
+	if (!sync) {
+		return first;
+	}
 	r = bx.cuStreamSynchronize(s);
+	if (!first && r) {
+		*failed = BX_GATHER_SYNC;
+	}
 	return first ? first : r;
 }
 
@@ -231,6 +266,9 @@ func loadDriver(path string) (err error, missing bool) {
 
 func hasDmabufExport() bool { return C.bx_has_dmabuf_export() != 0 }
 
+// hasRDMAFlush reports whether the driver has cuFlushGPUDirectRDMAWrites.
+func hasRDMAFlush() bool { return C.bx_has_rdma_flush() != 0 }
+
 func cuInit() error { return check("cuInit", C.bx_init()) }
 
 func cuDriverVersion() (int, error) {
@@ -265,10 +303,37 @@ func cuDeviceTotalMem(d C.CUdevice) (int64, error) {
 	return int64(n), err
 }
 
-func cuDmabufSupported(d C.CUdevice) (bool, error) {
+// Device attributes the provider reads (CUdevice_attribute).
+const (
+	attrGPUDirectRDMAFlushWritesOptions = C.BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS
+	attrGPUDirectRDMAWritesOrdering     = C.BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING
+	attrDmaBufSupported                 = C.BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+)
+
+// attrNames names the attributes in errors.
+var attrNames = map[int]string{
+	attrGPUDirectRDMAFlushWritesOptions: "CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS",
+	attrGPUDirectRDMAWritesOrdering:     "CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING",
+	attrDmaBufSupported:                 "CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED",
+}
+
+// cuDeviceAttribute reads a device attribute.
+func cuDeviceAttribute(d C.CUdevice, attr int) (int, error) {
 	var v C.int
-	err := check("cuDeviceGetAttribute(CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED)", C.bx_dmabuf_supported(&v, d))
+	err := check("cuDeviceGetAttribute("+attrNames[attr]+")", C.bx_device_attribute(&v, C.int(attr), d))
+	return int(v), err
+}
+
+func cuDmabufSupported(d C.CUdevice) (bool, error) {
+	v, err := cuDeviceAttribute(d, attrDmaBufSupported)
 	return v != 0, err
+}
+
+// cuFlushRDMAWrites makes the NIC's writes to ctx's memory visible to the
+// device's own reads (cuFlushGPUDirectRDMAWrites, current context, to the
+// owner). Only call it when hasRDMAFlush.
+func cuFlushRDMAWrites(ctx cuContext) error {
+	return check("cuFlushGPUDirectRDMAWrites", C.bx_flush_rdma(ctx))
 }
 
 func cuPrimaryCtxRetain(d C.CUdevice) (cuContext, error) {
@@ -324,14 +389,34 @@ func cuStreamDestroy(ctx cuContext, s cuStream) error {
 	return check("cuStreamDestroy", C.bx_stream_destroy(ctx, s))
 }
 
-// cuGather queues the copies (device addresses) on s and waits for them.
-func cuGather(ctx cuContext, s cuStream, dst, src, n []uint64) error {
+// gatherSteps names bx_gather's steps in errors.
+var gatherSteps = map[C.int]string{
+	C.BX_GATHER_OK:    "cuMemcpyDtoDAsync/cuStreamSynchronize",
+	C.BX_GATHER_FLUSH: "cuFlushGPUDirectRDMAWrites",
+	C.BX_GATHER_COPY:  "cuMemcpyDtoDAsync",
+	C.BX_GATHER_SYNC:  "cuStreamSynchronize",
+}
+
+// cuGather queues the copies (device addresses) on s and waits for them;
+// with flush it first makes the NIC's writes visible (cuFlushGPUDirectRDMAWrites,
+// which needs hasRDMAFlush). sync false skips the wait: only a test does
+// that, to prove the stand-in driver catches it.
+func cuGather(ctx cuContext, s cuStream, flush, sync bool, dst, src, n []uint64) error {
 	if len(n) == 0 {
 		return nil
 	}
-	return check("cuMemcpyDtoDAsync/cuStreamSynchronize", C.bx_gather(ctx, s,
+	var failed C.int
+	r := C.bx_gather(ctx, s, cbool(flush), cbool(sync),
 		(*C.uint64_t)(unsafe.Pointer(&dst[0])), (*C.uint64_t)(unsafe.Pointer(&src[0])),
-		(*C.uint64_t)(unsafe.Pointer(&n[0])), C.size_t(len(n))))
+		(*C.uint64_t)(unsafe.Pointer(&n[0])), C.size_t(len(n)), &failed)
+	return check(gatherSteps[failed], r)
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // cuHostRegister page-locks mem (not Go memory: a staging mapping) for DMA.

@@ -24,19 +24,40 @@
 // needs CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED and CUDA 11.7+; without it
 // Alloc with dmabuf fails with memory.ErrNoDmabuf and the reason.
 //
+// A NIC writes exported buffers (the devmem RX arena) over PCIe. Where the
+// GPU does not order those writes for its own reads
+// (CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING below OWNER:
+// pre-Hopper GPUs, some C2C platforms), a Gather, ReadBack or Checksum
+// reading an exported buffer first calls cuFlushGPUDirectRDMAWrites (when
+// CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS offers the host
+// flush). Version says which applies.
+//
+// The exported dmabufs cannot be mapped by the CPU (the NVIDIA exporter
+// refuses mmap of video memory): they serve NIC binding only, not the
+// software NIC of --devmem emulate nor blockd's TX pool, which is filled
+// through a CPU mapping.
+//
 // Build it under the name the engine discovers:
 //
 //	go build -o blockxfer-provider-gpu ./providers/gpu
+//
+// or install it with scripts/install.sh. Run by hand with --version, it prints
+// its version and exits.
 package main
 
 import (
 	"flag"
 	"os"
 
+	"github.com/blockxfer/blockxfer/internal/buildinfo"
 	"github.com/blockxfer/blockxfer/providers"
 )
 
 func main() {
+	if buildinfo.VersionRequested(os.Args[1:]) { // run by hand: no handshake
+		buildinfo.Read("blockxfer-provider-gpu").Write(os.Stdout)
+		return
+	}
 	fs := flag.NewFlagSet("blockxfer-provider-gpu", flag.ExitOnError)
 	device := fs.Int("device", -1, "CUDA device ordinal (default $"+deviceEnv+", else 0)")
 	fs.Parse(os.Args[1:])

@@ -43,6 +43,16 @@ type provider struct {
 	noDmabufWhy string
 	pageSize    int64
 
+	// rdmaFlush: reads of memory a NIC may have written (buffers exported
+	// as dmabufs) are preceded by cuFlushGPUDirectRDMAWrites; rdmaNote
+	// says why or why not (in Version).
+	rdmaFlush bool
+	rdmaNote  string
+
+	// testSkipGatherSync makes Gather return without waiting for its
+	// copies: only the test proving the stand-in driver catches that.
+	testSkipGatherSync bool
+
 	streams  chan cuStream
 	streamMu sync.Mutex
 	nstreams int
@@ -61,7 +71,7 @@ type provider struct {
 type gpuBuffer struct {
 	ptr  uint64 // device address
 	size int64  // as asked
-	fd   int    // exported dmabuf, or -1
+	fd   int    // exported dmabuf, or -1: with one, a NIC may write it
 }
 
 // newProvider loads the driver and opens the configured device. Any failure
@@ -95,8 +105,9 @@ func (p *provider) open() string {
 	if err := cuInit(); err != nil {
 		return fmt.Sprintf("%v: no usable NVIDIA GPU (is the kernel driver loaded? try nvidia-smi)", err)
 	}
+	driver := ""
 	if v, err := cuDriverVersion(); err == nil {
-		p.version = fmt.Sprintf("1 (CUDA driver %d.%d)", v/1000, v%1000/10)
+		driver = fmt.Sprintf("CUDA driver %d.%d; ", v/1000, v%1000/10)
 	}
 	n, err := cuDeviceCount()
 	if err != nil {
@@ -123,15 +134,81 @@ func (p *provider) open() string {
 	default:
 		p.dmabufOK = true
 	}
+	ordering, orderingErr := cuDeviceAttribute(p.device, attrGPUDirectRDMAWritesOrdering)
+	options, optionsErr := cuDeviceAttribute(p.device, attrGPUDirectRDMAFlushWritesOptions)
+	p.rdmaFlush, p.rdmaNote = rdmaFlushPolicy(ordering, orderingErr, options, optionsErr, hasRDMAFlush())
+	p.version = "1 (" + driver + p.rdmaNote + ")"
 	if p.ctx, err = cuPrimaryCtxRetain(p.device); err != nil {
 		return err.Error()
 	}
 	return ""
 }
 
+// CUDA driver API values for GPUDirect RDMA write ordering and flushing
+// (CUGPUDirectRDMAWritesOrdering, CUflushGPUDirectRDMAWritesOptions).
+const (
+	rdmaOrderingNone       = 0   // CU_GPU_DIRECT_RDMA_WRITES_ORDERING_NONE
+	rdmaOrderingOwner      = 100 // CU_GPU_DIRECT_RDMA_WRITES_ORDERING_OWNER
+	rdmaOrderingAllDevices = 200 // CU_GPU_DIRECT_RDMA_WRITES_ORDERING_ALL_DEVICES
+	rdmaFlushOptionHost    = 1   // CU_FLUSH_GPU_DIRECT_RDMA_WRITES_OPTION_HOST
+)
+
+// orderingName names a CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING
+// value.
+func orderingName(v int) string {
+	switch v {
+	case rdmaOrderingNone:
+		return "NONE"
+	case rdmaOrderingOwner:
+		return "OWNER"
+	case rdmaOrderingAllDevices:
+		return "ALL_DEVICES"
+	}
+	return fmt.Sprint(v)
+}
+
+// rdmaFlushPolicy decides whether the GPU must flush a NIC's writes
+// (cuFlushGPUDirectRDMAWrites to the owner) before reading memory the NIC
+// wrote, from CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING (118) and
+// _FLUSH_WRITES_OPTIONS (117), and says what it chose. Writes ordered for
+// the owning GPU (OWNER or ALL_DEVICES: Hopper and later on PCIe) need no
+// flush. Below that (pre-Hopper GPUs, and the NONE some C2C platforms
+// report) a device copy could read bytes the NIC has written but that are
+// not yet visible: flush, if the driver offers the host-side flush. An
+// unreadable ordering is taken as NONE.
+func rdmaFlushPolicy(ordering int, orderingErr error, options int, optionsErr error, haveFlush bool) (bool, string) {
+	if orderingErr == nil && ordering >= rdmaOrderingOwner {
+		return false, fmt.Sprintf("GPUDirect RDMA writes ordered (%s): no flush", orderingName(ordering))
+	}
+	why := "ordering " + orderingName(ordering)
+	if orderingErr != nil {
+		why = fmt.Sprintf("ordering unknown: %v", orderingErr)
+	}
+	switch {
+	case !haveFlush:
+		return false, fmt.Sprintf("GPUDirect RDMA writes unordered (%s) and the driver lacks cuFlushGPUDirectRDMAWrites: NIC-written bytes may be read stale", why)
+	case optionsErr != nil:
+		return false, fmt.Sprintf("GPUDirect RDMA writes unordered (%s) and the flush options are unknown (%v): NIC-written bytes may be read stale", why, optionsErr)
+	case options&rdmaFlushOptionHost == 0:
+		return false, fmt.Sprintf("GPUDirect RDMA writes unordered (%s) and no host flush (flush options %#x): NIC-written bytes may be read stale", why, options)
+	}
+	return true, fmt.Sprintf("GPUDirect RDMA writes unordered (%s): cuFlushGPUDirectRDMAWrites before reading NIC-written memory", why)
+}
+
+// flushFor flushes the NIC's writes before a read of b, if b is exported (a
+// NIC may have written it) and the GPU needs the flush.
+func (p *provider) flushFor(b *gpuBuffer) error {
+	if !p.rdmaFlush || b.fd < 0 {
+		return nil
+	}
+	return cuFlushRDMAWrites(p.ctx)
+}
+
 func (p *provider) Name() string { return "gpu" }
 
-// Version reports the plugin and driver versions (providers.Versioner).
+// Version reports the plugin and driver versions and whether reads of
+// NIC-written memory are preceded by a GPUDirect RDMA flush, and why
+// (providers.Versioner; `blockcat providers` shows it).
 func (p *provider) Version() string { return p.version }
 
 // UnusableReason says why the GPU cannot be used (providers.UnusableReasoner).
@@ -233,6 +310,9 @@ func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64,
 	if err != nil {
 		return err
 	}
+	if err := p.flushFor(b); err != nil {
+		return fmt.Errorf("gpu: read-back: %w", err)
+	}
 	if err := cuDtoH(p.ctx, dst, b.ptr+uint64(off)); err != nil {
 		return fmt.Errorf("gpu: read-back: %w", err)
 	}
@@ -240,9 +320,12 @@ func (p *provider) ReadBack(ctx context.Context, src memory.BufferID, off int64,
 }
 
 // Gather checks every copy (source, then destination), queues them all on
-// one stream in order (cuMemcpyDtoDAsync) and waits for the stream. The
-// stream goes back to the pool before the Reader is Done, so once Close has
-// drained the table every stream is in the pool.
+// one stream in order (cuMemcpyDtoDAsync) and waits for the stream. If a
+// source is exported (a NIC may have written it, e.g. the devmem RX arena)
+// and the GPU does not order NIC writes, the NIC's writes are flushed first
+// (cuFlushGPUDirectRDMAWrites). The stream goes back to the pool before the
+// Reader is Done, so once Close has drained the table every stream is in
+// the pool.
 func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	if len(copies) == 0 {
 		return nil
@@ -250,11 +333,13 @@ func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 	r := p.bufs.Read()
 	defer r.Done()
 	dst, src, n := make([]uint64, len(copies)), make([]uint64, len(copies)), make([]uint64, len(copies))
+	flush := false
 	for i, c := range copies {
 		s, err := r.Lookup("gather src", c.Src, c.SrcOff, c.Len)
 		if err != nil {
 			return err
 		}
+		flush = flush || p.rdmaFlush && s.fd >= 0
 		d, err := r.Lookup("gather dst", c.Dst, c.DstOff, c.Len)
 		if err != nil {
 			return err
@@ -266,7 +351,7 @@ func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 		return err
 	}
 	defer func() { p.streams <- s }()
-	if err := cuGather(p.ctx, s, dst, src, n); err != nil {
+	if err := cuGather(p.ctx, s, flush, !p.testSkipGatherSync, dst, src, n); err != nil {
 		return fmt.Errorf("gpu: gather: %w", err)
 	}
 	return nil
@@ -309,6 +394,9 @@ func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int
 	b, err := r.Lookup("checksum", buf, off, n)
 	if err != nil {
 		return 0, err
+	}
+	if err := p.flushFor(b); err != nil {
+		return 0, fmt.Errorf("gpu: checksum: %w", err)
 	}
 	chunk := checksumBufs.Get().(*[]byte)
 	defer checksumBufs.Put(chunk)

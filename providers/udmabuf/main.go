@@ -18,10 +18,22 @@
 // Build it under the name the engine discovers:
 //
 //	go build -o blockxfer-provider-udmabuf ./providers/udmabuf
+//
+// or install it with scripts/install.sh. Run by hand with --version, it prints
+// its version and exits.
 package main
 
-import "github.com/blockxfer/blockxfer/providers"
+import (
+	"os"
+
+	"github.com/blockxfer/blockxfer/internal/buildinfo"
+	"github.com/blockxfer/blockxfer/providers"
+)
 
 func main() {
+	if buildinfo.VersionRequested(os.Args[1:]) { // run by hand: no handshake
+		buildinfo.Read("blockxfer-provider-udmabuf").Write(os.Stdout)
+		return
+	}
 	providers.Serve(newProvider(devicePath, sizeLimitPath), nil)
 }

@@ -89,6 +89,9 @@ func budget(arena int64, conns int) int {
 
 // emulate sets up devmem RX through the software NIC.
 func (c *ClientPath) emulate(ctx context.Context, o ClientOptions) error {
+	if o.Provider.Capabilities().Kind == memory.GPU {
+		return fmt.Errorf("provider %s: GPU dmabufs cannot be mapped by the CPU: use host or udmabuf memory for --devmem emulate (the software NIC places received bytes through a CPU mapping of the arena)", o.Provider.Name())
+	}
 	soft, err := devmem.NewSoftNIC(o.Emulation)
 	if err != nil {
 		return err

@@ -137,21 +137,10 @@ func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, 
 		return fallbackf("no-udmabuf", "TX pool provider: %s", oneLine(err)), nil
 	}
 	s.push(p.Close)
-	if !p.Capabilities().DmabufExport {
-		return fallbackf("no-udmabuf", "provider %s cannot export a dmabuf for the TX pool (use the udmabuf provider on a kernel with CONFIG_UDMABUF)", p.Name()), nil
+	buf, mem, fb := s.txPool(ctx, p, o.PoolSize)
+	if fb != nil {
+		return fb, nil
 	}
-	buf, err := p.Alloc(ctx, o.PoolSize, true)
-	if err != nil {
-		return fallbackf("no-udmabuf", "%s: %s", p.Name(), oneLine(err)), nil
-	}
-	s.push(func() error { return p.Free(context.Background(), buf.ID) })
-	// The server fills pool buffers from disk through a CPU mapping of
-	// the dmabuf (udmabuf supports mmap).
-	mem, err := unix.Mmap(buf.DmabufFD, 0, int(o.PoolSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		return fallbackf("no-udmabuf", "map the %s dmabuf: %s", p.Name(), oneLine(err)), nil
-	}
-	s.push(func() error { return unix.Munmap(mem) })
 	k := devmem.Host()
 	bind, err := k.BindTX(ifc.Index, buf.DmabufFD)
 	if err != nil {
@@ -162,9 +151,44 @@ func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, 
 	if err != nil {
 		return nil, err
 	}
-	s.Transport = &boundSend{SendTransport: &devmem.SendTransport{Kernel: k, Binding: bind, Pool: pool, Mem: mem}, ifname: ifc.Name}
+	s.Transport = &boundSend{SendTransport: txTransport(k, bind, pool, mem, buf.DmabufFD), ifname: ifc.Name}
 	o.Logger.Info("devmem tx", "interface", ifc.Name, "binding", bind.ID(), "pool", o.PoolSize)
 	return nil, nil
+}
+
+// txPool allocates the TX pool from p as a dmabuf and maps it: the server
+// fills pool buffers from disk through that CPU mapping. A provider whose
+// dmabufs the CPU cannot map (a GPU's: the NVIDIA exporter refuses mmap) is
+// turned away before it allocates, with what to use instead.
+func (s *ServerPath) txPool(ctx context.Context, p memory.Provider, size int64) (memory.Buffer, []byte, *fallback) {
+	none := memory.Buffer{DmabufFD: -1}
+	caps := p.Capabilities()
+	if !caps.DmabufExport {
+		return none, nil, fallbackf("no-udmabuf", "provider %s cannot export a dmabuf for the TX pool (use the udmabuf provider on a kernel with CONFIG_UDMABUF)", p.Name())
+	}
+	if caps.Kind == memory.GPU {
+		return none, nil, fallbackf("no-udmabuf", "provider %s: GPU dmabufs cannot be mapped by the CPU: use host or udmabuf memory for the TX pool (--tx-provider udmabuf), which blockd fills from disk through a CPU mapping", p.Name())
+	}
+	buf, err := p.Alloc(ctx, size, true)
+	if err != nil {
+		return none, nil, fallbackf("no-udmabuf", "%s: %s", p.Name(), oneLine(err))
+	}
+	s.push(func() error { return p.Free(context.Background(), buf.ID) })
+	mem, err := unix.Mmap(buf.DmabufFD, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return none, nil, fallbackf("no-udmabuf", "the %s dmabuf cannot be mapped by the CPU (mmap: %s): use host or udmabuf memory for the TX pool (--tx-provider udmabuf), which blockd fills from disk through a CPU mapping", p.Name(), oneLine(err))
+	}
+	s.push(func() error { return unix.Munmap(mem) })
+	return buf, mem, nil
+}
+
+// txTransport sends from the TX pool mapped at mem, inside the dmabuf
+// dmabufFD bound by bind. Each fill of pool buffers through mem is
+// bracketed with DMA_BUF_IOCTL_SYNC (devmem.TXConfig.Sync), so that a NIC
+// on a non-coherent system reads what the CPU wrote.
+func txTransport(k devmem.Kernel, bind *devmem.Binding, pool *devmem.BufferPool, mem []byte, dmabufFD int) *devmem.SendTransport {
+	return &devmem.SendTransport{Kernel: k, Binding: bind, Pool: pool, Mem: mem,
+		Config: devmem.TXConfig{Sync: devmem.NewDmabufSync(dmabufFD)}}
 }
 
 // serverInterface finds the devmem NIC from --devmem-if or the listen IP.

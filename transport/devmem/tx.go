@@ -32,6 +32,13 @@ type TXConfig struct {
 	// SendExtent fills buffers through it; without a Binding it is what is
 	// sent. It must stay mapped while the sender is in use.
 	Mem []byte
+	// Sync, if set, brackets SendExtent's writes into Mem with
+	// DMA_BUF_IOCTL_SYNC (start before a batch of buffers is filled, end
+	// once it is, before it is sent), which a non-coherent system needs for
+	// the NIC to read the bytes the CPU wrote. Set it when Mem maps a
+	// dmabuf; nil (no bracket) for other memory. Callers that fill
+	// buffers from Get themselves bracket their writes the same way.
+	Sync *DmabufSync
 	// MaxIovecs is the most buffers one sendmsg carries. Default 16.
 	MaxIovecs int
 	// FirstCounter is the socket's zerocopy counter at the sender's first
@@ -303,8 +310,9 @@ func (s *Sender) send(segs []Segment) error {
 }
 
 // SendExtent sends n bytes of f starting at off: it reads them into pool
-// buffers through TXConfig.Mem and sends those. It returns once the bytes
-// are handed to the kernel; the buffers are recycled on completion.
+// buffers through TXConfig.Mem (bracketed by TXConfig.Sync, if set) and
+// sends those. It returns once the bytes are handed to the kernel; the
+// buffers are recycled on completion.
 func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 	if s.closed {
 		return ErrClosed
@@ -328,6 +336,14 @@ func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 					return err
 				}
 			}
+			if len(segs) == 0 && s.cfg.Sync != nil {
+				// CPU writes into the dmabuf start (ended below,
+				// before the NIC reads them).
+				if err := s.cfg.Sync.BeginWrite(); err != nil {
+					s.cache.Put(b)
+					return err
+				}
+			}
 			l := min(size, n)
 			mem := s.cfg.Mem[b.Off : b.Off+l]
 			if srcErr == nil {
@@ -345,6 +361,14 @@ func (s *Sender) SendExtent(f *os.File, off, n int64) error {
 			segs = append(segs, Segment{Buf: b, Len: l})
 			off += l
 			n -= l
+		}
+		if s.cfg.Sync != nil {
+			if err := s.cfg.Sync.EndWrite(); err != nil {
+				for _, seg := range segs {
+					s.cache.Put(seg.Buf)
+				}
+				return err
+			}
 		}
 		if err := s.send(segs); err != nil {
 			return err

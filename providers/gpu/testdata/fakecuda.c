@@ -2,18 +2,44 @@
 //
 // It exports the CUDA driver API entry points the provider uses, with their
 // signatures, backed by host memory: each "device" allocation is a memfd
-// mapped MAP_SHARED at the address returned as its CUdeviceptr, and
-// cuMemGetHandleForAddressRange returns a dup of that memfd as the "dmabuf",
-// so a test can map it and see device bytes. It enforces what the real
-// driver does where the provider could get it wrong: a context must be
-// current on the calling thread, device ranges must lie inside one
-// allocation, dmabuf export needs page-aligned ranges, host unregistration
-// needs a prior registration.
+// mapped MAP_SHARED at the address returned as its CUdeviceptr. It enforces
+// what the real driver does where the provider could get it wrong:
+//
+//   - a context must be current on the calling thread;
+//   - device ranges must lie inside one allocation;
+//   - a dmabuf (cuMemGetHandleForAddressRange) cannot be mapped by the CPU,
+//     as the NVIDIA exporter refuses mmap of video memory (nv_dma_buf_mmap
+//     returns -ENOTSUPP): the fd is an O_PATH descriptor of a memfd of the
+//     range's size, so fstat reports the size, /proc/self/fd names it
+//     "fakecuda-dmabuf", and every mmap fails (EBADF);
+//   - the exported range must be page-aligned for cuMemAlloc memory and
+//     aligned to the allocation granularity for VMM memory (cuMemCreate +
+//     cuMemMap, as PyTorch's expandable segments allocate);
+//   - cuMemcpyDtoDAsync only queues the copy on its stream: the bytes move
+//     at cuStreamSynchronize (or cuStreamDestroy, or cuMemFree/cuMemUnmap,
+//     which synchronize the device). A synchronous cuMemcpyHtoD/DtoH runs on
+//     the legacy default stream, so it waits for blocking streams only: a
+//     read-back after a gather on a CU_STREAM_NON_BLOCKING stream that was
+//     not synchronized sees the old bytes, as on a GPU;
+//   - cuFlushGPUDirectRDMAWrites needs a current context, target
+//     CURRENT_CTX and scope TO_OWNER or TO_ALL_DEVICES, and the HOST bit in
+//     CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS;
+//   - host unregistration needs a prior registration.
 //
 // Environment knobs (read at each call):
-//   FAKECUDA_DEVICES=N   number of devices (default 1)
-//   FAKECUDA_NO_DMABUF=1 CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0
-//   FAKECUDA_NO_DEVICE=1 cuInit fails with CUDA_ERROR_NO_DEVICE
+//   FAKECUDA_DEVICES=N             number of devices (default 1)
+//   FAKECUDA_NO_DMABUF=1           CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 0
+//   FAKECUDA_NO_DEVICE=1           cuInit fails with CUDA_ERROR_NO_DEVICE
+//   FAKECUDA_RDMA_ORDERING=N       CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING
+//                                  (default 100, OWNER; 0 is NONE, pre-Hopper)
+//   FAKECUDA_RDMA_FLUSH_OPTIONS=N  CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS
+//                                  (default 1, HOST)
+//   FAKECUDA_NO_ATTR=N             cuDeviceGetAttribute(N) fails with
+//                                  CUDA_ERROR_INVALID_VALUE (an older driver)
+//   FAKECUDA_TRACE=/path           append a line per cuFlushGPUDirectRDMAWrites
+//                                  ("flush TARGET SCOPE"), cuMemcpyDtoDAsync
+//                                  ("dtod-async") and cuStreamSynchronize
+//                                  ("stream-sync")
 //
 // Build: gcc -shared -fPIC -O2 -o libfakecuda.so fakecuda.c
 #define _GNU_SOURCE
@@ -21,6 +47,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -31,6 +58,30 @@ typedef int CUdevice;
 typedef void *CUcontext;
 typedef void *CUstream;
 typedef unsigned long long CUdeviceptr;
+typedef unsigned long long CUmemGenericAllocationHandle;
+
+typedef struct {
+	int type; // CU_MEM_LOCATION_TYPE_DEVICE = 1
+	int id;
+} CUmemLocation;
+
+typedef struct {
+	int type;                 // CU_MEM_ALLOCATION_TYPE_PINNED = 1
+	int requestedHandleTypes; // CUmemAllocationHandleType
+	CUmemLocation location;
+	void *win32HandleMetaData;
+	struct {
+		unsigned char compressionType;
+		unsigned char gpuDirectRDMACapable;
+		unsigned short usage;
+		unsigned char reserved[4];
+	} allocFlags;
+} CUmemAllocationProp;
+
+typedef struct {
+	CUmemLocation location;
+	int flags; // CU_MEM_ACCESS_FLAGS_PROT_READ = 1, _READWRITE = 3
+} CUmemAccessDesc;
 
 enum {
 	CUDA_SUCCESS = 0,
@@ -46,18 +97,67 @@ enum {
 	CUDA_ERROR_NOT_SUPPORTED = 801,
 };
 
+enum {
+	ATTR_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS = 117,
+	ATTR_GPU_DIRECT_RDMA_WRITES_ORDERING = 118,
+	ATTR_DMA_BUF_SUPPORTED = 124,
+	FLUSH_OPTION_HOST = 1 << 0,
+	FLUSH_TARGET_CURRENT_CTX = 0,
+	FLUSH_TO_OWNER = 100,
+	FLUSH_TO_ALL_DEVICES = 200,
+	ORDERING_OWNER = 100,
+	STREAM_NON_BLOCKING = 1,
+	MEM_ALLOCATION_TYPE_PINNED = 1,
+	MEM_LOCATION_TYPE_DEVICE = 1,
+	MEM_ACCESS_FLAGS_PROT_READ = 1,
+	MEM_ACCESS_FLAGS_PROT_READWRITE = 3,
+};
+
 #define TOTAL_MEM (1ULL << 30)
+#define GRANULARITY (2ULL << 20) // cuMemGetAllocationGranularity on current GPUs
 #define MAX_ALLOCS 4096
 #define MAX_REGS 256
+#define MAX_RESERVATIONS 64
 
+// An allocation is cuMemAlloc memory or one cuMemMap mapping of VMM memory.
 struct alloc {
 	CUdeviceptr base;
 	size_t size;
+	int fd;             // cuMemAlloc's memfd, or -1 for a VMM mapping
+	struct vmm *handle; // the mapped cuMemCreate handle, or NULL
+	int access;         // usable by copies (cuMemAlloc; VMM after cuMemSetAccess)
+};
+
+// A vmm is a cuMemCreate allocation.
+struct vmm {
+	int magic;
 	int fd;
+	size_t size;
+	int maps;     // live cuMemMap mappings
+	int released; // cuMemRelease was called
+};
+
+struct reservation {
+	CUdeviceptr base;
+	size_t size;
+};
+
+struct op {
+	CUdeviceptr dst, src;
+	size_t n;
+};
+
+struct stream {
+	unsigned int flags;
+	struct op *ops; // queued, not yet run
+	size_t nops, cap;
+	struct stream *next;
 };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct alloc allocs[MAX_ALLOCS];
+static struct reservation reservations[MAX_RESERVATIONS];
+static struct stream *streams;
 static struct {
 	void *p;
 	size_t n;
@@ -71,22 +171,68 @@ static int env_flag(const char *name) {
 	return v != NULL && strcmp(v, "1") == 0;
 }
 
-static int device_count(void) {
-	const char *v = getenv("FAKECUDA_DEVICES");
-	return v ? atoi(v) : 1;
+static int env_int(const char *name, int def) {
+	const char *v = getenv(name);
+	return v != NULL && *v != 0 ? atoi(v) : def;
+}
+
+static int device_count(void) { return env_int("FAKECUDA_DEVICES", 1); }
+
+static void trace(const char *fmt, int a, int b) {
+	const char *path = getenv("FAKECUDA_TRACE");
+	if (path == NULL || *path == 0) return;
+	char line[64];
+	int n = snprintf(line, sizeof line, fmt, a, b);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) return;
+	if (write(fd, line, (size_t)n) != n) {
+		// a test reading the trace sees the line missing
+	}
+	close(fd);
 }
 
 static int valid_context(CUcontext c) {
 	return c != NULL && (char *)c >= contexts && (char *)c < contexts + device_count() && (char *)c < contexts + sizeof contexts;
 }
 
-// in_alloc reports whether [p, p+n) lies inside one allocation; mu held.
+// in_alloc returns the usable allocation [p, p+n) lies inside; mu held.
 static struct alloc *in_alloc(CUdeviceptr p, size_t n) {
 	for (int i = 0; i < MAX_ALLOCS; i++) {
 		struct alloc *a = &allocs[i];
-		if (a->size != 0 && p >= a->base && n <= a->size && p - a->base <= a->size - n) {
+		if (a->size != 0 && a->access && p >= a->base && n <= a->size && p - a->base <= a->size - n) {
 			return a;
 		}
+	}
+	return NULL;
+}
+
+static struct alloc *free_slot(void) {
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		if (allocs[i].size == 0) return &allocs[i];
+	}
+	return NULL;
+}
+
+// run_stream performs the copies queued on s, in order; mu held.
+static void run_stream(struct stream *s) {
+	for (size_t i = 0; i < s->nops; i++) {
+		memmove((void *)(uintptr_t)s->ops[i].dst, (void *)(uintptr_t)s->ops[i].src, s->ops[i].n);
+	}
+	s->nops = 0;
+}
+
+// sync_device runs every stream's queued copies (what cuMemFree and
+// cuMemUnmap imply); with blocking_only, only streams created without
+// CU_STREAM_NON_BLOCKING (what a legacy-stream cuMemcpy waits for); mu held.
+static void sync_device(int blocking_only) {
+	for (struct stream *s = streams; s != NULL; s = s->next) {
+		if (!blocking_only || !(s->flags & STREAM_NON_BLOCKING)) run_stream(s);
+	}
+}
+
+static struct stream *find_stream(CUstream h) {
+	for (struct stream *s = streams; s != NULL; s = s->next) {
+		if (s == (struct stream *)h) return s;
 	}
 	return NULL;
 }
@@ -153,8 +299,13 @@ CUresult cuDeviceGetName(char *name, int len, CUdevice d) {
 CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice d) {
 	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
 	if (d < 0 || d >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
+	if (attr == env_int("FAKECUDA_NO_ATTR", -1)) return CUDA_ERROR_INVALID_VALUE;
 	*v = 0;
-	if (attr == 124) *v = env_flag("FAKECUDA_NO_DMABUF") ? 0 : 1; // CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+	switch (attr) {
+	case ATTR_DMA_BUF_SUPPORTED: *v = env_flag("FAKECUDA_NO_DMABUF") ? 0 : 1; break;
+	case ATTR_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS: *v = env_int("FAKECUDA_RDMA_FLUSH_OPTIONS", FLUSH_OPTION_HOST); break;
+	case ATTR_GPU_DIRECT_RDMA_WRITES_ORDERING: *v = env_int("FAKECUDA_RDMA_ORDERING", ORDERING_OWNER); break;
+	}
 	return CUDA_SUCCESS;
 }
 
@@ -200,13 +351,12 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
 		return CUDA_ERROR_OUT_OF_MEMORY;
 	}
 	pthread_mutex_lock(&mu);
-	for (int i = 0; i < MAX_ALLOCS; i++) {
-		if (allocs[i].size == 0) {
-			allocs[i] = (struct alloc){(CUdeviceptr)(uintptr_t)m, n, fd};
-			pthread_mutex_unlock(&mu);
-			*p = (CUdeviceptr)(uintptr_t)m;
-			return CUDA_SUCCESS;
-		}
+	struct alloc *a = free_slot();
+	if (a != NULL) {
+		*a = (struct alloc){(CUdeviceptr)(uintptr_t)m, n, fd, NULL, 1};
+		pthread_mutex_unlock(&mu);
+		*p = (CUdeviceptr)(uintptr_t)m;
+		return CUDA_SUCCESS;
 	}
 	pthread_mutex_unlock(&mu);
 	munmap(m, n);
@@ -218,7 +368,9 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 	CHECK_CTX();
 	pthread_mutex_lock(&mu);
 	for (int i = 0; i < MAX_ALLOCS; i++) {
-		if (allocs[i].size != 0 && allocs[i].base == p) {
+		// VMM memory is not cuMemFree's: cuMemUnmap and cuMemRelease it.
+		if (allocs[i].size != 0 && allocs[i].handle == NULL && allocs[i].base == p) {
+			sync_device(0);
 			struct alloc a = allocs[i];
 			allocs[i].size = 0;
 			pthread_mutex_unlock(&mu);
@@ -231,19 +383,35 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 	return CUDA_ERROR_INVALID_VALUE;
 }
 
+// export_fd returns what stands in for a dmabuf of n bytes: an O_PATH
+// descriptor of a memfd of that size. fstat reports the size; mmap fails.
+static int export_fd(size_t n) {
+	int m = memfd_create("fakecuda-dmabuf", MFD_CLOEXEC);
+	if (m < 0) return -1;
+	if (ftruncate(m, (off_t)n) != 0) {
+		close(m);
+		return -1;
+	}
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", m);
+	int fd = open(path, O_PATH | O_CLOEXEC);
+	close(m);
+	return fd;
+}
+
 CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr p, size_t n, int type, unsigned long long flags) {
 	CHECK_CTX();
 	long page = sysconf(_SC_PAGESIZE);
-	if (type != 1 || flags != 0 || handle == NULL) return CUDA_ERROR_INVALID_VALUE; // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
+	if (type != 1 || flags != 0 || handle == NULL || n == 0) return CUDA_ERROR_INVALID_VALUE; // CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD
 	if (env_flag("FAKECUDA_NO_DMABUF")) return CUDA_ERROR_NOT_SUPPORTED;
-	if (p % page != 0 || n % page != 0) return CUDA_ERROR_INVALID_VALUE;
 	pthread_mutex_lock(&mu);
 	struct alloc *a = in_alloc(p, n);
-	// The memfd stands in for the dmabuf; it maps from the allocation's
-	// start, so only whole-allocation prefixes are representable.
-	int fd = (a && a->base == p) ? fcntl(a->fd, F_DUPFD_CLOEXEC, 0) : -1;
+	// VMM memory exports in whole granules, cuMemAlloc memory in pages.
+	size_t align = (a != NULL && a->handle != NULL) ? GRANULARITY : (size_t)page;
 	pthread_mutex_unlock(&mu);
-	if (fd < 0) return CUDA_ERROR_INVALID_VALUE;
+	if (a == NULL || p % align != 0 || n % align != 0) return CUDA_ERROR_INVALID_VALUE;
+	int fd = export_fd(n);
+	if (fd < 0) return CUDA_ERROR_OUT_OF_MEMORY;
 	*(int *)handle = fd;
 	return CUDA_SUCCESS;
 }
@@ -251,6 +419,7 @@ CUresult cuMemGetHandleForAddressRange(void *handle, CUdeviceptr p, size_t n, in
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
 	CHECK_CTX();
 	pthread_mutex_lock(&mu);
+	sync_device(1);
 	struct alloc *a = in_alloc(dst, n);
 	pthread_mutex_unlock(&mu);
 	if (!a) return CUDA_ERROR_INVALID_VALUE;
@@ -261,6 +430,7 @@ CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n) {
 CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
 	CHECK_CTX();
 	pthread_mutex_lock(&mu);
+	sync_device(1);
 	struct alloc *a = in_alloc(src, n);
 	pthread_mutex_unlock(&mu);
 	if (!a) return CUDA_ERROR_INVALID_VALUE;
@@ -268,44 +438,82 @@ CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n) {
 	return CUDA_SUCCESS;
 }
 
-struct stream {
-	int magic;
-};
-
 CUresult cuStreamCreate(CUstream *s, unsigned int flags) {
 	CHECK_CTX();
-	struct stream *st = malloc(sizeof *st);
+	if (s == NULL || (flags & ~(unsigned int)STREAM_NON_BLOCKING) != 0) return CUDA_ERROR_INVALID_VALUE;
+	struct stream *st = calloc(1, sizeof *st);
 	if (!st) return CUDA_ERROR_OUT_OF_MEMORY;
-	st->magic = 0x57e4;
+	st->flags = flags;
+	pthread_mutex_lock(&mu);
+	st->next = streams;
+	streams = st;
+	pthread_mutex_unlock(&mu);
 	*s = st;
 	return CUDA_SUCCESS;
 }
 
 CUresult cuStreamDestroy_v2(CUstream s) {
 	CHECK_CTX();
-	struct stream *st = s;
-	if (!st || st->magic != 0x57e4) return CUDA_ERROR_INVALID_HANDLE;
-	st->magic = 0;
+	pthread_mutex_lock(&mu);
+	struct stream **pp = &streams;
+	while (*pp != NULL && *pp != (struct stream *)s) pp = &(*pp)->next;
+	if (*pp == NULL) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_HANDLE;
+	}
+	struct stream *st = *pp;
+	run_stream(st); // the device finishes the stream's work
+	*pp = st->next;
+	pthread_mutex_unlock(&mu);
+	free(st->ops);
 	free(st);
 	return CUDA_SUCCESS;
 }
 
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s) {
 	CHECK_CTX();
-	struct stream *st = s;
-	if (!st || st->magic != 0x57e4) return CUDA_ERROR_INVALID_HANDLE;
 	pthread_mutex_lock(&mu);
-	struct alloc *a = in_alloc(dst, n), *b = in_alloc(src, n);
+	struct stream *st = find_stream(s);
+	if (st == NULL) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_HANDLE;
+	}
+	if (!in_alloc(dst, n) || !in_alloc(src, n)) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	if (st->nops == st->cap) {
+		size_t cap = st->cap ? 2 * st->cap : 64;
+		struct op *ops = realloc(st->ops, cap * sizeof *ops);
+		if (ops == NULL) {
+			pthread_mutex_unlock(&mu);
+			return CUDA_ERROR_OUT_OF_MEMORY;
+		}
+		st->ops = ops;
+		st->cap = cap;
+	}
+	st->ops[st->nops++] = (struct op){dst, src, n}; // runs at the stream's next synchronization
 	pthread_mutex_unlock(&mu);
-	if (!a || !b) return CUDA_ERROR_INVALID_VALUE;
-	memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, n); // runs "on the stream" at once
+	trace("dtod-async\n", 0, 0);
 	return CUDA_SUCCESS;
 }
 
 CUresult cuStreamSynchronize(CUstream s) {
 	CHECK_CTX();
-	struct stream *st = s;
-	if (!st || st->magic != 0x57e4) return CUDA_ERROR_INVALID_HANDLE;
+	pthread_mutex_lock(&mu);
+	struct stream *st = find_stream(s);
+	if (st != NULL) run_stream(st);
+	pthread_mutex_unlock(&mu);
+	if (st == NULL) return CUDA_ERROR_INVALID_HANDLE;
+	trace("stream-sync\n", 0, 0);
+	return CUDA_SUCCESS;
+}
+
+CUresult cuFlushGPUDirectRDMAWrites(int target, int scope) {
+	CHECK_CTX();
+	if (target != FLUSH_TARGET_CURRENT_CTX || (scope != FLUSH_TO_OWNER && scope != FLUSH_TO_ALL_DEVICES)) return CUDA_ERROR_INVALID_VALUE;
+	if (!(env_int("FAKECUDA_RDMA_FLUSH_OPTIONS", FLUSH_OPTION_HOST) & FLUSH_OPTION_HOST)) return CUDA_ERROR_NOT_SUPPORTED;
+	trace("flush %d %d\n", target, scope);
 	return CUDA_SUCCESS;
 }
 
@@ -341,4 +549,205 @@ CUresult cuMemHostUnregister(void *p) {
 	}
 	pthread_mutex_unlock(&mu);
 	return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+}
+
+// ---- Virtual memory management (cuMemCreate and friends) ----
+
+static int valid_prop(const CUmemAllocationProp *prop) {
+	return prop != NULL && prop->type == MEM_ALLOCATION_TYPE_PINNED && prop->location.type == MEM_LOCATION_TYPE_DEVICE &&
+	       prop->location.id >= 0 && prop->location.id < device_count();
+}
+
+CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *prop, int option) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (g == NULL || !valid_prop(prop) || (option != 0 && option != 1)) return CUDA_ERROR_INVALID_VALUE;
+	*g = GRANULARITY;
+	return CUDA_SUCCESS;
+}
+
+CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *prop, unsigned long long flags) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (h == NULL || flags != 0 || !valid_prop(prop) || size == 0 || size % GRANULARITY != 0) return CUDA_ERROR_INVALID_VALUE;
+	if (size > TOTAL_MEM) return CUDA_ERROR_OUT_OF_MEMORY;
+	struct vmm *v = calloc(1, sizeof *v);
+	if (v == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
+	v->fd = memfd_create("fakecuda-vmm", MFD_CLOEXEC);
+	if (v->fd < 0 || ftruncate(v->fd, (off_t)size) != 0) {
+		if (v->fd >= 0) close(v->fd);
+		free(v);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	v->magic = 0x7e77;
+	v->size = size;
+	*h = (CUmemGenericAllocationHandle)(uintptr_t)v;
+	return CUDA_SUCCESS;
+}
+
+static struct vmm *vmm_of(CUmemGenericAllocationHandle h) {
+	struct vmm *v = (struct vmm *)(uintptr_t)h;
+	return v != NULL && v->magic == 0x7e77 && !v->released ? v : NULL;
+}
+
+// vmm_put frees a released handle once nothing maps it; mu held.
+static void vmm_put(struct vmm *v) {
+	if (v->released && v->maps == 0) {
+		close(v->fd);
+		v->magic = 0;
+		free(v);
+	}
+}
+
+CUresult cuMemRelease(CUmemGenericAllocationHandle h) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	pthread_mutex_lock(&mu);
+	struct vmm *v = vmm_of(h);
+	if (v != NULL) {
+		v->released = 1; // the memory lives on while mapped
+		vmm_put(v);
+	}
+	pthread_mutex_unlock(&mu);
+	return v != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr, unsigned long long flags) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	(void)addr; // a hint
+	if (ptr == NULL || flags != 0 || size == 0 || size % GRANULARITY != 0 || (alignment & (alignment - 1)) != 0) return CUDA_ERROR_INVALID_VALUE;
+	size_t align = alignment > GRANULARITY ? alignment : GRANULARITY;
+	char *m = mmap(NULL, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+	uintptr_t base = ((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1);
+	if (base > (uintptr_t)m) munmap(m, base - (uintptr_t)m);
+	if ((uintptr_t)m + size + align > base + size) munmap((void *)(base + size), (uintptr_t)m + size + align - (base + size));
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < MAX_RESERVATIONS; i++) {
+		if (reservations[i].size == 0) {
+			reservations[i] = (struct reservation){base, size};
+			pthread_mutex_unlock(&mu);
+			*ptr = base;
+			return CUDA_SUCCESS;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	munmap((void *)base, size);
+	return CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+// reserved reports whether [p, p+n) lies inside one reservation; mu held.
+static int reserved(CUdeviceptr p, size_t n) {
+	for (int i = 0; i < MAX_RESERVATIONS; i++) {
+		struct reservation *r = &reservations[i];
+		if (r->size != 0 && p >= r->base && n <= r->size && p - r->base <= r->size - n) return 1;
+	}
+	return 0;
+}
+
+// mapped reports whether any VMM mapping overlaps [p, p+n); mu held.
+static int mapped(CUdeviceptr p, size_t n) {
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		struct alloc *a = &allocs[i];
+		if (a->size != 0 && a->handle != NULL && p < a->base + a->size && a->base < p + n) return 1;
+	}
+	return 0;
+}
+
+CUresult cuMemAddressFree(CUdeviceptr p, size_t size) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < MAX_RESERVATIONS; i++) {
+		struct reservation *r = &reservations[i];
+		if (r->size != 0 && r->base == p && r->size == size && !mapped(p, size)) {
+			r->size = 0;
+			pthread_mutex_unlock(&mu);
+			munmap((void *)(uintptr_t)p, size);
+			return CUDA_SUCCESS;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult cuMemMap(CUdeviceptr p, size_t size, size_t offset, CUmemGenericAllocationHandle h, unsigned long long flags) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (flags != 0 || size == 0 || p % GRANULARITY != 0 || size % GRANULARITY != 0 || offset % GRANULARITY != 0) return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	struct vmm *v = vmm_of(h);
+	struct alloc *a = free_slot();
+	CUresult r = CUDA_SUCCESS;
+	if (v == NULL) {
+		r = CUDA_ERROR_INVALID_HANDLE;
+	} else if (offset > v->size || size > v->size - offset || !reserved(p, size) || mapped(p, size)) {
+		r = CUDA_ERROR_INVALID_VALUE;
+	} else if (a == NULL || mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_SHARED | MAP_FIXED, v->fd, (off_t)offset) == MAP_FAILED) {
+		r = CUDA_ERROR_OUT_OF_MEMORY;
+	} else {
+		*a = (struct alloc){p, size, -1, v, 0}; // no access until cuMemSetAccess
+		v->maps++;
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+// covered reports whether VMM mappings cover [p, p+n) exactly, none sticking
+// out; mu held.
+static int covered(CUdeviceptr p, size_t n) {
+	size_t sum = 0;
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		struct alloc *a = &allocs[i];
+		if (a->size == 0 || a->handle == NULL || a->base + a->size <= p || p + n <= a->base) continue;
+		if (a->base < p || a->base + a->size > p + n) return 0;
+		sum += a->size;
+	}
+	return sum == n;
+}
+
+CUresult cuMemSetAccess(CUdeviceptr p, size_t size, const CUmemAccessDesc *desc, size_t count) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (desc == NULL || count == 0 || size == 0) return CUDA_ERROR_INVALID_VALUE;
+	for (size_t i = 0; i < count; i++) {
+		if (desc[i].location.type != MEM_LOCATION_TYPE_DEVICE || desc[i].location.id < 0 || desc[i].location.id >= device_count() ||
+		    (desc[i].flags != MEM_ACCESS_FLAGS_PROT_READ && desc[i].flags != MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+			return CUDA_ERROR_INVALID_VALUE;
+		}
+		if (desc[i].flags != MEM_ACCESS_FLAGS_PROT_READWRITE) return CUDA_ERROR_NOT_SUPPORTED; // read-only access is not modelled
+	}
+	pthread_mutex_lock(&mu);
+	if (!covered(p, size)) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	if (mprotect((void *)(uintptr_t)p, size, PROT_READ | PROT_WRITE) != 0) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		struct alloc *a = &allocs[i];
+		if (a->size != 0 && a->handle != NULL && a->base >= p && a->base - p < size) a->access = 1;
+	}
+	pthread_mutex_unlock(&mu);
+	return CUDA_SUCCESS;
+}
+
+CUresult cuMemUnmap(CUdeviceptr p, size_t size) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (size == 0 || p % GRANULARITY != 0 || size % GRANULARITY != 0) return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	if (!covered(p, size)) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	sync_device(0);
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		struct alloc *a = &allocs[i];
+		if (a->size != 0 && a->handle != NULL && a->base >= p && a->base - p < size) {
+			struct vmm *v = a->handle;
+			a->size = 0;
+			v->maps--;
+			vmm_put(v);
+		}
+	}
+	// Back to reserved, inaccessible address space.
+	mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	pthread_mutex_unlock(&mu);
+	return CUDA_SUCCESS;
 }

@@ -2,8 +2,11 @@
 // golang.org/x/sys/unix does not define: the netdev generic netlink family
 // (include/uapi/linux/netdev.h, generated from
 // Documentation/netlink/specs/netdev.yaml), the devmem socket structures
-// (include/uapi/linux/uio.h), the devmem limits of net/core/sock.c and the
-// kernel-internal errno ETOOSMALL that devmem recvmsg leaks to user space.
+// (include/uapi/linux/uio.h), the devmem limits of net/core/sock.c, the
+// kernel-internal errno ETOOSMALL that devmem recvmsg leaks to user space,
+// and DMA_BUF_IOCTL_SYNC (include/uapi/linux/dma-buf.h), which brackets the
+// CPU's writes into a TX dmabuf. (providers/internal/uapi defines the same
+// ioctl for the providers; internal packages cannot be shared.)
 //
 // Socket-level constants that x/sys does define (SO_DEVMEM_*, SCM_DEVMEM_*,
 // MSG_SOCK_DEVMEM, SO_ZEROCOPY, MSG_ZEROCOPY, SO_EE_*) are re-exported here

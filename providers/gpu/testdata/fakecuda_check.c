@@ -1,0 +1,264 @@
+// fakecuda_check.c: checks that the stand-in driver (fakecuda.c) fails where
+// the real CUDA driver does, so the gpu provider's tests cannot pass on
+// calls a GPU would reject. TestStandIn builds and runs it:
+//
+//	fakecuda_check /path/to/libfakecuda.so
+//
+// It prints one line per check ("ok NAME" or "FAIL NAME: why") and exits 1
+// if any failed.
+//
+// The VMM checks document a constraint for callers that hand the engine
+// memory they allocated themselves (PyTorch's expandable segments use
+// cuMemCreate + cuMemMap): cuMemGetHandleForAddressRange exports such memory
+// only in ranges aligned to the allocation granularity (2 MiB), not to the
+// page, so a tensor's sub-range must be widened to whole granules (and the
+// NIC bound at the offset within) before it can be exported.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext;
+typedef void *CUstream;
+typedef unsigned long long CUdeviceptr;
+typedef unsigned long long CUmemGenericAllocationHandle;
+typedef struct {
+	int type;
+	int id;
+} CUmemLocation;
+typedef struct {
+	int type;
+	int requestedHandleTypes;
+	CUmemLocation location;
+	void *win32HandleMetaData;
+	struct {
+		unsigned char compressionType;
+		unsigned char gpuDirectRDMACapable;
+		unsigned short usage;
+		unsigned char reserved[4];
+	} allocFlags;
+} CUmemAllocationProp;
+typedef struct {
+	CUmemLocation location;
+	int flags;
+} CUmemAccessDesc;
+
+enum { OK = 0, INVALID_VALUE = 1, NOT_SUPPORTED = 801 };
+
+static void *lib;
+static int failures;
+
+static void *sym(const char *name) {
+	void *p = dlsym(lib, name);
+	if (p == NULL) {
+		printf("FAIL symbols: %s missing\n", name);
+		exit(1);
+	}
+	return p;
+}
+
+#define DECL(ret, name, args) static ret(*name) args
+DECL(CUresult, cuInit, (unsigned int));
+DECL(CUresult, cuDevicePrimaryCtxRetain, (CUcontext *, CUdevice));
+DECL(CUresult, cuCtxSetCurrent, (CUcontext));
+DECL(CUresult, cuMemAlloc, (CUdeviceptr *, size_t));
+DECL(CUresult, cuMemFree, (CUdeviceptr));
+DECL(CUresult, cuMemGetHandleForAddressRange, (void *, CUdeviceptr, size_t, int, unsigned long long));
+DECL(CUresult, cuMemcpyHtoD, (CUdeviceptr, const void *, size_t));
+DECL(CUresult, cuMemcpyDtoH, (void *, CUdeviceptr, size_t));
+DECL(CUresult, cuMemcpyDtoDAsync, (CUdeviceptr, CUdeviceptr, size_t, CUstream));
+DECL(CUresult, cuStreamCreate, (CUstream *, unsigned int));
+DECL(CUresult, cuStreamDestroy, (CUstream));
+DECL(CUresult, cuStreamSynchronize, (CUstream));
+DECL(CUresult, cuFlushGPUDirectRDMAWrites, (int, int));
+DECL(CUresult, cuMemGetAllocationGranularity, (size_t *, const CUmemAllocationProp *, int));
+DECL(CUresult, cuMemCreate, (CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long));
+DECL(CUresult, cuMemRelease, (CUmemGenericAllocationHandle));
+DECL(CUresult, cuMemAddressReserve, (CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long));
+DECL(CUresult, cuMemAddressFree, (CUdeviceptr, size_t));
+DECL(CUresult, cuMemMap, (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long));
+DECL(CUresult, cuMemUnmap, (CUdeviceptr, size_t));
+DECL(CUresult, cuMemSetAccess, (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t));
+
+#define LOAD(name, symbol) *(void **)(&name) = sym(symbol)
+
+// expect records a check of a driver call's result.
+static void expect(const char *name, CUresult got, CUresult want) {
+	if (got == want) {
+		printf("ok %s\n", name);
+	} else {
+		printf("FAIL %s: CUresult %d, want %d\n", name, got, want);
+		failures++;
+	}
+}
+
+static void check(const char *name, int cond, const char *why) {
+	if (cond) {
+		printf("ok %s\n", name);
+	} else {
+		printf("FAIL %s: %s\n", name, why);
+		failures++;
+	}
+}
+
+static int export(CUdeviceptr p, size_t n, CUresult *r) {
+	int fd = -1;
+	*r = cuMemGetHandleForAddressRange(&fd, p, n, 1 /* CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD */, 0);
+	return fd;
+}
+
+// checkExport: a dmabuf of cuMemAlloc memory reports its size but cannot be
+// mapped, like the NVIDIA exporter's.
+static void checkExport(void) {
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	CUdeviceptr p;
+	expect("alloc", cuMemAlloc(&p, 4 * page), OK);
+	CUresult r;
+	int fd = export(p, 4 * page, &r);
+	expect("export cuMemAlloc memory", r, OK);
+	struct stat st;
+	check("exported dmabuf has the range's size", fstat(fd, &st) == 0 && (size_t)st.st_size == 4 * page, "fstat size differs");
+	void *m = mmap(NULL, 4 * page, PROT_READ, MAP_SHARED, fd, 0);
+	check("exported dmabuf refuses mmap", m == MAP_FAILED, "mmap of the dmabuf succeeded");
+	if (m != MAP_FAILED) munmap(m, 4 * page);
+	close(fd);
+	fd = export(p + page, 2 * page, &r);
+	expect("export a page-aligned sub-range of cuMemAlloc memory", r, OK);
+	close(fd);
+	export(p + 100, page, &r);
+	expect("export an unaligned range of cuMemAlloc memory", r, INVALID_VALUE);
+	expect("free", cuMemFree(p), OK);
+}
+
+// checkAsync: an async copy lands at the stream's synchronization, not
+// before; a synchronous read-back does not wait for a non-blocking stream.
+static void checkAsync(void) {
+	CUdeviceptr a, b;
+	cuMemAlloc(&a, 4096);
+	cuMemAlloc(&b, 4096);
+	char src[4096], got[4096];
+	memset(src, 0x5a, sizeof src);
+	cuMemcpyHtoD(a, src, sizeof src);
+	CUstream s;
+	expect("stream create", cuStreamCreate(&s, 1 /* CU_STREAM_NON_BLOCKING */), OK);
+	expect("async copy queued", cuMemcpyDtoDAsync(b, a, 4096, s), OK);
+	cuMemcpyDtoH(got, b, sizeof got);
+	check("async copy not done before the stream is synchronized", got[0] == 0 && got[4095] == 0, "bytes landed at once");
+	expect("stream sync", cuStreamSynchronize(s), OK);
+	cuMemcpyDtoH(got, b, sizeof got);
+	check("async copy done after the stream is synchronized", memcmp(got, src, sizeof got) == 0, "bytes missing after sync");
+	expect("async copy outside an allocation", cuMemcpyDtoDAsync(b + 4000, a, 4096, s), INVALID_VALUE);
+	expect("stream destroy", cuStreamDestroy(s), OK);
+	expect("sync of a destroyed stream", cuStreamSynchronize(s), 400 /* CUDA_ERROR_INVALID_HANDLE */);
+	cuMemFree(a);
+	cuMemFree(b);
+}
+
+// checkFlush: cuFlushGPUDirectRDMAWrites takes the current context, the
+// owner or all-devices scope, and the host flush option.
+static void checkFlush(void) {
+	expect("flush to owner", cuFlushGPUDirectRDMAWrites(0, 100), OK);
+	expect("flush to all devices", cuFlushGPUDirectRDMAWrites(0, 200), OK);
+	expect("flush with a bad scope", cuFlushGPUDirectRDMAWrites(0, 1), INVALID_VALUE);
+	expect("flush with a bad target", cuFlushGPUDirectRDMAWrites(1, 100), INVALID_VALUE);
+	setenv("FAKECUDA_RDMA_FLUSH_OPTIONS", "2", 1); // MEMOPS only
+	expect("flush without the host option", cuFlushGPUDirectRDMAWrites(0, 100), NOT_SUPPORTED);
+	unsetenv("FAKECUDA_RDMA_FLUSH_OPTIONS");
+	cuCtxSetCurrent(NULL);
+	expect("flush without a current context", cuFlushGPUDirectRDMAWrites(0, 100), 201 /* CUDA_ERROR_INVALID_CONTEXT */);
+}
+
+// checkVMM: memory from cuMemCreate + cuMemMap exports only in whole
+// allocation granules.
+static void checkVMM(void) {
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	CUmemAllocationProp prop = {.type = 1 /* PINNED */, .location = {1 /* DEVICE */, 0}};
+	size_t g = 0;
+	expect("granularity", cuMemGetAllocationGranularity(&g, &prop, 0), OK);
+	check("granularity is 2 MiB", g == 2 << 20, "granularity differs");
+	CUmemGenericAllocationHandle h;
+	expect("cuMemCreate of a non-multiple of the granularity", cuMemCreate(&h, g + page, &prop, 0), INVALID_VALUE);
+	expect("cuMemCreate", cuMemCreate(&h, 2 * g, &prop, 0), OK);
+	CUdeviceptr va;
+	expect("cuMemAddressReserve", cuMemAddressReserve(&va, 2 * g, 0, 0, 0), OK);
+	check("reservation is granule-aligned", va % g == 0, "unaligned reservation");
+	expect("cuMemMap at an unaligned address", cuMemMap(va + page, g, 0, h, 0), INVALID_VALUE);
+	expect("cuMemMap", cuMemMap(va, 2 * g, 0, h, 0), OK);
+	char buf[64] = "vmm bytes";
+	expect("copy before cuMemSetAccess", cuMemcpyHtoD(va, buf, sizeof buf), INVALID_VALUE);
+	CUmemAccessDesc access = {.location = {1, 0}, .flags = 3 /* PROT_READWRITE */};
+	expect("cuMemSetAccess", cuMemSetAccess(va, 2 * g, &access, 1), OK);
+	expect("copy into VMM memory", cuMemcpyHtoD(va + g + 10, buf, sizeof buf), OK);
+	char got[64] = {0};
+	cuMemcpyDtoH(got, va + g + 10, sizeof got);
+	check("copy out of VMM memory", strcmp(got, "vmm bytes") == 0, "bytes differ");
+	expect("cuMemFree of VMM memory", cuMemFree(va), INVALID_VALUE);
+
+	CUresult r;
+	int fd = export(va, 2 * g, &r);
+	expect("export a whole VMM mapping", r, OK);
+	close(fd);
+	fd = export(va + g, g, &r);
+	expect("export a granule-aligned VMM sub-range", r, OK);
+	close(fd);
+	export(va + page, g, &r);
+	expect("export a page-aligned, not granule-aligned, VMM start", r, INVALID_VALUE);
+	export(va, g + page, &r);
+	expect("export a page-multiple, not granule-multiple, VMM length", r, INVALID_VALUE);
+
+	expect("cuMemUnmap", cuMemUnmap(va, 2 * g), OK);
+	expect("cuMemRelease", cuMemRelease(h), OK);
+	expect("cuMemAddressFree", cuMemAddressFree(va, 2 * g), OK);
+}
+
+int main(int argc, char **argv) {
+	if (argc != 2) {
+		fprintf(stderr, "usage: fakecuda_check libfakecuda.so\n");
+		return 2;
+	}
+	lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+	if (lib == NULL) {
+		printf("FAIL dlopen: %s\n", dlerror());
+		return 1;
+	}
+	LOAD(cuInit, "cuInit");
+	LOAD(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+	LOAD(cuCtxSetCurrent, "cuCtxSetCurrent");
+	LOAD(cuMemAlloc, "cuMemAlloc_v2");
+	LOAD(cuMemFree, "cuMemFree_v2");
+	LOAD(cuMemGetHandleForAddressRange, "cuMemGetHandleForAddressRange");
+	LOAD(cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+	LOAD(cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+	LOAD(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2");
+	LOAD(cuStreamCreate, "cuStreamCreate");
+	LOAD(cuStreamDestroy, "cuStreamDestroy_v2");
+	LOAD(cuStreamSynchronize, "cuStreamSynchronize");
+	LOAD(cuFlushGPUDirectRDMAWrites, "cuFlushGPUDirectRDMAWrites");
+	LOAD(cuMemGetAllocationGranularity, "cuMemGetAllocationGranularity");
+	LOAD(cuMemCreate, "cuMemCreate");
+	LOAD(cuMemRelease, "cuMemRelease");
+	LOAD(cuMemAddressReserve, "cuMemAddressReserve");
+	LOAD(cuMemAddressFree, "cuMemAddressFree");
+	LOAD(cuMemMap, "cuMemMap");
+	LOAD(cuMemUnmap, "cuMemUnmap");
+	LOAD(cuMemSetAccess, "cuMemSetAccess");
+
+	CUcontext ctx;
+	if (cuInit(0) != OK || cuDevicePrimaryCtxRetain(&ctx, 0) != OK || cuCtxSetCurrent(ctx) != OK) {
+		printf("FAIL init\n");
+		return 1;
+	}
+	checkExport();
+	checkAsync();
+	checkVMM();
+	checkFlush(); // last: it clears the current context
+	return failures ? 1 : 0;
+}
