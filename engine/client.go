@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -180,6 +181,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
+	ctl = &sniffConn{Conn: ctl}
 	s := &Session{
 		cfg:      cfg,
 		addr:     addr,
@@ -207,6 +209,9 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		ctl.Close()
 		for _, dc := range s.data {
 			dc.close()
+		}
+		if errors.Is(err, ErrNotBlockxfer) {
+			return nil, err // names addr and what it answered
 		}
 		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
@@ -238,7 +243,7 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 	}
 	m, err := s.proto.ReadMsg()
 	if err != nil {
-		return nil, fmt.Errorf("read challenge: %w", err)
+		return nil, s.notBlockxfer(fmt.Errorf("read challenge: %w", err))
 	}
 	ch, ok := m.(*blockproto.Challenge)
 	if !ok {
@@ -257,13 +262,13 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 	w, ok := m.(*blockproto.Welcome)
 	if !ok {
 		if e, isErr := m.(*blockproto.Error); isErr && e.Code == blockproto.CodeAuth {
-			return nil, fmt.Errorf("%w: %w", ErrAuth, e)
+			return nil, fmt.Errorf("%w: the server refused this client's key (%w)", ErrAuth, e)
 		}
 		return nil, unexpected(m, "welcome")
 	}
 	want := blockproto.ServerProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)
 	if !blockproto.VerifyProof(w.MAC, want) {
-		return nil, fmt.Errorf("%w: server did not prove it holds the key", ErrAuth)
+		return nil, fmt.Errorf("%w: the server did not prove it holds this client's key", ErrAuth)
 	}
 	if len(w.Tokens) < s.cfg.DataConns {
 		return nil, fmt.Errorf("server granted %d data connections, %d asked", len(w.Tokens), s.cfg.DataConns)
@@ -309,6 +314,68 @@ func (s *Session) attach(ctx context.Context, d *net.Dialer, tokens [][blockprot
 		dc.recv = r
 	}
 	return nil
+}
+
+// ErrNotBlockxfer: the peer answered the handshake with bytes that are not
+// blockxfer frames; it is some other server, such as an HTTP or SSH server.
+// The error names the address and quotes what the peer sent.
+var ErrNotBlockxfer = errors.New("does not speak the blockxfer protocol")
+
+// sniffConn keeps the first bytes read from a control connection, so that
+// a handshake that fails can say what the peer answered.
+type sniffConn struct {
+	net.Conn
+	head []byte // the first sniffLen bytes read
+}
+
+// sniffLen is how many of the first bytes read sniffConn keeps.
+const sniffLen = 64
+
+func (c *sniffConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if k := min(n, sniffLen-len(c.head)); k > 0 {
+		c.head = append(c.head, b[:k]...)
+	}
+	return n, err
+}
+
+// notBlockxfer explains a handshake whose Challenge could not be read
+// (err): a peer whose first bytes are not a frame is not a blockd, and the
+// error says so, quoting its first line; a peer that sent nothing is asked
+// about. Otherwise err is returned as it is.
+func (s *Session) notBlockxfer(err error) error {
+	sc, ok := s.ctl.(*sniffConn)
+	if !ok {
+		return err
+	}
+	head := sc.head
+	framing := errors.Is(err, blockproto.ErrFrameTooLarge) || errors.Is(err, blockproto.ErrMalformed) ||
+		errors.Is(err, blockproto.ErrUnknownType)
+	plausible := len(head) < blockproto.FrameHeaderLen ||
+		binary.BigEndian.Uint32(head) <= blockproto.MaxHandshakeFrame
+	switch {
+	case len(head) > 0 && (framing || !plausible):
+		return fmt.Errorf("%s %w (it answered %s): is it the address of a blockd?", s.addr, ErrNotBlockxfer, quoteAnswer(head))
+	case len(head) == 0:
+		return fmt.Errorf("%w (%s accepted the connection but sent nothing back: is it the address of a blockd?)", err, s.addr)
+	}
+	return err
+}
+
+// quoteAnswer quotes the first line of what a peer sent, for a message.
+func quoteAnswer(b []byte) string {
+	line := string(b)
+	if i := strings.IndexAny(line, "\r\n"); i >= 0 {
+		line = line[:i]
+	}
+	if len(line) == 0 {
+		line = string(b)
+	}
+	q := fmt.Sprintf("%q", line)
+	if len(line) < len(b) {
+		q += " ..."
+	}
+	return q
 }
 
 // withCtx names the context's error when it is why err happened: a dial or

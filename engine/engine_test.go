@@ -933,9 +933,10 @@ func (h *hookHandler) WithGroup(string) slog.Handler { return h }
 // (once): the session ends under the read, as when blockd dies.
 type crashing struct {
 	tcp.Transport
-	left  atomic.Int64
-	mu    sync.Mutex
-	conns []net.Conn
+	left    atomic.Int64
+	mu      sync.Mutex
+	conns   []net.Conn
+	onCrash func() // runs before the connections are cut
 }
 
 func (c *crashing) NewSender(conn net.Conn) (transport.Sender, error) {
@@ -953,6 +954,12 @@ type crashingSender struct {
 
 func (s *crashingSender) SendExtent(f *os.File, off, n int64) error {
 	if s.c.left.Add(-1) == -1 {
+		s.c.mu.Lock()
+		hook := s.c.onCrash
+		s.c.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
 		s.c.mu.Lock()
 		for _, conn := range s.c.conns {
 			conn.Close()
@@ -1001,14 +1008,11 @@ func TestClientResumes(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	cl2 := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Backoff: 50 * time.Millisecond})
+	tr.mu.Lock()
+	tr.onCrash = replace // replaced before the session is cut
+	tr.mu.Unlock()
+	cl2 := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Backoff: time.Millisecond})
 	defer cl2.Close()
-	go func() {
-		for tr.left.Load() >= 0 { // until the crash
-			runtime.Gosched()
-		}
-		replace()
-	}()
 	_, err = cl2.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf)
 	if !errors.Is(err, engine.ErrVolumeReplaced) {
 		t.Fatalf("read across a replace: %v, want ErrVolumeReplaced", err)

@@ -76,15 +76,19 @@ func TestDevmemModes(t *testing.T) {
 }
 
 func TestDoctor(t *testing.T) {
-	var checks []struct {
-		Scope, Name string
-		OK          bool
-		Fix         string
+	var rep struct {
+		Passed bool
+		Checks []struct {
+			Scope, Name string
+			OK          bool
+			Fix         string
+		}
 	}
 	r := runCmd(t, nil, "blockcat", "doctor", "--json")
-	if err := json.Unmarshal([]byte(r.stdout), &checks); err != nil {
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatalf("doctor output: %v\n%s", err, r.stdout)
 	}
+	checks := rep.Checks
 	found := map[string]bool{}
 	failed := false
 	for _, c := range checks {
@@ -95,7 +99,7 @@ func TestDoctor(t *testing.T) {
 		t.Fatalf("the kernel's devmem support not found: %s", r.stdout)
 	}
 	// Exit status says whether everything passed.
-	if failed != (r.code != 0) {
+	if failed != (r.code != 0) || rep.Passed == failed {
 		t.Fatalf("exit %d with failed=%v", r.code, failed)
 	}
 }

@@ -173,7 +173,7 @@ func (l *lab) startEtcd(i int) string {
 
 // ecGet is what `blockcat get --json` prints for a striped volume.
 type ecGet struct {
-	Bytes      int64
+	Bytes      int64 `json:"fetched_bytes"`
 	Generation uint64
 	Stripes    int64
 	Degraded   []struct {

@@ -75,7 +75,7 @@ func TestGetFailureLeavesFile(t *testing.T) {
 	}{
 		// The server refuses the read after FILE's partial was opened.
 		{"out of range", []string{"vol", "--offset", "1MiB", "--length", "2MiB"}, "out-of-range"},
-		{"missing volume", []string{"nope"}, "not-found"},
+		{"missing volume", []string{"nope"}, `no volume "nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := runCmd(t, env, "blockcat", append([]string{"get", s.addr, "-o", out}, tc.args...)...)
@@ -193,7 +193,7 @@ func interruptGet(t *testing.T, s *server, env []string, vol, out string, sig sy
 
 // getJSON is what blockcat get --json prints, in part.
 type getJSON struct {
-	Bytes    int64 `json:"bytes"`
+	Bytes    int64 `json:"fetched_bytes"`
 	Resumed  int64 `json:"resumed_bytes"`
 	Verified bool  `json:"verified"`
 }

@@ -136,14 +136,18 @@ func TestServeAndFetch(t *testing.T) {
 	want := s.volumeBytes(t, "big")
 
 	t.Run("ls", func(t *testing.T) {
-		var vols []struct {
-			Name string
-			Size uint64
+		var ls struct {
+			Server  string
+			Volumes []struct {
+				Name string
+				Size uint64 `json:"size_bytes"`
+			}
 		}
-		if err := json.Unmarshal([]byte(mustRun(t, env, "blockcat", "ls", s.addr, "--json")), &vols); err != nil {
+		if err := json.Unmarshal([]byte(mustRun(t, env, "blockcat", "ls", s.addr, "--json")), &ls); err != nil {
 			t.Fatal(err)
 		}
-		if len(vols) != 2 || vols[0].Name != "big" || vols[0].Size != 24<<20 || vols[1].Name != "small" {
+		vols := ls.Volumes
+		if ls.Server != s.addr || len(vols) != 2 || vols[0].Name != "big" || vols[0].Size != 24<<20 || vols[1].Name != "small" {
 			t.Fatalf("ls: %+v", vols)
 		}
 	})
@@ -151,7 +155,7 @@ func TestServeAndFetch(t *testing.T) {
 	t.Run("whole volume", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "out")
 		var res struct {
-			Bytes     int64
+			Bytes     int64 `json:"fetched_bytes"`
 			Transport string
 			Verified  bool
 			Extents   []json.RawMessage
@@ -215,17 +219,21 @@ func TestServeAndFetch(t *testing.T) {
 	})
 
 	t.Run("bench", func(t *testing.T) {
-		var rows []struct {
-			Size     int64
-			Requests int
-			P50      float64 `json:"p50_seconds"`
-			P99      float64 `json:"p99_seconds"`
+		var res struct {
+			Volume string
+			Sizes  []struct {
+				Size     int64 `json:"size_bytes"`
+				Requests int
+				P50      float64 `json:"p50_seconds"`
+				P99      float64 `json:"p99_seconds"`
+			}
 		}
 		js := mustRun(t, env, "blockcat", "bench", s.addr, "big", "--sizes", "64KiB,1MiB", "--duration", "300ms", "--json")
-		if err := json.Unmarshal([]byte(js), &rows); err != nil {
+		if err := json.Unmarshal([]byte(js), &res); err != nil {
 			t.Fatal(err)
 		}
-		if len(rows) != 2 || rows[0].Size != 64<<10 || rows[0].Requests == 0 || rows[1].P50 <= 0 || rows[1].P99 < rows[1].P50 {
+		rows := res.Sizes
+		if res.Volume != "big" || len(rows) != 2 || rows[0].Size != 64<<10 || rows[0].Requests == 0 || rows[1].P50 <= 0 || rows[1].P99 < rows[1].P50 {
 			t.Fatalf("bench: %s", js)
 		}
 	})
@@ -238,7 +246,7 @@ func TestFetchThroughPluginProvider(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	var res struct {
 		Provider string
-		Bytes    int64
+		Bytes    int64 `json:"fetched_bytes"`
 		Verified bool
 	}
 	js := mustRun(t, env, "blockcat", "get", s.addr, "vol", "--provider", "example", "--verify", "--json",
@@ -260,18 +268,23 @@ func TestFetchThroughPluginProvider(t *testing.T) {
 }
 
 func TestProvidersList(t *testing.T) {
-	var infos []struct {
-		Name         string
-		Unusable     string
-		Capabilities struct{ Kind string }
+	var res struct {
+		Providers []struct {
+			Name         string
+			Unusable     *string `json:"unusable_reason"`
+			Capabilities struct{ Kind string }
+		}
 	}
 	js := mustRun(t, nil, "blockcat", "providers", "--json")
-	if err := json.Unmarshal([]byte(js), &infos); err != nil {
+	if err := json.Unmarshal([]byte(js), &res); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
-	for _, i := range infos {
-		got[i.Name] = i.Unusable
+	for _, i := range res.Providers {
+		got[i.Name] = ""
+		if i.Unusable != nil {
+			got[i.Name] = *i.Unusable
+		}
 	}
 	if _, ok := got["host"]; !ok || got["host"] != "" || got["example"] != "" {
 		t.Fatalf("providers: %s", js)
@@ -340,7 +353,7 @@ func TestErrorsLeaveServerUp(t *testing.T) {
 		{"no key", []string{"BLOCKXFER_KEY_FILE="}, []string{"get", s.addr, "vol"}, "no key"},
 		{"past the end", env, []string{"get", s.addr, "vol", "--offset", "1MiB", "--length", "1"}, "past the end"},
 		{"range past the end", env, []string{"get", s.addr, "vol", "--offset", "1000", "--length", "1MiB"}, "past the end"},
-		{"unknown volume", env, []string{"get", s.addr, "nope"}, "not-found"},
+		{"unknown volume", env, []string{"get", s.addr, "nope"}, `no volume "nope" on ` + s.addr},
 		{"escaping name", env, []string{"get", s.addr, "../blockd.key"}, "invalid volume name"},
 		{"deadline", env, []string{"get", s.addr, "vol", "--timeout", "1ns"}, "deadline exceeded"},
 		{"bad flag", env, []string{"get", s.addr}, "usage"},
@@ -445,11 +458,14 @@ func TestVolumeCommands(t *testing.T) {
 		t.Fatalf("removing a linked volume removed its source: %v", err)
 	}
 	var v struct {
-		Size     int64
-		Verified bool
+		Volume struct {
+			Size int64 `json:"size_bytes"`
+		}
+		Verified   bool
+		BadExtents []int `json:"bad_extents"`
 	}
 	json.Unmarshal([]byte(mustRun(t, nil, "blockd", "volume", "inspect", "copied", "--verify", "--json", "--data", data)), &v)
-	if v.Size != int64(len(payload)) || !v.Verified {
+	if v.Volume.Size != int64(len(payload)) || !v.Verified || v.BadExtents == nil || len(v.BadExtents) != 0 {
 		t.Fatalf("inspect: %+v", v)
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
@@ -17,18 +17,35 @@ import (
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
+// benchResult is what `blockcat bench --json` prints (docs/json.md).
+type benchResult struct {
+	Server          string     `json:"server"`
+	Volume          string     `json:"volume"`
+	Generation      uint64     `json:"generation"`
+	Provider        string     `json:"provider"`
+	Transport       string     `json:"transport"`
+	FallbackReason  *string    `json:"fallback_reason"` // nil: no fallback
+	ServerSend      string     `json:"server_transport"`
+	DataConns       int        `json:"data_connections"`
+	Depth           int        `json:"depth"`
+	DurationSeconds float64    `json:"duration_seconds"` // asked for, per size
+	Sizes           []benchRow `json:"sizes"`
+}
+
 // benchRow is one request size's figures.
 type benchRow struct {
-	Size           int64   `json:"size"`
+	Size           int64   `json:"size_bytes"`
 	Requests       int     `json:"requests"`
-	Bytes          int64   `json:"bytes"`
+	Bytes          int64   `json:"fetched_bytes"`
 	Seconds        float64 `json:"seconds"`
 	BytesPerSecond float64 `json:"bytes_per_second"`
 	P50            float64 `json:"p50_seconds"`
 	P99            float64 `json:"p99_seconds"`
-	Transport      string  `json:"transport"`
-	FallbackReason string  `json:"fallback_reason,omitempty"`
 }
+
+// benchColumns lays out the text table; each size's line is printed as
+// soon as that size is done.
+const benchColumns = "%10s  %9s  %12s  %10s  %10s\n"
 
 // bench runs `blockcat bench SERVER VOLUME`: random reads of each size for
 // --duration, reporting throughput and latency percentiles.
@@ -38,22 +55,23 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c common
 	c.register(fs)
 	sizes := fs.String("sizes", "4KiB,64KiB,1MiB,16MiB", "comma-separated request sizes")
-	duration := fs.Duration("duration", 3*time.Second, "time spent on each size")
-	concurrency := fs.Int("concurrency", 8, "requests in flight")
+	duration := fs.Duration("duration", 3*time.Second, "time spent on each size, such as 3s")
+	depth := fs.Int("depth", 8, "requests in flight (as get's --depth)")
+	cli.Alias(fs, "concurrency", "depth") // its earlier name, kept working
 	fs.BoolVar(&c.verify, "verify", false, "require every extent's CRC-32C checked (by default where the path allows)")
 	fs.BoolVar(&c.noVerify, "no-verify", false, noVerifyHelp)
 	seed := fs.Uint64("seed", 1, "seed for the random offsets")
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--sizes LIST] [--duration D] [--concurrency N] [--json]")
+	pos, err := cli.ParseServer(fs, args, 2, "SERVER VOLUME [--sizes LIST] [--duration D] [--depth N] [--json]")
 	if err != nil {
 		return cli.UsageErr(err)
 	}
 	reqSizes, err := parseSizes(*sizes)
 	if err != nil {
-		return cli.UsageErr(err)
+		return cli.CmdUsageErr(fs, err)
 	}
-	if *concurrency < 1 || *duration <= 0 {
-		return cli.UsageErr(errors.New("--concurrency and --duration must be positive"))
+	if *depth < 1 || *duration <= 0 {
+		return cli.CmdUsageErr(fs, errors.New("--depth and --duration must be positive"))
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()
@@ -65,35 +83,44 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	p := s.p
 	vol, err := s.Stat(ctx, pos[1])
 	if err != nil {
-		return err
+		return noVolume(ctx, s, pos[0], pos[1], err)
 	}
-	rng := rand.New(rand.NewPCG(*seed, 0))
-	var rows []benchRow
 	for _, size := range reqSizes {
 		if size > int64(vol.Size) {
-			return fmt.Errorf("request size %d is larger than volume %s (%d bytes)", size, vol.Name, vol.Size)
+			return fmt.Errorf("request size %s is larger than volume %s (%s)", cli.FormatBytes(float64(size)), vol.Name,
+				cli.FormatBytes(float64(vol.Size)))
 		}
-		row, err := benchSize(ctx, s, p, vol.Name, int64(vol.Size), size, *concurrency, *duration, rng)
+	}
+	res := benchResult{Server: pos[0], Volume: vol.Name, Generation: vol.Generation, Provider: p.Name(),
+		Transport: s.path.Transport.Name(), ServerSend: s.ServerTransport(), DataConns: int(c.dataConns), Depth: *depth,
+		DurationSeconds: duration.Seconds(), Sizes: []benchRow{}}
+	if r := s.path.FallbackReason; r != "" {
+		res.FallbackReason = &r
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "volume %s, %s, %d requests in flight, transport %s (server: %s)\n",
+			vol.Name, cli.Plural(res.DataConns, "data connection"), *depth, res.Transport, res.ServerSend)
+		if res.FallbackReason != nil {
+			fmt.Fprintf(stdout, "fallback: %s\n", *res.FallbackReason)
+		}
+		fmt.Fprintf(stdout, benchColumns, "SIZE", "REQUESTS", "THROUGHPUT", "P50", "P99")
+	}
+	rng := rand.New(rand.NewPCG(*seed, 0))
+	for _, size := range reqSizes {
+		r, err := benchSize(ctx, s, p, vol.Name, int64(vol.Size), size, *depth, *duration, rng)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, row)
+		res.Sizes = append(res.Sizes, r)
+		if !*asJSON {
+			fmt.Fprintf(stdout, benchColumns, cli.FormatBytes(float64(r.Size)), strconv.Itoa(r.Requests),
+				cli.FormatBytes(r.BytesPerSecond)+"/s", fmtDur(r.P50), fmtDur(r.P99))
+		}
 	}
 	if *asJSON {
-		return cli.WriteJSON(stdout, rows)
+		return cli.WriteJSON(stdout, res)
 	}
-	fmt.Fprintf(stdout, "volume %s, %d data connections, %d requests in flight, transport %s (server: %s)\n",
-		vol.Name, c.dataConns, *concurrency, rows[0].Transport, s.ServerTransport())
-	if rows[0].FallbackReason != "" {
-		fmt.Fprintf(stdout, "fallback: %s\n", rows[0].FallbackReason)
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SIZE\tREQUESTS\tTHROUGHPUT\tP50\tP99\t")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%d\t%s/s\t%s\t%s\t\n", cli.FormatBytes(float64(r.Size)), r.Requests,
-			cli.FormatBytes(r.BytesPerSecond), fmtDur(r.P50), fmtDur(r.P99))
-	}
-	return tw.Flush()
+	return nil
 }
 
 // parseSizes parses --sizes, a comma-separated list of positive sizes.
@@ -146,7 +173,6 @@ func benchSize(ctx context.Context, s *conn, p memory.Provider, volume string, v
 			}
 			lat = append(lat, r.Duration())
 			row.Bytes += r.Bytes
-			row.Transport, row.FallbackReason = r.Transport, r.FallbackReason
 			if time.Now().Before(stop) {
 				handles[i] = submit(bufs[i])
 			} else {

@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,17 +60,23 @@ type ecSessions struct {
 	mode      choose.Mode
 	key       []byte
 	log       *slog.Logger
+	pathLog   *slog.Logger // choose.Client's (see common.pathLogger)
 	dataConns int
+	keyErr    func(server string, err error) error // common.explainDial
 
 	mu     sync.Mutex
 	opened []*choose.ClientPath
-	chosen map[string]string // server id -> transport (and why it fell back)
+	chosen map[string]chosenPath // by server id
 }
+
+// chosenPath is the transport a server's session receives with, and why
+// it fell back to TCP ("" if it did not).
+type chosenPath struct{ transport, fallback string }
 
 // ecSessions opens the provider. The caller closes the ecSessions after the
 // sessions it dialled.
 func (c *common) ecSessions(ctx context.Context, stderr io.Writer) (*ecSessions, error) {
-	mode, err := choose.ParseMode(c.devmem)
+	mode, err := choose.ParseMode(c.devmem.mode)
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
@@ -88,14 +92,15 @@ func (c *common) ecSessions(ctx context.Context, stderr io.Writer) (*ecSessions,
 	if err != nil {
 		return nil, err
 	}
-	return &ecSessions{p: p, mode: mode, key: key, log: log, dataConns: c.dataConns, chosen: map[string]string{}}, nil
+	return &ecSessions{p: p, mode: mode, key: key, log: log, pathLog: c.pathLogger(log), dataConns: int(c.dataConns),
+		keyErr: c.explainDial, chosen: map[string]chosenPath{}}, nil
 }
 
 // dial opens a session to server s; it is an ec.Dialer.
 func (e *ecSessions) dial(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
 	srvLog := e.log.With("server", s.ID)
 	path, err := choose.Client(ctx, choose.ClientOptions{Mode: e.mode, Server: s.Addr, Provider: e.p,
-		DataConns: e.dataConns, Logger: srvLog})
+		DataConns: e.dataConns, Logger: e.pathLog.With("server", s.ID)})
 	if err != nil {
 		return nil, err
 	}
@@ -103,24 +108,43 @@ func (e *ecSessions) dial(ctx context.Context, s ec.ManifestServer) (*engine.Ses
 		FallbackReason: path.FallbackReason, DataConns: e.dataConns, Verify: engine.VerifyRequire, Name: "blockcat", Logger: srvLog})
 	if err != nil {
 		path.Close()
-		return nil, err
+		return nil, e.keyErr(s.Addr, err)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.opened = append(e.opened, path)
-	e.chosen[s.ID] = path.Transport.Name()
-	if path.FallbackReason != "" {
-		e.chosen[s.ID] += " (fallback: " + path.FallbackReason + ")"
-	}
+	e.chosen[s.ID] = chosenPath{path.Transport.Name(), path.FallbackReason}
 	return sess, nil
 }
 
-// transports says, per server id, which transport its session used and why
-// it fell back to TCP, if it did.
-func (e *ecSessions) transports() map[string]string {
+// servers describes the manifest's servers for --json: each one's
+// address and, if a session was opened with it, the transport it used and
+// why it fell back to TCP, if it did.
+func (e *ecSessions) servers(m *ec.Manifest) []ecServer {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return maps.Clone(e.chosen)
+	out := make([]ecServer, len(m.Servers))
+	for i, s := range m.Servers {
+		out[i] = ecServer{ID: s.ID, Addr: s.Addr, Generation: s.Generation}
+		if c, ok := e.chosen[s.ID]; ok {
+			out[i].Transport = &c.transport
+			if c.fallback != "" {
+				out[i].FallbackReason = &c.fallback
+			}
+		}
+	}
+	return out
+}
+
+// ecServer is a server of a striped volume as `blockcat get --json`
+// prints it.
+type ecServer struct {
+	ID         string `json:"id"`
+	Addr       string `json:"addr"`
+	Generation uint64 `json:"generation"` // of the server's shard volume
+	// Transport is nil when no session was opened with the server.
+	Transport      *string `json:"transport"`
+	FallbackReason *string `json:"fallback_reason"`
 }
 
 // Close releases what the dialled sessions' transports hold, then the
@@ -178,22 +202,26 @@ func parsePutFlags(args []string, stderr io.Writer) (*putFlags, error) {
 	case f.peers == "" && f.etcd == "":
 		return nil, cli.UsageErr(errors.New("--peers is required without --etcd"))
 	}
+	if f.peers, err = cli.AddrList(f.peers); err != nil { // HOST means HOST:7070
+		return nil, cli.UsageErr(fmt.Errorf("--peers: %w", err))
+	}
 	return f, nil
 }
 
-// putResult is what `blockcat put --json` prints.
+// putResult is what `blockcat put --json` prints (docs/json.md).
 type putResult struct {
-	Volume         string              `json:"volume"`
-	Size           int64               `json:"size"`
-	K              int                 `json:"k"`
-	M              int                 `json:"m"`
-	Unit           int64               `json:"unit"`
-	Stripes        int64               `json:"stripes"`
-	Generation     uint64              `json:"generation"`
-	Servers        []ec.ManifestServer `json:"servers"`
-	Manifest       string              `json:"manifest"` // file, or etcd:ENDPOINTS
-	Seconds        float64             `json:"seconds"`
-	BytesPerSecond float64             `json:"bytes_per_second"`
+	Volume          string              `json:"volume"`
+	Manifest        string              `json:"manifest"` // file, or etcd:ENDPOINTS
+	Generation      uint64              `json:"generation"`
+	SizeBytes       int64               `json:"size_bytes"`
+	K               int                 `json:"k"`
+	M               int                 `json:"m"`
+	UnitBytes       int64               `json:"unit_bytes"`
+	Stripes         int64               `json:"stripes"`
+	Servers         []ec.ManifestServer `json:"servers"`
+	DataConnections int                 `json:"data_connections"`
+	Seconds         float64             `json:"seconds"`
+	BytesPerSecond  float64             `json:"bytes_per_second"`
 }
 
 // put runs `blockcat put`: it stores FILE as a striped volume on the
@@ -252,8 +280,9 @@ func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := ec.StoreManifest(ctx, cluster, f.manifest, man); err != nil {
 		return err
 	}
-	res := putResult{Volume: man.Name, Size: man.Size, K: man.K, M: man.M, Unit: man.Unit, Stripes: man.Layout().Stripes(),
-		Generation: man.Generation, Servers: man.Servers, Manifest: f.manifest, Seconds: secs, BytesPerSecond: float64(size) / secs}
+	res := putResult{Volume: man.Name, SizeBytes: man.Size, K: man.K, M: man.M, UnitBytes: man.Unit, Stripes: man.Layout().Stripes(),
+		Generation: man.Generation, Servers: man.Servers, Manifest: f.manifest, DataConnections: int(f.dataConns),
+		Seconds: secs, BytesPerSecond: float64(size) / secs}
 	if cluster != nil {
 		res.Manifest = "etcd:" + f.etcd
 	}
@@ -299,7 +328,7 @@ func (r *putResult) print(w io.Writer, asJSON bool) error {
 		return cli.WriteJSON(w, r)
 	}
 	fmt.Fprintf(w, "stored %s (%s) as %d stripes of %d+%d shards of %s on %d servers in %.3fs (%s/s), generation %d; manifest: %s\n",
-		r.Volume, cli.FormatBytes(float64(r.Size)), r.Stripes, r.K, r.M, cli.FormatBytes(float64(r.Unit)), len(r.Servers),
+		r.Volume, cli.FormatBytes(float64(r.SizeBytes)), r.Stripes, r.K, r.M, cli.FormatBytes(float64(r.UnitBytes)), len(r.Servers),
 		r.Seconds, cli.FormatBytes(r.BytesPerSecond), r.Generation, r.Manifest)
 	return nil
 }
@@ -312,6 +341,23 @@ func fileSize(f *os.File) (int64, error) {
 		_, err = f.Seek(0, io.SeekStart)
 	}
 	return size, err
+}
+
+// manifestName names where a striped volume's manifest is: its file, or
+// etcd:ENDPOINTS.
+func manifestName(src ec.ManifestSource) string {
+	if src.File != "" {
+		return src.File
+	}
+	return "etcd:" + src.Etcd
+}
+
+// outputName is -o for --json: nil when the bytes are kept in memory only.
+func outputName(o string) *string {
+	if o == "" {
+		return nil
+	}
+	return &o
 }
 
 // newBar returns a progress bar on stderr, or one that draws nothing when
@@ -330,6 +376,7 @@ type ecGetFlags struct {
 	offset, length cli.SizeFlag
 	window         cli.SizeFlag
 	out            string
+	force          bool
 	resume         bool
 	shardTimeout   time.Duration
 	asJSON         bool
@@ -348,6 +395,7 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
 	fs.Var(&f.window, "window", "bytes fetched per step (rounded up to whole stripes)")
 	fs.StringVar(&f.out, "o", "", outputHelp)
+	fs.BoolVar(&f.force, "force", false, forceHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
 	fs.DurationVar(&f.shardTimeout, "shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
 	fs.BoolVar(&f.verify, "verify", true, "check every shard's CRC-32C against the manifest (always on for a striped volume)")
@@ -372,28 +420,31 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	return f, nil
 }
 
-// ecGetResult is what `blockcat get --json` prints for a striped volume.
+// ecGetResult is what `blockcat get --json` prints for a striped volume
+// (docs/json.md).
 type ecGetResult struct {
-	Volume         string              `json:"volume"`
-	Offset         int64               `json:"offset"`
-	Bytes          int64               `json:"bytes"`
-	Seconds        float64             `json:"seconds"`
-	BytesPerSecond float64             `json:"bytes_per_second"`
-	K              int                 `json:"k"`
-	M              int                 `json:"m"`
-	Generation     uint64              `json:"generation"`
-	Servers        int                 `json:"servers"`
-	Stripes        int64               `json:"stripes"`
-	Degraded       []ec.DegradedStripe `json:"degraded"`
-	Verified       bool                `json:"verified"`
-	Provider       string              `json:"provider"`
-	// Transports says, per server id, which transport its session used
-	// and why it fell back to TCP, if it did.
-	Transports map[string]string `json:"transports"`
-	Output     string            `json:"output,omitempty"`
+	Volume     string `json:"volume"`
+	Manifest   string `json:"manifest"` // file, or etcd:ENDPOINTS
+	Generation uint64 `json:"generation"`
+	K          int    `json:"k"`
+	M          int    `json:"m"`
+	Offset     int64  `json:"offset_bytes"`
+	Length     int64  `json:"length_bytes"`
 	// Resumed counts the bytes of the range that a partial file kept by
 	// an earlier get held (--continue); Bytes counts those fetched now.
-	Resumed int64 `json:"resumed_bytes,omitempty"`
+	Bytes          int64   `json:"fetched_bytes"`
+	Resumed        int64   `json:"resumed_bytes"`
+	Seconds        float64 `json:"seconds"`
+	BytesPerSecond float64 `json:"bytes_per_second"`
+	Provider       string  `json:"provider"`
+	Output         *string `json:"output"` // nil: memory only
+	DataConns      int     `json:"data_connections"`
+	Verified       bool    `json:"verified"`
+	Stripes        int64   `json:"stripes"`
+	// Servers says, per server, which transport its session used and
+	// why it fell back to TCP, if it did.
+	Servers  []ecServer          `json:"servers"`
+	Degraded []ec.DegradedStripe `json:"degraded"`
 }
 
 // ecGet runs `blockcat get` for a striped volume: it reads the range from
@@ -403,6 +454,9 @@ type ecGetResult struct {
 func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := parseECGetFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := refuseTerminal(f.out, stdout, f.force); err != nil {
 		return err
 	}
 	ctx, cancel := f.context(ctx)
@@ -433,9 +487,9 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer out.finish(errors.New("get ended early"))
-	res := ecGetResult{Volume: man.Name, Offset: int64(f.offset), K: man.K, M: man.M, Generation: man.Generation,
-		Servers: len(man.Servers), Degraded: []ec.DegradedStripe{}, Verified: true, Provider: sessions.p.Name(), Output: f.out,
-		Resumed: out.resumed}
+	res := ecGetResult{Volume: man.Name, Manifest: manifestName(f.src), Offset: int64(f.offset), Length: n, K: man.K, M: man.M,
+		Generation: man.Generation, Degraded: []ec.DegradedStripe{}, Verified: true, Provider: sessions.p.Name(),
+		Output: outputName(f.out), Resumed: out.resumed, DataConns: int(f.dataConns)}
 	if rest := n - out.resumed; rest > 0 {
 		bar := newBar(stderr, rest, "get "+man.Name, f.asJSON)
 		err = readStriped(ctx, r, sessions.p, int64(f.offset)+out.resumed, rest, int64(f.window), out, bar, &res)
@@ -447,7 +501,7 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if res.Seconds > 0 {
 		res.BytesPerSecond = float64(res.Bytes) / res.Seconds
 	}
-	res.Transports = sessions.transports()
+	res.Servers = sessions.servers(man)
 	if err := out.finish(nil); err != nil {
 		return err
 	}
@@ -525,10 +579,10 @@ func (res *ecGetResult) printText(w io.Writer) {
 	fmt.Fprintf(w, "fetched %s of %s%s into %s in %.3fs: %s/s from %d servers (%d+%d, generation %d), %d of %d stripes degraded\n",
 		cli.FormatBytes(float64(res.Bytes)), res.Volume, resumedNote(res.Resumed), destination(res.Output, res.Provider),
 		res.Seconds, cli.FormatBytes(res.BytesPerSecond),
-		res.Servers, res.K, res.M, res.Generation, len(res.Degraded), res.Stripes)
-	for _, id := range slices.Sorted(maps.Keys(res.Transports)) {
-		if t := res.Transports[id]; strings.Contains(t, "fallback") {
-			fmt.Fprintf(w, "  %s: %s\n", id, t)
+		len(res.Servers), res.K, res.M, res.Generation, len(res.Degraded), res.Stripes)
+	for _, s := range res.Servers {
+		if s.Transport != nil && s.FallbackReason != nil {
+			fmt.Fprintf(w, "  %s: %s (fallback: %s)\n", s.ID, *s.Transport, *s.FallbackReason)
 		}
 	}
 	for _, d := range res.Degraded {

@@ -6,39 +6,67 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"time"
+
+	"golang.org/x/term"
 
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
-// getResult is what `blockcat get --json` prints.
+// getResult is what `blockcat get --json` prints for a volume of one
+// server (docs/json.md).
 type getResult struct {
-	Server         string  `json:"server"`
-	Volume         string  `json:"volume"`
-	Offset         int64   `json:"offset"`
-	Bytes          int64   `json:"bytes"`
+	Server     string `json:"server"`
+	Volume     string `json:"volume"`
+	Generation uint64 `json:"generation"`
+	Offset     int64  `json:"offset_bytes"`
+	Length     int64  `json:"length_bytes"`
+	// Resumed counts the bytes of the range that a partial file kept by
+	// an earlier get held (--continue); Bytes counts those fetched now.
+	Bytes          int64   `json:"fetched_bytes"`
+	Resumed        int64   `json:"resumed_bytes"`
 	Seconds        float64 `json:"seconds"`
 	SetupSeconds   float64 `json:"setup_seconds"`
 	BytesPerSecond float64 `json:"bytes_per_second"`
 	Provider       string  `json:"provider"`
+	Output         *string `json:"output"` // nil: memory only
 	Transport      string  `json:"transport"`
-	FallbackReason string  `json:"fallback_reason,omitempty"`
+	FallbackReason *string `json:"fallback_reason"` // nil: no fallback
 	ServerSend     string  `json:"server_transport"`
-	DataConns      int     `json:"data_conns"`
+	DataConns      int     `json:"data_connections"`
+	Depth          int     `json:"depth"`
+	WindowBytes    int64   `json:"window_bytes"`
+	Requests       int     `json:"requests"`
 	// Verified: every extent fetched was checked against its CRC-32C;
 	// VerifiedExtents and UnverifiedExtents count them.
-	Verified          bool   `json:"verified"`
-	VerifiedExtents   int    `json:"verified_extents"`
-	UnverifiedExtents int    `json:"unverified_extents"`
-	Output            string `json:"output,omitempty"`
-	// Resumed counts the bytes of the range that a partial file kept by
-	// an earlier get held (--continue); Bytes counts those fetched now.
-	Resumed  int64                 `json:"resumed_bytes,omitempty"`
-	Requests int                   `json:"requests"`
-	Extents  []engine.ExtentTiming `json:"extents"`
+	Verified          bool         `json:"verified"`
+	VerifiedExtents   int          `json:"verified_extents"`
+	UnverifiedExtents int          `json:"unverified_extents"`
+	Extents           []extentInfo `json:"extents"`
+}
+
+// extentInfo is one extent of a get as --json prints it.
+type extentInfo struct {
+	Offset   int64   `json:"offset_bytes"` // in the volume
+	Length   int64   `json:"length_bytes"`
+	DataConn int     `json:"data_connection"`
+	Latency  float64 `json:"latency_seconds"` // announcement to last byte placed
+	Verified bool    `json:"verified"`
+	CRC32C   string  `json:"crc32c"` // as the server announced it, 8 hex digits
+}
+
+// extentInfos converts the engine's extent timings for --json.
+func extentInfos(ext []engine.ExtentTiming) []extentInfo {
+	out := make([]extentInfo, len(ext))
+	for i, e := range ext {
+		out[i] = extentInfo{Offset: e.VolumeOffset, Length: e.Length, DataConn: e.DataConn,
+			Latency: e.Latency.Seconds(), Verified: e.Verified, CRC32C: fmt.Sprintf("%08x", e.CRC32C)}
+	}
+	return out
 }
 
 // getFlags are the flags of `blockcat get` for a volume of one server.
@@ -50,6 +78,7 @@ type getFlags struct {
 	depth          int
 	rate           cli.SizeFlag
 	out            string
+	force          bool
 	resume         bool
 	asJSON         bool
 }
@@ -77,18 +106,20 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
 	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight")
 	fs.IntVar(&f.depth, "depth", 4, "requests in flight")
+	cli.Alias(fs, "concurrency", "depth")
 	fs.Var(&f.rate, "rate", "limit the fetch to about this many bytes per second, such as 100MiB (0: no limit);\nit caps --window at a quarter second's worth")
 	fs.StringVar(&f.out, "o", "", outputHelp)
+	fs.BoolVar(&f.force, "force", false, forceHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
 	fs.BoolVar(&f.verify, "verify", false, "require every extent's CRC-32C checked after it lands (it is checked\nwherever the path allows by default); fail if one cannot be")
 	fs.BoolVar(&f.noVerify, "no-verify", false, noVerifyHelp)
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
-	pos, err := cli.Parse(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify|--no-verify] [--json]")
+	pos, err := cli.ParseServer(fs, args, 2, "SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify|--no-verify] [--json]")
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
 	if f.window <= 0 || f.depth < 1 {
-		return nil, cli.UsageErr(errors.New("--window and --depth must be positive"))
+		return nil, cli.CmdUsageErr(fs, errors.New("--window and --depth must be positive"))
 	}
 	if f.verify && f.noVerify {
 		return nil, cli.UsageErr(errors.New("--verify and --no-verify contradict each other"))
@@ -100,6 +131,22 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	return f, nil
 }
 
+// forceHelp describes --force.
+const forceHelp = "with -o -, write the bytes to stdout even when it is a terminal"
+
+// refuseTerminal refuses -o - when stdout is a terminal, unless --force:
+// a volume's bytes would flood it (curl refuses the same way).
+func refuseTerminal(out string, stdout io.Writer, force bool) error {
+	if out != "-" || force {
+		return nil
+	}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return cli.UsageErr(errors.New("-o - would write the volume's bytes to this terminal: redirect stdout " +
+			"(blockcat get ... -o - > FILE, or | into a program), use -o FILE, or pass --force"))
+	}
+	return nil
+}
+
 // get runs `blockcat get SERVER VOLUME`: it fetches the range into the
 // provider's memory, keeping --depth requests in flight, and writes it to
 // -o (see openOutput: a regular FILE is replaced only when the get
@@ -107,6 +154,9 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, err := parseGetFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := refuseTerminal(f.out, stdout, f.force); err != nil {
 		return err
 	}
 	ctx, cancel := f.context(ctx)
@@ -119,7 +169,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer s.Close()
 	vol, err := s.Stat(ctx, f.volume)
 	if err != nil {
-		return err
+		return noVolume(ctx, s, f.server, f.volume, err)
 	}
 	n, err := volumeRange(vol.Name, int64(vol.Size), int64(f.offset), int64(f.length))
 	if err != nil {
@@ -130,8 +180,13 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer out.finish(errors.New("get ended early"))
-	res := getResult{Server: f.server, Volume: vol.Name, Offset: int64(f.offset), DataConns: f.dataConns, Provider: s.p.Name(),
-		Output: f.out, Resumed: out.resumed, SetupSeconds: time.Since(setup).Seconds()}
+	res := getResult{Server: f.server, Volume: vol.Name, Generation: vol.Generation, Offset: int64(f.offset), Length: n,
+		DataConns: int(f.dataConns), Depth: f.depth, Provider: s.p.Name(), Output: outputName(f.out), Resumed: out.resumed,
+		SetupSeconds: time.Since(setup).Seconds(), Transport: s.path.Transport.Name(), ServerSend: s.ServerTransport(),
+		Extents: []extentInfo{}}
+	if r := s.path.FallbackReason; r != "" {
+		res.FallbackReason = &r
+	}
 	start := time.Now()
 	if rest := n - out.resumed; rest > 0 {
 		window := int64(f.window)
@@ -139,6 +194,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// Requests of a quarter second's worth keep the rate even.
 			window = min(window, max(int64(f.rate)/4, 4096))
 		}
+		res.WindowBytes = window
 		bufs, err := allocWindows(ctx, s.p, rest, window, f.depth)
 		if err != nil {
 			return out.finish(stopCause(ctx, err))
@@ -210,14 +266,14 @@ func allocWindows(ctx context.Context, p memory.Provider, n, window int64, depth
 
 // destination names where a get put the bytes, for its summary: FILE,
 // stdout, or the provider's memory.
-func destination(output, provider string) string {
-	switch output {
-	case "":
+func destination(output *string, provider string) string {
+	switch {
+	case output == nil:
 		return provider + " memory"
-	case "-":
+	case *output == "-":
 		return "stdout"
 	}
-	return output
+	return *output
 }
 
 // resumedNote says, for the summary, what an earlier get had kept.
@@ -230,11 +286,11 @@ func resumedNote(n int64) string {
 
 // printText prints the summary line.
 func (res *getResult) printText(w io.Writer) {
-	msg := fmt.Sprintf("fetched %s of %s%s into %s in %.3fs: %s/s over %s (%d data connections, server sent with %s)",
+	msg := fmt.Sprintf("fetched %s of %s%s into %s in %.3fs: %s/s over %s (%s, server sent with %s)",
 		cli.FormatBytes(float64(res.Bytes)), res.Volume, resumedNote(res.Resumed), destination(res.Output, res.Provider),
-		res.Seconds, cli.FormatBytes(res.BytesPerSecond), res.Transport, res.DataConns, res.ServerSend)
-	if res.FallbackReason != "" {
-		msg += ", fallback: " + res.FallbackReason
+		res.Seconds, cli.FormatBytes(res.BytesPerSecond), res.Transport, cli.Plural(res.DataConns, "data connection"), res.ServerSend)
+	if res.FallbackReason != nil {
+		msg += ", fallback: " + *res.FallbackReason
 	}
 	if res.VerifiedExtents > 0 {
 		msg += fmt.Sprintf(", %d extents verified (crc32c)", res.VerifiedExtents)
@@ -314,11 +370,10 @@ func fetch(ctx context.Context, s *conn, volume string, off, n, rate int64, bufs
 		queue = queue[1:]
 		r := head.h.Result()
 		res.Requests++
-		res.Transport, res.FallbackReason, res.ServerSend = r.Transport, r.FallbackReason, r.ServerSend
 		if r.Err != nil {
 			return r.Err
 		}
-		res.Extents = append(res.Extents, r.Extents...)
+		res.Extents = append(res.Extents, extentInfos(r.Extents)...)
 		if out.w != nil {
 			b, err := hostView(ctx, p, head.buf.ID, r.Length, &host)
 			if err != nil {

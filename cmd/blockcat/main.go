@@ -36,11 +36,23 @@ Usage:
   blockcat get (--manifest FILE | --etcd E VOLUME) [flags]                          striped fetch
   blockcat providers [--plugin-dir DIR] [--json]
   blockcat doctor [--if IFACES] [--json]   devmem preflight: kernel, NIC, udmabuf, providers
+  blockcat version [--json]                 also --version
+  blockcat completion bash|zsh              print a shell completion script
+
+SERVER is HOST[:PORT] ([IPV6]:PORT for an IPv6 address); the port defaults
+to 7070, blockd's. With $BLOCKXFER_SERVER set, SERVER may be left out:
+'BLOCKXFER_SERVER=host blockcat get VOLUME'.
 
 Common flags: --key-file FILE (or $BLOCKXFER_KEY_FILE), --data-conns N,
 --provider host|NAME|PATH (memory to fetch into; plugins are found as
 blockxfer-provider-NAME in --plugin-dir), --timeout D, --log-level LEVEL.
 Run 'blockcat COMMAND -h' for all flags.
+
+Environment:
+  BLOCKXFER_SERVER      the server when SERVER is left out
+  BLOCKXFER_KEY_FILE    the key file when --key-file is not given
+  BLOCKXFER_PLUGIN_DIR  the plugin directory when --plugin-dir is not given
+                        (default: blockcat's directory, or ../lib/blockxfer/plugins beside it)
 `
 
 func main() {
@@ -133,6 +145,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = upload(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		err = cli.Doctor(ctx, "blockcat doctor", args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		err = cli.Version("blockcat", args[1:], stdout, stderr)
+	case "completion":
+		err = cli.Completion("blockcat", commands(), args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -146,25 +162,55 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // common holds the flags every command that talks to a server shares.
 type common struct {
 	keyFile   string
-	dataConns int
+	dataConns connsFlag
 	timeout   time.Duration
 	logLevel  string
 	verify    bool
 	noVerify  bool
 	provider  string
 	pluginDir string
-	devmem    string
+	devmem    devmemFlag
 }
 
-func (c *common) register(fs *flag.FlagSet) {
+// registerControl defines the flags of the commands that move no payload
+// (ls, upload). They take --provider, --plugin-dir and --devmem too, so
+// that a command line written for get works, but -h does not list them:
+// there is no payload to place, so no provider is opened and no devmem
+// probed. --data-conns they do not take.
+func (c *common) registerControl(fs *flag.FlagSet) {
+	c.devmem.mode = "auto"
 	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default $"+cli.KeyEnv+")")
-	fs.IntVar(&c.dataConns, "data-conns", 4, "parallel data connections")
-	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long, such as 30s (0: no limit)")
+	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	ignored := "accepted and ignored: this command moves no payload"
+	cli.Hidden(fs, stringValue{&c.provider}, "provider", ignored)
+	cli.Hidden(fs, stringValue{&c.pluginDir}, "plugin-dir", ignored)
+	cli.Hidden(fs, &c.devmem, "devmem", ignored)
+}
+
+// register defines the flags of the commands that fetch payload.
+func (c *common) register(fs *flag.FlagSet) {
+	c.dataConns, c.devmem.mode = 4, "auto"
+	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default $"+cli.KeyEnv+")")
+	fs.Var(&c.dataConns, "data-conns", "parallel data connections, 1 to 64")
+	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long, such as 30s (0: no limit)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.StringVar(&c.provider, "provider", "host", "memory to fetch into: host, a plugin NAME, or a plugin PATH")
-	fs.StringVar(&c.devmem, "devmem", "auto", "devmem receive: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
-	fs.StringVar(&c.pluginDir, "plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockcat's own directory)")
+	fs.Var(&c.devmem, "devmem", "`MODE` of devmem receive: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
+	fs.StringVar(&c.pluginDir, "plugin-dir", "", cli.PluginDirHelp)
 }
+
+// stringValue is a flag.Value setting a string.
+type stringValue struct{ p *string }
+
+func (v stringValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+func (v stringValue) Set(s string) error { *v.p = s; return nil }
 
 // conn is an open session with what it was built from.
 type conn struct {
@@ -181,7 +227,7 @@ func (c *conn) Close() error {
 // dial opens the provider, chooses the transport (--devmem) and opens a
 // session. The caller closes the conn.
 func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*conn, error) {
-	mode, err := choose.ParseMode(c.devmem)
+	mode, err := choose.ParseMode(c.devmem.mode)
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
@@ -198,7 +244,7 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 		return nil, err
 	}
 	path, err := choose.Client(ctx, choose.ClientOptions{Mode: mode, Server: server, Provider: p,
-		DataConns: c.dataConns, Logger: log})
+		DataConns: int(c.dataConns), Logger: c.pathLogger(log)})
 	if err != nil {
 		p.Close()
 		return nil, err
@@ -208,7 +254,7 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 		Provider:       p,
 		Transport:      path.Transport,
 		FallbackReason: path.FallbackReason,
-		DataConns:      c.dataConns,
+		DataConns:      int(c.dataConns),
 		Verify:         verifyMode(c.verify, c.noVerify),
 		Name:           "blockcat",
 		Logger:         log,
@@ -216,7 +262,7 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 	if err != nil {
 		path.Close()
 		p.Close()
-		return nil, err
+		return nil, c.explainDial(server, err)
 	}
 	return &conn{Session: s, p: p, path: path}, nil
 }
@@ -228,20 +274,33 @@ func (c *common) context(ctx context.Context) (context.Context, context.CancelFu
 	return context.WithCancel(ctx)
 }
 
+// lsResult is what `blockcat ls --json` prints.
+type lsResult struct {
+	Server  string       `json:"server"`
+	Volumes []volumeInfo `json:"volumes"`
+}
+
+// volumeInfo is a volume of a server as the --json of blockcat prints it.
+type volumeInfo struct {
+	Name            string `json:"name"`
+	SizeBytes       uint64 `json:"size_bytes"`
+	ExtentSizeBytes uint32 `json:"extent_size_bytes"`
+	Generation      uint64 `json:"generation"`
+}
+
 func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("blockcat ls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c common
-	c.register(fs)
+	c.registerControl(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := cli.Parse(fs, args, 1, "SERVER [--json]")
+	pos, err := cli.ParseServer(fs, args, 1, "SERVER [--json]")
 	if err != nil {
 		return cli.UsageErr(err)
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()
-	c.dataConns = 1
-	s, err := c.dial(ctx, pos[0], stderr)
+	s, err := c.dialControl(ctx, pos[0], stderr)
 	if err != nil {
 		return err
 	}
@@ -251,7 +310,11 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *asJSON {
-		return cli.WriteJSON(stdout, vols)
+		res := lsResult{Server: pos[0], Volumes: []volumeInfo{}}
+		for _, v := range vols {
+			res.Volumes = append(res.Volumes, volumeInfo{Name: v.Name, SizeBytes: v.Size, ExtentSizeBytes: v.ExtentSize, Generation: v.Generation})
+		}
+		return cli.WriteJSON(stdout, res)
 	}
 	fmt.Fprintf(stdout, "%-32s %12s %10s %5s\n", "NAME", "SIZE", "EXTENT", "GEN")
 	for _, v := range vols {

@@ -87,7 +87,7 @@ type catalogFlags struct {
 func newCatalogFlags(sub, synopsis, about string, stderr io.Writer) *catalogFlags {
 	f := &catalogFlags{FlagSet: flag.NewFlagSet("blockd catalog "+sub, flag.ContinueOnError), synopsis: synopsis}
 	f.SetOutput(stderr)
-	f.StringVar(&f.dataDir, "data", "", "data directory holding catalog.db and volumes/ (required)")
+	cli.DataDirFlag(f.FlagSet, &f.dataDir, "data directory holding catalog.db and volumes/")
 	f.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s %s\n\n%s\n\nFlags:\n", f.Name(), synopsis, about)
 		f.PrintDefaults()
@@ -103,7 +103,7 @@ func (f *catalogFlags) parse(args []string, want int) ([]string, error) {
 		return nil, cli.UsageErr(err)
 	}
 	if f.dataDir == "" {
-		return nil, cli.UsageErr(errors.New("--data is required"))
+		return nil, cli.UsageErr(cli.ErrNoDataDir)
 	}
 	return pos, nil
 }

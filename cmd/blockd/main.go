@@ -38,8 +38,19 @@ Usage:
   blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...]   check and rebuild a striped volume's shards
   blockd keygen -o FILE
   blockd doctor [--if IFACES] [--json]     devmem preflight: kernel, NIC, udmabuf, providers
+  blockd version [--json]                  also --version
+  blockd completion bash|zsh               print a shell completion script
+
+Addresses are HOST[:PORT] ([IPV6]:PORT for an IPv6 address); the port
+defaults to 7070.
 
 Run 'blockd COMMAND -h' for a command's flags.
+
+Environment:
+  BLOCKXFER_DATA        the data directory when --data is not given
+  BLOCKXFER_KEY_FILE    the key file when --key-file is not given (serve: else DATA/blockd.key)
+  BLOCKXFER_PLUGIN_DIR  the plugin directory when --plugin-dir is not given
+                        (default: blockd's directory, or ../lib/blockxfer/plugins beside it)
 `
 
 func main() {
@@ -69,6 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = keygen(args[1:], stderr)
 	case "doctor":
 		err = cli.Doctor(ctx, "blockd doctor", args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		err = cli.Version("blockd", args[1:], stdout, stderr)
+	case "completion":
+		err = cli.Completion("blockd", commands(), args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -142,7 +142,7 @@ func TestPrintScrubReport(t *testing.T) {
 		Bad:     []ec.ShardFault{{Stripe: 3, Shard: 1, Server: "s2", Addr: "10.0.0.2:7070", Reason: ec.ReasonDown}},
 		Repairs: []ec.Repair{{Server: ec.ManifestServer{ID: "s9", Addr: "10.0.0.9:7070", Generation: 1}, Replaced: &lost, Rebuilt: 1}}}
 	var b bytes.Buffer
-	if err := printScrubReport(&b, rep, false); err != nil {
+	if err := printScrubReport(&b, rep, ec.ManifestSource{File: "m"}, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{

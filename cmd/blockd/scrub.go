@@ -54,7 +54,11 @@ func parseScrubFlags(args []string, stderr io.Writer) (*scrubFlags, error) {
 	if len(pos) == 1 {
 		f.src.Volume = pos[0]
 	}
-	f.spares = cli.SplitList(*spares)
+	sp, err := cli.AddrList(*spares) // HOST means HOST:7070
+	if err != nil {
+		return nil, cli.UsageErr(fmt.Errorf("--spare: %w", err))
+	}
+	f.spares = cli.SplitList(sp)
 	return &f, nil
 }
 
@@ -103,7 +107,7 @@ func scrub(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if rep != nil {
-		if err := printScrubReport(stdout, rep, f.asJSON); err != nil {
+		if err := printScrubReport(stdout, rep, f.src, f.asJSON); err != nil {
 			return err
 		}
 	}
@@ -119,10 +123,36 @@ func scrubDialer(key []byte, p memory.Provider, log *slog.Logger) ec.Dialer {
 	}
 }
 
+// scrubJSON is what `blockd scrub --json` prints (docs/json.md).
+type scrubJSON struct {
+	Volume        string            `json:"volume"`
+	Manifest      string            `json:"manifest"` // file, or etcd:ENDPOINTS
+	Generation    uint64            `json:"generation"`
+	CheckedShards int64             `json:"checked_shards"`
+	Bad           []ec.ShardFault   `json:"bad"`
+	Repairs       []scrubRepairJSON `json:"repairs"`
+}
+
+// scrubRepairJSON is one server's repair: Replaced is the lost server it
+// took the place of, nil if it was repaired in place.
+type scrubRepairJSON struct {
+	Server        ec.ManifestServer  `json:"server"`
+	Replaced      *ec.ManifestServer `json:"replaced"`
+	RebuiltShards int64              `json:"rebuilt_shards"`
+}
+
 // printScrubReport prints what scrub found and did, as JSON or as text.
-func printScrubReport(w io.Writer, rep *ec.ScrubReport, asJSON bool) error {
+func printScrubReport(w io.Writer, rep *ec.ScrubReport, src ec.ManifestSource, asJSON bool) error {
 	if asJSON {
-		return cli.WriteJSON(w, rep)
+		j := scrubJSON{Volume: rep.Volume, Manifest: src.File, Generation: rep.Generation, CheckedShards: rep.Checked,
+			Bad: append([]ec.ShardFault{}, rep.Bad...), Repairs: []scrubRepairJSON{}}
+		if src.File == "" {
+			j.Manifest = "etcd:" + src.Etcd
+		}
+		for _, r := range rep.Repairs {
+			j.Repairs = append(j.Repairs, scrubRepairJSON{Server: r.Server, Replaced: r.Replaced, RebuiltShards: r.Rebuilt})
+		}
+		return cli.WriteJSON(w, j)
 	}
 	fmt.Fprintf(w, "scrubbed %s: %d shards checked, %d bad, %d shard volumes rebuilt, generation %d\n",
 		rep.Volume, rep.Checked, len(rep.Bad), len(rep.Repairs), rep.Generation)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -66,8 +67,8 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	c := &serveConfig{maxInflight: 256 << 20, txPool: 64 << 20}
 	fs := flag.NewFlagSet("blockd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.dataDir, "data", "", "data directory holding catalog.db and volumes/ (required)")
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:7070", "address for control and data connections")
+	cli.DataDirFlag(fs, &c.dataDir, "data directory holding catalog.db and volumes/")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:"+cli.DefaultPort, "address for control and data connections: HOST[:PORT], port "+cli.DefaultPort+" if left out")
 	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default DATA/"+defaultKeyName+" or $"+cli.KeyEnv+")")
 	fs.StringVar(&c.metricsAddr, "metrics", "", "address to serve Prometheus /metrics on (off if empty)")
 	fs.StringVar(&c.name, "name", "", "server name shown to clients (default hostname)")
@@ -87,7 +88,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.devmem, "devmem", "auto", "devmem send: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
 	fs.StringVar(&c.devmemIf, "devmem-if", "", "NIC to send devmem on (default: the one owning the --listen address)")
 	fs.StringVar(&c.txProvider, "tx-provider", "udmabuf", "provider plugin whose dmabuf holds the devmem TX pool")
-	fs.StringVar(&c.pluginDir, "plugin-dir", "", "plugin directory (default $"+cli.PluginDirEnv+" or blockd's own directory)")
+	fs.StringVar(&c.pluginDir, "plugin-dir", "", cli.PluginDirHelp)
 	fs.Var(&c.txPool, "tx-pool", "devmem TX buffer pool size")
 	c.cluster.addFlags(fs)
 	if _, err := cli.Parse(fs, args, 0, "--data DIR --listen ADDR"); err != nil {
@@ -97,7 +98,10 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil, cli.UsageErr(err)
 	}
 	if c.dataDir == "" {
-		return nil, cli.UsageErr(errors.New("--data is required"))
+		return nil, cli.UsageErr(cli.ErrNoDataDir)
+	}
+	if err := c.defaultPorts(); err != nil {
+		return nil, cli.UsageErr(err)
 	}
 	for _, v := range []struct {
 		name string
@@ -146,10 +150,16 @@ func writeReadyFile(path, addr string) error {
 
 // loadKey reads --key-file, by default DATA/blockd.key unless
 // $BLOCKXFER_KEY_FILE names one.
+// A missing default key gets the command that creates it.
 func (c *serveConfig) loadKey() ([]byte, error) {
 	kf := c.keyFile
 	if kf == "" && os.Getenv(cli.KeyEnv) == "" {
 		kf = filepath.Join(c.dataDir, defaultKeyName)
+		if _, err := os.Stat(kf); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no key: %s does not exist; create it with 'blockd keygen -o %s' "+
+				"(clients need the same file: copy it to them, they read $%s or --key-file), or pass --key-file FILE",
+				kf, cli.ShellQuote(kf), cli.KeyEnv)
+		}
 	}
 	return cli.LoadKey(kf)
 }
@@ -215,7 +225,8 @@ func runServer(ctx context.Context, c *serveConfig, stderr io.Writer, ready func
 	if err != nil {
 		return err
 	}
-	c.log.Info("serving", "addr", l.Addr().String(), "data", c.dataDir, "volumes", len(vols), "transport", path.Transport.Name())
+	c.log.Info("serving", "addr", l.Addr().String(), "data", c.dataDir, "volumes", len(vols), "transport", path.Transport.Name(),
+		"version", buildInfo.Version, "revision", buildInfo.ShortRev())
 	if path.FallbackReason != "" {
 		c.log.Warn("devmem unavailable, sending with tcp", "reason", path.FallbackReason)
 	}
@@ -266,6 +277,7 @@ func newRegistry(path *choose.ServerPath) *prometheus.Registry {
 	}, []string{"transport", "fallback_reason"})
 	info.WithLabelValues(path.Transport.Name(), path.FallbackReason).Set(1)
 	reg.MustRegister(info)
+	registerBuildInfo(reg)
 	return reg
 }
 

@@ -49,7 +49,7 @@ type volumeFlags struct {
 func newVolumeFlags(sub string, stderr io.Writer) *volumeFlags {
 	f := &volumeFlags{FlagSet: flag.NewFlagSet("blockd volume "+sub, flag.ContinueOnError)}
 	f.SetOutput(stderr)
-	f.StringVar(&f.dataDir, "data", "", "data directory (required)")
+	cli.DataDirFlag(f.FlagSet, &f.dataDir, "data directory")
 	return f
 }
 
@@ -63,7 +63,7 @@ func (f *volumeFlags) parse(args []string, want int, usage string) ([]string, er
 // open opens the catalog in --data.
 func (f *volumeFlags) open(readOnly bool) (*catalog.Store, error) {
 	if f.dataDir == "" {
-		return nil, cli.UsageErr(errors.New("--data is required"))
+		return nil, cli.UsageErr(cli.ErrNoDataDir)
 	}
 	return catalog.OpenStore(f.dataDir, &catalog.Options{ReadOnly: readOnly})
 }
@@ -145,9 +145,9 @@ func volumeList(_ context.Context, fs *volumeFlags, args []string, stdout, _ io.
 		return err
 	}
 	if *asJSON {
-		out := make([]volumeJSON, len(vols))
+		out := volumeListJSON{DataDir: fs.dataDir, Volumes: make([]volumeJSON, len(vols))}
 		for i, v := range vols {
-			out[i] = toJSON(v, false)
+			out.Volumes[i] = toJSON(v)
 		}
 		return cli.WriteJSON(stdout, out)
 	}
@@ -178,7 +178,10 @@ func volumeInspect(ctx context.Context, fs *volumeFlags, args []string, stdout, 
 	if err != nil {
 		return err
 	}
-	out := toJSON(v, true)
+	out := inspectJSON{DataDir: fs.dataDir, Volume: volumeDetail{volumeJSON: toJSON(v), CRCs: []string{}}}
+	for _, c := range v.CRCs {
+		out.Volume.CRCs = append(out.Volume.CRCs, fmt.Sprintf("%08x", c))
+	}
 	if *verify {
 		bar := cli.NewBar(stderr, v.Size, "verify "+v.Name)
 		bad, err := s.Verify(ctx, v.Name, catalog.WithProgress(bar.Progress))
@@ -218,41 +221,55 @@ func volumeRemove(ctx context.Context, fs *volumeFlags, args []string, stdout, _
 	return nil
 }
 
+// volumeListJSON is what `blockd volume list --json` prints (docs/json.md).
+type volumeListJSON struct {
+	DataDir string       `json:"data_dir"`
+	Volumes []volumeJSON `json:"volumes"`
+}
+
+// inspectJSON is what `blockd volume inspect --json` prints: Verified
+// says whether --verify re-read every extent, and BadExtents, nil without
+// --verify, lists those that failed their CRC-32C.
+type inspectJSON struct {
+	DataDir    string       `json:"data_dir"`
+	Volume     volumeDetail `json:"volume"`
+	Verified   bool         `json:"verified"`
+	BadExtents []int        `json:"bad_extents"`
+}
+
 // volumeJSON is a volume as `blockd volume list|inspect --json` print it.
 type volumeJSON struct {
-	Name       string    `json:"name"`
-	Size       int64     `json:"size"`
-	ExtentSize int64     `json:"extent_size"`
-	Extents    int       `json:"extents"`
-	Generation uint64    `json:"generation"`
-	Backing    string    `json:"backing"`
-	Owned      bool      `json:"owned"`
-	Created    time.Time `json:"created"`
-	CRCs       []string  `json:"crc32c,omitempty"`
-	Verified   bool      `json:"verified,omitempty"`
-	BadExtents []int     `json:"bad_extents,omitempty"`
+	Name            string    `json:"name"`
+	SizeBytes       int64     `json:"size_bytes"`
+	ExtentSizeBytes int64     `json:"extent_size_bytes"`
+	Extents         int       `json:"extents"`
+	Generation      uint64    `json:"generation"`
+	Backing         string    `json:"backing"`
+	Owned           bool      `json:"owned"`
+	Created         time.Time `json:"created"`
 }
 
-func toJSON(v *catalog.Volume, crcs bool) volumeJSON {
-	j := volumeJSON{Name: v.Name, Size: v.Size, ExtentSize: v.ExtentSize, Extents: v.Extents(),
+// volumeDetail is a volume with its extents' CRC-32C, 8 hex digits each.
+type volumeDetail struct {
+	volumeJSON
+	CRCs []string `json:"crc32c"`
+}
+
+func toJSON(v *catalog.Volume) volumeJSON {
+	return volumeJSON{Name: v.Name, SizeBytes: v.Size, ExtentSizeBytes: v.ExtentSize, Extents: v.Extents(),
 		Generation: v.Generation, Backing: v.Backing, Owned: v.Owned, Created: v.Created}
-	if crcs {
-		for _, c := range v.CRCs {
-			j.CRCs = append(j.CRCs, fmt.Sprintf("%08x", c))
-		}
-	}
-	return j
 }
 
-func printVolume(w io.Writer, v volumeJSON) {
+func printVolume(w io.Writer, out inspectJSON) {
+	v := out.Volume
 	fmt.Fprintf(w, "name:        %s\nsize:        %d (%s)\nextent size: %s\nextents:     %d\ngeneration:  %d\nbacking:     %s (owned: %v)\ncreated:     %s\n",
-		v.Name, v.Size, cli.FormatBytes(float64(v.Size)), cli.FormatBytes(float64(v.ExtentSize)), v.Extents,
+		v.Name, v.SizeBytes, cli.FormatBytes(float64(v.SizeBytes)), cli.FormatBytes(float64(v.ExtentSizeBytes)), v.Extents,
 		v.Generation, v.Backing, v.Owned, v.Created.Format(time.RFC3339))
-	if v.Verified {
-		if len(v.BadExtents) == 0 {
+	if out.Verified {
+		if len(out.BadExtents) == 0 {
 			fmt.Fprintf(w, "verify:      all %d extents match their crc32c\n", v.Extents)
 		} else {
-			fmt.Fprintf(w, "verify:      BAD extents %v\n", v.BadExtents)
+			fmt.Fprintf(w, "verify:      BAD extents %v\n", out.BadExtents)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -144,6 +145,9 @@ var units = []struct {
 	{"B", 1},
 }
 
+// wantSize says what a byte count looks like.
+const wantSize = "want a byte count such as 4096, 64KiB or 1GiB"
+
 // ParseSize parses a byte count such as "4096", "64KiB", "256M" or "1GiB"
 // (single-letter suffixes are binary).
 func ParseSize(s string) (int64, error) {
@@ -157,7 +161,7 @@ func ParseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q: want a byte count such as 4096, 64KiB or 1GiB", s)
+		return 0, fmt.Errorf("bad size %q: %s", s, wantSize)
 	}
 	if n > math.MaxInt64/mult {
 		return 0, fmt.Errorf("size %q too large", s)
@@ -186,11 +190,18 @@ type SizeFlag int64
 // String implements flag.Value.
 func (s *SizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
 
-// Set implements flag.Value.
+// Set implements flag.Value. Its error says what value the flag wants;
+// the caller names the flag and the value.
 func (s *SizeFlag) Set(v string) error {
 	n, err := ParseSize(v)
 	*s = SizeFlag(n)
-	return err
+	if err != nil {
+		if strings.Contains(err.Error(), "too large") {
+			return errors.New("too large")
+		}
+		return errors.New(wantSize)
+	}
+	return nil
 }
 
 // Parse parses args with fs, allowing flags after positional arguments, and
@@ -203,9 +214,13 @@ func Parse(fs *flag.FlagSet, args []string, want int, usage string) ([]string, e
 // ParseRange is Parse for commands taking between lo and hi positional
 // arguments.
 func ParseRange(fs *flag.FlagSet, args []string, lo, hi int, usage string) ([]string, error) {
+	if len(args) == 1 && args[0] == describeArg {
+		return nil, &describedError{fs: fs, usage: usage} // see DescribeFlags
+	}
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		// A mistake is one *FlagError; the flag package prints nothing.
+		if err := parseFlags(fs, args); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
@@ -215,7 +230,7 @@ func ParseRange(fs *flag.FlagSet, args []string, lo, hi int, usage string) ([]st
 		args = fs.Args()[1:]
 	}
 	if len(pos) < lo || len(pos) > hi {
-		return nil, fmt.Errorf("usage: %s %s", fs.Name(), usage)
+		return nil, &FlagError{Cmd: fs.Name(), Err: fmt.Errorf("usage: %s %s", fs.Name(), usage)}
 	}
 	return pos, nil
 }
@@ -228,6 +243,7 @@ func NewLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad log level %q", level)
 	}
 	opts := &slog.HandlerOptions{Level: lv}
+	w = barSafe{w} // a log line never shares a progress bar's line
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil

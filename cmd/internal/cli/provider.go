@@ -18,8 +18,20 @@ import (
 // PluginDirEnv names the environment variable with the plugin directory.
 const PluginDirEnv = "BLOCKXFER_PLUGIN_DIR"
 
+// PluginLibDir is where scripts/install.sh puts the plugins, relative to
+// the directory it puts blockd and blockcat in: PREFIX/bin and
+// PREFIX/lib/blockxfer/plugins.
+const PluginLibDir = "../lib/blockxfer/plugins"
+
+// PluginDirHelp describes --plugin-dir's default.
+const PluginDirHelp = "plugin directory (default $" + PluginDirEnv + ")\n" +
+	"without it: the binary's own directory or " + PluginLibDir + " beside it,\n" +
+	"whichever holds blockxfer-provider-* plugins"
+
 // PluginDir is where plugins are looked for: --plugin-dir, then
-// $BLOCKXFER_PLUGIN_DIR, then the directory blockcat itself is in.
+// $BLOCKXFER_PLUGIN_DIR, then the directory the running binary is in if it
+// holds a plugin, else ../lib/blockxfer/plugins beside it if that does (the
+// layout scripts/install.sh makes), else the binary's directory.
 func PluginDir(flagged string) string {
 	if flagged != "" {
 		return flagged
@@ -28,9 +40,21 @@ func PluginDir(flagged string) string {
 		return d
 	}
 	if exe, err := os.Executable(); err == nil {
-		return filepath.Dir(exe)
+		return defaultPluginDir(filepath.Dir(exe))
 	}
 	return "."
+}
+
+// defaultPluginDir returns the plugin directory of a binary in binDir: the
+// first of binDir and binDir/../lib/blockxfer/plugins that holds a plugin,
+// else binDir.
+func defaultPluginDir(binDir string) string {
+	for _, d := range []string{binDir, filepath.Join(binDir, PluginLibDir)} {
+		if paths, err := providers.Discover(d); err == nil && len(paths) > 0 {
+			return d
+		}
+	}
+	return binDir
 }
 
 // OpenProvider returns the provider named by --provider: "host" (built in),
