@@ -151,7 +151,13 @@ func (s *ServerPath) hardware(ctx context.Context, o ServerOptions) (*fallback, 
 	if err != nil {
 		return nil, err
 	}
-	s.Transport = &boundSend{SendTransport: txTransport(k, bind, pool, mem, buf.DmabufFD), ifname: ifc.Name}
+	// No SO_BINDTODEVICE on the accepted data connections: set after the
+	// connection exists it resets the socket's cached route, and kernels
+	// 6.16 and 6.17 without "net: devmem: refresh devmem TX dst in case of
+	// route invalidation" then fail the first devmem send with ENODEV. The
+	// kernel refuses a devmem send whose route leaves through another
+	// device than the binding's, so the bind added nothing.
+	s.Transport = txTransport(k, bind, pool, mem, buf.DmabufFD)
 	o.Logger.Info("devmem tx", "interface", ifc.Name, "binding", bind.ID(), "pool", o.PoolSize)
 	return nil, nil
 }
@@ -210,30 +216,4 @@ func (s *ServerPath) serverInterface(o ServerOptions) (*net.Interface, *fallback
 		return nil, fallbackf("no-interface", "%s", oneLine(err))
 	}
 	return ifc, loopback(ifc)
-}
-
-// boundSend binds each data connection to the devmem NIC before sending:
-// devmem TX through another device fails or drops silently.
-type boundSend struct {
-	*devmem.SendTransport
-	ifname string
-}
-
-func (b *boundSend) NewSender(conn net.Conn) (transport.Sender, error) {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		return nil, fmt.Errorf("devmem: data connection is not TCP")
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = bindToDevice(int(fd), b.ifname) }); err != nil {
-		return nil, err
-	}
-	if serr != nil {
-		return nil, fmt.Errorf("devmem: bind data connection to %s: %w", b.ifname, serr)
-	}
-	return b.SendTransport.NewSender(conn)
 }
