@@ -288,7 +288,7 @@ func ScanVolumes(dataDir string) ([]VolumeFile, []SkippedFile, error) {
 			continue
 		}
 		if !e.Type().IsRegular() {
-			skip(path, "not a regular file (%s)", kindOf(e.Type()))
+			skip(path, "not a regular file (%s)", FileKind(e.Type()))
 			continue
 		}
 		name, ok := strings.CutSuffix(base, volumeExt)

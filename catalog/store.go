@@ -660,16 +660,21 @@ func sizeOf(f *os.File) (int64, error) {
 	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
 		return deviceSize(f)
 	}
-	return 0, fmt.Errorf("is %s: %w", kindOf(m), errKind)
+	return 0, fmt.Errorf("is %s: %w", FileKind(m), errKind)
 }
 
-// kindOf names the kind of file m describes, for error messages.
-func kindOf(m os.FileMode) string {
+// FileKind names the kind of file m describes, for error messages: "a
+// directory", "a named pipe", ... ("a regular file" for one).
+func FileKind(m os.FileMode) string {
 	switch {
+	case m.IsRegular():
+		return "a regular file"
 	case m.IsDir():
 		return "a directory"
 	case m&os.ModeCharDevice != 0:
 		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
 	case m&os.ModeNamedPipe != 0:
 		return "a named pipe"
 	case m&os.ModeSocket != 0:

@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/blockxfer/blockxfer/catalog"
 )
 
 // KeyLen is the length of a generated pre-shared key in bytes.
@@ -105,7 +107,7 @@ func LoadKey(path string) ([]byte, error) {
 func checkKeyMode(path string, st os.FileInfo) error {
 	m := st.Mode()
 	if !m.IsRegular() {
-		return fmt.Errorf("key file %s is not a regular file (%s): give the path of the file 'blockd keygen' wrote", path, fileKind(m))
+		return fmt.Errorf("key file %s is not a regular file (%s): give the path of the file 'blockd keygen' wrote", path, catalog.FileKind(m))
 	}
 	if runtime.GOOS == "windows" {
 		return nil // no Unix permission bits
@@ -118,21 +120,6 @@ func checkKeyMode(path string, st os.FileInfo) error {
 		return fmt.Errorf("key file %s is %s by others (mode %04o): run 'chmod 600 %s'", path, how, perm, ShellQuote(path))
 	}
 	return nil
-}
-
-// fileKind names the kind of file m describes.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m&os.ModeNamedPipe != 0:
-		return "a named pipe"
-	case m&os.ModeSocket != 0:
-		return "a socket"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	}
-	return fmt.Sprintf("of type %v", m.Type())
 }
 
 var units = []struct {
