@@ -282,24 +282,16 @@ func (s *Store) AddBlocks(ctx context.Context, name string, opts ...OpOption) (*
 	if s.cat.readOnly {
 		return nil, fmt.Errorf("catalog: %s %q: %w", op, name, ErrReadOnly)
 	}
-	f, v, err := s.open(op, name)
+	cur, err := s.cat.get(op, name)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	if b, err := s.cat.Blocks(name, v.Generation); err != nil || b != nil {
+	if b, err := s.cat.Blocks(name, cur.Generation); err != nil || b != nil {
 		return b, err
 	}
-	sum, err := pump(ctx, v.Size, v.ExtentSize, newOpConfig(opts),
-		func(p []byte) error { return readFull(f, p) }, nil)
+	v, sum, bad, err := s.reread(ctx, op, name, opts)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: %s %q: backing %s: %w", op, name, v.Backing, err)
-	}
-	var bad []int
-	for i, c := range sum.extents {
-		if c != v.CRCs[i] {
-			bad = append(bad, i)
-		}
+		return nil, err
 	}
 	if len(bad) > 0 {
 		return nil, fmt.Errorf("catalog: %s %q: extents %v no longer match their stored crc32c, so no block CRCs were stored: %w",

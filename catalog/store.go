@@ -623,23 +623,31 @@ func (s *Store) open(op, name string) (*os.File, *Volume, error) {
 // (nil if all match). Errors opening the backing are those of [Store.Open];
 // a read error or cancelled ctx stops it with an error.
 func (s *Store) Verify(ctx context.Context, name string, opts ...OpOption) (bad []int, err error) {
-	const op = "verify"
+	_, _, bad, err = s.reread(ctx, "verify", name, opts)
+	return bad, err
+}
+
+// reread reads the named volume's backing once, computing its CRCs, and
+// returns the volume, the CRCs, and the extents whose CRC no longer matches
+// the stored one. Errors opening the backing are those of [Store.Open].
+func (s *Store) reread(ctx context.Context, op, name string, opts []OpOption) (*Volume, sums, []int, error) {
 	f, v, err := s.open(op, name)
 	if err != nil {
-		return nil, err
+		return nil, sums{}, nil, err
 	}
 	defer f.Close()
 	sum, err := pump(ctx, v.Size, v.ExtentSize, newOpConfig(opts),
 		func(p []byte) error { return readFull(f, p) }, nil)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: %s %q: backing %s: %w", op, name, v.Backing, err)
+		return nil, sums{}, nil, fmt.Errorf("catalog: %s %q: backing %s: %w", op, name, v.Backing, err)
 	}
+	var bad []int
 	for i, c := range sum.extents {
 		if c != v.CRCs[i] {
 			bad = append(bad, i)
 		}
 	}
-	return bad, nil
+	return v, sum, bad, nil
 }
 
 // errKind is wrapped by sizeOf for a file that is neither a regular file nor
