@@ -111,8 +111,10 @@ func deleteBlocks(tx *bolt.Tx, name string) error {
 }
 
 // blocksProblem returns why v.Blocks cannot describe v, or "".
-func (v *Volume) blocksProblem() string {
-	b := v.Blocks
+func (v *Volume) blocksProblem() string { return v.blocksFit(v.Blocks) }
+
+// blocksFit returns why b cannot be v's block CRCs, or "".
+func (v *Volume) blocksFit(b *Blocks) string {
 	switch {
 	case b.Size != BlockSizeFor(v.ExtentSize):
 		return fmt.Sprintf("block size %d, want %d for extents of %d", b.Size, BlockSizeFor(v.ExtentSize), v.ExtentSize)

@@ -34,7 +34,7 @@ func (v *Volume) RangeCRC(r io.ReaderAt, off, n int64, b *Blocks) (uint32, error
 	if off == extOff && n == extLen {
 		return v.CRCs[i], nil
 	}
-	if b != nil && (&Volume{Size: v.Size, ExtentSize: v.ExtentSize, Blocks: b}).blocksProblem() == "" {
+	if b != nil && v.blocksFit(b) == "" {
 		return v.rangeCRCBlocks(r, off, n, b)
 	}
 	bp := rangeBufs.Get().(*[]byte)
