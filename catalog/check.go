@@ -57,9 +57,7 @@ func (c *Catalog) Check() error {
 				return nil
 			}
 			if v := vols[string(k)]; v != nil && v.Generation == gen {
-				cp := *v
-				cp.Blocks = b
-				if p := cp.blocksProblem(); p != "" {
+				if p := v.blocksFit(b); p != "" {
 					problems = append(problems, fmt.Errorf("block CRCs of %q: %s: %w", k, p, ErrCorrupt))
 				}
 			}
