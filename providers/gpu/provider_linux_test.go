@@ -94,6 +94,13 @@ func openFDs(t *testing.T) int {
 // TestDrivers runs the same checks against the stand-in driver and, where
 // one is installed, the real libcuda.so.1.
 func TestDrivers(t *testing.T) {
+	eachDriver(t, func(t *testing.T, p *providers.Plugin, fake bool) { testProvider(t, p, fake) })
+}
+
+// eachDriver runs test on the GPU plugin loaded with the stand-in driver
+// and, where one is installed, with the real libcuda.so.1 (skipped, with
+// the reason, where there is none).
+func eachDriver(t *testing.T, test func(t *testing.T, p *providers.Plugin, fake bool)) {
 	for _, d := range []struct {
 		name string
 		env  []string
@@ -109,7 +116,7 @@ func TestDrivers(t *testing.T) {
 				}
 				t.Fatalf("fake driver unusable: %s", why)
 			}
-			testProvider(t, p, d.name == "fake")
+			test(t, p, d.name == "fake")
 		})
 	}
 }
