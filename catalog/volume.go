@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"path/filepath"
@@ -183,6 +184,15 @@ func checkGeometry(size, extentSize int64) string {
 			size, extentSize, MaxExtents)
 	}
 	return ""
+}
+
+// CheckGeometry returns an error saying why size and extentSize cannot
+// describe a volume, or nil if they can.
+func CheckGeometry(size, extentSize int64) error {
+	if p := checkGeometry(size, extentSize); p != "" {
+		return errors.New(p)
+	}
+	return nil
 }
 
 // problem returns why v cannot be stored, or "". It does not check the name;

@@ -215,9 +215,10 @@ func (c *Cluster) PutManifest(ctx context.Context, m *Manifest) error {
 		return err
 	}
 	key := c.manifestKey(m.Name)
-	var cmp clientv3.Cmp
+	// A replicated volume may not have the name either.
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.Version(c.replicasKey(m.Name)), "=", 0)}
 	if m.Generation <= 1 {
-		cmp = clientv3.Compare(clientv3.Version(key), "=", 0)
+		cmps = append(cmps, clientv3.Compare(clientv3.Version(key), "=", 0))
 	} else {
 		old, rev, err := c.getManifest(ctx, m.Name)
 		if err != nil {
@@ -226,14 +227,15 @@ func (c *Cluster) PutManifest(ctx context.Context, m *Manifest) error {
 		if old.Generation != m.Generation-1 {
 			return fmt.Errorf("ec: put manifest %s generation %d: stored generation is %d: %w", m.Name, m.Generation, old.Generation, ErrConflict)
 		}
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", rev))
 	}
-	resp, err := c.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(b))).Commit()
+	resp, err := c.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(b))).Commit()
 	if err != nil {
 		return fmt.Errorf("ec: put manifest %s: %w", m.Name, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("ec: put manifest %s generation %d: %w", m.Name, m.Generation, ErrConflict)
+		return fmt.Errorf("ec: put manifest %s generation %d: changed meanwhile, or a replicated volume has that name: %w",
+			m.Name, m.Generation, ErrConflict)
 	}
 	return nil
 }

@@ -403,6 +403,9 @@ func unexpected(m blockproto.Msg, want string) error {
 // Server returns the name the server gave in its handshake.
 func (s *Session) Server() string { return s.server }
 
+// Addr returns the address the session was dialled at.
+func (s *Session) Addr() string { return s.addr }
+
 // ServerTransport returns the transport the server sends with.
 func (s *Session) ServerTransport() string { return s.serverSend }
 

@@ -197,6 +197,35 @@ func TestFetchWholeVolume(t *testing.T) {
 	}
 }
 
+// TestOnExtentError: an error from OnExtent fails the request with it, and
+// the session stays usable.
+func TestOnExtentError(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 4<<20, 256<<10)
+	c := e.client(nil)
+	buf, mem := c.alloc(t, int64(len(want)))
+	disk := errors.New("disk full")
+	var calls atomic.Int32
+	h := c.Submit(context.Background(), []engine.Request{{Volume: "vol", Length: int64(len(want)), Dst: buf,
+		OnExtent: func(engine.ExtentTiming) error {
+			calls.Add(1)
+			return disk
+		}}})[0]
+	r := h.Result()
+	if r.State != engine.StateFailed || !errors.Is(r.Err, disk) {
+		t.Fatalf("read whose OnExtent failed: state %v, err %v; want failed with the callback's error", r.State, r.Err)
+	}
+	if calls.Load() == 0 {
+		t.Fatal("OnExtent was never called")
+	}
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{{Length: int64(len(want))}}, buf); err != nil {
+		t.Fatalf("the session after a failed OnExtent: %v", err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("bytes differ")
+	}
+}
+
 func TestRandomRangesBatch(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	want := e.volume("vol", 4<<20, 64<<10)
@@ -989,12 +1018,35 @@ func TestClientResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	mem, _ := p.Bytes(buf.ID)
-	res, err := cl.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf)
+	// Each extent is reported once it landed, with its bytes in place.
+	var (
+		mu       sync.Mutex
+		reported = make(map[int64]int)
+	)
+	onExtent := func(x engine.ExtentTiming) error {
+		if !bytes.Equal(mem[x.VolumeOffset:x.VolumeOffset+x.Length], want[x.VolumeOffset:x.VolumeOffset+x.Length]) {
+			t.Errorf("extent at %d reported before its bytes landed", x.VolumeOffset)
+		}
+		mu.Lock()
+		reported[x.VolumeOffset]++
+		mu.Unlock()
+		return nil
+	}
+	res, err := cl.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf,
+		&engine.ReadOptions{OnExtent: onExtent})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(mem, want) {
 		t.Fatal("resumed read: bytes differ")
+	}
+	if len(reported) != len(want)/(64<<10) {
+		t.Errorf("%d extents reported, want %d", len(reported), len(want)/(64<<10))
+	}
+	for off, n := range reported {
+		if n != 1 {
+			t.Errorf("extent at %d reported %d times, want once: the kept extents are not read again", off, n)
+		}
 	}
 	if res[0].Reconnects != 1 || res[0].VerifiedExtents != 128 || res[0].Bytes != int64(len(want)) {
 		t.Fatalf("result: %d reconnects, %d verified extents, %d bytes; want 1, 128, %d",
@@ -1013,7 +1065,7 @@ func TestClientResumes(t *testing.T) {
 	tr.mu.Unlock()
 	cl2 := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Backoff: time.Millisecond})
 	defer cl2.Close()
-	_, err = cl2.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf)
+	_, err = cl2.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: int64(len(want))}}, buf, nil)
 	if !errors.Is(err, engine.ErrVolumeReplaced) {
 		t.Fatalf("read across a replace: %v, want ErrVolumeReplaced", err)
 	}
@@ -1022,8 +1074,78 @@ func TestClientResumes(t *testing.T) {
 	e.srv.Close()
 	cl3 := engine.NewClient(e.addr, cfg, engine.ResumeOptions{Attempts: 2, Backoff: time.Millisecond})
 	defer cl3.Close()
-	_, err = cl3.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: 4096}}, buf)
-	if err == nil || !strings.Contains(err.Error(), "after 2 reconnects") || !strings.Contains(err.Error(), "1: ") || !strings.Contains(err.Error(), "2: ") {
+	_, err = cl3.Read(context.Background(), "vol", []engine.Range{{Offset: 0, Length: 4096}}, buf, nil)
+	if err == nil || !strings.Contains(err.Error(), "after 2 attempts to reconnect") || !strings.Contains(err.Error(), "1: ") || !strings.Contains(err.Error(), "2: ") {
 		t.Fatalf("server gone: %v, want an error naming both attempts", err)
+	}
+}
+
+// TestFailoverClient: a read from a holder that dies under it resumes from
+// the next holder, where the bytes stopped, and stays there; a holder
+// whose copy has another generation than the recorded one is never read.
+func TestFailoverClient(t *testing.T) {
+	tr := &crashing{}
+	tr.left.Store(20)
+	a := newEnv(t, envOpts{transport: tr})
+	b := newEnv(t, envOpts{})
+	want := a.volume("vol", 8<<20, 64<<10)
+	if _, err := b.store.Write(context.Background(), "vol", int64(len(want)), 64<<10, bytes.NewReader(want), false); err != nil {
+		t.Fatal(err)
+	}
+	stat := func(e *env) uint64 {
+		v, err := e.store.Get("vol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Generation
+	}
+	// A dies for good: its listener is gone before the client re-dials.
+	tr.onCrash = func() {
+		go a.srv.Close()
+		for {
+			c, err := net.Dial("tcp", a.addr)
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}
+	p := hostmem.New()
+	defer p.Close()
+	cfg := engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 2}
+	holders := []engine.Holder{{Addr: a.addr, Generation: stat(a)}, {Addr: b.addr, Generation: stat(b)}}
+	cl := engine.NewFailoverClient(holders, cfg, engine.ResumeOptions{Backoff: time.Millisecond})
+	defer cl.Close()
+	buf, err := p.Alloc(context.Background(), int64(len(want)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := p.Bytes(buf.ID)
+	res, err := cl.Read(context.Background(), "vol", []engine.Range{{Length: int64(len(want))}}, buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem, want) {
+		t.Fatal("bytes read across a failover differ")
+	}
+	rc := cl.Reconnects()
+	if res[0].Reconnects != 1 || len(rc) != 1 || rc[0].Addr != b.addr {
+		t.Fatalf("failover: %d reconnects %+v, want one, to %s", res[0].Reconnects, rc, b.addr)
+	}
+	if s, err := cl.Session(context.Background()); err != nil || s.Addr() != b.addr {
+		t.Fatalf("session after failover: %v, want one with %s", err, b.addr)
+	}
+	if _, err := cl.Read(context.Background(), "vol", []engine.Range{{Length: 4096}}, buf, nil); err != nil {
+		t.Fatalf("a read after the failover: %v", err)
+	}
+	if n := len(cl.Reconnects()); n != 1 {
+		t.Fatalf("%d reconnects after a read from the holder that works; want it kept", n)
+	}
+
+	// A copy of another generation than recorded: refused.
+	stale := engine.NewFailoverClient([]engine.Holder{{Addr: b.addr, Generation: stat(b) + 1}}, cfg, engine.ResumeOptions{})
+	defer stale.Close()
+	if _, err := stale.Read(context.Background(), "vol", []engine.Range{{Length: 4096}}, buf, nil); !errors.Is(err, engine.ErrVolumeReplaced) {
+		t.Fatalf("a holder of another generation: %v, want ErrVolumeReplaced", err)
 	}
 }

@@ -29,6 +29,16 @@ type Request struct {
 	Length int64
 	Dst    memory.Buffer
 	DstOff int64
+	// OnExtent, when set, is called as each extent of the request lands
+	// whole (and was checked, where the session checks), before the
+	// request ends, with its bytes at DstOff+(VolumeOffset-Offset) of Dst
+	// and Dst still reserved for the call: the caller can use the bytes at
+	// once, for example write them to a file, overlapping the rest of the
+	// read. It runs on the goroutine of the extent's data connection, so
+	// extents of different connections are reported concurrently and out
+	// of order, and a slow OnExtent slows that connection. An error fails
+	// the request with it.
+	OnExtent func(ExtentTiming) error
 }
 
 // Handle follows one submitted request.
@@ -84,9 +94,11 @@ type request struct {
 	dstOff int64
 	offset int64
 	length int64
-	done   chan struct{}
-	placed atomic.Int64
-	stop   func() bool // stops the context watcher
+	// onExtent is Request.OnExtent.
+	onExtent func(ExtentTiming) error
+	done     chan struct{}
+	placed   atomic.Int64
+	stop     func() bool // stops the context watcher
 
 	mu         sync.Mutex
 	state      State // StatePending until the request ends
@@ -120,6 +132,8 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		offset: q.Offset,
 		length: q.Length,
 		done:   make(chan struct{}),
+
+		onExtent: q.OnExtent,
 		res: Result{
 			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
 			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason, ServerSend: s.serverSend,
@@ -302,6 +316,11 @@ func (r *request) serverDone(n int64, err *blockproto.Error) {
 		}
 		var e error = err
 		switch err.Code {
+		case blockproto.CodeCancelled:
+			// Not cancelled here (that ended the request already): the
+			// server cancelled it while closing the session, as when one
+			// of its data connections broke.
+			st, e = StateFailed, fmt.Errorf("%w: the server cancelled the read: %w", ErrSessionClosed, err)
 		case blockproto.CodeShuttingDown:
 			e = fmt.Errorf("%w: %w", ErrDraining, err)
 		case blockproto.CodeCorrupt:
@@ -495,10 +514,17 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 		}
 		r.release(0)
 	}
-	r.extentDone(ExtentTiming{
+	t := ExtentTiming{
 		VolumeOffset: int64(e.VolumeOffset), Length: total, DataConn: dc.index, Latency: time.Since(j.at), Verified: verified,
 		CRC32C: e.CRC32C,
-	}, spoilt)
+	}
+	if spoilt == nil && r.onExtent != nil && r.begin() {
+		if err := r.onExtent(t); err != nil {
+			spoilt = fmt.Errorf("engine: read %s: extent [%d,+%d): %w", r.res.Volume, e.VolumeOffset, e.Length, err)
+		}
+		r.release(0)
+	}
+	r.extentDone(t, spoilt)
 	return nil
 }
 

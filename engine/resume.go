@@ -41,19 +41,50 @@ var ErrVolumeReplaced = errors.New("volume replaced on the server while the read
 // or drained): a Read then re-issues only the bytes that did not land
 // checked (extents whose bytes arrived and passed their CRC are kept), with
 // bounded exponential back-off, until it completes, its context ends or its
-// attempts run out. A Client is safe for concurrent use.
+// attempts run out. A Client made by [NewFailoverClient] reads a volume
+// that several servers hold and fails over between them. A Client is safe
+// for concurrent use.
 type Client struct {
-	addr string
-	cfg  Config
-	opts ResumeOptions
+	holders []Holder
+	cfg     Config
+	opts    ResumeOptions
 
 	mu   sync.Mutex
+	cur  int // the holder dialled first
 	sess *Session
+	// lost says why the last session was let go of, until a new one is
+	// dialled; reconnects lists the re-dials that succeeded.
+	lost       string
+	reconnects []Reconnect
+	// closing follows the sessions the client let go of, which close in
+	// the background once their announced payload has landed.
+	closing sync.WaitGroup
 }
 
 // NewClient returns a Client for the blockd at addr. It dials the first
 // session lazily, on the first Read or Session call.
 func NewClient(addr string, cfg Config, opts ResumeOptions) *Client {
+	return NewFailoverClient([]Holder{{Addr: addr}}, cfg, opts)
+}
+
+// Holder is a server that holds a copy of the volume a failover Client
+// reads.
+type Holder struct {
+	Addr string
+	// Generation is the generation of the copy there, as recorded when it
+	// was written (0: learnt at the first Stat). A holder whose volume
+	// has another generation holds other bytes: a read that meets it
+	// fails with ErrVolumeReplaced.
+	Generation uint64
+}
+
+// NewFailoverClient returns a Client for one volume that several servers
+// hold, the same bytes under each one's own generation. It dials the
+// holders in order and keeps to the first that answers; when it loses that
+// one's session and cannot dial it again, it dials the next one at once, so
+// a read resumes from another holder where the bytes stopped, and stays
+// with it. Holders must not be empty.
+func NewFailoverClient(holders []Holder, cfg Config, opts ResumeOptions) *Client {
 	if opts.Attempts == 0 {
 		opts.Attempts = 10
 	}
@@ -63,35 +94,80 @@ func NewClient(addr string, cfg Config, opts ResumeOptions) *Client {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
-	return &Client{addr: addr, cfg: cfg, opts: opts}
+	return &Client{holders: slices.Clone(holders), cfg: cfg, opts: opts}
 }
 
 // Session returns the client's live session, dialling one if there is none
-// or the last one ended or is draining.
+// or the last one ended or is draining: the holder it last used first,
+// then the others in order.
 func (c *Client) Session(ctx context.Context) (*Session, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.sess != nil && c.sess.Err() == nil && !c.sess.Draining() {
 		return c.sess, nil
 	}
-	if c.sess != nil {
-		go c.sess.Close() // lets announced payload land, then ends
-		c.sess = nil
-	}
-	s, err := Dial(ctx, c.addr, c.cfg)
-	if err != nil {
-		if errors.Is(err, ErrAuth) || ctx.Err() != nil {
+	if old := c.sess; old != nil && c.opts.Attempts < 0 {
+		// Resuming is off: a lost session stays lost.
+		if err := old.Err(); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %w", errDial, err)
+		return nil, fmt.Errorf("engine: %s: %w", old.addr, ErrDraining)
 	}
-	c.sess = s
-	return s, nil
+	if old := c.sess; old != nil {
+		c.lost = "the server is shutting down"
+		if err := old.Err(); err != nil {
+			c.lost = err.Error()
+		}
+		c.closing.Go(func() { old.Close() }) // lets announced payload land, then ends
+		c.sess = nil
+	}
+	var errs []error
+	for i := range c.holders {
+		h := (c.cur + i) % len(c.holders)
+		addr := c.holders[h].Addr
+		s, err := Dial(ctx, addr, c.cfg)
+		if err != nil {
+			if ctx.Err() != nil || (errors.Is(err, ErrAuth) && len(c.holders) == 1) {
+				return nil, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if c.lost != "" {
+			c.reconnects = append(c.reconnects, Reconnect{At: time.Now(), Cause: c.lost, Addr: addr})
+			c.logger().Info("reconnected", "server", addr, "after", c.lost)
+			c.lost = ""
+		}
+		c.cur, c.sess = h, s
+		return s, nil
+	}
+	return nil, &dialError{errors.Join(errs...)}
 }
 
-// errDial marks a failed dial other than a refused key: the server may be
-// restarting, so a Read tries again.
-var errDial = errors.New("dial")
+// Reconnect is a session a [Client] dialled again after it lost one.
+type Reconnect struct {
+	At time.Time
+	// Cause says why the session it replaced ended.
+	Cause string
+	// Addr is the server dialled: another holder after a failover.
+	Addr string
+}
+
+// Reconnects returns the sessions the client dialled again so far, oldest
+// first.
+func (c *Client) Reconnects() []Reconnect {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.reconnects)
+}
+
+// dialError is a failed dial of every holder: a server may be restarting,
+// so a Read tries again (unless one refused the key). Its message is the
+// dials'.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
 
 // logger returns the configured logger or one that discards.
 func (c *Client) logger() *slog.Logger {
@@ -101,16 +177,19 @@ func (c *Client) logger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// Close closes the client's session.
+// Close closes the client's session and waits for the sessions it let go
+// of to end.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	s := c.sess
 	c.sess = nil
 	c.mu.Unlock()
-	if s == nil {
-		return nil
+	var err error
+	if s != nil {
+		err = s.Close()
 	}
-	return s.Close()
+	c.closing.Wait()
+	return err
 }
 
 // piece is part of one of a Read's ranges still to fetch.
@@ -120,11 +199,29 @@ type piece struct {
 	dstOff int64
 }
 
+// ReadOptions are the optional parts of a [Client.Read]; the zero value
+// asks for none.
+type ReadOptions struct {
+	// Generation is the volume's generation as the caller learnt it from
+	// a Stat just before (0: unknown), so that the first attempt needs no
+	// Stat of its own. After a reconnect the read checks the generation
+	// again: a volume replaced meanwhile fails the read with
+	// ErrVolumeReplaced (or starts it over, under ResumeOptions.Restart).
+	Generation uint64
+	// OnExtent is [Request.OnExtent] for every extent of the read. An
+	// extent that landed before a session was lost was reported then and
+	// is not read again; an extent read again is reported again.
+	OnExtent func(ExtentTiming) error
+}
+
 // Read fetches ranges of volume into dst, placed one after another from
 // offset 0, as [Session.Read] does, re-dialling and resuming as the Client
 // is configured. Each result counts the reconnects it needed; when it gives
-// up, the error names every attempt and its cause.
-func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst memory.Buffer) ([]Result, error) {
+// up, the error names every attempt and its cause. opts may be nil.
+func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst memory.Buffer, opts *ReadOptions) ([]Result, error) {
+	if opts == nil {
+		opts = &ReadOptions{}
+	}
 	res := make([]Result, len(ranges))
 	var todo []piece
 	var off int64
@@ -134,48 +231,63 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 		off += rg.Length
 	}
 	all := slices.Clone(todo)
+	// gens holds the generation of the volume on each holder: as
+	// recorded, or as first seen.
+	gens := make(map[string]uint64, len(c.holders))
+	for _, h := range c.holders {
+		if h.Generation != 0 {
+			gens[h.Addr] = h.Generation
+		}
+	}
 	var (
-		gen      uint64
 		attempts []string
 		wait     = c.opts.Backoff
 	)
 	for attempt := 0; ; attempt++ {
 		s, err := c.Session(ctx)
+		want := uint64(0)
 		if err == nil {
+			want = gens[s.addr]
+		}
+		switch {
+		case err != nil:
+		case attempt == 0 && opts.Generation != 0 && (want == 0 || want == opts.Generation):
+			gens[s.addr] = opts.Generation // the caller's Stat, just before
+		default:
 			var vs blockproto.VolumeStat
 			vs, err = s.Stat(ctx, volume)
 			switch {
 			case err != nil:
-			case gen == 0:
-				gen = vs.Generation
-			case vs.Generation != gen && c.opts.Restart:
-				gen, todo = vs.Generation, slices.Clone(all)
+			case want == 0:
+				gens[s.addr] = vs.Generation
+			case vs.Generation != want && c.opts.Restart:
+				gens[s.addr], todo = vs.Generation, slices.Clone(all)
 				for i := range res {
 					res[i].Bytes, res[i].Extents, res[i].VerifiedExtents, res[i].UnverifiedExtents = 0, nil, 0, 0
 				}
-			case vs.Generation != gen:
-				return res, fmt.Errorf("engine: read %s: generation %d, now %d: %w", volume, gen, vs.Generation, ErrVolumeReplaced)
+			case vs.Generation != want:
+				return res, fmt.Errorf("engine: read %s from %s: generation %d, now %d: %w", volume, s.addr, want, vs.Generation, ErrVolumeReplaced)
 			}
 		}
 		if err == nil {
-			todo, err = c.fetch(ctx, s, volume, todo, dst, res)
+			todo, err = c.fetch(ctx, s, volume, todo, dst, opts.OnExtent, res)
 			if err == nil {
 				break
 			}
 		}
 		if !resumable(err) || c.opts.Attempts < 0 || attempt >= c.opts.Attempts || ctx.Err() != nil {
 			if len(attempts) > 0 {
-				err = fmt.Errorf("%w (after %d reconnects: %s)", err, len(attempts), strings.Join(attempts, "; "))
+				err = fmt.Errorf("%w (after %d attempts to reconnect: %s)", err, len(attempts), strings.Join(attempts, "; "))
 			}
 			return res, err
 		}
 		attempts = append(attempts, fmt.Sprintf("%d: %v", attempt+1, err))
-		c.logger().Info("session lost under a read: reconnecting", "server", c.addr, "volume", volume,
+		c.logger().Info("session lost under a read: reconnecting", "volume", volume,
 			"attempt", attempt+1, "in", wait, "err", err)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return res, fmt.Errorf("engine: read %s: %w (after %d reconnects: %s)", volume, ctx.Err(), len(attempts), strings.Join(attempts, "; "))
+			return res, fmt.Errorf("engine: read %s: %w (after %d attempts to reconnect: %s)", volume, ctx.Err(), len(attempts), strings.Join(attempts, "; "))
 		}
 		wait = min(2*wait, c.opts.MaxBackoff)
 		for i := range res {
@@ -196,10 +308,11 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 // fetch submits the pieces on s and waits for them. It merges what landed
 // into res and returns the pieces still missing, with the error that ended
 // the session; any other error fails the read.
-func (c *Client) fetch(ctx context.Context, s *Session, volume string, todo []piece, dst memory.Buffer, res []Result) ([]piece, error) {
+func (c *Client) fetch(ctx context.Context, s *Session, volume string, todo []piece, dst memory.Buffer,
+	onExtent func(ExtentTiming) error, res []Result) ([]piece, error) {
 	reqs := make([]Request, len(todo))
 	for i, p := range todo {
-		reqs[i] = Request{Volume: volume, Offset: p.off, Length: p.n, Dst: dst, DstOff: p.dstOff}
+		reqs[i] = Request{Volume: volume, Offset: p.off, Length: p.n, Dst: dst, DstOff: p.dstOff, OnExtent: onExtent}
 	}
 	hs := s.Submit(ctx, reqs)
 	var (
@@ -260,5 +373,6 @@ func missing(p piece, kept []ExtentTiming) []piece {
 // connection was lost, the server drained or refused the session while
 // restarting.
 func resumable(err error) bool {
-	return errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrDraining) || errors.Is(err, errDial)
+	var de *dialError
+	return errors.Is(err, ErrSessionClosed) || errors.Is(err, ErrDraining) || (errors.As(err, &de) && !errors.Is(err, ErrAuth))
 }

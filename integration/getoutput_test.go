@@ -152,13 +152,14 @@ func interruptGet(t *testing.T, s *server, env []string, vol, out string, sig sy
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
-	// Poll, bounded, for the partial to hold its first MiB; at 4 MiB/s
-	// the get is far from done then.
+	// Poll, bounded, for the partial to reach 2 MiB: windows land at
+	// their place, paced, so the first MiB is whole by then, and at
+	// 4 MiB/s the get is far from done.
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(time.Minute)
 	for {
-		if st, err := os.Stat(partial); err == nil && st.Size() >= 1<<20 {
+		if st, err := os.Stat(partial); err == nil && st.Size() >= 2<<20 {
 			break
 		}
 		select {

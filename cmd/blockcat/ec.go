@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockxfer/blockxfer/catalog"
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
@@ -170,29 +171,44 @@ type putFlags struct {
 	manifest string
 	replace  bool
 	asJSON   bool
+	replicas int // from --replicas: a replicated volume instead
+	extent   cli.SizeFlag
 }
 
 // parsePutFlags parses and checks the arguments of `blockcat put`.
 func parsePutFlags(args []string, stderr io.Writer) (*putFlags, error) {
-	f := &putFlags{unit: ec.DefaultUnit}
+	f := &putFlags{unit: ec.DefaultUnit, extent: catalog.DefaultExtentSize}
 	fs := flag.NewFlagSet("blockcat put", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f.register(fs)
 	fs.StringVar(&f.name, "name", "", "striped volume name (required)")
-	code := fs.String("ec", "", "erasure code K+M: data and parity shards per stripe, such as 4+2 (required)")
+	code := fs.String("ec", "", "erasure code K+M: data and parity shards per stripe, such as 4+2")
+	fs.IntVar(&f.replicas, "replicas", 0, "instead of striping, store FILE whole on `N` servers (a replicated volume,\n"+
+		"recorded in etcd: a get fails over between them); needs --etcd")
+	fs.Var(&f.extent, "extent-size", "with --replicas, the extent size of each copy: a multiple of 4KiB up to 64MiB")
 	fs.StringVar(&f.peers, "peers", "", "comma-separated blockd addresses, in placement order (default: the servers registered in etcd)")
 	fs.Var(&f.unit, "unit", "shard size: a multiple of 4KiB up to 64MiB")
 	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints: store the manifest in the cluster catalog")
 	fs.StringVar(&f.manifest, "manifest", "", "write the manifest to this file (without etcd)")
 	fs.BoolVar(&f.replace, "replace", false, "replace an existing striped volume of that name")
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
-	pos, err := cli.Parse(fs, args, 1, "FILE --name V --ec K+M [--peers A,B,...] (--etcd E | --manifest OUT)")
+	pos, err := cli.Parse(fs, args, 1, "FILE --name V (--ec K+M | --replicas N) [--peers A,B,...] (--etcd E | --manifest OUT)")
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
 	f.file = pos[0]
-	f.k, f.m, err = parseEC(*code)
+	if *code != "" {
+		f.k, f.m, err = parseEC(*code)
+	}
 	switch {
+	case f.replicas == 0 && *code == "":
+		return nil, cli.UsageErr(errors.New("give --ec K+M to stripe FILE, or --replicas N to store it whole on N servers"))
+	case f.replicas != 0 && *code != "":
+		return nil, cli.UsageErr(errors.New("give one of --ec and --replicas"))
+	case f.replicas < 0 || f.replicas > ec.MaxReplicas:
+		return nil, cli.UsageErr(fmt.Errorf("--replicas %d: want 1 to %d", f.replicas, ec.MaxReplicas))
+	case f.replicas > 0 && f.etcd == "":
+		return nil, cli.UsageErr(errors.New("--replicas needs --etcd: the cluster catalog records which servers hold the copies"))
 	case err != nil:
 		return nil, cli.UsageErr(err)
 	case f.name == "":
@@ -241,10 +257,6 @@ func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		defer cluster.Close()
 	}
-	servers, err := f.servers(ctx, cluster)
-	if err != nil {
-		return err
-	}
 	src, err := os.Open(f.file)
 	if err != nil {
 		return err
@@ -253,6 +265,13 @@ func put(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	size, err := fileSize(src)
 	if err != nil {
 		return fmt.Errorf("put %s: size of %s: %w", f.name, f.file, err)
+	}
+	if f.replicas > 0 {
+		return putReplicas(ctx, f, cluster, src, size, stdout, stderr)
+	}
+	servers, err := f.servers(ctx, cluster)
+	if err != nil {
+		return err
 	}
 	prev, err := previousManifest(ctx, cluster, f.name, f.replace)
 	if err != nil {
@@ -379,6 +398,8 @@ type ecGetFlags struct {
 	force          bool
 	resume         bool
 	shardTimeout   time.Duration
+	depth          int          // a replicated volume only
+	rate           cli.SizeFlag // a replicated volume only
 	asJSON         bool
 }
 
@@ -398,6 +419,8 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	fs.BoolVar(&f.force, "force", false, forceHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
 	fs.DurationVar(&f.shardTimeout, "shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
+	fs.IntVar(&f.depth, "depth", 4, "for a replicated volume (put --replicas), requests in flight")
+	fs.Var(&f.rate, "rate", "for a replicated volume, limit the fetch to about this many bytes per second")
 	fs.BoolVar(&f.verify, "verify", true, "check every shard's CRC-32C against the manifest (always on for a striped volume)")
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
 	pos, err := cli.ParseRange(fs, args, 0, 1, "(--manifest FILE [VOLUME] | --etcd E VOLUME) [--offset N] [--length N] [-o FILE|-] [--continue] [--json]")
@@ -410,6 +433,8 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	switch {
 	case f.window <= 0:
 		return nil, cli.UsageErr(errors.New("--window must be positive"))
+	case f.depth < 1:
+		return nil, cli.UsageErr(errors.New("--depth must be positive"))
 	case (f.src.File == "") == (f.src.Etcd == ""):
 		return nil, cli.UsageErr(errors.New("give exactly one of --manifest and --etcd"))
 	case f.src.Etcd != "" && f.src.Volume == "":
@@ -461,6 +486,19 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := f.context(ctx)
 	defer cancel()
+	if f.src.Etcd != "" {
+		holders, err := replicaHolders(ctx, f.src.Etcd, f.src.Volume)
+		if err != nil {
+			return err
+		}
+		if holders != nil {
+			return getReplicated(ctx, f, holders, stdout, stderr)
+		}
+	}
+	if f.rate != 0 || f.depth != 4 {
+		return cli.UsageErr(errors.New("--rate and --depth apply to a replicated volume (put --replicas); " +
+			"a striped get reads --window at a time from every server"))
+	}
 	man, cluster, err := ec.LoadManifest(ctx, f.src)
 	if err != nil {
 		return err

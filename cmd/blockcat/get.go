@@ -8,10 +8,14 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/term"
 
+	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -43,10 +47,14 @@ type getResult struct {
 	Requests       int     `json:"requests"`
 	// Verified: every extent fetched was checked against its CRC-32C;
 	// VerifiedExtents and UnverifiedExtents count them.
-	Verified          bool         `json:"verified"`
-	VerifiedExtents   int          `json:"verified_extents"`
-	UnverifiedExtents int          `json:"unverified_extents"`
-	Extents           []extentInfo `json:"extents"`
+	Verified          bool `json:"verified"`
+	VerifiedExtents   int  `json:"verified_extents"`
+	UnverifiedExtents int  `json:"unverified_extents"`
+	// Reconnects counts the sessions dialled again after one was lost
+	// under the get; ReconnectCauses says why each was lost.
+	Reconnects      int          `json:"reconnects"`
+	ReconnectCauses []string     `json:"reconnect_causes"`
+	Extents         []extentInfo `json:"extents"`
 }
 
 // extentInfo is one extent of a get as --json prints it.
@@ -156,17 +164,27 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return getVolume(ctx, f, []engine.Holder{{Addr: f.server}}, stdout, stderr)
+}
+
+// getVolume runs a get of f's range of f.volume from the servers holding
+// it: the first that answers, failing over to the others in order. An
+// empty f.server is set to the holder read first.
+func getVolume(ctx context.Context, f *getFlags, holders []engine.Holder, stdout, stderr io.Writer) error {
 	if err := refuseTerminal(f.out, stdout, f.force); err != nil {
 		return err
 	}
 	ctx, cancel := f.context(ctx)
 	defer cancel()
 	setup := time.Now()
-	s, err := f.dial(ctx, f.server, stderr)
+	s, err := f.dialHolders(ctx, holders, stderr)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	if f.server == "" {
+		f.server = s.Addr()
+	}
 	vol, err := s.Stat(ctx, f.volume)
 	if err != nil {
 		return noVolume(ctx, s, f.server, f.volume, err)
@@ -201,7 +219,7 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		start = time.Now()
 		bar := newBar(stderr, rest, "get "+vol.Name, f.asJSON)
-		err = fetch(ctx, s, vol.Name, int64(f.offset)+out.resumed, rest, int64(f.rate), bufs, s.p, out, bar, &res)
+		err = fetch(ctx, s, vol, int64(f.offset)+out.resumed, rest, int64(f.rate), bufs, out, bar, &res)
 		bar.Finish(err)
 		if err != nil {
 			return out.finish(stopCause(ctx, err))
@@ -215,12 +233,22 @@ func get(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	res.Verified = res.UnverifiedExtents == 0 && res.VerifiedExtents > 0
+	res.ReconnectCauses = []string{}
+	for _, r := range s.client.Reconnects() {
+		cause := r.Cause
+		if r.Addr != f.server {
+			cause += ", failed over to " + r.Addr
+		}
+		res.ReconnectCauses = append(res.ReconnectCauses, cause)
+	}
+	res.Reconnects = len(res.ReconnectCauses)
+	// The rate counts making the output durable: the sync and rename.
+	if err := out.finish(nil); err != nil {
+		return err
+	}
 	res.Seconds = time.Since(start).Seconds()
 	if res.Seconds > 0 {
 		res.BytesPerSecond = float64(res.Bytes) / res.Seconds
-	}
-	if err := out.finish(nil); err != nil {
-		return err
 	}
 	if f.asJSON {
 		return cli.WriteJSON(stdout, res)
@@ -298,31 +326,56 @@ func (res *getResult) printText(w io.Writer) {
 	if res.UnverifiedExtents > 0 {
 		msg += fmt.Sprintf(", %d extents NOT verified", res.UnverifiedExtents)
 	}
+	if res.Reconnects > 0 {
+		msg += fmt.Sprintf(", reconnected %s (%s)", cli.Plural(res.Reconnects, "time"), strings.Join(res.ReconnectCauses, "; "))
+	}
 	fmt.Fprintln(w, msg)
 }
 
-// fetch reads [off, off+n) of volume through the window buffers, keeping
-// every buffer busy (at rate bytes per second at most, if rate is set), and
-// writes the bytes to out in order. When it fails, or ctx ends, it cancels
-// the reads still in flight and waits for them to end.
-func fetch(ctx context.Context, s *conn, volume string, off, n, rate int64, bufs []memory.Buffer,
-	p memory.Provider, out *output, bar *cli.Bar, res *getResult) error {
-	win := bufs[0].Size
-	type inflight struct {
-		h   *engine.Handle
-		off int64
-		buf memory.Buffer
+// fetch reads [off, off+n) of vol through the window buffers, keeping
+// every buffer busy (at rate bytes per second at most, if rate is set).
+// Each window is one read of the conn's client, which rides through a lost
+// session unless --no-resume. An output that takes bytes at their place
+// gets each extent written as it lands, overlapping the rest of the
+// fetch; a stream gets each window, in order, once it is whole. When it
+// fails, or ctx ends, it cancels the reads still in flight and waits for
+// them to end.
+func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate int64, bufs []memory.Buffer,
+	out *output, bar *cli.Bar, res *getResult) error {
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, below
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type window struct {
+		off, n int64
+		buf    memory.Buffer
+		res    []engine.Result
+		err    error
+		done   bool
 	}
-	var queue []inflight
-	defer func() {
-		for _, q := range queue {
-			q.h.Cancel()
-			<-q.h.Done()
+	var landed atomic.Int64 // bytes of extents landed, for the progress bar
+	// place writes an extent of w to the output as it lands.
+	place := func(w *window) func(engine.ExtentTiming) error {
+		return func(t engine.ExtentTiming) error {
+			landed.Add(t.Length)
+			if !out.placed() {
+				return nil
+			}
+			b, release, err := extentView(ctx, s.p, w.buf.ID, t.VolumeOffset-w.off, t.Length)
+			if err != nil {
+				return err
+			}
+			defer release()
+			return out.writeAt(b, t.VolumeOffset-out.src.Offset, t.Verified)
 		}
-	}()
+	}
+	ordered := out.w != nil && !out.placed() // a stream: windows in order
+	completed := make(chan *window, len(bufs))
+	var queue []*window // windows in flight, in order
 	free := slices.Clone(bufs)
+	win := bufs[0].Size
 	start := time.Now()
-	next, end, done := off, off+n, int64(0)
+	next, end := off, off+n
 	// due is when the next request may start under --rate.
 	due := func() time.Time {
 		return start.Add(time.Duration(float64(next-off) / float64(rate) * float64(time.Second)))
@@ -334,62 +387,89 @@ func fetch(ctx context.Context, s *conn, volume string, off, n, rate int64, bufs
 	pace.Stop()
 	for next < end || len(queue) > 0 {
 		for len(free) > 0 && next < end && (rate == 0 || !time.Now().Before(due())) {
-			k := min(win, end-next)
-			h := s.Submit(ctx, []engine.Request{{Volume: volume, Offset: next, Length: k, Dst: free[0]}})[0]
-			queue = append(queue, inflight{h, next, free[0]})
+			w := &window{off: next, n: min(win, end-next), buf: free[0]}
 			free = free[1:]
-			next += k
+			next += w.n
+			queue = append(queue, w)
+			opts := &engine.ReadOptions{Generation: vol.Generation, OnExtent: place(w)}
+			wg.Go(func() {
+				w.res, w.err = s.client.Read(ctx, vol.Name, []engine.Range{{Offset: w.off, Length: w.n}}, w.buf, opts)
+				completed <- w
+			})
 		}
 		var paced <-chan time.Time // a free buffer waits for its turn under --rate
 		if len(free) > 0 && next < end {
 			pace.Reset(time.Until(due()))
 			paced = pace.C
 		}
-		// A request in flight ends when ctx does, saying so in its
-		// error; ctx itself is watched only while none is.
-		headDone, ctxDone := (<-chan struct{})(nil), ctx.Done()
-		if len(queue) > 0 {
-			headDone, ctxDone = queue[0].h.Done(), nil
-		}
+		var w *window
 		select {
-		case <-headDone:
+		case w = <-completed:
 		case <-paced:
 			continue
-		case <-ctxDone:
-			return ctx.Err()
 		case <-tick.C:
-			var moving int64
-			for _, q := range queue {
-				moving += q.h.Progress()
+			bar.Progress(min(landed.Load(), n), n)
+			if err := out.checkpoint(); err != nil {
+				return err
 			}
-			bar.Progress(done+moving, n)
 			continue
 		}
 		pace.Stop()
-		head := queue[0]
-		queue = queue[1:]
-		r := head.h.Result()
-		res.Requests++
-		if r.Err != nil {
-			return r.Err
+		if w.err != nil {
+			return w.err
 		}
-		res.Extents = append(res.Extents, extentInfos(r.Extents)...)
-		if out.w != nil {
-			b, err := hostView(ctx, p, head.buf.ID, r.Length, &host)
+		w.done = true
+		res.Requests++
+		res.Bytes += w.res[0].Bytes
+		res.Extents = append(res.Extents, extentInfos(w.res[0].Extents)...)
+		if !ordered {
+			// Bytes at their place or in memory only: a window's buffer
+			// is free as soon as its read ends.
+			queue = slices.DeleteFunc(queue, func(h *window) bool { return h == w })
+			free = append(free, w.buf)
+		}
+		for ordered && len(queue) > 0 && queue[0].done {
+			h := queue[0]
+			queue = queue[1:]
+			b, err := hostView(ctx, s.p, h.buf.ID, h.n, &host)
 			if err != nil {
 				return err
 			}
-			if err := out.write(b, verifiedPrefix(head.off, r.Extents)); err != nil {
+			if err := out.write(b, verifiedPrefix(h.off, h.res[0].Extents)); err != nil {
 				return err
 			}
+			free = append(free, h.buf)
 		}
-		done += r.Bytes
-		res.Bytes = done
-		bar.Progress(done, n)
-		free = append(free, head.buf)
+		bar.Progress(min(landed.Load(), n), n)
 	}
 	return nil
 }
+
+// extentView returns the n bytes at off of buf readable by the CPU: the
+// buffer itself when the provider maps it, else a copy read back into a
+// pooled buffer, which release gives back.
+func extentView(ctx context.Context, p memory.Provider, buf memory.BufferID, off, n int64) (b []byte, release func(), err error) {
+	if m, ok := p.(memory.Mapper); ok {
+		mem, err := m.Bytes(buf)
+		if err != nil {
+			return nil, nil, err
+		}
+		return mem[off : off+n], func() {}, nil
+	}
+	scratch := readBackPool.Get().(*[]byte)
+	if int64(cap(*scratch)) < n {
+		*scratch = make([]byte, n)
+	}
+	b = (*scratch)[:n]
+	if err := p.ReadBack(ctx, buf, off, b); err != nil {
+		readBackPool.Put(scratch)
+		return nil, nil, err
+	}
+	return b, func() { readBackPool.Put(scratch) }, nil
+}
+
+// readBackPool holds the buffers extentView reads extents back into.
+var readBackPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // hostView returns n bytes of buf readable by the CPU: the buffer itself
 // when the provider maps it, else a copy read back into *scratch.

@@ -170,6 +170,7 @@ type common struct {
 	provider  string
 	pluginDir string
 	devmem    devmemFlag
+	noResume  bool
 }
 
 // registerControl defines the flags of the commands that move no payload
@@ -179,7 +180,7 @@ type common struct {
 // probed. --data-conns they do not take.
 func (c *common) registerControl(fs *flag.FlagSet) {
 	c.devmem.mode = "auto"
-	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default $"+cli.KeyEnv+")")
+	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key `FILE` (default $"+cli.KeyEnv+")")
 	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long, such as 30s (0: no limit)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	ignored := "accepted and ignored: this command moves no payload"
@@ -191,13 +192,15 @@ func (c *common) registerControl(fs *flag.FlagSet) {
 // register defines the flags of the commands that fetch payload.
 func (c *common) register(fs *flag.FlagSet) {
 	c.dataConns, c.devmem.mode = 4, "auto"
-	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default $"+cli.KeyEnv+")")
+	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key `FILE` (default $"+cli.KeyEnv+")")
 	fs.Var(&c.dataConns, "data-conns", "parallel data connections, 1 to 64")
 	fs.DurationVar(&c.timeout, "timeout", 0, "give up after this long, such as 30s (0: no limit)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.StringVar(&c.provider, "provider", "host", "memory to fetch into: host, a plugin NAME, or a plugin PATH")
 	fs.Var(&c.devmem, "devmem", "`MODE` of devmem receive: auto (fall back to tcp, saying why), off, require, or emulate (software NIC)")
 	fs.StringVar(&c.pluginDir, "plugin-dir", "", cli.PluginDirHelp)
+	fs.BoolVar(&c.noResume, "no-resume", false, "fail when the session to the server is lost, instead of reconnecting\n"+
+		"(with back-off, up to 10 times) and fetching only the bytes that had not landed")
 }
 
 // stringValue is a flag.Value setting a string.
@@ -212,21 +215,35 @@ func (v stringValue) String() string {
 
 func (v stringValue) Set(s string) error { *v.p = s; return nil }
 
-// conn is an open session with what it was built from.
+// conn is an open session with what it was built from, and the client
+// that re-dials it for reads that ride through a lost session.
 type conn struct {
 	*engine.Session
-	p    memory.Provider
-	path *choose.ClientPath
+	client *engine.Client // nil for dialControl's sessions
+	p      memory.Provider
+	path   *choose.ClientPath
 }
 
-// Close ends the session, then releases the transport and the provider.
+// Close ends the sessions, then releases the transport and the provider.
 func (c *conn) Close() error {
-	return errors.Join(c.Session.Close(), c.path.Close(), c.p.Close())
+	err := c.Session.Close()
+	if c.client != nil {
+		err = errors.Join(err, c.client.Close())
+	}
+	return errors.Join(err, c.path.Close(), c.p.Close())
 }
 
 // dial opens the provider, chooses the transport (--devmem) and opens a
 // session. The caller closes the conn.
 func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*conn, error) {
+	return c.dialHolders(ctx, []engine.Holder{{Addr: server}}, stderr)
+}
+
+// dialHolders is dial for a volume several servers hold: the conn's
+// client reads from the first that answers and fails over to the others.
+// The transport is chosen for the route to the first holder.
+func (c *common) dialHolders(ctx context.Context, holders []engine.Holder, stderr io.Writer) (*conn, error) {
+	server := holders[0].Addr
 	mode, err := choose.ParseMode(c.devmem.mode)
 	if err != nil {
 		return nil, cli.UsageErr(err)
@@ -249,7 +266,11 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 		p.Close()
 		return nil, err
 	}
-	s, err := engine.Dial(ctx, server, engine.Config{
+	resume := engine.ResumeOptions{}
+	if c.noResume {
+		resume.Attempts = -1
+	}
+	cl := engine.NewFailoverClient(holders, engine.Config{
 		Key:            key,
 		Provider:       p,
 		Transport:      path.Transport,
@@ -258,13 +279,14 @@ func (c *common) dial(ctx context.Context, server string, stderr io.Writer) (*co
 		Verify:         verifyMode(c.verify, c.noVerify),
 		Name:           "blockcat",
 		Logger:         log,
-	})
+	}, resume)
+	s, err := cl.Session(ctx)
 	if err != nil {
 		path.Close()
 		p.Close()
 		return nil, c.explainDial(server, err)
 	}
-	return &conn{Session: s, p: p, path: path}, nil
+	return &conn{Session: s, client: cl, p: p, path: path}, nil
 }
 
 func (c *common) context(ctx context.Context) (context.Context, context.CancelFunc) {

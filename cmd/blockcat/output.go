@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -120,9 +121,14 @@ type output struct {
 
 	src     source
 	resumed int64 // bytes kept from an earlier get, at the start of the partial
+	saved   time.Time
+
+	mu      sync.Mutex
 	written int64 // bytes written by this get
 	good    int64 // bytes from the start of the partial known good
-	saved   time.Time
+	// ahead holds the checked extents written at their place beyond good,
+	// start to end, until good reaches them.
+	ahead map[int64]int64
 
 	finished bool
 	result   error
@@ -228,7 +234,7 @@ func (o *output) openPartial(resume bool, stderr io.Writer) error {
 	if start == 0 {
 		// The record is rewritten before the partial's bytes change,
 		// so that it never vouches for bytes of another source.
-		if err := o.writeRecord(); err != nil {
+		if err := o.writeRecord(0); err != nil {
 			return fail(err)
 		}
 	}
@@ -280,9 +286,9 @@ func mismatch(old, now source) string {
 }
 
 // writeRecord records, atomically and durably, that the partial holds
-// o.good good bytes of o.src.
-func (o *output) writeRecord() error {
-	b, err := json.MarshalIndent(partialRecord{Format: recordFormat, source: o.src, Good: o.good}, "", "  ")
+// good good bytes of o.src.
+func (o *output) writeRecord(good int64) error {
+	b, err := json.MarshalIndent(partialRecord{Format: recordFormat, source: o.src, Good: good}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -329,19 +335,60 @@ func (o *output) write(b []byte, verified int64) error {
 	if _, err := o.w.Write(b); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
+	o.mu.Lock()
 	if o.good == o.resumed+o.written {
 		o.good += verified
 	}
 	o.written += int64(len(b))
-	if o.partial != "" && time.Since(o.saved) >= checkpointEvery {
-		if err := o.f.Sync(); err != nil {
-			return fmt.Errorf("sync %s: %w", o.partial, err)
-		}
-		if err := o.writeRecord(); err != nil {
-			return err
-		}
-		o.saved = time.Now()
+	o.mu.Unlock()
+	return o.checkpoint()
+}
+
+// placed says whether the output takes bytes at their place, out of order
+// (writeAt): a partial file does; memory only, stdout and files written in
+// place take them in order (write).
+func (o *output) placed() bool { return o.partial != "" }
+
+// writeAt writes b, the range's bytes from at on, at their place in the
+// partial file; checked says they were checked against their CRC-32C.
+// Several goroutines may call it at once.
+func (o *output) writeAt(b []byte, at int64, checked bool) error {
+	if _, err := o.f.WriteAt(b, at); err != nil {
+		return fmt.Errorf("write %s: %w", o.partial, err)
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.written += int64(len(b))
+	if !checked || at < o.good {
+		return nil // good stops before bytes not checked
+	}
+	if o.ahead == nil {
+		o.ahead = make(map[int64]int64)
+	}
+	o.ahead[at] = at + int64(len(b))
+	for end, ok := o.ahead[o.good]; ok; end, ok = o.ahead[o.good] {
+		delete(o.ahead, o.good)
+		o.good = end
+	}
+	return nil
+}
+
+// checkpoint syncs a partial file and records how many of its bytes are
+// good, if checkpointEvery passed since it last did.
+func (o *output) checkpoint() error {
+	if o.partial == "" || time.Since(o.saved) < checkpointEvery {
+		return nil
+	}
+	o.mu.Lock()
+	good := o.good // written before the sync, so the sync covers them
+	o.mu.Unlock()
+	if err := o.f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", o.partial, err)
+	}
+	if err := o.writeRecord(good); err != nil {
+		return err
+	}
+	o.saved = time.Now()
 	return nil
 }
 
@@ -441,7 +488,7 @@ func (o *output) abandon(err error) error {
 			serr = o.f.Sync()
 		}
 		if serr == nil {
-			serr = o.writeRecord()
+			serr = o.writeRecord(o.good)
 		}
 		if serr == nil {
 			o.f.Close()
