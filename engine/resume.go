@@ -333,6 +333,12 @@ func (c *Client) fetch(ctx context.Context, s *Session, volume string, todo []pi
 		}
 		if !resumable(r.Err) {
 			out.Err, out.Error, out.State = r.Err, r.Err.Error(), r.State
+			// The other pieces may still be writing into dst: end them
+			// and wait, so that dst is the caller's again on return.
+			for _, rest := range hs[i+1:] {
+				rest.Cancel()
+				<-rest.Done()
+			}
 			return nil, r.Err
 		}
 		session = r.Err

@@ -274,3 +274,31 @@ func TestReplicasFailover(t *testing.T) {
 		t.Fatalf("a get with one holder down reconnected %d times; want it to dial the holder that is up", g.Reconnects)
 	}
 }
+
+// TestBenchSurvivesRestart: blockd killed and started again while bench
+// runs: the reads in flight resume and bench reports its figures.
+func TestBenchSurvivesRestart(t *testing.T) {
+	data, env := newData(t, map[string]string{"big": "64MiB"})
+	s := startServer(t, data, env)
+	b := startBlockcat(t, "", env, "bench", s.addr, "big", "--sizes", "64KiB", "--duration", "3s", "--depth", "4")
+	// bench prints its table's header once the session is open and the
+	// reads begin.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(time.Minute)
+	for !strings.Contains(b.stdout.String(), "THROUGHPUT") {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("bench did not start:\n%s", b.stderr.String())
+		}
+	}
+	stopServer(t, s, syscall.SIGKILL)
+	startServerIn(t, "", data, env, s.addr)
+	if code := b.wait(t); code != 0 {
+		t.Fatalf("bench across a restart: exit %d\n%s", code, b.stderr.String())
+	}
+	if !strings.Contains(b.stdout.String(), "64.0 KiB") {
+		t.Fatalf("bench printed no row for 64 KiB:\n%s", b.stdout.String())
+	}
+}

@@ -10,8 +10,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -107,7 +111,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rng := rand.New(rand.NewPCG(*seed, 0))
 	for _, size := range reqSizes {
-		r, err := benchSize(ctx, s, p, vol.Name, int64(vol.Size), size, *depth, *duration, rng)
+		r, err := benchSize(ctx, s, p, vol, size, *depth, *duration, rng)
 		if err != nil {
 			return err
 		}
@@ -136,12 +140,15 @@ func parseSizes(list string) ([]int64, error) {
 	return sizes, nil
 }
 
-// benchSize keeps concurrency reads of size bytes at random offsets in
-// flight for d and reports throughput and latency percentiles.
-func benchSize(ctx context.Context, s *conn, p memory.Provider, volume string, volSize, size int64,
-	concurrency int, d time.Duration, rng *rand.Rand) (benchRow, error) {
+// benchSize keeps depth reads of size bytes at random offsets of vol in
+// flight for d, each slot starting its next read as soon as its last one
+// ended, and reports throughput and latency percentiles. Reads go through
+// the conn's client, so a lost session is resumed (unless --no-resume)
+// and the time it took counts in the latency.
+func benchSize(ctx context.Context, s *conn, p memory.Provider, vol blockproto.VolumeStat, size int64,
+	depth int, d time.Duration, rng *rand.Rand) (benchRow, error) {
 	row := benchRow{Size: size}
-	bufs := make([]memory.Buffer, concurrency)
+	bufs := make([]memory.Buffer, depth)
 	for i := range bufs {
 		b, err := p.Alloc(ctx, size, false)
 		if err != nil {
@@ -150,36 +157,36 @@ func benchSize(ctx context.Context, s *conn, p memory.Provider, volume string, v
 		bufs[i] = b
 		defer p.Free(context.Background(), b.ID)
 	}
-	slots := (volSize - size) / size
-	submit := func(buf memory.Buffer) *engine.Handle {
-		off := rng.Int64N(slots+1) * size
-		return s.Submit(ctx, []engine.Request{{Volume: volume, Offset: off, Length: size, Dst: buf}})[0]
-	}
-	handles := make([]*engine.Handle, concurrency)
-	for i := range handles {
-		handles[i] = submit(bufs[i])
-	}
-	var lat []time.Duration
+	slots := (int64(vol.Size) - size) / size
+	var (
+		mu  sync.Mutex // guards rng, lat and row.Bytes
+		lat []time.Duration
+	)
+	opts := &engine.ReadOptions{Generation: vol.Generation}
+	g, gctx := errgroup.WithContext(ctx)
 	start := time.Now()
 	stop := start.Add(d)
-	for live := concurrency; live > 0; {
-		for i, h := range handles {
-			if h == nil {
-				continue
+	for _, buf := range bufs {
+		g.Go(func() error {
+			for time.Now().Before(stop) {
+				mu.Lock()
+				off := rng.Int64N(slots+1) * size
+				mu.Unlock()
+				t := time.Now()
+				res, err := s.client.Read(gctx, vol.Name, []engine.Range{{Offset: off, Length: size}}, buf, opts)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t))
+				row.Bytes += res[0].Bytes
+				mu.Unlock()
 			}
-			r := h.Result()
-			if r.Err != nil {
-				return row, r.Err
-			}
-			lat = append(lat, r.Duration())
-			row.Bytes += r.Bytes
-			if time.Now().Before(stop) {
-				handles[i] = submit(bufs[i])
-			} else {
-				handles[i] = nil
-				live--
-			}
-		}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return row, err
 	}
 	row.Seconds = time.Since(start).Seconds()
 	row.Requests = len(lat)

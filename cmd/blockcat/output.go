@@ -356,6 +356,7 @@ func (o *output) writeAt(b []byte, at int64, checked bool) error {
 	if _, err := o.f.WriteAt(b, at); err != nil {
 		return fmt.Errorf("write %s: %w", o.partial, err)
 	}
+	startWriteback(o.f, at, int64(len(b)))
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.written += int64(len(b))
