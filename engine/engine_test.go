@@ -1149,3 +1149,41 @@ func TestFailoverClient(t *testing.T) {
 		t.Fatalf("a holder of another generation: %v, want ErrVolumeReplaced", err)
 	}
 }
+
+// TestClientChecksGenerationPerSession: a Client checks the volume's
+// generation once per session, so the reads of one caller that span a lost
+// session never mix two generations, even a read that starts on the new
+// session with the generation the caller learnt on the old one.
+func TestClientChecksGenerationPerSession(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 1<<20, 64<<10)
+	p := hostmem.New()
+	defer p.Close()
+	cl := engine.NewClient(e.addr, engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 1},
+		engine.ResumeOptions{Backoff: time.Millisecond})
+	defer cl.Close()
+	buf, err := p.Alloc(context.Background(), int64(len(want)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cl.Session(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs, err := s.Stat(context.Background(), "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &engine.ReadOptions{Generation: vs.Generation}
+	if _, err := cl.Read(context.Background(), "vol", []engine.Range{{Length: 4096}}, buf, opts); err != nil {
+		t.Fatal(err)
+	}
+	// The volume is replaced and the session lost between two reads.
+	if _, err := e.store.Write(context.Background(), "vol", int64(len(want)), 64<<10, bytes.NewReader(make([]byte, len(want))), true); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := cl.Read(context.Background(), "vol", []engine.Range{{Offset: 4096, Length: 4096}}, buf, opts); !errors.Is(err, engine.ErrVolumeReplaced) {
+		t.Fatalf("a read on a new session of a replaced volume: %v, want ErrVolumeReplaced", err)
+	}
+}

@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"transport"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "blockd_reads_total",
-			Help: "Read requests served, by transport and outcome (done or the error code).",
+			Help: "Read requests served, by transport and outcome (done, the error code, or session-lost: a data connection broke under it).",
 		}, []string{"transport", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "blockd_read_duration_seconds",

@@ -284,7 +284,8 @@ func (r *request) release(placed int64) {
 	r.mu.Unlock()
 }
 
-// extentDone records a fully received extent, or the error that spoilt it.
+// extentDone counts a fully received extent (record listed it, if it landed
+// in time), or fails the request with the error that spoilt it.
 func (r *request) extentDone(t ExtentTiming, err error) {
 	if err != nil {
 		r.abort(StateFailed, err)
@@ -292,16 +293,23 @@ func (r *request) extentDone(t ExtentTiming, err error) {
 	}
 	r.mu.Lock()
 	r.received += t.Length
-	if r.state == StatePending {
-		r.res.Extents = append(r.res.Extents, t)
-		if t.Verified {
-			r.res.VerifiedExtents++
-		} else {
-			r.res.UnverifiedExtents++
-		}
-	}
 	r.maybeFinish()
 	r.mu.Unlock()
+}
+
+// record adds a landed extent to the result. It is called between begin
+// and release, so the result is not handed out yet, and an extent that
+// landed is recorded even if the request ended meanwhile: a Client keeps
+// its bytes instead of reading them again.
+func (r *request) record(t ExtentTiming) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.res.Extents = append(r.res.Extents, t)
+	if t.Verified {
+		r.res.VerifiedExtents++
+	} else {
+		r.res.UnverifiedExtents++
+	}
 }
 
 // serverDone records ReadDone (err nil, n bytes) or a per-request Error.
@@ -476,7 +484,7 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 			pos += n
 			continue
 		}
-		err := dc.recv.Receive(ctx, r.dst, dstOff+pos, n)
+		err := r.receiveCounted(ctx, dc.recv, dstOff+pos, n)
 		if err != nil && !errors.Is(err, transport.ErrProvider) {
 			r.release(0)
 			return err
@@ -518,9 +526,14 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 		VolumeOffset: int64(e.VolumeOffset), Length: total, DataConn: dc.index, Latency: time.Since(j.at), Verified: verified,
 		CRC32C: e.CRC32C,
 	}
-	if spoilt == nil && r.onExtent != nil && r.begin() {
-		if err := r.onExtent(t); err != nil {
-			spoilt = fmt.Errorf("engine: read %s: extent [%d,+%d): %w", r.res.Volume, e.VolumeOffset, e.Length, err)
+	if spoilt == nil && r.begin() {
+		if r.onExtent != nil {
+			if err := r.onExtent(t); err != nil {
+				spoilt = fmt.Errorf("engine: read %s: extent [%d,+%d): %w", r.res.Volume, e.VolumeOffset, e.Length, err)
+			}
+		}
+		if spoilt == nil {
+			r.record(t)
 		}
 		r.release(0)
 	}

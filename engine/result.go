@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/blockxfer/blockxfer/transport"
 )
 
 // State is where a request stands.
@@ -65,6 +68,45 @@ type Result struct {
 	UnverifiedExtents int `json:"unverified_extents"`
 	// Reconnects counts the sessions a Client re-dialled to finish the read.
 	Reconnects int `json:"reconnects,omitempty"`
+	// LinearBytes counts the payload bytes of the read that arrived in
+	// host memory instead of device memory and were copied into the
+	// destination: under devmem, bytes the NIC did not header-split
+	// (SCM_DEVMEM_LINEAR frags, and packets it returned whole as plain
+	// bytes). LinearFrags counts the copies they took. Both are 0 on the
+	// TCP path, whose bytes all pass through host memory by design; a
+	// devmem read with LinearBytes equal to Bytes had its flow on no bound
+	// queue (docs/devmem.md).
+	LinearBytes int64 `json:"linear_bytes"`
+	LinearFrags int64 `json:"linear_frags"`
+}
+
+// LinearCounter is implemented by a transport.Receiver whose payload can
+// land in host memory and be copied to the destination instead of being
+// placed from device memory (transport/devmem's Receiver). LinearPlaced
+// returns the bytes so placed and the copies they took, both only growing;
+// the session reads them around each Receive and adds the difference to the
+// request's Result.LinearBytes and LinearFrags.
+type LinearCounter interface {
+	LinearPlaced() (bytes, frags int64)
+}
+
+// receiveCounted receives n bytes of dc's stream into the request's
+// destination at off, counting on its result the bytes that the receiver
+// placed from host memory (LinearCounter).
+func (r *request) receiveCounted(ctx context.Context, recv transport.Receiver, off, n int64) error {
+	lc, ok := recv.(LinearCounter)
+	if !ok {
+		return recv.Receive(ctx, r.dst, off, n)
+	}
+	b0, f0 := lc.LinearPlaced()
+	err := recv.Receive(ctx, r.dst, off, n)
+	if b1, f1 := lc.LinearPlaced(); b1 != b0 || f1 != f0 {
+		r.mu.Lock()
+		r.res.LinearBytes += b1 - b0
+		r.res.LinearFrags += f1 - f0
+		r.mu.Unlock()
+	}
+	return err
 }
 
 // Duration is how long the request took.

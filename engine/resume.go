@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -59,6 +60,33 @@ type Client struct {
 	// closing follows the sessions the client let go of, which close in
 	// the background once their announced payload has landed.
 	closing sync.WaitGroup
+	// stats holds the generation of each volume a Stat on the live
+	// session found; it is emptied when the session is let go of, so a
+	// new session checks again.
+	stats map[string]uint64
+}
+
+// checked returns the generation of volume that a Stat on s found, or 0.
+func (c *Client) checked(s *Session, volume string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != s {
+		return 0
+	}
+	return c.stats[volume]
+}
+
+// check records the generation of volume a Stat on s found.
+func (c *Client) check(s *Session, volume string, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != s {
+		return
+	}
+	if c.stats == nil {
+		c.stats = make(map[string]uint64)
+	}
+	c.stats[volume] = gen
 }
 
 // NewClient returns a Client for the blockd at addr. It dials the first
@@ -119,7 +147,7 @@ func (c *Client) Session(ctx context.Context) (*Session, error) {
 			c.lost = err.Error()
 		}
 		c.closing.Go(func() { old.Close() }) // lets announced payload land, then ends
-		c.sess = nil
+		c.sess, c.stats = nil, nil
 	}
 	var errs []error
 	for i := range c.holders {
@@ -202,11 +230,14 @@ type piece struct {
 // ReadOptions are the optional parts of a [Client.Read]; the zero value
 // asks for none.
 type ReadOptions struct {
-	// Generation is the volume's generation as the caller learnt it from
-	// a Stat just before (0: unknown), so that the first attempt needs no
-	// Stat of its own. After a reconnect the read checks the generation
-	// again: a volume replaced meanwhile fails the read with
-	// ErrVolumeReplaced (or starts it over, under ResumeOptions.Restart).
+	// Generation is the generation of the volume the caller expects, as
+	// a Stat told it (0: whichever the first Stat of the read finds). A
+	// Client checks the generation once per session and volume, and again
+	// on every new session: a read that finds another one fails with
+	// ErrVolumeReplaced (or starts over, under ResumeOptions.Restart), so
+	// the bytes of two generations are never mixed, whether they would
+	// come within one read or across the reads of one caller. A failover
+	// Client's recorded Holder generations take precedence.
 	Generation uint64
 	// OnExtent is [Request.OnExtent] for every extent of the read. An
 	// extent that landed before a session was lost was reported then and
@@ -231,13 +262,11 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 		off += rg.Length
 	}
 	all := slices.Clone(todo)
-	// gens holds the generation of the volume on each holder: as
-	// recorded, or as first seen.
+	// gens holds the generation this read expects on each holder: as
+	// recorded, else as the caller gave it, else as first seen.
 	gens := make(map[string]uint64, len(c.holders))
 	for _, h := range c.holders {
-		if h.Generation != 0 {
-			gens[h.Addr] = h.Generation
-		}
+		gens[h.Addr] = cmp.Or(h.Generation, opts.Generation)
 	}
 	var (
 		attempts []string
@@ -245,29 +274,33 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 	)
 	for attempt := 0; ; attempt++ {
 		s, err := c.Session(ctx)
-		want := uint64(0)
+		var (
+			want uint64
+			now  uint64 // the volume's generation on s
+		)
 		if err == nil {
 			want = gens[s.addr]
+			// One Stat per session and volume: a read on a session
+			// whose Stat is known needs none.
+			if now = c.checked(s, volume); now == 0 {
+				var vs blockproto.VolumeStat
+				if vs, err = s.Stat(ctx, volume); err == nil {
+					now = vs.Generation
+					c.check(s, volume, now)
+				}
+			}
 		}
 		switch {
 		case err != nil:
-		case attempt == 0 && opts.Generation != 0 && (want == 0 || want == opts.Generation):
-			gens[s.addr] = opts.Generation // the caller's Stat, just before
-		default:
-			var vs blockproto.VolumeStat
-			vs, err = s.Stat(ctx, volume)
-			switch {
-			case err != nil:
-			case want == 0:
-				gens[s.addr] = vs.Generation
-			case vs.Generation != want && c.opts.Restart:
-				gens[s.addr], todo = vs.Generation, slices.Clone(all)
-				for i := range res {
-					res[i].Bytes, res[i].Extents, res[i].VerifiedExtents, res[i].UnverifiedExtents = 0, nil, 0, 0
-				}
-			case vs.Generation != want:
-				return res, fmt.Errorf("engine: read %s from %s: generation %d, now %d: %w", volume, s.addr, want, vs.Generation, ErrVolumeReplaced)
+		case want == 0:
+			gens[s.addr] = now
+		case now != want && c.opts.Restart:
+			gens[s.addr], todo = now, slices.Clone(all)
+			for i := range res {
+				res[i].Bytes, res[i].Extents, res[i].VerifiedExtents, res[i].UnverifiedExtents = 0, nil, 0, 0
 			}
+		case now != want:
+			return res, fmt.Errorf("engine: read %s from %s: generation %d, now %d: %w", volume, s.addr, want, now, ErrVolumeReplaced)
 		}
 		if err == nil {
 			todo, err = c.fetch(ctx, s, volume, todo, dst, opts.OnExtent, res)
@@ -329,6 +362,7 @@ func (c *Client) fetch(ctx context.Context, s *Session, volume string, todo []pi
 			out.Extents = append(out.Extents, r.Extents...)
 			out.VerifiedExtents += r.VerifiedExtents
 			out.UnverifiedExtents += r.UnverifiedExtents
+			out.LinearBytes, out.LinearFrags = out.LinearBytes+r.LinearBytes, out.LinearFrags+r.LinearFrags
 			continue
 		}
 		if !resumable(r.Err) {

@@ -791,7 +791,7 @@ func (ss *srvSession) runSender(d *srvData) {
 		d.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
 		err := d.sender.SendExtent(j.f, j.off, j.n)
 		if err != nil && !errors.Is(err, transport.ErrSource) {
-			broken = fmt.Errorf("data connection %d: %w", d.index, err)
+			broken = fmt.Errorf("%w %d: %w", errDataConnLost, d.index, err)
 			ss.log.Warn("data connection failed", "index", d.index, "err", err)
 			ss.finishJob(d, j, broken)
 			go ss.close(broken, blockproto.CodeIO)
@@ -1052,14 +1052,25 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 			outcome = e.Code.String()
 			ss.log.Info("read failed", "id", m.ID, "volume", m.Volume, "offset", m.Offset, "length", m.Length, "err", e.Message)
 		}
+		if reply == nil {
+			outcome = "session-lost"
+		}
 		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), outcome, time.Since(start))
-		ss.write(reply)
+		if reply != nil {
+			ss.write(reply)
+		}
 	}()
 	return true
 }
 
+// errDataConnLost marks the failure of a read whose data connection broke:
+// the session ends for it, and the client learns so from the session, not
+// from a reply to each read, which it would take for the read's own fate.
+var errDataConnLost = errors.New("data connection")
+
 // serveRead announces and queues every extent of a read and waits for them
-// to be sent. It returns the read's final message: ReadDone or Error.
+// to be sent. It returns the read's final message: ReadDone or Error, or
+// nil when its data connection broke (the session is ending).
 func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg {
 	vh, err := ss.srv.handles.acquire(ss.srv.cfg.Volumes, m.Volume)
 	if err != nil {
@@ -1109,6 +1120,9 @@ func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg 
 		off += n
 	}
 	rd.sends.Wait()
+	if p := rd.ioErr.Load(); p != nil && errors.Is(*p, errDataConnLost) {
+		return nil // the session ends for it, which tells the client
+	}
 	if stopErr == nil {
 		// A read that missed its deadline (or was cancelled) while its
 		// last bytes were on the way reports so; the client gave up on it.

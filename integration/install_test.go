@@ -177,12 +177,25 @@ func TestInstallScript(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
+	for _, prog := range []string{"blockd", "blockcat"} {
+		b, err := os.ReadFile(filepath.Join(prefix, "share", "man", "man1", prog+".1"))
+		if want := run(filepath.Join(prefix, "bin", prog), "man"); err != nil || string(b) != want {
+			t.Errorf("installed man page of %s is not what '%s man' prints: %v", prog, prog, err)
+		}
+	}
 	unit, err := os.ReadFile(filepath.Join(prefix, "lib", "systemd", "system", "blockd.service"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(unit), "\nExecStart="+filepath.Join(prefix, "bin", "blockd")+" serve --data /var/lib/blockxfer ") {
 		t.Errorf("installed unit does not run %s/bin/blockd:\n%s", prefix, grepLines(string(unit), "Exec"))
+	}
+	agent, err := os.ReadFile(filepath.Join(prefix, "lib", "systemd", "system", "blockcat-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(agent), "\nExecStart="+filepath.Join(prefix, "bin", "blockcat")+" agent --socket ") {
+		t.Errorf("installed agent unit does not run %s/bin/blockcat:\n%s", prefix, grepLines(string(agent), "Exec"))
 	}
 }
 

@@ -181,7 +181,7 @@ func jsonCommands(t *testing.T) []string {
 				continue
 			}
 			r := runCmd(t, nil, prog, append(args, "-h")...)
-			if strings.Contains(r.stdout+r.stderr, "  -json") {
+			if regexp.MustCompile(`(?m)^  --?json\b`).MatchString(r.stdout + r.stderr) {
 				out = append(out, name)
 			}
 		}
@@ -247,6 +247,7 @@ func TestJSONDocumented(t *testing.T) {
 	check("blockcat providers --json", mustRun(t, nil, "blockcat", "providers", "--json"))
 	check("blockcat doctor --json", runCmd(t, nil, "blockcat", "doctor", "--json").stdout)
 	check("blockd doctor --json", runCmd(t, nil, "blockd", "doctor", "--json", s.addr).stdout)
+	check("blockcat selftest --json", mustRun(t, env, "blockcat", "selftest", s.addr, "--size", "1MiB", "--json"))
 	check("blockcat version --json", mustRun(t, nil, "blockcat", "version", "--json"))
 	check("blockd version --json", mustRun(t, nil, "blockd", "version", "--json"))
 

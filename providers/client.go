@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
+	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
@@ -38,11 +39,13 @@ type GRPCClient struct {
 	reqID  atomic.Uint64
 
 	// Set once by init before the client is shared.
-	name     string
-	version  string
-	caps     memory.Capabilities
-	unusable string
-	life     *lifeline
+	name      string
+	version   string
+	caps      memory.Capabilities
+	unusable  string
+	life      *lifeline
+	ringOffer uint32      // the ring version the plugin offers (0: none)
+	ring      *ringClient // the data plane; nil: every call goes over gRPC
 
 	mu       sync.Mutex
 	bufs     map[memory.BufferID]remoteBuffer
@@ -92,6 +95,7 @@ func (c *GRPCClient) init(ctx context.Context, slotSize int64, slots int, life *
 	}
 	c.version = resp.GetVersion()
 	c.unusable = resp.GetUnusableReason()
+	c.ringOffer = resp.GetRingVersion()
 	c.caps = memory.Capabilities{
 		Kind:         memory.Kind(resp.GetKind()),
 		Device:       resp.GetDevice(),
@@ -335,7 +339,10 @@ func (c *GRPCClient) Free(ctx context.Context, id memory.BufferID) error {
 // staging buffer and the plugin copies it from there. Ranges larger than a
 // staging slot are pipelined slot by slot. When src lies in a Staging buffer
 // the plugin copies straight from it, with no host-side copy. Bounds are
-// checked before any byte moves.
+// checked before any byte moves. When the plugin serves the ring, the copy
+// is submitted there (in 1 MiB descriptors through one staging slot, for
+// src outside staging) and CopyIn waits for its completion; otherwise each
+// piece is an RPC.
 func (c *GRPCClient) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
 	if err := c.begin(); err != nil {
 		return err
@@ -343,6 +350,9 @@ func (c *GRPCClient) CopyIn(ctx context.Context, dst memory.BufferID, off int64,
 	defer c.end()
 	if err := c.checkRange("copy-in", dst, off, int64(len(src))); err != nil {
 		return err
+	}
+	if c.ring != nil {
+		return c.ringCopyIn(ctx, dst, off, src)
 	}
 	if s, soff := c.stage.within(src); s != nil {
 		_, err := c.rpc.CopyIn(ctx, &providerpb.CopyInRequest{
@@ -385,6 +395,9 @@ func (c *GRPCClient) ReadBack(ctx context.Context, src memory.BufferID, off int6
 	defer c.end()
 	if err := c.checkRange("read-back", src, off, int64(len(p))); err != nil {
 		return err
+	}
+	if c.ring != nil {
+		return c.ringReadBack(ctx, src, off, p)
 	}
 	if s, soff := c.stage.within(p); s != nil {
 		_, err := c.rpc.ReadBack(ctx, &providerpb.ReadBackRequest{
@@ -466,6 +479,9 @@ func (c *GRPCClient) Gather(ctx context.Context, copies []memory.Copy) error {
 	if err := c.checkCopies(copies); err != nil {
 		return err
 	}
+	if c.ring != nil {
+		return c.ringGather(ctx, copies)
+	}
 	buf := recordPool.Get().(*[]byte)
 	defer recordPool.Put(buf)
 	for len(copies) > 0 {
@@ -488,6 +504,9 @@ func (c *GRPCClient) Checksum(ctx context.Context, buf memory.BufferID, off, n i
 	defer c.end()
 	if err := c.checkRange("checksum", buf, off, n); err != nil {
 		return 0, err
+	}
+	if c.ring != nil {
+		return c.ringChecksum(ctx, buf, off, n)
 	}
 	resp, err := c.rpc.Checksum(ctx, &providerpb.ChecksumRequest{BufferId: uint64(buf), Off: []int64{off}, Len: []int64{n}})
 	if err != nil {
@@ -527,6 +546,9 @@ func (c *GRPCClient) release() error {
 	c.inflight.Wait()
 	c.closeDmabufs()
 	var errs []error
+	if c.ring != nil {
+		errs = append(errs, memfd.Unmap(c.ring.close(ErrClosed)))
+	}
 	if c.fds != nil {
 		errs = append(errs, c.fds.Close())
 	}
@@ -551,6 +573,9 @@ func (c *GRPCClient) closeDmabufs() {
 // pluginExited runs when the plugin process has exited: pending fds and the
 // dmabuf fds of its buffers are closed; calls fail with ErrPluginExited.
 func (c *GRPCClient) pluginExited() {
+	if c.ring != nil {
+		c.ring.stop(c.life.err)
+	}
 	if c.fds != nil {
 		c.fds.Close()
 	}

@@ -3,7 +3,7 @@
 // Load, Plugin) and the plugin side (Serve).
 //
 // A Plugin implements memory.Provider, so the engine uses a plugin like the
-// built-in host-memory provider (package hostmem). Three channels join the
+// built-in host-memory provider (package hostmem). Four channels join the
 // two processes:
 //
 //   - control: the providerpb.Provider gRPC service, with the caller's ctx
@@ -12,7 +12,12 @@
 //     plugin) carrying SCM_RIGHTS records tagged with a request id — dmabuf
 //     fds to the host, staging memfds to the plugin;
 //   - bulk bytes: staging memfds mapped by both processes; CopyIn and
-//     ReadBack carry offsets into them, never the bytes.
+//     ReadBack carry offsets into them, never the bytes;
+//   - the data plane: a submission/completion ring in a memfd mapped by
+//     both processes, with a futex doorbell each way. CopyIn, Gather,
+//     ReadBack and Checksum travel on it as fixed-size descriptors, many in
+//     flight at once, when the plugin offers it (plugins built with Serve
+//     do); otherwise they are RPCs.
 //
 // # Lifecycle
 //

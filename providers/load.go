@@ -35,6 +35,12 @@ type LoadOptions struct {
 	// StagingSlots is the most staging buffers to create. Zero:
 	// DefaultStagingSlots.
 	StagingSlots int
+	// NoRing keeps every call on gRPC even when the plugin offers the
+	// data-plane ring (as RingEnv=off does for the whole process).
+	NoRing bool
+	// RingEntries is the ring's number of submission entries, rounded up
+	// to a power of two. Zero: DefaultRingEntries.
+	RingEntries int
 }
 
 // Plugin is a provider plugin process and the memory.Provider that talks to

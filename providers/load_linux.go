@@ -126,6 +126,11 @@ func Load(ctx context.Context, path string, opts *LoadOptions) (*Plugin, error) 
 	if err := client.init(ctx, opts.StagingSlotSize, opts.StagingSlots, r.life); err != nil {
 		return fail(err)
 	}
+	if client.ringOffer == ringVersion && !opts.NoRing && ringEnabled() {
+		if err := client.startRing(ctx, opts.RingEntries); err != nil {
+			logger.Warn("data-plane ring unavailable; data calls go over gRPC", "plugin", abs, "error", err)
+		}
+	}
 	r.onExit(client.pluginExited)
 	return &Plugin{path: abs, client: client, pc: pc, runner: r}, nil
 }

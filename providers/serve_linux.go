@@ -60,6 +60,9 @@ func Serve(impl memory.Provider, cfg *ServeConfig) {
 		Logger: logger,
 	})
 	stopping.Store(true)
+	if pp.server != nil {
+		pp.server.stopRing()
+	}
 	if err := impl.Close(); err != nil {
 		logger.Warn("close provider", "error", err)
 	}

@@ -27,8 +27,11 @@ type GRPCServer struct {
 	fds    *fdpass.Conn
 	logger hclog.Logger
 
-	mu      sync.RWMutex
-	staging map[uint64][]byte
+	mu       sync.RWMutex
+	staging  map[uint64][]byte
+	bufs     map[memory.BufferID]int64 // the buffers allocated for the host, and their sizes
+	ring     *ringServer
+	ringBusy bool // a ring is attached or being attached
 }
 
 // newGRPCServer returns a server for impl. fds is the plugin's end of the
@@ -37,7 +40,7 @@ func newGRPCServer(impl memory.Provider, fds *fdpass.Conn, logger hclog.Logger) 
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &GRPCServer{impl: impl, fds: fds, logger: logger, staging: make(map[uint64][]byte)}
+	return &GRPCServer{impl: impl, fds: fds, logger: logger, staging: make(map[uint64][]byte), bufs: make(map[memory.BufferID]int64)}
 }
 
 // unusable returns the provider's unusable reason, or "".
@@ -61,6 +64,9 @@ func (s *GRPCServer) Capabilities(ctx context.Context, _ *providerpb.Capabilitie
 		DeviceChecksum: c.DeviceChecksum,
 		MaxAlloc:       c.MaxAlloc,
 		UnusableReason: s.unusable(),
+	}
+	if ringEnabled() {
+		resp.RingVersion = ringVersion
 	}
 	if v, ok := s.impl.(Versioner); ok {
 		resp.Version = v.Version()
@@ -100,12 +106,22 @@ func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateReque
 		// The host gave up: it will not learn this buffer's id, so free it.
 		return nil, undo(err)
 	}
+	s.mu.Lock()
+	s.bufs[buf.ID] = buf.Size
+	s.mu.Unlock()
 	return &providerpb.AllocateResponse{BufferId: uint64(buf.ID), Size: buf.Size, DmabufSent: sent}, nil
 }
 
 // Free implements providerpb.ProviderServer.
 func (s *GRPCServer) Free(ctx context.Context, req *providerpb.FreeRequest) (*providerpb.FreeResponse, error) {
-	if err := s.impl.Free(ctx, memory.BufferID(req.GetBufferId())); err != nil {
+	id := memory.BufferID(req.GetBufferId())
+	err := s.impl.Free(ctx, id)
+	if err == nil || errors.Is(err, memory.ErrUnknownBuffer) {
+		s.mu.Lock()
+		delete(s.bufs, id)
+		s.mu.Unlock()
+	}
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &providerpb.FreeResponse{}, nil
@@ -215,6 +231,18 @@ func (s *GRPCServer) Checksum(ctx context.Context, req *providerpb.ChecksumReque
 		resp.Crc32C[i] = sum
 	}
 	return resp, nil
+}
+
+// stopRing stops serving the ring, waiting for the operations running.
+// Call it before closing the provider.
+func (s *GRPCServer) stopRing() {
+	s.mu.Lock()
+	r := s.ring
+	s.ring = nil
+	s.mu.Unlock()
+	if r != nil {
+		r.stop()
+	}
 }
 
 // releaseStaging unmaps every staging buffer. Call it only after the

@@ -10,6 +10,10 @@
 #   PREFIX/share/zsh/site-functions/{_blockd,_blockcat}
 #   PREFIX/lib/systemd/system/blockd.service  (packaging/blockd.service,
 #       ExecStart pointing at PREFIX/bin/blockd)
+#   PREFIX/lib/systemd/system/blockcat-agent.service  (packaging/
+#       blockcat-agent.service, ExecStart pointing at PREFIX/bin/blockcat)
+#   PREFIX/share/man/man1/{blockd,blockcat}.1  (docs/man, what 'blockd man'
+#       and 'blockcat man' print)
 #
 #   scripts/install.sh                      # /usr/local (as root)
 #   scripts/install.sh "$HOME/.local"       # your home: put ~/.local/bin on PATH
@@ -79,13 +83,17 @@ done
 "$GO" build -buildvcs=auto -ldflags "$ldflags" -o "$build/" "${pkgs[@]}"
 
 install -d "$root/bin" "$root/lib/blockxfer/plugins" "$root/lib/systemd/system" \
-	"$root/share/bash-completion/completions" "$root/share/zsh/site-functions"
+	"$root/share/bash-completion/completions" "$root/share/zsh/site-functions" "$root/share/man/man1"
 install -m 0755 "$build/blockd" "$build/blockcat" "$root/bin/"
 for p in "${plugins[@]}"; do
 	install -m 0755 "$build/$p" "$root/lib/blockxfer/plugins/blockxfer-provider-$p"
 done
 sed "s|/usr/local/bin/blockd|$prefix/bin/blockd|g" packaging/blockd.service >"$build/blockd.service"
 install -m 0644 "$build/blockd.service" "$root/lib/systemd/system/blockd.service"
+sed "s|/usr/local/bin/blockcat|$prefix/bin/blockcat|g" packaging/blockcat-agent.service >"$build/blockcat-agent.service"
+install -m 0644 "$build/blockcat-agent.service" "$root/lib/systemd/system/blockcat-agent.service"
+# The man pages are kept equal to what the binaries print by a test.
+install -m 0644 docs/man/blockd.1 docs/man/blockcat.1 "$root/share/man/man1/"
 
 # The completion scripts come from the binaries' own flag sets; a binary
 # built for another machine (GOOS, GOARCH) cannot run here to print them.
@@ -108,7 +116,7 @@ installed into $root:
 	IFS=,
 	echo "${plugins[*]}"
 )}
-  lib/systemd/system/blockd.service, bash and zsh completions under share/
+  lib/systemd/system/blockd.service, bash and zsh completions and man pages under share/
 Check the plugins with: $prefix/bin/blockcat providers
 Run blockd as a service: see the comments at the top of blockd.service.
 MSG

@@ -20,10 +20,34 @@ func commands() []cli.Command {
 		{Name: "upload", Summary: "store a file as a volume on a running blockd", Runs: runs(upload)},
 		{Name: "put", Summary: "store a file as a striped, erasure-coded volume", Runs: runs(put)},
 		{Name: "providers", Summary: "list the memory providers and their plugins", Runs: runs(listProviders)},
+		{Name: "agent", Summary: "serve applications on this host over a unix socket (Python client)", Runs: runs(runAgent)},
 		{Name: "doctor", Summary: "devmem preflight: kernel, NIC, udmabuf, providers", Runs: runs(
 			func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return cli.Doctor(ctx, "blockcat doctor", args, stdout, stderr)
 			})},
+		{Name: "selftest", Summary: "devmem self-test against a blockd: RX, TX, header split, tokens, binding loss", Runs: runs(selftestCmd)},
+	}
+}
+
+// program describes blockcat for its usage, help and man page: the
+// commands, what they share, and the help topics.
+func program() *cli.Program {
+	return &cli.Program{
+		Name:  "blockcat",
+		Title: "fetch blockxfer volumes into accelerator or host memory",
+		Intro: "blockcat fetches blockxfer volumes into memory (host memory, or GPU or\n" +
+			"udmabuf memory through provider plugins), writes them out, checks them and\n" +
+			"measures the path.",
+		Commands: commands(),
+		Notes: `SERVER is HOST[:PORT] ([IPV6]:PORT for an IPv6 address); the port defaults
+to 7070, blockd's. With $BLOCKXFER_SERVER set, SERVER may be left out:
+'BLOCKXFER_SERVER=host blockcat get VOLUME'.
+
+Common flags: --key-file FILE (or $BLOCKXFER_KEY_FILE), --data-conns N,
+--provider host|NAME|PATH (memory to fetch into; plugins are found as
+blockxfer-provider-NAME in --plugin-dir), --timeout D, --log-level LEVEL.`,
+		Topics:  cli.Topics("blockcat"),
+		SeeAlso: "blockd(1); README.md and docs/ in the blockxfer source, docs/json.md for --json.",
 	}
 }
 

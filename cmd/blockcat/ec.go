@@ -35,7 +35,13 @@ func dispatchGet(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return ecGet(ctx, args, stdout, stderr)
 		}
 	}
-	return get(ctx, args, stdout, stderr)
+	err := get(ctx, args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		// -h lists every flag get takes: the striped form's too.
+		fmt.Fprintln(stderr)
+		ecGet(ctx, []string{"-h"}, stdout, stderr)
+	}
+	return err
 }
 
 // parseEC parses "K+M".

@@ -50,6 +50,10 @@ type getResult struct {
 	Verified          bool `json:"verified"`
 	VerifiedExtents   int  `json:"verified_extents"`
 	UnverifiedExtents int  `json:"unverified_extents"`
+	// LinearBytes counts bytes that arrived in host memory instead of the
+	// dmabuf (packets the NIC did not header-split) and were copied in.
+	LinearBytes int64 `json:"linear_bytes"`
+	LinearFrags int64 `json:"linear_frags"`
 	// Reconnects counts the sessions dialled again after one was lost
 	// under the get; ReconnectCauses says why each was lost.
 	Reconnects      int          `json:"reconnects"`
@@ -332,6 +336,10 @@ func (res *getResult) printText(w io.Writer) {
 	if res.UnverifiedExtents > 0 {
 		msg += fmt.Sprintf(", %d extents NOT verified", res.UnverifiedExtents)
 	}
+	if res.LinearBytes > 0 {
+		msg += fmt.Sprintf(", %s arrived in host memory and were copied in (%d linear frags: packets the NIC did not header-split)",
+			cli.FormatBytes(float64(res.LinearBytes)), res.LinearFrags)
+	}
 	if res.Reconnects > 0 {
 		msg += fmt.Sprintf(", reconnected %s (%s)", cli.Plural(res.Reconnects, "time"), strings.Join(res.ReconnectCauses, "; "))
 	}
@@ -427,6 +435,8 @@ func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate
 		w.done = true
 		res.Requests++
 		res.Bytes += w.res[0].Bytes
+		res.LinearBytes += w.res[0].LinearBytes
+		res.LinearFrags += w.res[0].LinearFrags
 		res.Extents = append(res.Extents, extentInfos(w.res[0].Extents)...)
 		if !ordered {
 			// Bytes at their place or in memory only: a window's buffer

@@ -25,36 +25,6 @@ import (
 	"github.com/blockxfer/blockxfer/transport/choose"
 )
 
-const usage = `blockcat fetches blockxfer volumes into memory.
-
-Usage:
-  blockcat ls SERVER [--json]
-  blockcat get SERVER VOLUME [--offset N] [--length N] [-o FILE|-] [--continue] [--verify] [--json]
-  blockcat bench SERVER VOLUME [--sizes 4KiB,64KiB,1MiB,16MiB] [--duration 3s] [--json]
-  blockcat upload SERVER NAME FILE [--replace]      store a file as a volume on a running blockd
-  blockcat put FILE --name V --ec K+M --peers A,B,... (--manifest OUT | --etcd E)   striped upload
-  blockcat get (--manifest FILE | --etcd E VOLUME) [flags]                          striped fetch
-  blockcat providers [--plugin-dir DIR] [--json]
-  blockcat doctor [--if IFACES] [--json]   devmem preflight: kernel, NIC, udmabuf, providers
-  blockcat version [--json]                 also --version
-  blockcat completion bash|zsh              print a shell completion script
-
-SERVER is HOST[:PORT] ([IPV6]:PORT for an IPv6 address); the port defaults
-to 7070, blockd's. With $BLOCKXFER_SERVER set, SERVER may be left out:
-'BLOCKXFER_SERVER=host blockcat get VOLUME'.
-
-Common flags: --key-file FILE (or $BLOCKXFER_KEY_FILE), --data-conns N,
---provider host|NAME|PATH (memory to fetch into; plugins are found as
-blockxfer-provider-NAME in --plugin-dir), --timeout D, --log-level LEVEL.
-Run 'blockcat COMMAND -h' for all flags.
-
-Environment:
-  BLOCKXFER_SERVER      the server when SERVER is left out
-  BLOCKXFER_KEY_FILE    the key file when --key-file is not given
-  BLOCKXFER_PLUGIN_DIR  the plugin directory when --plugin-dir is not given
-                        (default: blockcat's directory, or ../lib/blockxfer/plugins beside it)
-`
-
 func main() {
 	ctx, stop := signalContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -126,7 +96,7 @@ func exitCode(ctx context.Context, err error, stderr io.Writer) int {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		program().WriteUsage(stderr)
 		return 2
 	}
 	var err error
@@ -143,17 +113,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = listProviders(ctx, args[1:], stdout, stderr)
 	case "upload":
 		err = upload(ctx, args[1:], stdout, stderr)
+	case "agent":
+		err = runAgent(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		err = cli.Doctor(ctx, "blockcat doctor", args[1:], stdout, stderr)
+	case "selftest":
+		err = selftestCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		err = cli.Version("blockcat", args[1:], stdout, stderr)
 	case "completion":
 		err = cli.Completion("blockcat", commands(), args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
+	case "help", "-h", "-help", "--help":
+		err = cli.Help(program(), args[1:], stdout, stderr)
+	case "man":
+		err = cli.Man(program(), args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "blockcat: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "blockcat: unknown command %q: run 'blockcat help' for the commands\n", args[0])
 		return 2
 	}
 	return exitCode(ctx, err, stderr)

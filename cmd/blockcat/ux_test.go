@@ -62,16 +62,26 @@ func TestCompletionCoversSource(t *testing.T) {
 	}
 }
 
+// usageText returns the usage -h prints.
+func usageText(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	if err := program().WriteUsage(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
 // TestCommandsMatchUsage: commands() and the usage text list the same
 // commands.
 func TestCommandsMatchUsage(t *testing.T) {
 	var inUsage []string
-	for _, m := range regexp.MustCompile(`(?m)^  blockcat ([a-z]+)`).FindAllStringSubmatch(usage, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  blockcat ([a-z]+)`).FindAllStringSubmatch(usageText(t), -1) {
 		inUsage = append(inUsage, m[1])
 	}
 	slices.Sort(inUsage)
 	inUsage = slices.Compact(inUsage)
-	listed := []string{"completion", "version"}
+	listed := []string{"completion", "help", "man", "version"}
 	for _, c := range commands() {
 		listed = append(listed, c.Name)
 	}

@@ -14,61 +14,43 @@ import (
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 )
 
-const catalogUsage = `blockd catalog checks, rebuilds and backs up a data directory's catalog.db.
-
-Usage:
-  blockd catalog check [--verify] --data DIR
-      Check the catalog (every page, every record) and every volume's
-      backing file; --verify also re-reads the data against the extent CRCs.
-      Exit 0 if healthy, 1 with a report of each problem.
-  blockd catalog recover [--extent-size SIZE] [--force] --data DIR
-      Rebuild a damaged or lost catalog from the files in DIR/volumes. The
-      old catalog.db is moved aside, never deleted. blockd must be stopped.
-  blockd catalog migrate --data DIR
-      Add block CRCs to volumes written by an older blockd (each is read
-      once and checked first), so partial reads check only edge blocks.
-  blockd catalog backup FILE --data DIR
-      Write a consistent copy of the catalog to FILE (a new file). blockd
-      serve holds the catalog's lock while it runs: stop it first.
-
-Run 'blockd catalog COMMAND -h' for a command's flags.
-`
-
 // catalogCmd runs `blockd catalog SUBCOMMAND`.
 func catalogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, catalogUsage)
-		return cli.UsageErr(errors.New("catalog: want check, recover, migrate or backup"))
+		return cli.UsageErr(&cli.FlagError{Cmd: "blockd catalog", Err: errors.New("catalog: want check, recover, migrate or backup")})
 	}
 	var cmd func(context.Context, *catalogFlags, []string, io.Writer, io.Writer) error
 	var synopsis, about string
 	switch args[0] {
 	case "check":
 		cmd, synopsis = catalogCheck, "[--verify] --data DIR"
-		about = "Checks the catalog (every page, every record) and every volume's backing file: there, a regular\n" +
-			"file or block device, of the volume's size. --verify also re-reads every volume against its\n" +
-			"extent CRCs. Opens the catalog read-only. Exits 0 if healthy, 1 with a report of each problem."
+		about = `Checks the catalog (every page, every record) and every volume's backing
+file: there, a regular file or block device, of the volume's size. --verify
+also re-reads every volume against its extent CRCs. Opens the catalog
+read-only. Exits 0 if healthy, 1 with a report of each problem.`
 	case "recover":
 		cmd, synopsis = catalogRecover, "[--extent-size SIZE] [--force] --data DIR"
-		about = "Rebuilds a damaged or lost catalog.db from the files in DIR/volumes: every NAME.vol becomes an\n" +
-			"owned volume NAME with a new generation, its extent CRCs computed from the file as it is now.\n" +
-			"The old catalog.db is moved to catalog.db.damaged-TIME, never deleted. Linked volumes (backing\n" +
-			"outside volumes/) cannot be found this way: re-import them with 'blockd volume import --link'.\n" +
-			"blockd must not be running on DIR."
+		about = `Rebuilds a damaged or lost catalog.db from the files in DIR/volumes: every
+NAME.vol becomes an owned volume NAME with a new generation, its extent CRCs
+computed from the file as it is now. The old catalog.db is moved to
+catalog.db.damaged-TIME, never deleted. Linked volumes (backing outside
+volumes/) cannot be found this way: re-import them with
+'blockd volume import --link'. blockd must not be running on DIR.`
 	case "migrate":
 		cmd, synopsis = catalogMigrate, "--data DIR"
-		about = "Adds block CRCs to volumes written by a blockd that stored only extent CRCs, so that reads of\n" +
-			"part of an extent read and check only the blocks at its edges instead of the whole extent. Each\n" +
-			"such volume is read once and checked against its extent CRCs first; one that no longer matches\n" +
-			"them is reported and left as it is. blockd must not be running on DIR."
+		about = `Adds block CRCs to volumes written by a blockd that stored only extent CRCs,
+so that reads of part of an extent read and check only the blocks at its
+edges instead of the whole extent. Each such volume is read once and checked
+against its extent CRCs first; one that no longer matches them is reported
+and left as it is. blockd must not be running on DIR.`
 	case "backup":
 		cmd, synopsis = catalogBackup, "FILE --data DIR"
-		about = "Writes a consistent copy of DIR/catalog.db to FILE, a new file (mode 0600), fsynced and checked.\n" +
-			"It needs the catalog's lock, which a running blockd serve holds: stop blockd first. To restore,\n" +
-			"stop blockd and copy FILE to DIR/catalog.db."
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, catalogUsage)
-		return nil
+		about = `Writes a consistent copy of DIR/catalog.db to FILE, a new file (mode 0600),
+fsynced and checked. It needs the catalog's lock, which a running blockd
+serve holds: stop blockd first. To restore, stop blockd and copy FILE to
+DIR/catalog.db.`
+	case "help", "-h", "-help", "--help":
+		return program().WriteGroupHelp(stdout, group("catalog"))
 	default:
 		return cli.UsageErr(fmt.Errorf("catalog: unknown command %q: want check, recover, migrate or backup", args[0]))
 	}
@@ -80,25 +62,21 @@ func catalogCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // --data flag they all take.
 type catalogFlags struct {
 	*flag.FlagSet
-	dataDir  string
-	synopsis string
+	dataDir string
+	usage   string // synopsis and about, for cli.Parse
 }
 
 func newCatalogFlags(sub, synopsis, about string, stderr io.Writer) *catalogFlags {
-	f := &catalogFlags{FlagSet: flag.NewFlagSet("blockd catalog "+sub, flag.ContinueOnError), synopsis: synopsis}
+	f := &catalogFlags{FlagSet: flag.NewFlagSet("blockd catalog "+sub, flag.ContinueOnError), usage: synopsis + "\n\n" + about}
 	f.SetOutput(stderr)
 	cli.DataDirFlag(f.FlagSet, &f.dataDir, "data directory holding catalog.db and volumes/")
-	f.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s %s\n\n%s\n\nFlags:\n", f.Name(), synopsis, about)
-		f.PrintDefaults()
-	}
 	return f
 }
 
 // parse parses the subcommand's arguments; want positional arguments are
 // required. --data is required too.
 func (f *catalogFlags) parse(args []string, want int) ([]string, error) {
-	pos, err := cli.Parse(f.FlagSet, args, want, f.synopsis)
+	pos, err := cli.Parse(f.FlagSet, args, want, f.usage)
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}

@@ -39,6 +39,33 @@ func commands() []cli.Command {
 	}
 }
 
+// program describes blockd for its usage, help and man page: the
+// commands, what they share, and the help topics.
+func program() *cli.Program {
+	return &cli.Program{
+		Name:  "blockd",
+		Title: "the blockxfer storage server",
+		Intro: "blockd is the blockxfer storage server: it keeps a catalog of volumes in a\n" +
+			"data directory and serves them to blockcat and other blockxfer clients.",
+		Commands: commands(),
+		Notes: `Addresses are HOST[:PORT] ([IPV6]:PORT for an IPv6 address); the port
+defaults to 7070. --data defaults to $BLOCKXFER_DATA. While blockd serve runs
+it holds the catalog's lock: the volume and catalog commands refuse to run
+on its data directory until it stops (add volumes to a running blockd with
+'blockcat upload').`,
+		Topics: cli.Topics("blockd"),
+		SeeAlso: "blockcat(1); README.md and docs/ in the blockxfer source: docs/catalog.md\n" +
+			"for the data directory, docs/json.md for --json.",
+	}
+}
+
+// group returns the command of blockd with subcommands named name (volume,
+// catalog), for their help.
+func group(name string) cli.Command {
+	c, _ := program().Find(name)
+	return c
+}
+
 // command is the signature of blockd's command functions.
 type command = func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 

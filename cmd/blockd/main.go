@@ -21,38 +21,6 @@ import (
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 )
 
-const usage = `blockd is the blockxfer storage server.
-
-Usage:
-  blockd serve --data DIR --listen ADDR [--key-file FILE] [--metrics ADDR] [flags]
-  blockd volume create NAME --size SIZE [--extent-size SIZE] [--fill zero|random] --data DIR
-  blockd volume import NAME SRC [--link] [--extent-size SIZE] --data DIR
-  blockd volume list [--json] --data DIR
-  blockd volume inspect NAME [--verify] [--json] --data DIR
-  blockd volume rm NAME --data DIR
-  blockd catalog check [--verify] --data DIR      check the catalog and every volume's backing
-  blockd catalog recover [--extent-size SIZE] [--force] --data DIR   rebuild a damaged catalog from volumes/
-  blockd catalog migrate --data DIR               add block CRCs to volumes an older blockd wrote
-  blockd catalog backup FILE --data DIR           consistent copy of the catalog (blockd stopped)
-  blockd serve ... --etcd ENDPOINTS [--server-id ID] [--advertise ADDR]   join a cluster (registered with a lease)
-  blockd scrub (--manifest FILE | --etcd E VOLUME) [--spare ADDR,...]   check and rebuild a striped volume's shards
-  blockd keygen -o FILE
-  blockd doctor [--if IFACES] [--json]     devmem preflight: kernel, NIC, udmabuf, providers
-  blockd version [--json]                  also --version
-  blockd completion bash|zsh               print a shell completion script
-
-Addresses are HOST[:PORT] ([IPV6]:PORT for an IPv6 address); the port
-defaults to 7070.
-
-Run 'blockd COMMAND -h' for a command's flags.
-
-Environment:
-  BLOCKXFER_DATA        the data directory when --data is not given
-  BLOCKXFER_KEY_FILE    the key file when --key-file is not given (serve: else DATA/blockd.key)
-  BLOCKXFER_PLUGIN_DIR  the plugin directory when --plugin-dir is not given
-                        (default: blockd's directory, or ../lib/blockxfer/plugins beside it)
-`
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -63,7 +31,7 @@ func main() {
 // 1 failure, 2 bad usage.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		program().WriteUsage(stderr)
 		return 2
 	}
 	var err error
@@ -84,11 +52,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cli.Version("blockd", args[1:], stdout, stderr)
 	case "completion":
 		err = cli.Completion("blockd", commands(), args[1:], stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
+	case "help", "-h", "-help", "--help":
+		err = cli.Help(program(), args[1:], stdout, stderr)
+	case "man":
+		err = cli.Man(program(), args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "blockd: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "blockd: unknown command %q: run 'blockd help' for the commands\n", args[0])
 		return 2
 	}
 	return cli.ExitCode("blockd", err, stderr)

@@ -32,7 +32,7 @@ func TestServeHelp(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("serve -h took %v", d)
 	}
-	for _, flag := range []string{"-data", "-listen", "-ready-file", "-devmem", "-etcd", "-etcd-ttl", "-server-id", "-advertise"} {
+	for _, flag := range []string{"--data", "--listen", "--ready-file", "--devmem", "--etcd", "--etcd-ttl", "--server-id", "--advertise"} {
 		if !strings.Contains(stderr, "\n  "+flag+" ") {
 			t.Errorf("serve -h does not list %s:\n%s", flag, stderr)
 		}

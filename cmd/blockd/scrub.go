@@ -38,7 +38,7 @@ func parseScrubFlags(args []string, stderr io.Writer) (*scrubFlags, error) {
 	fs.StringVar(&f.src.File, "manifest", "", "manifest file of the striped volume (rewritten after a repair)")
 	fs.StringVar(&f.src.Etcd, "etcd", "", "etcd endpoints of the cluster catalog")
 	spares := fs.String("spare", "", "comma-separated addresses of servers that may take a lost server's shards (default with --etcd: registered servers not in the volume)")
-	fs.StringVar(&f.keyFile, "key-file", "", "pre-shared key file (default $"+cli.KeyEnv+")")
+	fs.StringVar(&f.keyFile, "key-file", "", "pre-shared key `FILE` (default $"+cli.KeyEnv+")")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: no limit)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as JSON")

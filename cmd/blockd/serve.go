@@ -69,7 +69,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.SetOutput(stderr)
 	cli.DataDirFlag(fs, &c.dataDir, "data directory holding catalog.db and volumes/")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:"+cli.DefaultPort, "address for control and data connections: HOST[:PORT], port "+cli.DefaultPort+" if left out")
-	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key file (default DATA/"+defaultKeyName+" or $"+cli.KeyEnv+")")
+	fs.StringVar(&c.keyFile, "key-file", "", "pre-shared key `FILE` (default $"+cli.KeyEnv+", else DATA/"+defaultKeyName+")")
 	fs.StringVar(&c.metricsAddr, "metrics", "", "address to serve Prometheus /metrics on (off if empty)")
 	fs.StringVar(&c.name, "name", "", "server name shown to clients (default hostname)")
 	fs.IntVar(&c.maxSessions, "max-sessions", 256, "most concurrent client sessions")
@@ -91,7 +91,11 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.pluginDir, "plugin-dir", "", cli.PluginDirHelp)
 	fs.Var(&c.txPool, "tx-pool", "devmem TX buffer pool size")
 	c.cluster.addFlags(fs)
-	if _, err := cli.Parse(fs, args, 0, "--data DIR --listen ADDR"); err != nil {
+	if _, err := cli.Parse(fs, args, 0, "--data DIR [--listen ADDR] [--key-file FILE] [--metrics ADDR] [flags]\n\n"+
+		"Serves the volumes of the data directory to blockcat and other clients until\n"+
+		"SIGTERM or SIGINT, which let reads in flight finish (--shutdown-timeout). The\n"+
+		"key is --key-file, else $"+cli.KeyEnv+", else DATA/"+defaultKeyName+". With --etcd it\n"+
+		"also registers in a cluster catalog, for striped volumes."); err != nil {
 		return nil, cli.UsageErr(err)
 	}
 	if err := c.cluster.check(); err != nil {

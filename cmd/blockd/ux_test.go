@@ -72,16 +72,26 @@ func TestCompletion(t *testing.T) {
 	}
 }
 
+// usageText returns the usage -h prints.
+func usageText(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	if err := program().WriteUsage(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
 // TestCommandsMatchUsage: commands() and the usage text list the same
 // commands and subcommands.
 func TestCommandsMatchUsage(t *testing.T) {
 	var inUsage []string
-	for _, m := range regexp.MustCompile(`(?m)^  blockd ([a-z]+)(?: (create|import|list|inspect|rm|check|recover|migrate|backup)\b)?`).FindAllStringSubmatch(usage, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  blockd ([a-z]+)(?: (create|import|list|inspect|rm|check|recover|migrate|backup)\b)?`).FindAllStringSubmatch(usageText(t), -1) {
 		inUsage = append(inUsage, strings.TrimSpace(m[1]+" "+m[2]))
 	}
 	slices.Sort(inUsage)
 	inUsage = slices.Compact(inUsage)
-	listed := []string{"completion", "version"}
+	listed := []string{"completion", "help", "man", "version"}
 	for _, c := range commands() {
 		if len(c.Sub) == 0 {
 			listed = append(listed, c.Name)

@@ -17,7 +17,7 @@ import (
 // subcommand.
 func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return cli.UsageErr(errors.New("volume: want create, import, list, inspect or rm"))
+		return cli.UsageErr(&cli.FlagError{Cmd: "blockd volume", Err: errors.New("volume: want create, import, list, inspect or rm")})
 	}
 	var cmd func(context.Context, *volumeFlags, []string, io.Writer, io.Writer) error
 	switch args[0] {
@@ -31,6 +31,8 @@ func volume(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cmd = volumeInspect
 	case "rm":
 		cmd = volumeRemove
+	case "help", "-h", "-help", "--help":
+		return program().WriteGroupHelp(stdout, group("volume"))
 	default:
 		return cli.UsageErr(fmt.Errorf("volume: unknown command %q: want create, import, list, inspect or rm", args[0]))
 	}
@@ -75,7 +77,7 @@ func volumeCreate(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 	fs.Var(&size, "size", "volume size, e.g. 256MiB (required)")
 	fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
 	fill := fs.String("fill", "zero", "contents: zero or random")
-	pos, err := fs.parse(args, 1, "NAME --size SIZE [--fill zero|random] --data DIR")
+	pos, err := fs.parse(args, 1, "NAME --size SIZE [--fill zero|random] [--extent-size SIZE] --data DIR")
 	if err != nil {
 		return err
 	}
@@ -106,7 +108,7 @@ func volumeImport(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 	var extent cli.SizeFlag = catalog.DefaultExtentSize
 	fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
 	link := fs.Bool("link", false, "serve SRC in place instead of copying it (use for block devices)")
-	pos, err := fs.parse(args, 2, "NAME SRC [--link] --data DIR")
+	pos, err := fs.parse(args, 2, "NAME SRC [--link] [--extent-size SIZE] --data DIR\n\nSRC is a file (copied into DIR/volumes) or, with --link, a file or block\ndevice served in place.")
 	if err != nil {
 		return err
 	}
@@ -132,7 +134,7 @@ func volumeImport(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 // volumeList runs `blockd volume list`.
 func volumeList(_ context.Context, fs *volumeFlags, args []string, stdout, _ io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := fs.parse(args, 0, "--data DIR"); err != nil {
+	if _, err := fs.parse(args, 0, "[--json] --data DIR"); err != nil {
 		return err
 	}
 	s, err := fs.open(true)
@@ -165,7 +167,7 @@ func volumeList(_ context.Context, fs *volumeFlags, args []string, stdout, _ io.
 func volumeInspect(ctx context.Context, fs *volumeFlags, args []string, stdout, stderr io.Writer) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	verify := fs.Bool("verify", false, "re-read every extent and check its CRC-32C")
-	pos, err := fs.parse(args, 1, "NAME [--verify] --data DIR")
+	pos, err := fs.parse(args, 1, "NAME [--verify] [--json] --data DIR")
 	if err != nil {
 		return err
 	}
@@ -277,8 +279,10 @@ func printVolume(w io.Writer, out inspectJSON) {
 func keygen(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("blockd keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	out := fs.String("o", "", "key file to create, mode 0600 (required)")
-	if _, err := cli.Parse(fs, args, 0, "-o FILE"); err != nil {
+	out := fs.String("o", "", "key `FILE` to create, mode 0600 (required)")
+	if _, err := cli.Parse(fs, args, 0, "-o FILE\n\n"+
+		"Writes a new random pre-shared key to FILE, mode 0600; it never overwrites a\n"+
+		"file. blockd serve and its clients need the same key (--key-file or $"+cli.KeyEnv+")."); err != nil {
 		return cli.UsageErr(err)
 	}
 	if *out == "" {

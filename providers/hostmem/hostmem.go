@@ -46,15 +46,21 @@ type Provider struct {
 	bufs *buftab.Table[*buffer]
 }
 
-// buffer is one memfd-backed allocation.
+// buffer is one memfd-backed allocation, or an import of caller-owned
+// memory (see Import and ImportBytes).
 type buffer struct {
-	fd  int
-	mem []byte // the mapping; len(mem) is the buffer size
+	fd  int    // the memfd backing an allocation; -1 for an import
+	mem []byte // the buffer's bytes; len(mem) is the buffer size
+	// mapping is what release unmaps: the whole mapping, of which mem is
+	// a part (an import need not start on a page); nil for ImportBytes,
+	// whose memory stays the caller's.
+	mapping []byte
 }
 
 var (
 	_ memory.Provider = (*Provider)(nil)
 	_ memory.Mapper   = (*Provider)(nil)
+	_ memory.Importer = (*Provider)(nil)
 )
 
 // New returns an empty host-memory provider.
@@ -99,7 +105,7 @@ func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		memfd.Close(fd)
 		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d bytes: %w", size, err)
 	}
-	b := &buffer{fd: fd, mem: mem}
+	b := &buffer{fd: fd, mem: mem, mapping: mem}
 	id, err := p.bufs.Add(b, size)
 	if err != nil { // closed: err is ErrClosed
 		b.release()
@@ -134,13 +140,71 @@ func (p *Provider) Bytes(id memory.BufferID) ([]byte, error) {
 // process or to bind it where a mappable fd stands in for a dmabuf (the
 // software NIC). The buffer owns the fd: it is closed by Free and must not be
 // closed by the caller (dup it to keep it). It returns an error wrapping
-// memory.ErrUnknownBuffer if id is not allocated.
+// memory.ErrUnknownBuffer if id is not allocated, and an error for an
+// imported buffer, which holds no fd (the caller has its own).
 func (p *Provider) FD(id memory.BufferID) (int, error) {
 	b, err := p.bufs.Get("fd", id)
 	if err != nil {
 		return -1, err
 	}
+	if b.fd < 0 {
+		return -1, fmt.Errorf("hostmem: fd: buffer %d is imported caller memory, which has no memfd here", id)
+	}
 	return b.fd, nil
+}
+
+// ImportBytes makes mem, memory the caller owns, a buffer of the provider,
+// so the engine reads straight into it: a Go program's own []byte as a
+// destination. The provider never frees mem; Free (or Close) only forgets
+// it, after any copy in flight on it has finished. mem must stay valid, and
+// should not be touched by the caller, until then. It returns an error for
+// an empty mem.
+func (p *Provider) ImportBytes(mem []byte) (memory.Buffer, error) {
+	if len(mem) == 0 {
+		return memory.Buffer{DmabufFD: -1}, errors.New("hostmem: import bytes: empty slice")
+	}
+	b := &buffer{fd: -1, mem: mem[:len(mem):len(mem)]}
+	id, err := p.bufs.Add(b, int64(len(mem)))
+	if err != nil {
+		return memory.Buffer{DmabufFD: -1}, err
+	}
+	return memory.Buffer{ID: id, Size: int64(len(mem)), DmabufFD: -1}, nil
+}
+
+// Import maps caller-owned host memory shared by fd (memory.ImportFD, or
+// memory.ImportShm) and makes it a buffer of the provider: the engine
+// writes into the caller's pages, which the caller sees through its own
+// mapping of the same file. The file must be a regular file open for
+// reading and writing, at least d.Offset+d.Size bytes long, and sealed
+// against shrinking (F_SEAL_SHRINK, as a memfd created with
+// MFD_ALLOW_SEALING can be): a file cut short under a read would crash
+// this process with SIGBUS. d.Offset need not be page-aligned. Import does
+// not keep d.FD (the mapping holds the file); Free unmaps, after any copy
+// in flight has finished. Other kinds fail with an error wrapping
+// memory.ErrImportNotSupported.
+func (p *Provider) Import(ctx context.Context, d memory.ImportDesc) (memory.Buffer, error) {
+	none := memory.Buffer{DmabufFD: -1}
+	if err := ctx.Err(); err != nil {
+		return none, err
+	}
+	if d.Kind != memory.ImportFD && d.Kind != memory.ImportShm {
+		return none, fmt.Errorf("hostmem: import %q: %w: host memory imports only %s and %s (device memory is imported by its provider)",
+			d.Kind, memory.ErrImportNotSupported, memory.ImportFD, memory.ImportShm)
+	}
+	if err := d.Check(); err != nil {
+		return none, fmt.Errorf("hostmem: %w", err)
+	}
+	mapping, mem, err := mapImport(d)
+	if err != nil {
+		return none, fmt.Errorf("hostmem: import %s: %w", d.Kind, err)
+	}
+	b := &buffer{fd: -1, mem: mem, mapping: mapping}
+	id, err := p.bufs.Add(b, d.Size)
+	if err != nil {
+		b.release()
+		return none, err
+	}
+	return memory.Buffer{ID: id, Size: d.Size, DmabufFD: -1}, nil
 }
 
 // CopyIn copies src into dst at off. It returns an error wrapping
@@ -228,7 +292,12 @@ func (p *Provider) Close() error {
 	return errors.Join(errs...)
 }
 
-// release unmaps the buffer and closes its memfd.
+// release unmaps the buffer and closes its memfd; for an import it undoes
+// the mapping only.
 func (b *buffer) release() error {
-	return errors.Join(memfd.Unmap(b.mem), memfd.Close(b.fd))
+	err := memfd.Unmap(b.mapping)
+	if b.fd >= 0 {
+		err = errors.Join(err, memfd.Close(b.fd))
+	}
+	return err
 }

@@ -3,7 +3,10 @@
 // Control travels over this gRPC service; file descriptors travel over a side
 // SOCK_SEQPACKET socket (fd 3 in the plugin) as SCM_RIGHTS records; bulk bytes
 // travel through staging memfds mapped by both processes. No RPC carries bulk
-// bytes: CopyIn and ReadBack name a range of a staging buffer.
+// bytes: CopyIn and ReadBack name a range of a staging buffer. Where the
+// plugin offers it (CapabilitiesResponse.ring_version), the data calls
+// (CopyIn, Gather, ReadBack, Checksum) travel instead as descriptors in a
+// shared-memory ring (AttachRing; docs/providers.md, "The ring").
 //
 // Errors: a failing RPC returns a gRPC status whose details hold an
 // ErrorDetail naming the memory sentinel, when there is one.
@@ -87,7 +90,7 @@ func (x ErrorDetail_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorDetail_Kind.Descriptor instead.
 func (ErrorDetail_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_provider_proto_rawDescGZIP(), []int{16, 0}
+	return file_provider_proto_rawDescGZIP(), []int{18, 0}
 }
 
 type CapabilitiesRequest struct {
@@ -149,8 +152,11 @@ type CapabilitiesResponse struct {
 	// unusable_reason, when set, says why this provider cannot work on this
 	// machine (no device, no driver, module not loaded) and how to fix it.
 	UnusableReason string `protobuf:"bytes,10,opt,name=unusable_reason,json=unusableReason,proto3" json:"unusable_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ring_version is the data-plane ring layout the plugin serves (1), or 0
+	// when it serves the data RPCs only.
+	RingVersion   uint32 `protobuf:"varint,11,opt,name=ring_version,json=ringVersion,proto3" json:"ring_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CapabilitiesResponse) Reset() {
@@ -251,6 +257,13 @@ func (x *CapabilitiesResponse) GetUnusableReason() string {
 		return x.UnusableReason
 	}
 	return ""
+}
+
+func (x *CapabilitiesResponse) GetRingVersion() uint32 {
+	if x != nil {
+		return x.RingVersion
+	}
+	return 0
 }
 
 type AllocateRequest struct {
@@ -963,6 +976,124 @@ func (x *ChecksumResponse) GetCrc32C() []uint32 {
 	return nil
 }
 
+type AttachRingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ring_id tags the side-socket staging record carrying the ring memfd; it
+	// is outside the staging ids (bit 63 set).
+	RingId uint64 `protobuf:"varint,1,opt,name=ring_id,json=ringId,proto3" json:"ring_id,omitempty"`
+	// size is the memfd's size in bytes.
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// version is the ring layout (1); sq_entries and cq_entries are the
+	// number of submission and completion entries, powers of two, as also
+	// written in the ring's header.
+	Version       uint32 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	SqEntries     uint32 `protobuf:"varint,4,opt,name=sq_entries,json=sqEntries,proto3" json:"sq_entries,omitempty"`
+	CqEntries     uint32 `protobuf:"varint,5,opt,name=cq_entries,json=cqEntries,proto3" json:"cq_entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRingRequest) Reset() {
+	*x = AttachRingRequest{}
+	mi := &file_provider_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRingRequest) ProtoMessage() {}
+
+func (x *AttachRingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provider_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRingRequest.ProtoReflect.Descriptor instead.
+func (*AttachRingRequest) Descriptor() ([]byte, []int) {
+	return file_provider_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AttachRingRequest) GetRingId() uint64 {
+	if x != nil {
+		return x.RingId
+	}
+	return 0
+}
+
+func (x *AttachRingRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *AttachRingRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *AttachRingRequest) GetSqEntries() uint32 {
+	if x != nil {
+		return x.SqEntries
+	}
+	return 0
+}
+
+func (x *AttachRingRequest) GetCqEntries() uint32 {
+	if x != nil {
+		return x.CqEntries
+	}
+	return 0
+}
+
+type AttachRingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachRingResponse) Reset() {
+	*x = AttachRingResponse{}
+	mi := &file_provider_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachRingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachRingResponse) ProtoMessage() {}
+
+func (x *AttachRingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provider_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachRingResponse.ProtoReflect.Descriptor instead.
+func (*AttachRingResponse) Descriptor() ([]byte, []int) {
+	return file_provider_proto_rawDescGZIP(), []int{17}
+}
+
 // ErrorDetail travels in the details of a failing RPC's status and names the
 // memory sentinel the error wraps.
 type ErrorDetail struct {
@@ -974,7 +1105,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_provider_proto_msgTypes[16]
+	mi := &file_provider_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1117,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_provider_proto_msgTypes[16]
+	mi := &file_provider_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1130,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_provider_proto_rawDescGZIP(), []int{16}
+	return file_provider_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ErrorDetail) GetKind() ErrorDetail_Kind {
@@ -1014,7 +1145,7 @@ var File_provider_proto protoreflect.FileDescriptor
 const file_provider_proto_rawDesc = "" +
 	"\n" +
 	"\x0eprovider.proto\x12\x15blockxfer.provider.v1\"\x15\n" +
-	"\x13CapabilitiesRequest\"\xbf\x02\n" +
+	"\x13CapabilitiesRequest\"\xe2\x02\n" +
 	"\x14CapabilitiesResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -1026,7 +1157,8 @@ const file_provider_proto_rawDesc = "" +
 	"\x0fdevice_checksum\x18\b \x01(\bR\x0edeviceChecksum\x12\x1b\n" +
 	"\tmax_alloc\x18\t \x01(\x03R\bmaxAlloc\x12'\n" +
 	"\x0funusable_reason\x18\n" +
-	" \x01(\tR\x0eunusableReason\"\\\n" +
+	" \x01(\tR\x0eunusableReason\x12!\n" +
+	"\fring_version\x18\v \x01(\rR\vringVersion\"\\\n" +
 	"\x0fAllocateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x12\n" +
@@ -1071,7 +1203,16 @@ const file_provider_proto_rawDesc = "" +
 	"\x03off\x18\x02 \x03(\x03R\x03off\x12\x10\n" +
 	"\x03len\x18\x03 \x03(\x03R\x03len\"*\n" +
 	"\x10ChecksumResponse\x12\x16\n" +
-	"\x06crc32c\x18\x01 \x03(\rR\x06crc32c\"\xc0\x01\n" +
+	"\x06crc32c\x18\x01 \x03(\rR\x06crc32c\"\x98\x01\n" +
+	"\x11AttachRingRequest\x12\x17\n" +
+	"\aring_id\x18\x01 \x01(\x04R\x06ringId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\rR\aversion\x12\x1d\n" +
+	"\n" +
+	"sq_entries\x18\x04 \x01(\rR\tsqEntries\x12\x1d\n" +
+	"\n" +
+	"cq_entries\x18\x05 \x01(\rR\tcqEntries\"\x14\n" +
+	"\x12AttachRingResponse\"\xc0\x01\n" +
 	"\vErrorDetail\x12;\n" +
 	"\x04kind\x18\x01 \x01(\x0e2'.blockxfer.provider.v1.ErrorDetail.KindR\x04kind\"t\n" +
 	"\x04Kind\x12\x14\n" +
@@ -1079,7 +1220,7 @@ const file_provider_proto_rawDesc = "" +
 	"\x0eKIND_NO_DMABUF\x10\x01\x12\x17\n" +
 	"\x13KIND_UNKNOWN_BUFFER\x10\x02\x12\x16\n" +
 	"\x12KIND_OUT_OF_BOUNDS\x10\x03\x12\x11\n" +
-	"\rKIND_UNUSABLE\x10\x042\xf5\x05\n" +
+	"\rKIND_UNUSABLE\x10\x042\xd8\x06\n" +
 	"\bProvider\x12g\n" +
 	"\fCapabilities\x12*.blockxfer.provider.v1.CapabilitiesRequest\x1a+.blockxfer.provider.v1.CapabilitiesResponse\x12[\n" +
 	"\bAllocate\x12&.blockxfer.provider.v1.AllocateRequest\x1a'.blockxfer.provider.v1.AllocateResponse\x12O\n" +
@@ -1088,7 +1229,9 @@ const file_provider_proto_rawDesc = "" +
 	"\x06CopyIn\x12$.blockxfer.provider.v1.CopyInRequest\x1a%.blockxfer.provider.v1.CopyInResponse\x12U\n" +
 	"\x06Gather\x12$.blockxfer.provider.v1.GatherRequest\x1a%.blockxfer.provider.v1.GatherResponse\x12[\n" +
 	"\bReadBack\x12&.blockxfer.provider.v1.ReadBackRequest\x1a'.blockxfer.provider.v1.ReadBackResponse\x12[\n" +
-	"\bChecksum\x12&.blockxfer.provider.v1.ChecksumRequest\x1a'.blockxfer.provider.v1.ChecksumResponseB5Z3github.com/blockxfer/blockxfer/providers/providerpbb\x06proto3"
+	"\bChecksum\x12&.blockxfer.provider.v1.ChecksumRequest\x1a'.blockxfer.provider.v1.ChecksumResponse\x12a\n" +
+	"\n" +
+	"AttachRing\x12(.blockxfer.provider.v1.AttachRingRequest\x1a).blockxfer.provider.v1.AttachRingResponseB5Z3github.com/blockxfer/blockxfer/providers/providerpbb\x06proto3"
 
 var (
 	file_provider_proto_rawDescOnce sync.Once
@@ -1103,7 +1246,7 @@ func file_provider_proto_rawDescGZIP() []byte {
 }
 
 var file_provider_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_provider_proto_goTypes = []any{
 	(ErrorDetail_Kind)(0),         // 0: blockxfer.provider.v1.ErrorDetail.Kind
 	(*CapabilitiesRequest)(nil),   // 1: blockxfer.provider.v1.CapabilitiesRequest
@@ -1122,7 +1265,9 @@ var file_provider_proto_goTypes = []any{
 	(*ReadBackResponse)(nil),      // 14: blockxfer.provider.v1.ReadBackResponse
 	(*ChecksumRequest)(nil),       // 15: blockxfer.provider.v1.ChecksumRequest
 	(*ChecksumResponse)(nil),      // 16: blockxfer.provider.v1.ChecksumResponse
-	(*ErrorDetail)(nil),           // 17: blockxfer.provider.v1.ErrorDetail
+	(*AttachRingRequest)(nil),     // 17: blockxfer.provider.v1.AttachRingRequest
+	(*AttachRingResponse)(nil),    // 18: blockxfer.provider.v1.AttachRingResponse
+	(*ErrorDetail)(nil),           // 19: blockxfer.provider.v1.ErrorDetail
 }
 var file_provider_proto_depIdxs = []int32{
 	0,  // 0: blockxfer.provider.v1.ErrorDetail.kind:type_name -> blockxfer.provider.v1.ErrorDetail.Kind
@@ -1134,16 +1279,18 @@ var file_provider_proto_depIdxs = []int32{
 	11, // 6: blockxfer.provider.v1.Provider.Gather:input_type -> blockxfer.provider.v1.GatherRequest
 	13, // 7: blockxfer.provider.v1.Provider.ReadBack:input_type -> blockxfer.provider.v1.ReadBackRequest
 	15, // 8: blockxfer.provider.v1.Provider.Checksum:input_type -> blockxfer.provider.v1.ChecksumRequest
-	2,  // 9: blockxfer.provider.v1.Provider.Capabilities:output_type -> blockxfer.provider.v1.CapabilitiesResponse
-	4,  // 10: blockxfer.provider.v1.Provider.Allocate:output_type -> blockxfer.provider.v1.AllocateResponse
-	6,  // 11: blockxfer.provider.v1.Provider.Free:output_type -> blockxfer.provider.v1.FreeResponse
-	8,  // 12: blockxfer.provider.v1.Provider.AttachStaging:output_type -> blockxfer.provider.v1.AttachStagingResponse
-	10, // 13: blockxfer.provider.v1.Provider.CopyIn:output_type -> blockxfer.provider.v1.CopyInResponse
-	12, // 14: blockxfer.provider.v1.Provider.Gather:output_type -> blockxfer.provider.v1.GatherResponse
-	14, // 15: blockxfer.provider.v1.Provider.ReadBack:output_type -> blockxfer.provider.v1.ReadBackResponse
-	16, // 16: blockxfer.provider.v1.Provider.Checksum:output_type -> blockxfer.provider.v1.ChecksumResponse
-	9,  // [9:17] is the sub-list for method output_type
-	1,  // [1:9] is the sub-list for method input_type
+	17, // 9: blockxfer.provider.v1.Provider.AttachRing:input_type -> blockxfer.provider.v1.AttachRingRequest
+	2,  // 10: blockxfer.provider.v1.Provider.Capabilities:output_type -> blockxfer.provider.v1.CapabilitiesResponse
+	4,  // 11: blockxfer.provider.v1.Provider.Allocate:output_type -> blockxfer.provider.v1.AllocateResponse
+	6,  // 12: blockxfer.provider.v1.Provider.Free:output_type -> blockxfer.provider.v1.FreeResponse
+	8,  // 13: blockxfer.provider.v1.Provider.AttachStaging:output_type -> blockxfer.provider.v1.AttachStagingResponse
+	10, // 14: blockxfer.provider.v1.Provider.CopyIn:output_type -> blockxfer.provider.v1.CopyInResponse
+	12, // 15: blockxfer.provider.v1.Provider.Gather:output_type -> blockxfer.provider.v1.GatherResponse
+	14, // 16: blockxfer.provider.v1.Provider.ReadBack:output_type -> blockxfer.provider.v1.ReadBackResponse
+	16, // 17: blockxfer.provider.v1.Provider.Checksum:output_type -> blockxfer.provider.v1.ChecksumResponse
+	18, // 18: blockxfer.provider.v1.Provider.AttachRing:output_type -> blockxfer.provider.v1.AttachRingResponse
+	10, // [10:19] is the sub-list for method output_type
+	1,  // [1:10] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name
@@ -1160,7 +1307,7 @@ func file_provider_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provider_proto_rawDesc), len(file_provider_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -3,7 +3,10 @@
 // Control travels over this gRPC service; file descriptors travel over a side
 // SOCK_SEQPACKET socket (fd 3 in the plugin) as SCM_RIGHTS records; bulk bytes
 // travel through staging memfds mapped by both processes. No RPC carries bulk
-// bytes: CopyIn and ReadBack name a range of a staging buffer.
+// bytes: CopyIn and ReadBack name a range of a staging buffer. Where the
+// plugin offers it (CapabilitiesResponse.ring_version), the data calls
+// (CopyIn, Gather, ReadBack, Checksum) travel instead as descriptors in a
+// shared-memory ring (AttachRing; docs/providers.md, "The ring").
 //
 // Errors: a failing RPC returns a gRPC status whose details hold an
 // ErrorDetail naming the memory sentinel, when there is one.
@@ -37,6 +40,7 @@ const (
 	Provider_Gather_FullMethodName        = "/blockxfer.provider.v1.Provider/Gather"
 	Provider_ReadBack_FullMethodName      = "/blockxfer.provider.v1.Provider/ReadBack"
 	Provider_Checksum_FullMethodName      = "/blockxfer.provider.v1.Provider/Checksum"
+	Provider_AttachRing_FullMethodName    = "/blockxfer.provider.v1.Provider/AttachRing"
 )
 
 // ProviderClient is the client API for Provider service.
@@ -66,6 +70,12 @@ type ProviderClient interface {
 	// Checksum returns the CRC-32C (Castagnoli) of each range of a buffer,
 	// computed on the device where the provider can.
 	Checksum(ctx context.Context, in *ChecksumRequest, opts ...grpc.CallOption) (*ChecksumResponse, error)
+	// AttachRing maps the data-plane ring (a memfd the host sent on the side
+	// socket, before this call, in a staging record tagged with ring_id) and
+	// starts serving it: CopyIn, Gather, ReadBack and Checksum then travel as
+	// ring descriptors instead of RPCs (docs/providers.md, "The ring"). Only
+	// called when CapabilitiesResponse.ring_version is set.
+	AttachRing(ctx context.Context, in *AttachRingRequest, opts ...grpc.CallOption) (*AttachRingResponse, error)
 }
 
 type providerClient struct {
@@ -156,6 +166,16 @@ func (c *providerClient) Checksum(ctx context.Context, in *ChecksumRequest, opts
 	return out, nil
 }
 
+func (c *providerClient) AttachRing(ctx context.Context, in *AttachRingRequest, opts ...grpc.CallOption) (*AttachRingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AttachRingResponse)
+	err := c.cc.Invoke(ctx, Provider_AttachRing_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProviderServer is the server API for Provider service.
 // All implementations must embed UnimplementedProviderServer
 // for forward compatibility.
@@ -183,6 +203,12 @@ type ProviderServer interface {
 	// Checksum returns the CRC-32C (Castagnoli) of each range of a buffer,
 	// computed on the device where the provider can.
 	Checksum(context.Context, *ChecksumRequest) (*ChecksumResponse, error)
+	// AttachRing maps the data-plane ring (a memfd the host sent on the side
+	// socket, before this call, in a staging record tagged with ring_id) and
+	// starts serving it: CopyIn, Gather, ReadBack and Checksum then travel as
+	// ring descriptors instead of RPCs (docs/providers.md, "The ring"). Only
+	// called when CapabilitiesResponse.ring_version is set.
+	AttachRing(context.Context, *AttachRingRequest) (*AttachRingResponse, error)
 	mustEmbedUnimplementedProviderServer()
 }
 
@@ -216,6 +242,9 @@ func (UnimplementedProviderServer) ReadBack(context.Context, *ReadBackRequest) (
 }
 func (UnimplementedProviderServer) Checksum(context.Context, *ChecksumRequest) (*ChecksumResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Checksum not implemented")
+}
+func (UnimplementedProviderServer) AttachRing(context.Context, *AttachRingRequest) (*AttachRingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AttachRing not implemented")
 }
 func (UnimplementedProviderServer) mustEmbedUnimplementedProviderServer() {}
 func (UnimplementedProviderServer) testEmbeddedByValue()                  {}
@@ -382,6 +411,24 @@ func _Provider_Checksum_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provider_AttachRing_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AttachRingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProviderServer).AttachRing(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provider_AttachRing_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProviderServer).AttachRing(ctx, req.(*AttachRingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Provider_ServiceDesc is the grpc.ServiceDesc for Provider service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -420,6 +467,10 @@ var Provider_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Checksum",
 			Handler:    _Provider_Checksum_Handler,
+		},
+		{
+			MethodName: "AttachRing",
+			Handler:    _Provider_AttachRing_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -61,13 +61,25 @@ func (u *undoStack) Close() error {
 	return errors.Join(errs...)
 }
 
-// fallback is a reason to use TCP instead of devmem.
-type fallback struct{ code, detail string }
+// fallback is a reason to use TCP instead of devmem, and the error behind
+// it when a call failed (a *devmem.OpError keeps the kernel's errno and
+// extack).
+type fallback struct {
+	code, detail string
+	err          error
+}
 
 func (f *fallback) String() string { return f.code + ": " + f.detail }
 
 func fallbackf(code, format string, args ...any) *fallback {
 	return &fallback{code: code, detail: fmt.Sprintf(format, args...)}
+}
+
+// fallbackErr is fallbackf for a fallback caused by err, which it keeps.
+func fallbackErr(code string, err error, format string, args ...any) *fallback {
+	fb := fallbackf(code, format, args...)
+	fb.err = err
+	return fb
 }
 
 // decide turns a devmem attempt into the outcome for mode: the devmem

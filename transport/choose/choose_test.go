@@ -102,10 +102,16 @@ func TestEmulatedDevmemEndToEnd(t *testing.T) {
 		rx   devmem.SoftNICConfig
 		// arena smaller than the data in flight forces back-pressure
 		arena int64
+		// linear: some bytes arrive in host memory and are counted on
+		// the result
+		linear bool
 	}{
-		{"plain", devmem.SoftNICConfig{}, 0},
-		{"linear frags mixed in", devmem.SoftNICConfig{LinearEvery: 3, LinearBytes: 1448}, 0},
-		{"arena smaller than the volume", devmem.SoftNICConfig{}, 1 << 20},
+		{"plain", devmem.SoftNICConfig{}, 0, false},
+		{"linear frags mixed in", devmem.SoftNICConfig{LinearEvery: 3, LinearBytes: 1448}, 0, true},
+		// Packets the NIC did not header-split come as plain bytes: the
+		// session copies them in, verifies them and counts them.
+		{"packets not header-split", devmem.SoftNICConfig{UnsplitEvery: 5}, 0, true},
+		{"arena smaller than the volume", devmem.SoftNICConfig{}, 1 << 20, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,6 +123,13 @@ func TestEmulatedDevmemEndToEnd(t *testing.T) {
 			if r.Transport != transport.DevmemEmulated || r.ServerSend != transport.DevmemEmulated || r.FallbackReason != "" {
 				t.Fatalf("result transport %q, server %q, reason %q", r.Transport, r.ServerSend, r.FallbackReason)
 			}
+			if (r.LinearBytes > 0) != tc.linear || (r.LinearFrags > 0) != tc.linear || r.LinearBytes >= r.Bytes {
+				t.Errorf("result counts %d linear bytes in %d frags of %d; want linear bytes %v", r.LinearBytes, r.LinearFrags, r.Bytes, tc.linear)
+			}
+			if r.UnverifiedExtents != 0 || r.VerifiedExtents == 0 {
+				t.Errorf("%d extents verified, %d not", r.VerifiedExtents, r.UnverifiedExtents)
+			}
+			t.Logf("%d of %d bytes linear, in %d frags", r.LinearBytes, r.Bytes, r.LinearFrags)
 		})
 	}
 }

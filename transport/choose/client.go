@@ -37,6 +37,16 @@ type ClientPath struct {
 	// FallbackReason says why Transport is TCP in auto mode; empty
 	// otherwise.
 	FallbackReason string
+	// FallbackErr is the error behind FallbackReason when a call failed
+	// (a *devmem.OpError or nic error carries the kernel's errno and
+	// extack); nil otherwise.
+	FallbackErr error
+	// Binding is the RX binding the devmem transport receives into; nil
+	// on TCP. Closing it before the path is closed is what losing the
+	// binding looks like (blockcat selftest does it).
+	Binding *devmem.Binding
+	// SoftNIC is the software NIC under Mode Emulate; nil otherwise.
+	SoftNIC *devmem.SoftNIC
 	undoStack
 }
 
@@ -75,7 +85,7 @@ func Client(ctx context.Context, o ClientOptions) (*ClientPath, error) {
 			return nil, err
 		}
 		o.Logger.Warn("devmem unavailable, using tcp", "reason", reason)
-		return &ClientPath{Transport: &tcp.Transport{}, FallbackReason: reason}, nil
+		return &ClientPath{Transport: &tcp.Transport{}, FallbackReason: reason, FallbackErr: fb.err}, nil
 	}
 	return path, nil
 }
@@ -113,6 +123,7 @@ func (c *ClientPath) emulate(ctx context.Context, o ClientOptions) error {
 		return err
 	}
 	c.push(bind.Close)
+	c.Binding, c.SoftNIC = bind, soft
 	c.Transport = &devmem.RecvTransport{
 		Kernel: soft, Binding: bind, Arena: arena.ID,
 		Config: devmem.RXConfig{FragBudget: budget(o.ArenaSize, o.DataConns)},
@@ -136,12 +147,12 @@ func (c *ClientPath) hardware(ctx context.Context, o ClientOptions) (*fallback, 
 	}
 	nd, err := netdev.Dial()
 	if err != nil {
-		return fallbackf("no-netdev", "netdev netlink family: %s", oneLine(err)), nil
+		return fallbackErr("no-netdev", err, "netdev netlink family: %s", oneLine(err)), nil
 	}
 	queues, err := nd.Queues(ifc.Index)
 	nd.Close()
 	if err != nil {
-		return fallbackf("no-binding", "%s: queue dump: %s", ifc.Name, oneLine(err)), nil
+		return fallbackErr("no-binding", err, "%s: queue dump: %s", ifc.Name, oneLine(err)), nil
 	}
 	queue, ok := lastRXQueue(queues)
 	if !ok {
@@ -149,25 +160,26 @@ func (c *ClientPath) hardware(ctx context.Context, o ClientOptions) (*fallback, 
 	}
 	eth, err := nic.Dial()
 	if err != nil {
-		return fallbackf("nic-setup", "ethtool netlink: %s", oneLine(err)), nil
+		return fallbackErr("nic-setup", err, "ethtool netlink: %s", oneLine(err)), nil
 	}
 	c.push(eth.Close)
 	setup, err := eth.Apply(ifc.Name, []uint32{queue})
 	if err != nil {
-		return fallbackf("nic-setup", "%s", oneLine(err)), nil
+		return fallbackErr("nic-setup", err, "%s", oneLine(err)), nil
 	}
 	c.push(setup.Restore)
 	arena, err := o.Provider.Alloc(ctx, o.ArenaSize, true)
 	if err != nil {
-		return fallbackf("provider-cannot-export", "%s: %s", o.Provider.Name(), oneLine(err)), nil
+		return fallbackErr("provider-cannot-export", err, "%s: %s", o.Provider.Name(), oneLine(err)), nil
 	}
 	c.push(func() error { return o.Provider.Free(context.Background(), arena.ID) })
 	k := devmem.Host()
 	bind, err := k.BindRX(ifc.Index, arena.DmabufFD, []uint32{queue})
 	if err != nil {
-		return fallbackf("no-binding", "bind-rx %s queue %d: %s", ifc.Name, queue, oneLine(err)), nil
+		return fallbackErr("no-binding", err, "bind-rx %s queue %d: %s", ifc.Name, queue, oneLine(err)), nil
 	}
 	c.push(bind.Close)
+	c.Binding = bind
 	c.Transport = &devmem.RecvTransport{
 		Kernel: k, Binding: bind, Arena: arena.ID,
 		Config: devmem.RXConfig{FragBudget: budget(o.ArenaSize, o.DataConns)},

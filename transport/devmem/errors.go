@@ -21,10 +21,14 @@ var (
 	ErrMalformed = netdev.ErrMalformed
 
 	// ErrNotDevmem: recvmsg(MSG_SOCK_DEVMEM) returned payload without
-	// devmem control messages, so the bytes landed in host memory. The flow
-	// is not steered to a queue bound to a dmabuf, or the binding was
-	// closed (the queue is then restarted without a memory provider).
-	ErrNotDevmem = errors.New("devmem: payload arrived without devmem cmsgs (flow not steered to a bound RX queue, or the binding is gone)")
+	// devmem control messages, so the bytes landed in host memory: a
+	// packet the NIC did not header-split, a flow not steered to a queue
+	// bound to a dmabuf, or a binding that was closed (the queue is then
+	// restarted without a memory provider). A Receiver copies such bytes
+	// in and counts them as linear; it returns ErrNotDevmem only with
+	// RXConfig.RejectPlain, or wrapped with ErrBindingClosed once its
+	// binding is closed.
+	ErrNotDevmem = errors.New("devmem: payload arrived without devmem cmsgs (a packet the NIC did not header-split, a flow not steered to a bound RX queue, or the binding is gone)")
 
 	// ErrFlowSteering: a frag belongs to a different binding than the one
 	// the receiver was set up for (ncdevmem calls this "flow steering

@@ -116,13 +116,14 @@ func TestKernelRecvmsgDevmemOnLoopback(t *testing.T) {
 		t.Errorf("recvmsg(MSG_SOCK_DEVMEM) = %q, %d control bytes, flags %#x; want the plain bytes and no cmsgs", p[:n], oobn, rflags)
 	}
 
-	// The receive pipeline on the real kernel: plain data is a clear error,
-	// or, if allowed, copied in; MSG_TRUNC discards.
+	// The receive pipeline on the real kernel: plain data is a clear error
+	// with RejectPlain, and by default copied in and counted as linear;
+	// MSG_TRUNC discards.
 	p2 := newHostProvider()
 	defer p2.Close()
 	dst, _ := p2.Alloc(context.Background(), 64, false)
 	bind := netdev.NewBinding(1, 1, BindingRX, []uint32{0}, nopCloser{})
-	r, err := NewReceiver(client, RXConfig{Kernel: Host(), Binding: bind, Arena: 99, Gather: p2.Gather, CopyIn: p2.CopyIn})
+	r, err := NewReceiver(client, RXConfig{Kernel: Host(), Binding: bind, Arena: 99, Gather: p2.Gather, CopyIn: p2.CopyIn, RejectPlain: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,12 +131,12 @@ func TestKernelRecvmsgDevmemOnLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := r.Receive(context.Background(), dst.ID, 0, 10); !errors.Is(err, ErrNotDevmem) {
-		t.Errorf("Receive of plain data = %v, want ErrNotDevmem", err)
+		t.Errorf("Receive of plain data with RejectPlain = %v, want ErrNotDevmem", err)
 	}
 	if err := r.Close(); err != nil {
 		t.Error(err)
 	}
-	r, err = NewReceiver(client, RXConfig{Kernel: Host(), Binding: bind, Arena: 99, Gather: p2.Gather, CopyIn: p2.CopyIn, AllowPlain: true})
+	r, err = NewReceiver(client, RXConfig{Kernel: Host(), Binding: bind, Arena: 99, Gather: p2.Gather, CopyIn: p2.CopyIn})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +152,9 @@ func TestKernelRecvmsgDevmemOnLoopback(t *testing.T) {
 	got, _ := p2.Bytes(dst.ID)
 	if string(got[:6]) != "efghij" {
 		t.Errorf("after discarding 4 bytes, received %q", got[:6])
+	}
+	if b, f := r.LinearPlaced(); b != 6 || f != 1 || r.Stats().PlainBytes == 0 {
+		t.Errorf("LinearPlaced = %d bytes, %d frags; stats %+v; want the 6 plain bytes counted", b, f, r.Stats())
 	}
 	if err := r.Close(); err != nil {
 		t.Error(err)

@@ -29,8 +29,8 @@ type RXConfig struct {
 	// Provider.Gather. The slice is reused after the call.
 	Gather func(ctx context.Context, copies []memory.Copy) error
 	// CopyIn copies bytes that arrived in host memory (SCM_DEVMEM_LINEAR
-	// frags) to the destination. Pass Provider.CopyIn. src is reused after
-	// the call.
+	// frags, and packets the NIC did not split) to the destination. Pass
+	// Provider.CopyIn. src is reused after the call.
 	CopyIn func(ctx context.Context, dst memory.BufferID, off int64, src []byte) error
 
 	// FragBudget is the most frags (tokens) the receiver holds at once:
@@ -51,10 +51,20 @@ type RXConfig struct {
 	// extents are small. The extra frags are kept, counted against the
 	// budget, and used by the next call.
 	ReadAhead bool
-	// AllowPlain accepts payload that arrives without devmem cmsgs (a
-	// flow on an unbound queue) by copying it in like linear frags,
-	// instead of failing with ErrNotDevmem.
-	AllowPlain bool
+	// RejectPlain fails a Receive with ErrNotDevmem when payload arrives
+	// without devmem cmsgs, instead of copying it in as linear bytes.
+	//
+	// By default such payload is accepted: the kernel returns a packet the
+	// NIC did not header-split (it could not parse it, or its driver
+	// copied a small packet into a linear buffer) as an ordinary readable
+	// skb, with no SCM_DEVMEM_* cmsg at all, and never in the same recvmsg
+	// as devmem frags; its bytes are in the iovec, like SCM_DEVMEM_LINEAR
+	// bytes. They are copied in through CopyIn and counted in
+	// RXStats.LinearBytes and PlainBytes and in LinearPlaced. The same
+	// happens, for every byte, to a flow that is not steered to the bound
+	// queue: the counters show it. Payload without cmsgs after the binding
+	// was closed is always an error (ErrBindingClosed).
+	RejectPlain bool
 }
 
 const (
@@ -65,18 +75,35 @@ const (
 
 // RXStats are a Receiver's counters.
 type RXStats struct {
-	Bytes          int64 // stream bytes consumed (received and discarded)
-	DevmemBytes    int64 // bytes that arrived in the dmabuf
-	LinearBytes    int64 // bytes that arrived in host memory (SCM_DEVMEM_LINEAR)
-	PlainBytes     int64 // bytes that arrived without devmem cmsgs (AllowPlain)
+	Bytes       int64 // stream bytes consumed (received and discarded)
+	DevmemBytes int64 // bytes that arrived in the dmabuf
+	// LinearBytes are the bytes that arrived in host memory: in
+	// SCM_DEVMEM_LINEAR frags, or without devmem cmsgs (PlainBytes).
+	LinearBytes    int64
+	PlainBytes     int64 // bytes that arrived without devmem cmsgs: packets the NIC did not split
 	DiscardedBytes int64
 	Frags          int64 // dmabuf frags received
-	LinearFrags    int64
-	Recvmsgs       int64 // recvmsg calls that returned data
-	GatherCalls    int64
-	Copies         int64 // gather copies issued
-	MaxHeld        int   // most tokens held at once
-	Tokens         TokenStats
+	// LinearFrags counts the runs of host-memory bytes received: each
+	// SCM_DEVMEM_LINEAR frag, and each recvmsg that returned payload
+	// without devmem cmsgs (PlainRecvmsgs).
+	LinearFrags   int64
+	PlainRecvmsgs int64
+	Recvmsgs      int64 // recvmsg calls that returned data
+	GatherCalls   int64
+	Copies        int64 // gather copies issued
+	MaxHeld       int   // most tokens held at once
+	// BudgetFull counts the recvmsg calls that found the frag budget
+	// used up (or too little of it left after ETOOSMALL) and first
+	// returned the tokens of what was gathered: the receiver's token
+	// exhaustion, and its recovery.
+	BudgetFull int64
+	// PlacedLinearBytes and PlacedLinearFrags are the host-memory bytes
+	// copied into destinations with CopyIn and the copies that took (a
+	// frag placed in two extents counts twice); discarded bytes are not
+	// counted. LinearPlaced returns them.
+	PlacedLinearBytes int64
+	PlacedLinearFrags int64
+	Tokens            TokenStats
 }
 
 // A Receiver reads the payload of one devmem data connection into provider
@@ -167,6 +194,16 @@ func (r *Receiver) Stats() RXStats {
 	return s
 }
 
+// LinearPlaced returns how many payload bytes the receiver has placed in
+// destinations from host memory, and in how many copies: bytes of
+// SCM_DEVMEM_LINEAR frags and of packets the NIC did not split, which came
+// through the iovec and were copied in with CopyIn rather than gathered
+// from the dmabuf. The counts only grow; the engine reads them around each
+// Receive to count them on the request's result (engine.LinearCounter).
+func (r *Receiver) LinearPlaced() (bytes, frags int64) {
+	return r.stats.PlacedLinearBytes, r.stats.PlacedLinearFrags
+}
+
 // Held returns the number of tokens the receiver holds: frags received and
 // not yet returned to the kernel.
 func (r *Receiver) Held() int { return int(r.batch.Outstanding()) }
@@ -255,6 +292,8 @@ func (r *Receiver) consumeLocked(ctx context.Context, dst memory.BufferID, off, 
 				if err := r.cfg.CopyIn(ctx, dst, pos, r.iobuf[start:start+uint64(take)]); err != nil {
 					return pos - off, err
 				}
+				r.stats.PlacedLinearBytes += take
+				r.stats.PlacedLinearFrags++
 			default:
 				r.copies = append(r.copies, memory.Copy{
 					Src:    r.cfg.Arena,
@@ -335,6 +374,7 @@ func (r *Receiver) recv(ctx context.Context, want int64) error {
 	if room < r.minOOB || room <= 0 {
 		// Back-pressure: return everything gathered so far before
 		// taking more frags from the kernel.
+		r.stats.BudgetFull++
 		if err := r.flushGather(ctx); err != nil {
 			return err
 		}
@@ -386,14 +426,19 @@ func (r *Receiver) recv(ctx context.Context, want int64) error {
 	case perr != nil:
 		err = fmt.Errorf("devmem: recvmsg control messages: %w", perr)
 	case len(frags) == 0:
-		if !r.cfg.AllowPlain {
-			err = ErrNotDevmem
-			if isDone(r.cfg.Binding.Done()) {
-				err = fmt.Errorf("%w: %w", ErrBindingClosed, ErrNotDevmem)
-			}
-			return fmt.Errorf("%w (%d bytes)", err, n)
+		// No devmem cmsg: the kernel copied a readable skb into the
+		// iovec. On a bound queue that is a packet the NIC did not
+		// header-split; after an unbind, everything.
+		switch {
+		case isDone(r.cfg.Binding.Done()):
+			return fmt.Errorf("%w: %w (%d bytes)", ErrBindingClosed, ErrNotDevmem, n)
+		case r.cfg.RejectPlain:
+			return fmt.Errorf("%w (%d bytes; RejectPlain is set)", ErrNotDevmem, n)
 		}
 		r.stats.PlainBytes += int64(n)
+		r.stats.PlainRecvmsgs++
+		r.stats.LinearBytes += int64(n)
+		r.stats.LinearFrags++
 		r.pend = append(frags, Frag{Offset: 0, Size: uint32(n), Linear: true})
 		return nil
 	case devmem+linear != int64(n):

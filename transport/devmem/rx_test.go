@@ -304,8 +304,8 @@ func TestReceiverErrors(t *testing.T) {
 		}
 		checkBalanced(t, r, s)
 	})
-	t.Run("plain data", func(t *testing.T) {
-		r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{plain: []byte("hello")})
+	t.Run("plain data rejected", func(t *testing.T) {
+		r, s, _ := newScriptReceiver(t, RXConfig{RejectPlain: true}, scriptRecv{plain: []byte("hello")})
 		if err := r.Receive(ctx, dstID, 0, 5); !errors.Is(err, ErrNotDevmem) || errors.Is(err, ErrBindingClosed) {
 			t.Fatalf("Receive = %v, want ErrNotDevmem", err)
 		}
@@ -319,13 +319,28 @@ func TestReceiverErrors(t *testing.T) {
 		}
 		checkBalanced(t, r, s)
 	})
-	t.Run("plain data allowed", func(t *testing.T) {
-		r, s, m := newScriptReceiver(t, RXConfig{AllowPlain: true}, scriptRecv{plain: []byte("hello")})
-		if err := r.Receive(ctx, dstID, 3, 5); err != nil {
+	t.Run("plain data accepted by default", func(t *testing.T) {
+		// A packet the NIC did not header-split comes without cmsgs
+		// (between devmem calls, never inside one): copied in and counted
+		// as linear.
+		r, s, m := newScriptReceiver(t, RXConfig{},
+			scriptRecv{frags: []Frag{{Offset: 8192, Size: 4, Token: 1, DmabufID: 7}}},
+			scriptRecv{plain: []byte("hello")},
+			scriptRecv{frags: []Frag{{Offset: 4096, Size: 3, Token: 2, DmabufID: 7}}})
+		copy(m.bufs[arenaID][8192:], "0123")
+		copy(m.bufs[arenaID][4096:], "xyz")
+		if err := r.Receive(ctx, dstID, 3, 12); err != nil {
 			t.Fatal(err)
 		}
-		if string(m.bufs[dstID][3:8]) != "hello" || r.Stats().PlainBytes != 5 {
-			t.Errorf("got %q", m.bufs[dstID][3:8])
+		if got := string(m.bufs[dstID][3:15]); got != "0123helloxyz" {
+			t.Errorf("got %q", got)
+		}
+		st := r.Stats()
+		if st.PlainBytes != 5 || st.PlainRecvmsgs != 1 || st.LinearBytes != 5 || st.LinearFrags != 1 || st.DevmemBytes != 7 {
+			t.Errorf("stats %+v", st)
+		}
+		if b, f := r.LinearPlaced(); b != 5 || f != 1 {
+			t.Errorf("LinearPlaced = %d, %d; want 5 bytes, 1 frag", b, f)
 		}
 		checkBalanced(t, r, s)
 	})

@@ -16,8 +16,16 @@ type SoftNICConfig struct {
 	// SCM_DEVMEM_LINEAR (copied into the iovec). 0 disables it.
 	LinearEvery int
 	// LinearBytes is the size of the linear part of such an skb; a value
-	// of SkbSize or more makes the whole skb linear. Default 1448.
+	// of SkbSize or more makes the whole skb linear. Default 1448. An skb
+	// whose whole payload is linear has no frag in the dmabuf, so, as in
+	// the kernel, it is an ordinary readable skb: recvmsg returns its
+	// bytes without any devmem control message (see
+	// SoftNIC.FailHeaderSplit).
 	LinearBytes int
+	// UnsplitEvery makes every UnsplitEvery-th skb fail header split
+	// entirely: its whole payload lands in host memory and is returned
+	// as plain bytes, without devmem control messages. 0 disables it.
+	UnsplitEvery int
 	// ZerocopyStart is the zerocopy counter of each socket's first send
 	// (the kernel starts at 0); set it near 2^32 to exercise wrapping.
 	ZerocopyStart uint32
@@ -43,4 +51,10 @@ type SoftNICStats struct {
 	// was closed (released by the socket's destruction, as the kernel's
 	// tcp_release_user_frags does). Nonzero means a receiver leaked.
 	TokensReleasedOnClose int64
+	// UnsplitSkbs and UnsplitBytes count the skbs that failed header
+	// split entirely (FailHeaderSplit, UnsplitEvery, or a linear part
+	// that took the whole skb): readable skbs on a bound queue, delivered
+	// as plain bytes. They are not counted in Skbs or DevmemRXBytes.
+	UnsplitSkbs  int64
+	UnsplitBytes int64
 }

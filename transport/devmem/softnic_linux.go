@@ -36,6 +36,11 @@ import (
 //     in pieces, each with its own token;
 //   - a configurable share of skbs whose first bytes "failed header
 //     split": copied into the iovec and reported as SCM_DEVMEM_LINEAR;
+//   - skbs that failed header split entirely (on demand with
+//     FailHeaderSplit, or every UnsplitEvery-th): their payload is in host
+//     memory, so they are readable skbs, returned as plain bytes without
+//     devmem control messages and never in the same recvmsg as devmem
+//     frags (the kernel's last_copied_dmabuf rule);
 //   - no free chunk: the socket is not read (the TCP window closes, as
 //     drops and retransmits would throttle the sender) until tokens are
 //     returned or the binding goes away;
@@ -67,6 +72,7 @@ type SoftNIC struct {
 	flows    map[string]uint32
 	socks    map[*softSocket]struct{}
 	skbSeq   int64
+	unsplit  int // skbs still to fail header split (FailHeaderSplit)
 	stats    SoftNICStats
 
 	// testHookPoolWait, if set, runs when a socket starts waiting for a
@@ -113,6 +119,19 @@ func (n *SoftNIC) Steer(conn net.Conn, queue uint32) error {
 	defer n.mu.Unlock()
 	n.flows[flowKey(conn)] = queue
 	return nil
+}
+
+// FailHeaderSplit makes the next skbs skbs the NIC receives, on any
+// steered connection, fail header split entirely, as a NIC does with a
+// packet it cannot parse or one its driver copies into a linear buffer: the
+// whole payload lands in host memory, the skb is an ordinary readable one,
+// and recvmsg(MSG_SOCK_DEVMEM) returns its bytes without devmem control
+// messages (and not in the same call as devmem frags). It replaces any count
+// still pending; 0 cancels.
+func (n *SoftNIC) FailHeaderSplit(skbs int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.unsplit = max(skbs, 0)
 }
 
 func flowKey(conn net.Conn) string {

@@ -31,6 +31,9 @@ func (*SoftNIC) BindTX(int, int) (*Binding, error) { return nil, errNotLinux() }
 // Steer is not supported on this system.
 func (*SoftNIC) Steer(net.Conn, uint32) error { return errNotLinux() }
 
+// FailHeaderSplit does nothing on this system.
+func (*SoftNIC) FailHeaderSplit(int) {}
+
 // ReleaseCompletions does nothing on this system.
 func (*SoftNIC) ReleaseCompletions() {}
 

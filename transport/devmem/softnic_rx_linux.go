@@ -22,6 +22,10 @@ type softSkb struct {
 	linOff  int
 	frags   []softFrag
 	fragIdx int
+	// plain: the skb has no frag in the dmabuf (header split failed for
+	// its whole payload), so it is readable: its bytes are returned
+	// without devmem control messages.
+	plain bool
 }
 
 type softFrag struct {
@@ -95,6 +99,11 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 			return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EBADF}
 		}
 		if len(s.rxq) > 0 {
+			if s.rxq[0].plain {
+				got := s.deliverPlainLocked(p)
+				n.mu.Unlock()
+				return got, 0, 0, nil
+			}
 			if flags&unix.MSG_SOCK_DEVMEM == 0 {
 				n.mu.Unlock()
 				return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EFAULT}
@@ -110,7 +119,10 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 			n.mu.Unlock()
 			return s.host.recvmsg(p, oob, flags&^unix.MSG_SOCK_DEVMEM)
 		}
-		if flags&unix.MSG_SOCK_DEVMEM == 0 || len(oob) < devmemCmsgSpace || len(p) == 0 {
+		// The next skb may fail header split: then it is readable, and
+		// neither the flag nor a control buffer is needed.
+		unsplit := n.unsplitNextLocked()
+		if len(p) == 0 || (!unsplit && (flags&unix.MSG_SOCK_DEVMEM == 0 || len(oob) < devmemCmsgSpace)) {
 			// The kernel fails only once there is devmem data to read.
 			n.mu.Unlock()
 			avail, _, _, err := s.host.recvmsg(s.scratch[:], nil, unix.MSG_PEEK)
@@ -122,7 +134,7 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 			}
 			return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: syscall.Errno(uapi.ETOOSMALL)}
 		}
-		if len(b.free) == 0 {
+		if len(b.free) == 0 && !unsplit {
 			// Page pool empty: the NIC cannot take the packet.
 			n.stats.PoolEmpty++
 			wake, cancel, hook := b.waitChanLocked(), s.cancel, n.testHookPoolWait
@@ -161,9 +173,22 @@ func (s *softSocket) fill(b *softBinding) (eof bool, err error) {
 		return false, nil // caller re-evaluates
 	}
 	linear := 0
-	n.skbSeq++
-	if n.cfg.LinearEvery > 0 && n.skbSeq%int64(n.cfg.LinearEvery) == 0 {
+	unsplit := n.unsplitNextLocked()
+	switch {
+	case unsplit:
+		// Header split fails for the whole skb: no chunk is used.
+		linear = target
+	case n.cfg.LinearEvery > 0 && (n.skbSeq+1)%int64(n.cfg.LinearEvery) == 0:
 		linear = min(n.cfg.LinearBytes, target)
+	}
+	if linear < target && len(b.free) == 0 {
+		// Another socket took the free chunks since the caller looked.
+		n.mu.Unlock()
+		return false, nil // caller re-evaluates
+	}
+	n.skbSeq++
+	if unsplit && n.unsplit > 0 {
+		n.unsplit--
 	}
 	k := min((target-linear+chunkSize-1)/chunkSize, len(b.free))
 	want := min(target-linear, k*chunkSize)
@@ -204,14 +229,11 @@ func (s *softSocket) fill(b *softBinding) (eof bool, err error) {
 	defer n.mu.Unlock()
 	b.busy--
 	skb := softSkb{b: b}
+	var linearGot int
 	if err == nil && got > 0 {
-		l := min(got, linear)
-		skb.linear = append([]byte(nil), s.linear[:l]...)
-		got -= l
-		n.stats.DevmemRXBytes += int64(l)
-		if l > 0 {
-			n.stats.LinearSkbs++
-		}
+		linearGot = min(got, linear)
+		skb.linear = append([]byte(nil), s.linear[:linearGot]...)
+		got -= linearGot
 	}
 	release := false
 	for _, c := range chunks {
@@ -227,8 +249,18 @@ func (s *softSocket) fill(b *softBinding) (eof bool, err error) {
 	if release || b.takeIdleLocked() {
 		defer func() { _ = n.release(b) }()
 	}
-	if len(skb.linear) > 0 || len(skb.frags) > 0 {
+	switch {
+	case len(skb.frags) > 0:
 		n.stats.Skbs++
+		n.stats.DevmemRXBytes += int64(linearGot)
+		if linearGot > 0 {
+			n.stats.LinearSkbs++
+		}
+	case linearGot > 0:
+		// No frag in the dmabuf: a readable skb.
+		skb.plain = true
+		n.stats.UnsplitSkbs++
+		n.stats.UnsplitBytes += int64(linearGot)
 	}
 	if err != nil {
 		return false, &OpError{Subsystem: "devmem", Op: "recvmsg", Err: err}
@@ -256,7 +288,7 @@ func (s *softSocket) deliverLocked(p, oob []byte) (int, int, error) {
 		}
 		return copied, o, nil
 	}
-	for len(s.rxq) > 0 && copied < len(p) {
+	for len(s.rxq) > 0 && copied < len(p) && !s.rxq[0].plain {
 		skb := &s.rxq[0]
 		if skb.linOff < len(skb.linear) {
 			if !room() {
@@ -295,6 +327,34 @@ func (s *softSocket) deliverLocked(p, oob []byte) (int, int, error) {
 		s.rxq = s.rxq[1:]
 	}
 	return copied, o, nil
+}
+
+// deliverPlainLocked copies the bytes of the queued readable skbs at the
+// head of the queue into p, as the kernel copies ordinary skbs: no control
+// message, and it stops before a devmem skb (last_copied_dmabuf).
+func (s *softSocket) deliverPlainLocked(p []byte) int {
+	copied := 0
+	for len(s.rxq) > 0 && s.rxq[0].plain && copied < len(p) {
+		skb := &s.rxq[0]
+		k := copy(p[copied:], skb.linear[skb.linOff:])
+		skb.linOff += k
+		copied += k
+		if skb.linOff < len(skb.linear) {
+			break
+		}
+		s.rxq = s.rxq[1:]
+	}
+	return copied
+}
+
+// unsplitNextLocked reports whether the next skb the NIC fills fails
+// header split entirely (FailHeaderSplit, UnsplitEvery). n.mu is held.
+func (n *SoftNIC) unsplitNextLocked() bool {
+	if n.unsplit > 0 {
+		return true
+	}
+	e := int64(n.cfg.UnsplitEvery)
+	return e > 0 && (n.skbSeq+1)%e == 0
 }
 
 // truncate drops up to len(p) bytes without reporting them (MSG_TRUNC).

@@ -81,6 +81,8 @@ func TestSoftNICReceive(t *testing.T) {
 		{name: "devmem only", network: "tcp4", maxExtent: 300 << 10},
 		{name: "linear frags", nic: SoftNICConfig{LinearEvery: 3, LinearBytes: 1000, SkbSize: 16 << 10}, network: "tcp4", maxExtent: 100 << 10},
 		{name: "whole linear skbs", nic: SoftNICConfig{LinearEvery: 2, LinearBytes: 1 << 20}, network: "tcp6", maxExtent: 64 << 10},
+		{name: "unsplit skbs", nic: SoftNICConfig{UnsplitEvery: 3, SkbSize: 16 << 10}, network: "tcp4", maxExtent: 100 << 10},
+		{name: "unsplit and linear skbs read ahead", rx: RXConfig{ReadAhead: true, IOBufSize: 32 << 10}, nic: SoftNICConfig{UnsplitEvery: 4, LinearEvery: 3, LinearBytes: 500, SkbSize: 8 << 10}, network: "tcp6", maxExtent: 20 << 10},
 		{name: "read ahead small extents", rx: RXConfig{ReadAhead: true, IOBufSize: 64 << 10}, nic: SoftNICConfig{LinearEvery: 5, LinearBytes: 300}, network: "tcp4", maxExtent: 10 << 10},
 		{name: "tiny budget and batches", rx: RXConfig{FragBudget: 3, GatherBatch: 2}, network: "tcp4", maxExtent: 50 << 10},
 	} {
@@ -107,7 +109,12 @@ func TestSoftNICReceive(t *testing.T) {
 			}
 			r := er.(*Receiver)
 			wait := writeAll(t, server, data)
-			defer wait()
+			defer func() {
+				if t.Failed() {
+					server.Close() // unblock the writer of a failed test
+				}
+				wait()
+			}()
 
 			rnd := rand.New(rand.NewPCG(uint64(len(tc.name)), 7))
 			want := make([]byte, total)
@@ -140,6 +147,12 @@ func TestSoftNICReceive(t *testing.T) {
 			}
 			if tc.nic.LinearEvery > 0 && st.LinearBytes == 0 {
 				t.Error("no linear frags received")
+			}
+			if unsplit := s.nic.Stats().UnsplitBytes; unsplit > 0 && st.PlainBytes == 0 {
+				t.Errorf("the NIC left %d bytes unsplit, the receiver counted none as plain", unsplit)
+			}
+			if tc.nic.UnsplitEvery > 0 && st.PlainBytes == 0 {
+				t.Error("no unsplit skbs received")
 			}
 			if tc.rx.FragBudget > 0 && st.MaxHeld > tc.rx.FragBudget {
 				t.Errorf("held %d tokens, budget %d", st.MaxHeld, tc.rx.FragBudget)
@@ -258,6 +271,135 @@ func TestSoftNICBindingClosedMidTransfer(t *testing.T) {
 			}
 			server.Close()
 			wait()
+		})
+	}
+}
+
+// TestSoftNICFailHeaderSplit makes packets fail header split on demand: the
+// kernel returns such a packet as an ordinary readable skb (no devmem cmsg,
+// readable even without MSG_SOCK_DEVMEM, never in the same call as devmem
+// frags), and a Receiver copies its bytes in, counts them as linear and
+// goes on; with RejectPlain it stops with ErrNotDevmem.
+func TestSoftNICFailHeaderSplit(t *testing.T) {
+	t.Run("socket", func(t *testing.T) {
+		leakCheck(t)
+		s := newRXSetup(t, SoftNICConfig{SkbSize: 4096}, 16*4096)
+		client, server := tcpPair(t, "tcp4")
+		if err := s.nic.Steer(client, 0); err != nil {
+			t.Fatal(err)
+		}
+		sock := openSoft(t, s.nic, client)
+		data := pattern(3*4096, 9)
+		if _, err := server.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, 64<<10)
+		oob := make([]byte, 16*devmemCmsgSpace)
+		// A devmem skb, then a 1-byte call leaves most of it queued.
+		n, oobn, _, err := sock.recvmsg(p[:1], oob, unix.MSG_SOCK_DEVMEM)
+		if err != nil || n != 1 || oobn != devmemCmsgSpace {
+			t.Fatalf("recvmsg = %d, %d, %v", n, oobn, err)
+		}
+		frags, _ := ParseCmsgs(nil, oob[:oobn])
+		s.nic.FailHeaderSplit(1)
+		// The rest of the devmem skb comes alone: the next skb is not
+		// filled while one is queued.
+		n, oobn, _, err = sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM)
+		if err != nil || n != 4095 {
+			t.Fatalf("recvmsg = %d, %v; want the 4095 bytes left of the devmem skb", n, err)
+		}
+		frags, _ = ParseCmsgs(frags, oob[:oobn])
+		// The unsplit skb: plain bytes, no cmsg, readable without
+		// MSG_SOCK_DEVMEM.
+		n, oobn, _, err = sock.recvmsg(p, oob, 0)
+		if err != nil || n != 4096 || oobn != 0 || !bytes.Equal(p[:n], data[4096:8192]) {
+			t.Fatalf("recvmsg of the unsplit skb = %d, %d cmsg bytes, %v; want 4096 plain bytes", n, oobn, err)
+		}
+		// Header split works again for the next skb.
+		if _, _, _, err := sock.recvmsg(p, oob, 0); !errors.Is(err, unix.EFAULT) {
+			t.Fatalf("recvmsg without MSG_SOCK_DEVMEM of a devmem skb = %v, want EFAULT", err)
+		}
+		n, oobn, _, err = sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM)
+		if err != nil || n != 4096 || oobn != devmemCmsgSpace {
+			t.Fatalf("recvmsg = %d, %d, %v", n, oobn, err)
+		}
+		frags, _ = ParseCmsgs(frags, oob[:oobn])
+		var opt []uapi.DmabufToken
+		for _, f := range frags {
+			opt = append(opt, uapi.DmabufToken{TokenStart: f.Token, TokenCount: 1})
+		}
+		if freed, err := sock.dontneed(tokenOpt(opt...)); err != nil || freed != len(frags) {
+			t.Fatalf("dontneed = %d, %v", freed, err)
+		}
+		if st := s.nic.Stats(); st.UnsplitSkbs != 1 || st.UnsplitBytes != 4096 || st.Skbs != 2 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+	for _, reject := range []bool{false, true} {
+		name := "receiver"
+		if reject {
+			name = "receiver with RejectPlain"
+		}
+		t.Run(name, func(t *testing.T) {
+			leakCheck(t)
+			s := newRXSetup(t, SoftNICConfig{SkbSize: 16 << 10}, 64*4096)
+			client, server := tcpPair(t, "tcp4")
+			if err := s.nic.Steer(client, 0); err != nil {
+				t.Fatal(err)
+			}
+			const total = 1 << 20
+			data := pattern(total, 4)
+			dst, err := s.p.Alloc(context.Background(), total, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := NewReceiver(client, RXConfig{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID,
+				Gather: s.p.Gather, CopyIn: s.p.CopyIn, FragBudget: 32, RejectPlain: reject})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wait := writeAll(t, server, data)
+			defer func() {
+				if t.Failed() {
+					server.Close() // unblock the writer of a failed test
+				}
+				wait()
+			}()
+			ctx := context.Background()
+			// A third of the way in, four packets fail header split.
+			if err := r.Receive(ctx, dst.ID, 0, total/3); err != nil {
+				t.Fatal(err)
+			}
+			s.nic.FailHeaderSplit(4)
+			err = r.Receive(ctx, dst.ID, total/3, total-total/3)
+			if reject {
+				if !errors.Is(err, ErrNotDevmem) || errors.Is(err, ErrBindingClosed) {
+					t.Fatalf("Receive = %v, want ErrNotDevmem", err)
+				}
+				if err := r.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+				server.Close()
+				return
+			}
+			if err != nil {
+				t.Fatalf("Receive across packets that failed header split: %v", err)
+			}
+			got, _ := s.p.Bytes(dst.ID)
+			if !bytes.Equal(got, data) {
+				t.Fatal("received bytes differ from the sent ones")
+			}
+			st, nst := r.Stats(), s.nic.Stats()
+			b, f := r.LinearPlaced()
+			if nst.UnsplitSkbs != 4 || st.PlainBytes != nst.UnsplitBytes || st.PlainRecvmsgs < 1 || b != st.PlainBytes || f < st.PlainRecvmsgs {
+				t.Errorf("receiver %+v, LinearPlaced %d bytes %d frags; nic %+v", st, b, f, nst)
+			}
+			if st.DevmemBytes+st.LinearBytes != total {
+				t.Errorf("devmem %d + linear %d bytes, want %d", st.DevmemBytes, st.LinearBytes, total)
+			}
+			if err := r.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
 		})
 	}
 }

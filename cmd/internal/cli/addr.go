@@ -113,13 +113,10 @@ func AddrList(s string) (string, error) {
 // SERVER; want counts it. SERVER may be left out when $BLOCKXFER_SERVER is
 // set: with one positional argument fewer than want, the variable gives the
 // server and the arguments given are the ones after SERVER. SERVER gets the
-// default port (ServerAddr). It sets fs.Usage, so that -h explains all this
-// above the flags.
+// default port (ServerAddr). -h explains all this (AddrHelp) after the
+// command's own paragraphs.
 func ParseServer(fs *flag.FlagSet, args []string, want int, usage string) ([]string, error) {
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s %s\n\n%s\n\nFlags:\n", fs.Name(), usage, AddrHelp)
-		fs.PrintDefaults()
-	}
+	usage = addAbout(usage, AddrHelp)
 	pos, err := ParseRange(fs, args, want-1, want, usage)
 	if err != nil {
 		return nil, err
@@ -128,7 +125,7 @@ func ParseServer(fs *flag.FlagSet, args []string, want int, usage string) ([]str
 	if len(pos) == want-1 {
 		env := os.Getenv(ServerEnv)
 		if env == "" {
-			return nil, fmt.Errorf("usage: %s %s (SERVER may be left out when $%s is set)", fs.Name(), usage, ServerEnv)
+			return nil, fmt.Errorf("usage: %s (SERVER may be left out when $%s is set)", Synopsis(fs, usage), ServerEnv)
 		}
 		pos, from = append([]string{env}, pos...), "$"+ServerEnv
 	}

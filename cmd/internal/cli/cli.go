@@ -171,11 +171,32 @@ func FormatBytes(n float64) string {
 	return ""
 }
 
+// FormatSize renders a byte count as a size flag takes it, exactly: in the
+// largest binary unit that divides it ("64MiB", "4KiB"), else in bytes
+// ("1000"), so that -h shows defaults as they are written.
+func FormatSize(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 // SizeFlag is a flag.Value holding a byte count parsed with ParseSize.
 type SizeFlag int64
 
-// String implements flag.Value.
-func (s *SizeFlag) String() string { return strconv.FormatInt(int64(*s), 10) }
+// String implements flag.Value: the size as FormatSize writes it, so that
+// -h shows a default of 64 MiB as 64MiB.
+func (s *SizeFlag) String() string {
+	if s == nil {
+		return "0"
+	}
+	return FormatSize(int64(*s))
+}
 
 // Set implements flag.Value. Its error says what value the flag wants;
 // the caller names the flag and the value.
@@ -193,7 +214,14 @@ func (s *SizeFlag) Set(v string) error {
 
 // Parse parses args with fs, allowing flags after positional arguments, and
 // returns the positional arguments. want is the number of positional
-// arguments required, and usage names them for the error.
+// arguments required.
+//
+// usage is the command's synopsis after its name, such as
+// "SERVER VOLUME [--json]", optionally followed by a blank line and
+// paragraphs about the command. Errors name the synopsis; -h (which wins
+// over any other mistake on the command line) prints the synopsis, the
+// paragraphs and the flags (WriteHelp), as do `PROG help COMMAND` and the
+// man page.
 func Parse(fs *flag.FlagSet, args []string, want int, usage string) ([]string, error) {
 	return ParseRange(fs, args, want, want, usage)
 }
@@ -204,10 +232,14 @@ func ParseRange(fs *flag.FlagSet, args []string, lo, hi int, usage string) ([]st
 	if len(args) == 1 && args[0] == describeArg {
 		return nil, &describedError{fs: fs, usage: usage} // see DescribeFlags
 	}
+	if helpRequested(fs, args) {
+		PrintUsage(fs, usage)
+		return nil, flag.ErrHelp
+	}
 	var pos []string
 	for {
 		// A mistake is one *FlagError; the flag package prints nothing.
-		if err := parseFlags(fs, args); err != nil {
+		if err := parseFlags(fs, args, usage); err != nil {
 			return nil, err
 		}
 		if fs.NArg() == 0 {
@@ -217,7 +249,7 @@ func ParseRange(fs *flag.FlagSet, args []string, lo, hi int, usage string) ([]st
 		args = fs.Args()[1:]
 	}
 	if len(pos) < lo || len(pos) > hi {
-		return nil, &FlagError{Cmd: fs.Name(), Err: fmt.Errorf("usage: %s %s", fs.Name(), usage)}
+		return nil, &FlagError{Cmd: fs.Name(), Err: fmt.Errorf("usage: %s", Synopsis(fs, usage))}
 	}
 	return pos, nil
 }

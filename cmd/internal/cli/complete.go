@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,12 +29,8 @@ func (e *describedError) Error() string { return "described the flags of " + e.f
 // Parse, ParseRange or ParseServer before it does anything else, and return
 // their error, as every command does.
 func DescribeFlags(run func(args []string) error) (*flag.FlagSet, error) {
-	err := run([]string{describeArg})
-	var d *describedError
-	if !errors.As(err, &d) {
-		return nil, fmt.Errorf("command did not describe its flags (it returned %v)", err)
-	}
-	return d.fs, nil
+	fs, _, err := describe(run)
+	return fs, err
 }
 
 // Command is one command of a program, as its completion scripts know it.
@@ -117,35 +112,19 @@ func resolve(path []string, cmds []Command) ([]*compNode, error) {
 	return out, nil
 }
 
-// builtins returns the commands every program has besides cmds: version,
-// completion and help.
-func builtins(prog string) []Command {
-	return []Command{
-		{Name: "version", Summary: "print the version",
-			Runs: []func([]string) error{func(args []string) error { return Version(prog, args, io.Discard, io.Discard) }}},
-		{Name: "completion", Summary: "print a bash or zsh completion script", Words: []string{"bash", "zsh"},
-			Runs: []func([]string) error{func(args []string) error { return Completion(prog, nil, args, io.Discard, io.Discard) }}},
-		{Name: "help", Summary: "print usage"},
-	}
-}
-
 // Completion runs `PROG completion bash|zsh`: it prints the completion
 // script for the shell, completing cmds (the program's commands, without
 // version, completion and help, which it adds) and each one's flags.
 func Completion(prog string, cmds []Command, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(prog+" completion", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, `usage: %[1]s completion bash|zsh
+	pos, err := Parse(fs, args, 1, fmt.Sprintf(`bash|zsh
 
 Prints a script that completes %[1]s's commands and their flags.
   bash: source <(%[1]s completion bash), or save it as
         /usr/share/bash-completion/completions/%[1]s
   zsh:  source <(%[1]s completion zsh) after compinit, or save it as _%[1]s
-        in a directory of $fpath
-`, prog)
-	}
-	pos, err := Parse(fs, args, 1, "bash|zsh")
+        in a directory of $fpath`, prog))
 	if err != nil {
 		return UsageErr(err)
 	}
@@ -153,10 +132,17 @@ Prints a script that completes %[1]s's commands and their flags.
 }
 
 // WriteCompletion writes the completion script for shell ("bash" or "zsh")
-// of the program prog with the commands cmds, to which it adds version,
-// completion and help.
+// of the program prog with the commands cmds, to which it adds the
+// Builtins; help completes the names of the commands.
 func WriteCompletion(w io.Writer, shell, prog string, cmds []Command) error {
-	all := append(slices.Clip(cmds), builtins(prog)...)
+	all := append(slices.Clip(cmds), Builtins(prog)...)
+	for i := range all {
+		if all[i].Name == "help" {
+			for _, c := range all {
+				all[i].Words = append(all[i].Words, c.Name)
+			}
+		}
+	}
 	nodes, err := resolve(nil, all)
 	if err != nil {
 		return err

@@ -83,7 +83,7 @@ func TestBashCompletion(t *testing.T) {
 		words []string // typed; the last is completed
 		want  string
 	}{
-		{[]string{""}, "completion fetch help version vol"},
+		{[]string{""}, "completion fetch help man version vol"},
 		{[]string{"--v"}, "--version"},
 		{[]string{"fetch", "-"}, "--json --manifest --timeout -o"},
 		{[]string{"fetch", "--json", "srv", "--t"}, "--timeout"},

@@ -24,7 +24,7 @@ const PluginDirEnv = "BLOCKXFER_PLUGIN_DIR"
 const PluginLibDir = "../lib/blockxfer/plugins"
 
 // PluginDirHelp describes --plugin-dir's default.
-const PluginDirHelp = "plugin directory (default $" + PluginDirEnv + ")\n" +
+const PluginDirHelp = "`DIR` of the provider plugins (default $" + PluginDirEnv + ")\n" +
 	"without it: the binary's own directory or " + PluginLibDir + " beside it,\n" +
 	"whichever holds blockxfer-provider-* plugins"
 

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,58 +40,66 @@ func CmdUsageErr(fs *flag.FlagSet, err error) error {
 // parseFlags runs fs.Parse without letting the flag package print
 // anything: a mistake comes back as one *FlagError (the flag package
 // would print it, then the whole usage, and the command print it again),
-// and -h prints the usage (hidden flags left out) and returns
-// flag.ErrHelp.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	out, usage := fs.Output(), fs.Usage
+// and -h prints the command's help (WriteHelp with usage, hidden flags left
+// out) and returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string, usage string) error {
+	out, fsUsage := fs.Output(), fs.Usage
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	err := fs.Parse(args)
 	fs.SetOutput(out)
-	fs.Usage = usage
+	fs.Usage = fsUsage
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, flag.ErrHelp):
-		PrintUsage(fs)
+		PrintUsage(fs, usage)
 		return err
 	}
 	return &FlagError{Cmd: fs.Name(), Err: explainFlagError(fs, err)}
 }
 
-// PrintUsage prints fs's usage as -h does: its Usage function if it has
-// one, else its flags, to its output, leaving out hidden flags.
-func PrintUsage(fs *flag.FlagSet) {
-	out := fs.Output()
-	fs.SetOutput(&hidingWriter{w: out, fs: fs})
-	defer fs.SetOutput(out)
-	if fs.Usage != nil {
-		fs.Usage()
-		return
-	}
-	fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
-	fs.PrintDefaults()
+// PrintUsage prints fs's help as -h does, to fs's output: WriteHelp's
+// text for usage (see Parse). A Usage function set on fs is not used: the
+// text belongs in usage, where help and the man page find it too.
+func PrintUsage(fs *flag.FlagSet, usage string) {
+	WriteHelp(fs.Output(), fs, usage)
 }
 
-// hidingWriter passes on what PrintDefaults writes, except the entries of
-// hidden flags: PrintDefaults writes each flag's entry in one Write,
-// starting "  -NAME".
-type hidingWriter struct {
-	w  io.Writer
-	fs *flag.FlagSet
-}
-
-func (h *hidingWriter) Write(b []byte) (int, error) {
-	if rest, ok := bytes.CutPrefix(b, []byte("  -")); ok {
-		name, _, _ := strings.Cut(string(rest), " ")
-		name, _, _ = strings.Cut(name, "\n")
-		if f := h.fs.Lookup(name); f != nil {
-			if _, hidden := f.Value.(*hiddenValue); hidden {
-				return len(b), nil
-			}
+// helpRequested reports whether args ask for help (-h, -help or --help)
+// anywhere before a "--", so that -h wins over every other mistake on the
+// command line: it skips the values of the flags of fs that take one, so
+// that "-o -h" names a file.
+func helpRequested(fs *flag.FlagSet, args []string) bool {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return false
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if (name == "h" || name == "help") && !hasValue && fs.Lookup(name) == nil {
+			return true
+		}
+		if f := fs.Lookup(name); f != nil && !hasValue && !isBool(f) {
+			i++ // its value
 		}
 	}
-	return h.w.Write(b)
+	return false
+}
+
+// isBool reports whether f is a boolean flag, which takes no value.
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// isHidden reports whether f is a flag -h does not list (Hidden, Alias).
+func isHidden(f *flag.Flag) bool {
+	_, hidden := f.Value.(*hiddenValue)
+	return hidden
 }
 
 // hiddenValue is a flag that -h does not list.

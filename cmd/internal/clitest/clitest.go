@@ -5,12 +5,14 @@ package clitest
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -232,4 +234,142 @@ func SourceFlags(t *testing.T, dir string) []string {
 	}
 	slices.Sort(names)
 	return slices.Compact(names)
+}
+
+// updateMan makes CheckManPage write the man page instead of comparing it:
+// go test ./cmd/blockd ./cmd/blockcat -run TestManPage -update-man
+var updateMan = flag.Bool("update-man", false, "write docs/man/PROG.1 from the program's text instead of checking it")
+
+// CheckManPage checks that the man page at path (docs/man/PROG.1) is what
+// p.WriteMan writes now, so that it cannot drift from -h and help; with
+// -update-man it writes the file instead. The environment variables that
+// change flag defaults are cleared first. With groff installed, it checks
+// that groff formats the page without a warning.
+func CheckManPage(t *testing.T, p func() *cli.Program, path string) {
+	t.Helper()
+	for _, v := range []string{cli.DataEnv, cli.ServerEnv, cli.KeyEnv, cli.PluginDirEnv} {
+		t.Setenv(v, "")
+	}
+	var b bytes.Buffer
+	if err := p().WriteMan(&b); err != nil {
+		t.Fatal(err)
+	}
+	if *updateMan {
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	old, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(old, b.Bytes()) {
+		t.Errorf("%s is not what '%s man' prints (%v): run\n\tgo test ./cmd/%s -run TestManPage -update-man\n%s",
+			path, p().Name, err, p().Name, firstDiff(string(old), b.String()))
+	}
+	if _, err := exec.LookPath("groff"); err != nil {
+		t.Log("no groff to check the page:", err)
+		return
+	}
+	cmd := exec.Command("groff", "-man", "-Tutf8", "-ww", "-z")
+	cmd.Stdin = bytes.NewReader(b.Bytes())
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("groff -man -ww: %v\n%s", err, out)
+	}
+}
+
+// firstDiff describes the first line where a and b differ.
+func firstDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := 0; i < len(al) || i < len(bl); i++ {
+		var x, y string
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if x != y {
+			return fmt.Sprintf("line %d:\n\tfile: %q\n\tnow:  %q", i+1, x, y)
+		}
+	}
+	return ""
+}
+
+// Runner runs one command line of a program in process and returns its
+// exit status, stdout and stderr.
+type Runner func(t *testing.T, args ...string) (code int, stdout, stderr string)
+
+// byteDefault matches a default that help shows as a bare number.
+var byteDefault = regexp.MustCompile(`\(default (\d+)\)`)
+
+// CheckCommandHelp checks one command's help as -h (on stderr) or help
+// (on stdout) printed it: it begins with "usage: " and the command's words,
+// and no default is a bare byte count (a number above 1024: sizes show as
+// 64MiB).
+func CheckCommandHelp(t *testing.T, what, words, help string) {
+	t.Helper()
+	first, _, _ := strings.Cut(help, "\n")
+	if first != "usage: "+words && !strings.HasPrefix(first, "usage: "+words+" ") {
+		t.Errorf("%s: first line %q, want the synopsis \"usage: %s ...\"", what, first, words)
+	}
+	for _, m := range byteDefault.FindAllStringSubmatch(help, -1) {
+		if n, err := strconv.ParseInt(m[1], 10, 64); err == nil && n > 1024 {
+			t.Errorf("%s: %s: a byte count; show sizes as cli.FormatSize does (64MiB)", what, m[0])
+		}
+	}
+}
+
+// CheckHelp checks `PROG help`, `PROG -h`, `PROG help COMMAND`,
+// `PROG COMMAND -h` and `PROG help TOPIC` for every command and topic of p,
+// run by run.
+func CheckHelp(t *testing.T, prog string, p *cli.Program, run Runner) {
+	t.Helper()
+	var usage strings.Builder
+	if err := p.WriteUsage(&usage); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"help"}, {"-h"}, {"--help"}} {
+		if code, stdout, stderr := run(t, args...); code != 0 || stdout != usage.String() || stderr != "" {
+			t.Errorf("%s %q: exit %d, stderr %q; stdout is the usage: %v", prog, args, code, stderr, stdout == usage.String())
+		}
+	}
+	var visit func(path []string, cmds []cli.Command)
+	visit = func(path []string, cmds []cli.Command) {
+		for _, c := range cmds {
+			p := append(slices.Clip(path), c.Name)
+			if len(c.Sub) > 0 {
+				visit(p, c.Sub)
+				continue
+			}
+			words := prog + " " + strings.Join(p, " ")
+			code, stdout, stderr := run(t, append([]string{"help"}, p...)...)
+			if code != 0 || stderr != "" {
+				t.Errorf("%s help %s: exit %d\n%s", prog, strings.Join(p, " "), code, stderr)
+			}
+			CheckCommandHelp(t, prog+" help "+strings.Join(p, " "), words, stdout)
+			if c.Summary != "" && !strings.Contains(stdout, c.Summary[1:]) {
+				t.Errorf("%s help %s does not say what it does (%q):\n%s", prog, strings.Join(p, " "), c.Summary, stdout)
+			}
+			code, _, stderr = run(t, append(p, "-h")...)
+			if code != 0 {
+				t.Errorf("%s -h: exit %d\n%s", words, code, stderr)
+			}
+			CheckCommandHelp(t, words+" -h", words, stderr)
+			if !strings.Contains(usage.String(), "\n  "+words) {
+				t.Errorf("the usage does not list %s", words)
+			}
+		}
+	}
+	visit(nil, append(slices.Clip(p.Commands), cli.Builtins(prog)...))
+	for _, topic := range p.Topics {
+		code, stdout, stderr := run(t, "help", topic.Name)
+		if code != 0 || !strings.HasPrefix(stdout, topic.Name+": ") || len(stdout) < 200 {
+			t.Errorf("%s help %s: exit %d\n%s%s", prog, topic.Name, code, stdout, stderr)
+		}
+		if !strings.Contains(usage.String(), "\n  "+topic.Name+" ") {
+			t.Errorf("the usage does not list the topic %s", topic.Name)
+		}
+	}
+	if code, _, stderr := run(t, "help", "no-such-thing"); code != 2 || !strings.Contains(stderr, "no command or topic") {
+		t.Errorf("%s help no-such-thing: exit %d\n%s", prog, code, stderr)
+	}
 }

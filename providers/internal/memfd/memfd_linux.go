@@ -72,3 +72,24 @@ func Close(fd int) error {
 	}
 	return nil
 }
+
+// CheckSealed checks that fd, received from another process, is a file of
+// exactly size bytes sealed against shrinking (F_SEAL_SHRINK), so a mapping
+// of it can never fault past its end (SIGBUS) whatever the sender does later.
+func CheckSealed(fd int, size int64) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("memfd: %w", os.NewSyscallError("fstat", err))
+	}
+	if st.Size != size {
+		return fmt.Errorf("memfd: file of %d bytes, want %d", st.Size, size)
+	}
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return fmt.Errorf("memfd: %w", os.NewSyscallError("fcntl(F_GET_SEALS)", err))
+	}
+	if seals&unix.F_SEAL_SHRINK == 0 {
+		return fmt.Errorf("memfd: not sealed against shrinking (seals %#x): create it with F_SEAL_SHRINK", seals)
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package memfd
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -60,5 +61,27 @@ func TestBadSizes(t *testing.T) {
 	defer Close(fd)
 	if seals, _ := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); seals != 0 {
 		t.Errorf("seals = %#x without asking for any", seals)
+	}
+}
+
+func TestCheckSealed(t *testing.T) {
+	fd, err := Create("check", 8192, SealShrink|SealGrow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fd)
+	if err := CheckSealed(fd, 8192); err != nil {
+		t.Errorf("sealed memfd of the right size: %v", err)
+	}
+	if err := CheckSealed(fd, 4096); err == nil {
+		t.Error("size mismatch accepted")
+	}
+	open, err := Create("unsealed", 8192, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(open)
+	if err := CheckSealed(open, 8192); err == nil || !strings.Contains(err.Error(), "F_SEAL_SHRINK") {
+		t.Errorf("unsealed memfd: %v, want a refusal naming F_SEAL_SHRINK", err)
 	}
 }

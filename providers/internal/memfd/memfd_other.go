@@ -24,3 +24,6 @@ func Unmap(mem []byte) error {
 
 // Close returns errNotSupported: memfd is Linux-only.
 func Close(fd int) error { return errNotSupported }
+
+// CheckSealed returns errNotSupported: memfd is Linux-only.
+func CheckSealed(fd int, size int64) error { return errNotSupported }

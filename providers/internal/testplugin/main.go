@@ -9,6 +9,9 @@
 //     blocks until the process is killed.
 //   - TESTPLUGIN_UNUSABLE=<reason>: the provider reports itself unusable.
 //   - TESTPLUGIN_NAME=<name>: the provider's name (default "testplugin").
+//   - TESTPLUGIN_GATHER_NOP=1: Gather returns at once without copying, as
+//     a device that only queues the copies would: what is left is the
+//     cost of carrying the descriptors (the ring checks them).
 package main
 
 import (
@@ -27,6 +30,7 @@ type provider struct {
 	export bool
 	hold   string
 	why    string
+	nop    bool
 }
 
 func (p *provider) Name() string           { return p.name }
@@ -59,6 +63,9 @@ func (p *provider) Gather(ctx context.Context, copies []memory.Copy) error {
 		}
 		select {}
 	}
+	if p.nop {
+		return nil
+	}
 	return p.Provider.Gather(ctx, copies)
 }
 
@@ -73,5 +80,6 @@ func main() {
 		export:   os.Getenv("TESTPLUGIN_NO_DMABUF") != "1",
 		hold:     os.Getenv("TESTPLUGIN_HOLD_GATHER"),
 		why:      os.Getenv("TESTPLUGIN_UNUSABLE"),
+		nop:      os.Getenv("TESTPLUGIN_GATHER_NOP") == "1",
 	}, nil)
 }

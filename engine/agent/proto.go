@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the local protocol version this agent speaks.
+const Version = 1
+
+// Limits of the local protocol (docs/agent-protocol.md section 2).
+const (
+	// MaxMessage is the largest message, either direction, in bytes.
+	MaxMessage = 64 << 10
+	// MaxReadsPerSubmit is the most reads one submit carries.
+	MaxReadsPerSubmit = 256
+	// MaxTag is the longest tag, in bytes.
+	MaxTag = 256
+	// MaxName is the longest server address or volume name, in bytes.
+	MaxName = 256
+	// MaxWait is the longest a wait blocks, in milliseconds.
+	MaxWait = 60_000
+	// MaxCompletionsPerReply is the most completions one wait answers.
+	MaxCompletionsPerReply = 64
+)
+
+// Ops a client sends.
+const (
+	OpHello      = "hello"
+	OpStat       = "stat"
+	OpRegister   = "register"
+	OpUnregister = "unregister"
+	OpSubmit     = "submit"
+	OpWait       = "wait"
+	OpCancel     = "cancel"
+)
+
+// Error codes an agent answers with, besides the engine's (the wire
+// protocol's code names such as not-found, out-of-range, corrupt, and the
+// engine-side ones in codeOf).
+const (
+	CodeBadMessage    = "bad-message"    // not a valid request: the message says why
+	CodeTooLarge      = "too-large"      // a message over MaxMessage bytes
+	CodeUnexpectedFD  = "unexpected-fd"  // fds passed with a request that takes none, or the wrong number
+	CodeUnknownHandle = "unknown-handle" // no such registration on this connection
+	CodeUnknownRead   = "unknown-read"   // no such read id on this connection
+	CodeVersion       = "version"        // protocol version not spoken
+	CodeNotSupported  = "not-supported"  // a memory kind the agent cannot import
+	CodeLimit         = "limit"          // a per-connection limit reached
+	CodePermission    = "permission"     // the peer's uid is not allowed
+	CodeImport        = "import"         // the memory could not be imported (the message says why)
+)
+
+// ReadSpec is one read of a submit.
+type ReadSpec struct {
+	Server    string `json:"server"`
+	Volume    string `json:"volume"`
+	Offset    int64  `json:"offset"`
+	Length    int64  `json:"length"`
+	Handle    uint64 `json:"handle"`
+	DstOffset int64  `json:"dst_offset"`
+	Tag       string `json:"tag"`
+	// TimeoutMS bounds the read, reconnects included (0: no limit).
+	TimeoutMS int64 `json:"timeout_ms"`
+}
+
+// Request is a decoded client message. Which fields apply depends on Op
+// (docs/agent-protocol.md section 4).
+type Request struct {
+	Op  string `json:"op"`
+	Seq uint64 `json:"seq"`
+
+	Version int    `json:"version"` // hello
+	Client  string `json:"client"`  // hello
+
+	Server string `json:"server"` // stat
+	Volume string `json:"volume"` // stat
+
+	Kind   string `json:"kind"`   // register
+	Offset int64  `json:"offset"` // register
+	Size   int64  `json:"size"`   // register
+
+	Handle uint64 `json:"handle"` // unregister
+
+	Reads []ReadSpec `json:"reads"` // submit
+
+	IDs       []uint64 `json:"ids"`        // wait, cancel
+	TimeoutMS int64    `json:"timeout_ms"` // wait
+	Max       int      `json:"max"`        // wait
+}
+
+// ProtoError is a refusal of a request: a code name and a message.
+type ProtoError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *ProtoError) Error() string { return e.Code + ": " + e.Message }
+
+func badMessage(format string, args ...any) *ProtoError {
+	return &ProtoError{Code: CodeBadMessage, Message: fmt.Sprintf(format, args...)}
+}
+
+// Decode parses one client message of which fds file descriptors arrived
+// with it, and checks it against the protocol: size, JSON shape (unknown
+// fields are refused), the op and the fields it needs, every limit, and the
+// number of fds (one with register, none otherwise). It returns the request
+// and, on refusal, a *ProtoError. The Seq of a request refused after its
+// JSON was parsed is kept, so the error can answer it.
+func Decode(msg []byte, fds int) (*Request, error) {
+	if len(msg) > MaxMessage {
+		return nil, &ProtoError{Code: CodeTooLarge, Message: fmt.Sprintf("message of %d bytes, at most %d", len(msg), MaxMessage)}
+	}
+	var q Request
+	dec := json.NewDecoder(bytes.NewReader(msg))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		return nil, badMessage("not a JSON request object: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return &q, badMessage("trailing data after the JSON object")
+	}
+	wantFDs := 0
+	switch q.Op {
+	case OpHello:
+		if q.Version <= 0 {
+			return &q, badMessage("hello: version must be positive")
+		}
+		if len(q.Client) > MaxName {
+			return &q, badMessage("hello: client name longer than %d bytes", MaxName)
+		}
+	case OpStat:
+		if err := checkName("stat: server", q.Server); err != nil {
+			return &q, err
+		}
+		if err := checkName("stat: volume", q.Volume); err != nil {
+			return &q, err
+		}
+	case OpRegister:
+		wantFDs = 1
+		if q.Kind == "" {
+			return &q, badMessage("register: no kind")
+		}
+		if q.Size <= 0 || q.Offset < 0 || q.Offset > (1<<62)-q.Size {
+			return &q, badMessage("register: size %d at offset %d: size must be positive, offset not negative", q.Size, q.Offset)
+		}
+	case OpUnregister:
+		if q.Handle == 0 {
+			return &q, badMessage("unregister: no handle")
+		}
+	case OpSubmit:
+		if len(q.Reads) == 0 || len(q.Reads) > MaxReadsPerSubmit {
+			return &q, badMessage("submit: %d reads, want 1 to %d", len(q.Reads), MaxReadsPerSubmit)
+		}
+		for i, r := range q.Reads {
+			if err := checkRead(r); err != nil {
+				err.Message = fmt.Sprintf("submit: read %d: %s", i, err.Message)
+				return &q, err
+			}
+		}
+	case OpWait:
+		if len(q.IDs) > MaxCompletionsPerReply {
+			return &q, badMessage("wait: %d ids, at most %d", len(q.IDs), MaxCompletionsPerReply)
+		}
+		if q.TimeoutMS < 0 || q.TimeoutMS > MaxWait {
+			return &q, badMessage("wait: timeout_ms %d, want 0 to %d", q.TimeoutMS, MaxWait)
+		}
+		if q.Max < 0 || q.Max > MaxCompletionsPerReply {
+			return &q, badMessage("wait: max %d, want 0 (as many as fit) to %d", q.Max, MaxCompletionsPerReply)
+		}
+	case OpCancel:
+		if len(q.IDs) == 0 {
+			return &q, badMessage("cancel: no ids")
+		}
+	case "":
+		return &q, badMessage("no op")
+	default:
+		return &q, badMessage("unknown op %.64q (want hello, stat, register, unregister, submit, wait or cancel)", q.Op)
+	}
+	if fds != wantFDs {
+		return &q, &ProtoError{Code: CodeUnexpectedFD, Message: fmt.Sprintf("%s carries %d fds, want %d (the fds were closed)", q.Op, fds, wantFDs)}
+	}
+	return &q, nil
+}
+
+func checkName(what, s string) *ProtoError {
+	if s == "" {
+		return badMessage("%s is empty", what)
+	}
+	if len(s) > MaxName {
+		return badMessage("%s longer than %d bytes", what, MaxName)
+	}
+	return nil
+}
+
+func checkRead(r ReadSpec) *ProtoError {
+	if err := checkName("server", r.Server); err != nil {
+		return err
+	}
+	if err := checkName("volume", r.Volume); err != nil {
+		return err
+	}
+	switch {
+	case r.Handle == 0:
+		return badMessage("no handle")
+	case r.Length <= 0 || r.Offset < 0 || r.DstOffset < 0 || r.Offset > (1<<62)-r.Length || r.DstOffset > (1<<62)-r.Length:
+		return badMessage("offset %d, length %d, dst_offset %d: length must be positive, offsets not negative", r.Offset, r.Length, r.DstOffset)
+	case len(r.Tag) > MaxTag:
+		return badMessage("tag longer than %d bytes", MaxTag)
+	case r.TimeoutMS < 0:
+		return badMessage("timeout_ms %d is negative", r.TimeoutMS)
+	}
+	return nil
+}
