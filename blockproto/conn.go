@@ -135,6 +135,11 @@ func (c *Conn) ReadMsg() (Msg, error) {
 	return Unmarshal(body)
 }
 
+// Buffered returns how many bytes ReadMsg can read without reading from the
+// connection: 0 means the next ReadMsg may block. A server uses it to write
+// its answers to a burst of requests together, once it has read the burst.
+func (c *Conn) Buffered() int { return c.r.Buffered() }
+
 // readLarge reads a size-byte body that does not fit the read buffer,
 // growing the scratch buffer only as bytes arrive (at most doubling what
 // has arrived), so a lying length prefix costs little memory.

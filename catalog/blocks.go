@@ -157,6 +157,11 @@ func (c *Catalog) Blocks(name string, gen uint64) (*Blocks, error) {
 // [Catalog.Blocks]).
 func (s *Store) Blocks(name string, gen uint64) (*Blocks, error) { return s.cat.Blocks(name, gen) }
 
+// Changes counts the changes made to the store's catalog (see
+// [Catalog.Changes]): a cache of what Open, Get and Blocks returned stays
+// current while it returns the same value.
+func (s *Store) Changes() uint64 { return s.cat.Changes() }
+
 // blockSummer computes block CRCs as a volume's bytes pass.
 type blockSummer struct {
 	b      *Blocks

@@ -3,6 +3,7 @@ package catalog
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,7 +48,17 @@ type Catalog struct {
 	db       *bolt.DB
 	path     string
 	readOnly bool
+	changes  atomic.Uint64 // read-write transactions ended; see Changes
 }
+
+// Changes counts the read-write transactions this Catalog has run. It grows
+// after every change is committed (and after attempts that were not), so a
+// caller that remembers a value from before it read the catalog knows its
+// copy is still current while Changes returns the same value. It costs one
+// atomic load: a server checks it per read instead of a transaction. Only
+// this Catalog's own changes are counted, which is all of them while it is
+// open read-write (it holds the file lock).
+func (c *Catalog) Changes() uint64 { return c.changes.Load() }
 
 // Open opens the catalog database at path, creating it (and its schema) if
 // it does not exist and opts does not say ReadOnly.

@@ -133,8 +133,10 @@ func (c *Catalog) view(fn func(tx *bolt.Tx) error) error {
 	return guard(func() error { return c.db.View(fn) })
 }
 
-// updateTx runs fn in a read-write transaction under guard.
+// updateTx runs fn in a read-write transaction under guard, and then counts
+// a change (see [Catalog.Changes]), whether or not it committed.
 func (c *Catalog) updateTx(fn func(tx *bolt.Tx) error) error {
+	defer c.changes.Add(1)
 	return guard(func() error { return c.db.Update(fn) })
 }
 

@@ -133,7 +133,10 @@ func benchRawTCP(b *testing.B, path string) {
 	}
 }
 
-func benchEngine(b *testing.B, store *catalog.Store, conns int) {
+// benchServe serves store on loopback and returns a session to it with
+// conns data connections (0: the default), receiving into host memory from
+// the returned provider; all of it ends with the benchmark.
+func benchServe(b *testing.B, store *catalog.Store, conns int) (*engine.Session, *hostmem.Provider) {
 	srv, err := engine.NewServer(engine.ServerConfig{Key: testKey, Volumes: store, Transport: &tcp.Transport{}})
 	if err != nil {
 		b.Fatal(err)
@@ -143,15 +146,20 @@ func benchEngine(b *testing.B, store *catalog.Store, conns int) {
 		b.Fatal(err)
 	}
 	go srv.Serve(l)
-	defer srv.Close()
+	b.Cleanup(func() { srv.Close() })
 	p := hostmem.New()
-	defer p.Close()
+	b.Cleanup(func() { p.Close() })
 	s, err := engine.Dial(context.Background(), l.Addr().String(),
 		engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: conns})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
+	b.Cleanup(func() { s.Close() })
+	return s, p
+}
+
+func benchEngine(b *testing.B, store *catalog.Store, conns int) {
+	s, p := benchServe(b, store, conns)
 	buf, err := p.Alloc(context.Background(), *benchSize, false)
 	if err != nil {
 		b.Fatal(err)

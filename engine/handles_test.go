@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -71,8 +72,92 @@ func TestVolumeHandlesShareOneFile(t *testing.T) {
 	if n := openFilesOf(t, v1.Backing); n != 0 {
 		t.Fatalf("%d files of the old generation open after its last read", n)
 	}
+	// The newest generation stays open for the next read: no catalog
+	// transaction, no open or close per read.
 	h.release(nv)
+	if n := openFilesOf(t, v2.Backing); n != 1 || len(h.open) != 1 {
+		t.Fatalf("%d files open after every read ended (%d handles), want the newest kept", n, len(h.open))
+	}
+	again, err := h.acquire(store, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again != nv {
+		t.Fatal("the next read of an unchanged volume opened it again")
+	}
+	h.release(again)
+	// Any change to the catalog closes the idle handles (at the next read,
+	// or at a sweep), so a removed volume's file is not held open.
+	if err := store.Remove(ctx, "vol"); err != nil {
+		t.Fatal(err)
+	}
+	h.sweep(store)
 	if n := openFilesOf(t, v2.Backing); n != 0 || len(h.open) != 0 {
+		t.Fatalf("%d files open after the volume was removed (%d handles)", n, len(h.open))
+	}
+	if _, err := h.acquire(store, "vol"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("acquire after remove: %v, want not found", err)
+	}
+}
+
+// uncounted hides the store's change counter: a source that cannot say
+// whether it changed.
+type uncounted struct{ Volumes }
+
+// TestVolumeHandlesUncountedSource: a source that does not count its
+// changes is opened per read, and its files close after their last read.
+func TestVolumeHandlesUncountedSource(t *testing.T) {
+	store, err := catalog.OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	v, err := store.Create(context.Background(), "vol", 64<<10, 4096, catalog.FillRandom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h volumeHandles
+	src := uncounted{store}
+	a, err := h.acquire(src, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.acquire(src, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b || openFilesOf(t, v.Backing) != 1 {
+		t.Fatal("two reads of one generation do not share one file")
+	}
+	h.release(a)
+	h.release(b)
+	if n := openFilesOf(t, v.Backing); n != 0 || len(h.open) != 0 {
 		t.Fatalf("%d files open after every read ended (%d handles)", n, len(h.open))
+	}
+}
+
+// TestVolumeHandlesCloseIdle: closing the server closes the cached files.
+func TestVolumeHandlesCloseIdle(t *testing.T) {
+	store, err := catalog.OpenStore(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	v, err := store.Create(context.Background(), "vol", 64<<10, 4096, catalog.FillRandom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h volumeHandles
+	busy, err := h.acquire(store, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.closeIdle()
+	if n := openFilesOf(t, v.Backing); n != 1 {
+		t.Fatalf("closeIdle closed a file a read holds (%d open)", n)
+	}
+	h.release(busy)
+	if n := openFilesOf(t, v.Backing); n != 0 || len(h.open) != 0 {
+		t.Fatalf("%d files open after closeIdle and the last read (%d handles)", n, len(h.open))
 	}
 }

@@ -329,6 +329,10 @@ func (r *request) serverDone(n int64, err *blockproto.Error) {
 			// server cancelled it while closing the session, as when one
 			// of its data connections broke.
 			st, e = StateFailed, fmt.Errorf("%w: the server cancelled the read: %w", ErrSessionClosed, err)
+		case blockproto.CodeTimedOut:
+			// The deadline the client sent passed on the server's clock
+			// first: the same deadline, whichever side saw it.
+			e = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 		case blockproto.CodeShuttingDown:
 			e = fmt.Errorf("%w: %w", ErrDraining, err)
 		case blockproto.CodeCorrupt:

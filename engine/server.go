@@ -387,7 +387,8 @@ func (s *Server) inFlight() *ShutdownError {
 }
 
 // Close closes the listeners and every session at once; reads in flight
-// fail with CodeShuttingDown. It waits for the server's goroutines.
+// fail with CodeShuttingDown. It waits for the server's goroutines, those
+// of reads and uploads included.
 func (s *Server) Close() error {
 	s.stopAccepting()
 	s.mu.Lock()
@@ -401,6 +402,10 @@ func (s *Server) Close() error {
 		ss.close(errors.New("server shutting down"), blockproto.CodeShuttingDown)
 	}
 	s.conns.Wait()
+	// Reads and uploads end promptly once their sessions are closed; an
+	// upload's goroutine may still be removing its temporary file.
+	s.reads.Wait()
+	s.handles.closeIdle()
 	return nil
 }
 
@@ -665,6 +670,23 @@ func (s *Server) isDraining() bool {
 }
 
 // srvSession is the server side of one client session.
+//
+// Its reads are served without a goroutine each: the serve goroutine
+// registers a Read, announces its extents and queues them on the data
+// connections' senders, and whoever ends a read's last piece of work (most
+// often the sender that sent its last extent) queues its terminal message
+// (see srvRead.pending). A read that would have to wait, for in-flight
+// budget or for a disk read of the edges of a partial extent that are not
+// in the page cache, is handed to the session's announcers: at most
+// maxAnnouncers goroutines, which take turns among the waiting reads, one
+// extent at a time.
+//
+// Control messages are queued and written in batches (see queue and flush):
+// the serve goroutine writes what it queued once it has no more input
+// buffered, and a sender writes the queue before the bytes of an extent
+// whose Extent is still in it and whenever its own queue runs empty. A burst
+// of Reads is so answered by one write of their Extents, and their ReadDones
+// share writes too.
 type srvSession struct {
 	srv      *Server
 	id       uint64
@@ -675,16 +697,30 @@ type srvSession struct {
 	tokens   [][blockproto.TokenLen]byte
 	inflight *semaphore.Weighted
 
-	mu       sync.Mutex
-	data     []*srvData // by token index; nil until attached
-	reads    map[uint64]*srvRead
-	uploads  map[uint64]*srvUpload
-	closed   bool
-	done     chan struct{}
-	announce sync.Mutex // orders stream offsets, Extent writes and queueing
-	wmu      sync.Mutex // orders control writes after the check of ended
-	ended    bool       // the session-ending Error was written; guarded by wmu
-	workers  sync.WaitGroup
+	mu         sync.Mutex
+	data       []*srvData // by token index; nil until attached
+	reads      map[uint64]*srvRead
+	uploads    map[uint64]*srvUpload
+	waiting    []*srvRead // reads for the announcers, in turn order
+	announcers int        // announcer goroutines running
+	closed     bool
+	done       chan struct{}
+	announce   sync.Mutex // orders stream offsets, Extent queueing and job queueing
+	workers    sync.WaitGroup
+	stage      stager // staging files of small reads (see stager)
+
+	// Control writes. Frames are appended to pending under wmu and written
+	// by flush under fmu; queued and written count the bytes ever queued
+	// and written, so a frame that ends at position p is on the wire once
+	// written >= p.
+	wmu     sync.Mutex
+	pending []byte
+	ended   bool // the session-ending Error was queued: nothing follows it
+	queued  atomic.Uint64
+	written atomic.Uint64
+	fmu     sync.Mutex
+	spare   []byte // the buffer not in use as pending; guarded by fmu
+	werr    error  // sticky write error; guarded by fmu
 }
 
 type srvData struct {
@@ -693,52 +729,134 @@ type srvData struct {
 	sender transport.Sender
 	queue  chan sendJob
 	stream uint64       // next stream offset; guarded by srvSession.announce
-	queued atomic.Int64 // bytes queued, for choosing the least loaded
+	queued atomic.Int64 // bytes queued or being sent, not yet finished
+	broken error        // the connection failed; touched by its sender only
 }
 
 type sendJob struct {
-	rd  *srvRead
-	f   *os.File
-	off int64
-	n   int64
+	rd    *srvRead
+	f     *os.File // the volume's file, or a staging file
+	off   int64    // in f
+	n     int64
+	ctl   uint64     // where its Extent ends in the control stream
+	stage *stageFile // f, when the bytes are sent from a staging file
 }
 
+// srvRead is one read in progress.
 type srvRead struct {
 	id     uint64
+	volume string
 	ctx    context.Context
 	cancel context.CancelFunc
-	sends  sync.WaitGroup
+	start  time.Time
 	ioErr  atomic.Pointer[error]
+	// pending counts the read's extents queued and not yet sent, plus one
+	// while the read is still being announced. Whoever takes it to zero
+	// finishes the read.
+	pending atomic.Int64
+
+	// Announcing state, touched by one goroutine at a time: the serve
+	// goroutine, then the announcer whose turn it is.
+	vh      *volumeHandle
+	next    int64 // the next byte to announce
+	end     int64
+	total   uint64 // bytes announced
+	stopErr error
+	staged  bool // every extent so far is sent from the staging file
+
+	// terminated: the terminal message is queued. Set by the announcing
+	// goroutine before its last step, or by finishRead.
+	terminated bool
 }
 
-// write sends a control message. A client that stops reading its control
-// connection for the idle timeout has its session closed (in another
-// goroutine: write may be called with the announce lock held).
+// maxAnnouncers bounds the goroutines announcing a session's waiting reads.
+const maxAnnouncers = 8
+
+// maxPendingCtl is how many queued control bytes make queue write them at
+// once rather than wait for a flush.
+const maxPendingCtl = 64 << 10
+
+// write queues m and writes it with everything queued before it, like a
+// plain write: it returns once m is handed to the kernel. A client that
+// stops reading its control connection for the idle timeout has its session
+// closed (in another goroutine: write may be called with the announce lock
+// held).
 func (ss *srvSession) write(m blockproto.Msg) error {
-	ss.wmu.Lock()
-	defer ss.wmu.Unlock()
-	if ss.ended {
-		return errSessionEnded
+	if _, err := ss.queue(m); err != nil {
+		return err
 	}
-	return ss.writeLocked(m)
+	return ss.flush()
 }
 
-// errSessionEnded: the session-ending Error was written; nothing follows it.
+// errSessionEnded: the session-ending Error was queued; nothing follows it.
 var errSessionEnded = errors.New("session ended")
 
-// writeLocked writes m; ss.wmu must be held.
-func (ss *srvSession) writeLocked(m blockproto.Msg) error {
-	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
-	err := ss.proto.WriteMsg(m)
-	if err != nil {
-		go ss.close(fmt.Errorf("control connection: %w", err), 0)
+// queue appends m to the control frames to be written and returns where it
+// ends in the control stream. It writes only when a lot is queued; the
+// caller flushes (or leaves it to a later flush, see srvSession).
+func (ss *srvSession) queue(m blockproto.Msg) (uint64, error) {
+	ss.wmu.Lock()
+	if ss.ended {
+		ss.wmu.Unlock()
+		return 0, errSessionEnded
 	}
-	return err
+	pos, err := ss.appendLocked(m)
+	big := len(ss.pending) >= maxPendingCtl
+	ss.wmu.Unlock()
+	if err == nil && big {
+		err = ss.flush()
+	}
+	return pos, err
 }
 
-// closeWrite half-closes the session's connections: everything written so
-// far is delivered, then the client sees EOF.
+// appendLocked encodes m onto pending; ss.wmu must be held.
+func (ss *srvSession) appendLocked(m blockproto.Msg) (uint64, error) {
+	n := len(ss.pending)
+	b, err := blockproto.AppendFrame(ss.pending, m)
+	if err != nil {
+		return 0, err // nothing appended: AppendFrame checks before it encodes
+	}
+	ss.pending = b
+	return ss.queued.Add(uint64(len(b) - n)), nil
+}
+
+// unflushed reports whether frames are queued but not yet written.
+func (ss *srvSession) unflushed() bool { return ss.written.Load() != ss.queued.Load() }
+
+// flush writes every frame queued so far, in one write. Concurrent flushes
+// take turns; one finding nothing left to write returns at once.
+func (ss *srvSession) flush() error {
+	ss.fmu.Lock()
+	defer ss.fmu.Unlock()
+	if ss.werr != nil {
+		return ss.werr
+	}
+	ss.wmu.Lock()
+	buf, upTo := ss.pending, ss.queued.Load()
+	ss.pending = ss.spare[:0]
+	ss.wmu.Unlock()
+	if len(buf) > 0 {
+		ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
+		if _, err := ss.conn.Write(buf); err != nil {
+			ss.werr = fmt.Errorf("control connection: %w", err)
+			go ss.close(ss.werr, 0)
+			return ss.werr
+		}
+	}
+	ss.written.Store(upTo)
+	if cap(buf) <= 4*maxPendingCtl {
+		ss.spare = buf[:0]
+	} else {
+		ss.spare = nil
+	}
+	return nil
+}
+
+// closeWrite half-closes the session's connections once the control frames
+// queued are written: everything written so far is delivered, then the
+// client sees EOF.
 func (ss *srvSession) closeWrite() {
+	ss.flush()
 	type halfCloser interface{ CloseWrite() error }
 	ss.mu.Lock()
 	conns := []net.Conn{ss.conn}
@@ -775,48 +893,77 @@ func (ss *srvSession) attach(index int, c net.Conn) error {
 	return ss.write(&blockproto.DataAttached{Index: uint16(index)})
 }
 
+// flushAfter is the extent size from which a sender writes the queued
+// control frames (its reads' ReadDones) after every extent, not only when
+// its queue runs empty: a write is cheap beside sending that many bytes.
+const flushAfter = 256 << 10
+
 // runSender writes queued extents on one data connection until the session
 // closes its queue. After a failure it keeps draining the queue, failing each
 // job, so the reads waiting on them finish.
 func (ss *srvSession) runSender(d *srvData) {
 	defer ss.workers.Done()
 	defer d.sender.Close()
-	var broken error
 	for j := range d.queue {
-		if broken != nil {
-			ss.finishJob(d, j, broken)
-			continue
+		ss.send(d, j)
+		if (len(d.queue) == 0 || j.n >= flushAfter) && ss.unflushed() {
+			ss.flush()
 		}
-		// A client that stops reading is cut off after the idle timeout.
-		d.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
-		err := d.sender.SendExtent(j.f, j.off, j.n)
-		if err != nil && !errors.Is(err, transport.ErrSource) {
-			broken = fmt.Errorf("%w %d: %w", errDataConnLost, d.index, err)
-			ss.log.Warn("data connection failed", "index", d.index, "err", err)
-			ss.finishJob(d, j, broken)
-			go ss.close(broken, blockproto.CodeIO)
-			continue
-		}
-		if err == nil {
-			ss.srv.cfg.Metrics.sent(ss.srv.cfg.Transport.Name(), j.n)
-		}
-		ss.finishJob(d, j, err)
 	}
 }
 
+// send writes one extent's bytes on d, after its Extent. The job is
+// finished whatever happens.
+func (ss *srvSession) send(d *srvData, j sendJob) {
+	if d.broken != nil {
+		ss.finishJob(d, j, d.broken)
+		return
+	}
+	// The Extent goes out before the first of its bytes.
+	if ss.written.Load() < j.ctl {
+		ss.flush()
+	}
+	// A client that stops reading is cut off after the idle timeout.
+	d.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
+	err := d.sender.SendExtent(j.f, j.off, j.n)
+	if err != nil && !errors.Is(err, transport.ErrSource) {
+		d.broken = fmt.Errorf("%w %d: %w", errDataConnLost, d.index, err)
+		ss.log.Warn("data connection failed", "index", d.index, "err", err)
+		// The session ends here: its Error{0} is queued before any
+		// read this fails can queue a terminal message.
+		ss.end(blockproto.CodeIO, d.broken.Error())
+		go ss.close(d.broken, blockproto.CodeIO)
+		ss.finishJob(d, j, d.broken)
+		return
+	}
+	if err == nil {
+		ss.srv.cfg.Metrics.sent(ss.srv.cfg.Transport.Name(), j.n)
+	}
+	ss.finishJob(d, j, err)
+}
+
+// finishJob ends one extent's send: its budget is returned and its read
+// finished if this was the read's last piece of work.
 func (ss *srvSession) finishJob(d *srvData, j sendJob, err error) {
 	if err != nil {
 		j.rd.ioErr.CompareAndSwap(nil, &err)
 	}
 	d.queued.Add(-j.n)
 	ss.inflight.Release(j.n)
-	j.rd.sends.Done()
+	if j.stage != nil {
+		ss.stage.put(j.stage)
+	}
+	ss.step(j.rd)
 }
 
-// serve reads control messages until the connection ends.
+// serve reads control messages until the connection ends. What it queues
+// in answer is written once no more input is buffered.
 func (ss *srvSession) serve() {
 	idle := ss.srv.cfg.IdleTimeout
 	for {
+		if ss.proto.Buffered() == 0 && ss.unflushed() {
+			ss.flush()
+		}
 		ss.conn.SetReadDeadline(time.Now().Add(idle))
 		m, err := ss.proto.ReadMsg()
 		if err != nil {
@@ -845,13 +992,13 @@ func (ss *srvSession) serve() {
 				rd.cancel()
 			}
 		case *blockproto.ListVolumes:
-			ss.write(ss.list(m.After))
+			ss.queue(ss.list(m.After))
 		case *blockproto.StatVolume:
-			ss.write(ss.stat(m.Name))
+			ss.queue(ss.stat(m.Name))
 		case *blockproto.PutVolume, *blockproto.PutData, *blockproto.PutCommit, *blockproto.PutAbort:
 			ss.onPut(m)
 		case *blockproto.Ping:
-			ss.write(&blockproto.Pong{Seq: m.Seq})
+			ss.queue(&blockproto.Pong{Seq: m.Seq})
 		case *blockproto.Pong:
 		default:
 			ss.log.Warn("unexpected message", "type", m.Type())
@@ -865,12 +1012,22 @@ func (ss *srvSession) serve() {
 // written already; nothing is written on the control connection after it.
 // The caller then ends the session.
 func (ss *srvSession) fatal(code blockproto.Code, msg string) {
+	ss.end(code, msg)
+	ss.flush() // also an Error{0} that end queued earlier
+}
+
+// end queues the Error{ID: 0} that ends the session, unless one was queued
+// already (it then returns false). From then on nothing else is queued, not
+// even the terminal messages of the reads still open.
+func (ss *srvSession) end(code blockproto.Code, msg string) bool {
 	ss.wmu.Lock()
 	defer ss.wmu.Unlock()
-	if !ss.ended {
-		ss.ended = true
-		ss.writeLocked(&blockproto.Error{Code: code, Message: msg})
+	if ss.ended {
+		return false
 	}
+	ss.ended = true
+	ss.appendLocked(&blockproto.Error{Code: code, Message: msg})
+	return true
 }
 
 // close ends the session: reads in flight fail, connections close, and the
@@ -913,6 +1070,7 @@ func (ss *srvSession) close(why error, code blockproto.Code) {
 	}
 	ss.announce.Unlock()
 	ss.workers.Wait()
+	ss.stage.close()
 	ss.log.Info("session closed", "reason", why)
 }
 
@@ -997,25 +1155,26 @@ func catalogError(id uint64, err error) *blockproto.Error {
 	return &blockproto.Error{ID: id, Code: code, Message: err.Error()}
 }
 
-// startRead registers a read and serves it in its own goroutine.
-// It returns false when the Read is a violation that ends the session (an
-// ID already open), after writing the session's Error.
+// startRead registers a read and starts announcing it, in the serve
+// goroutine (see srvSession). It returns false when the Read is a violation
+// that ends the session (an ID already open), after writing the session's
+// Error.
 func (ss *srvSession) startRead(m *blockproto.Read) bool {
 	if ss.srv.isDraining() {
-		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server is shutting down: no new reads"})
+		ss.queue(&blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server is shutting down: no new reads"})
 		return true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if !m.Deadline.IsZero() {
 		ctx, cancel = context.WithDeadline(context.Background(), m.Deadline)
 	}
-	rd := &srvRead{id: m.ID, ctx: ctx, cancel: cancel}
+	rd := &srvRead{id: m.ID, volume: m.Volume, ctx: ctx, cancel: cancel, start: time.Now(), staged: true}
 	ss.mu.Lock()
 	if !ss.closed && ss.reads[m.ID] == nil && len(ss.reads) >= ss.srv.cfg.MaxReads {
 		ss.mu.Unlock()
 		cancel()
 		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), blockproto.CodeBusy.String(), 0)
-		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBusy,
+		ss.queue(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBusy,
 			Message: fmt.Sprintf("session has %d reads open, the most this server allows: retry when one finishes", ss.srv.cfg.MaxReads)})
 		return true
 	}
@@ -1033,34 +1192,211 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 	case !attached:
 		ss.mu.Unlock()
 		cancel()
-		ss.write(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBadRequest, Message: "read before any data connection was attached"})
+		ss.queue(&blockproto.Error{ID: m.ID, Code: blockproto.CodeBadRequest, Message: "read before any data connection was attached"})
 		return true
 	}
 	ss.reads[m.ID] = rd
 	ss.srv.reads.Add(1)
 	ss.mu.Unlock()
-	go func() {
-		defer ss.srv.reads.Done()
-		start := time.Now()
-		reply := ss.serveRead(rd, m)
-		ss.mu.Lock()
-		delete(ss.reads, m.ID)
-		ss.mu.Unlock()
-		cancel()
-		outcome := "done"
-		if e, ok := reply.(*blockproto.Error); ok {
-			outcome = e.Code.String()
-			ss.log.Info("read failed", "id", m.ID, "volume", m.Volume, "offset", m.Offset, "length", m.Length, "err", e.Message)
-		}
-		if reply == nil {
-			outcome = "session-lost"
-		}
-		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), outcome, time.Since(start))
-		if reply != nil {
-			ss.write(reply)
-		}
-	}()
+	rd.pending.Store(1) // until the read is announced
+	vh, err := ss.srv.handles.acquire(ss.srv.cfg.Volumes, m.Volume)
+	if err != nil {
+		rd.stopErr = err
+		ss.step(rd)
+		return true
+	}
+	rd.vh = vh
+	v := vh.v
+	if m.Offset >= uint64(v.Size) || m.Length > uint64(v.Size)-m.Offset {
+		rd.stopErr = &outOfRange{fmt.Sprintf("read [%d,+%d) past the end of volume %s (%d bytes)", m.Offset, m.Length, v.Name, v.Size)}
+		ss.step(rd)
+		return true
+	}
+	rd.next, rd.end = int64(m.Offset), int64(m.Offset+m.Length)
+	ss.announceRead(rd, false)
 	return true
+}
+
+// outOfRange is why a read past the end of its volume is refused.
+type outOfRange struct{ msg string }
+
+func (e *outOfRange) Error() string { return e.msg }
+
+// announceRead announces rd's extents, from rd.next on. With wait false it
+// stops at the first extent that would have to wait, for in-flight budget
+// or for the disk, and hands the read to the announcers; with wait true
+// (an announcer's turn) it announces one extent, waiting as needed, and
+// hands the read back to the announcers if more remain. When every extent
+// is announced, or the read stops, it ends the read's announcing.
+func (ss *srvSession) announceRead(rd *srvRead, wait bool) {
+	v := rd.vh.v
+	for rd.next < rd.end {
+		off := rd.next
+		extOff, extLen := v.ExtentRange(int(off / v.ExtentSize))
+		n := min(extOff+extLen, rd.end) - off
+		if err := rd.ctx.Err(); err != nil {
+			rd.stopErr = err
+			break
+		}
+		// The CRC of what was written: the stored one for a whole
+		// extent; for part of one, combined from the stored block
+		// CRCs and the bytes of the edge blocks, checked against theirs.
+		var blocks *catalog.Blocks
+		if off != extOff || n != extLen {
+			blocks = rd.vh.blocksOf(ss.srv)
+		}
+		src := io.ReaderAt(rd.vh.f)
+		if !wait {
+			if off != extOff || n != extLen {
+				if blocks == nil {
+					break // a whole extent to read: an announcer's job
+				}
+				src = cachedOnly{rd.vh.f}
+			}
+			if !ss.inflight.TryAcquire(n) {
+				break
+			}
+		} else if err := ss.inflight.Acquire(rd.ctx, n); err != nil {
+			rd.stopErr = err
+			break
+		}
+		// A small partial range is kept as its edge blocks are read
+		// and checked, and sent from the staging file (see stager).
+		var cp *capture
+		if (off != extOff || n != extLen) && n <= stageMax {
+			if sf, at := ss.stage.get(n); sf != nil {
+				cp = &capture{r: src, sf: sf, base: at, lo: off, hi: off + n}
+				src = cp
+			}
+		}
+		crc, err := v.RangeCRC(src, off, n, blocks)
+		j := sendJob{rd: rd, f: rd.vh.f, off: off, n: n}
+		if cp != nil {
+			if err == nil && cp.got == n {
+				j.f, j.off, j.stage = cp.sf.f, cp.base, cp.sf
+			} else {
+				ss.stage.put(cp.sf)
+			}
+		}
+		rd.staged = rd.staged && j.stage != nil
+		if err != nil {
+			ss.inflight.Release(n)
+			if !wait && errors.Is(err, errNotCached) {
+				break
+			}
+			if errors.Is(err, catalog.ErrDataCorrupt) {
+				ss.log.Error("volume data corrupt on disk: read refused", "volume", v.Name, "err", err)
+			}
+			rd.stopErr = err
+			break
+		}
+		if err := ss.enqueue(j, off, crc); err != nil {
+			if j.stage != nil {
+				ss.stage.put(j.stage)
+			}
+			ss.inflight.Release(n)
+			rd.stopErr = err
+			break
+		}
+		rd.total += uint64(n)
+		rd.next += n
+		if wait {
+			break // one extent a turn
+		}
+	}
+	if rd.stopErr == nil && rd.next < rd.end {
+		ss.handOff(rd)
+		return
+	}
+	if rd.stopErr == nil && rd.staged {
+		// Every byte is in memory, checked and queued: nothing left can
+		// fail but the connection, which ends the session. ReadDone now.
+		ss.terminate(rd)
+	}
+	ss.step(rd) // announced
+}
+
+// handOff queues rd for the session's announcers, starting one if fewer
+// than maxAnnouncers run.
+func (ss *srvSession) handOff(rd *srvRead) {
+	ss.mu.Lock()
+	ss.waiting = append(ss.waiting, rd)
+	start := ss.announcers < min(maxAnnouncers, len(ss.waiting))
+	if start {
+		ss.announcers++
+	}
+	ss.mu.Unlock()
+	if start {
+		go ss.runAnnouncer()
+	}
+}
+
+// runAnnouncer gives the waiting reads their turns, one extent each, until
+// none waits. Each read in turn is cancelled by its own context, so a
+// closed session's reads end promptly.
+func (ss *srvSession) runAnnouncer() {
+	for {
+		ss.mu.Lock()
+		if len(ss.waiting) == 0 {
+			ss.announcers--
+			ss.mu.Unlock()
+			return
+		}
+		rd := ss.waiting[0]
+		ss.waiting[0] = nil
+		ss.waiting = ss.waiting[1:]
+		ss.mu.Unlock()
+		ss.announceRead(rd, true)
+		if ss.unflushed() {
+			ss.flush()
+		}
+	}
+}
+
+// step ends one piece of rd's work (its announcing, or the send of one of
+// its extents) and finishes rd after the last.
+func (ss *srvSession) step(rd *srvRead) {
+	if rd.pending.Add(-1) == 0 {
+		ss.finishRead(rd)
+	}
+}
+
+// finishRead ends rd once all its work is done: its terminal message is
+// queued unless it went out early (see stager), and it stops counting
+// against the server's drain.
+func (ss *srvSession) finishRead(rd *srvRead) {
+	if !rd.terminated {
+		ss.terminate(rd)
+	}
+	if rd.vh != nil {
+		ss.srv.handles.release(rd.vh)
+	}
+	ss.srv.reads.Done()
+}
+
+// terminate queues rd's terminal message: ReadDone, or Error with why it
+// stopped. The caller's path flushes it (see srvSession). From then on the
+// client may reuse the read's ID.
+func (ss *srvSession) terminate(rd *srvRead) {
+	rd.terminated = true
+	reply := ss.terminal(rd) // before cancel: it reads the context's state
+	ss.mu.Lock()
+	delete(ss.reads, rd.id)
+	ss.mu.Unlock()
+	rd.cancel()
+	if p := rd.ioErr.Load(); p != nil && errors.Is(*p, errDataConnLost) {
+		// No terminal message: the session ends for it (its Error{0} is
+		// already queued), which is what tells the client.
+		ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), "session-lost", time.Since(rd.start))
+		return
+	}
+	outcome := "done"
+	if e, ok := reply.(*blockproto.Error); ok {
+		outcome = e.Code.String()
+		ss.log.Info("read failed", "id", rd.id, "volume", rd.volume, "err", e.Message)
+	}
+	ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), outcome, time.Since(rd.start))
+	ss.queue(reply)
 }
 
 // errDataConnLost marks the failure of a read whose data connection broke:
@@ -1068,88 +1404,42 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 // from a reply to each read, which it would take for the read's own fate.
 var errDataConnLost = errors.New("data connection")
 
-// serveRead announces and queues every extent of a read and waits for them
-// to be sent. It returns the read's final message: ReadDone or Error, or
-// nil when its data connection broke (the session is ending).
-func (ss *srvSession) serveRead(rd *srvRead, m *blockproto.Read) blockproto.Msg {
-	vh, err := ss.srv.handles.acquire(ss.srv.cfg.Volumes, m.Volume)
-	if err != nil {
-		return catalogError(m.ID, err)
-	}
-	defer ss.srv.handles.release(vh)
-	f, v := vh.f, vh.v
-	if m.Offset >= uint64(v.Size) || m.Length > uint64(v.Size)-m.Offset {
-		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeOutOfRange,
-			Message: fmt.Sprintf("read [%d,+%d) past the end of volume %s (%d bytes)", m.Offset, m.Length, v.Name, v.Size)}
-	}
-	var stopErr error
-	var total uint64
-	for off, end := int64(m.Offset), int64(m.Offset+m.Length); off < end; {
-		i := int(off / v.ExtentSize)
-		extOff, extLen := v.ExtentRange(i)
-		n := min(extOff+extLen, end) - off
-		if err := rd.ctx.Err(); err != nil {
-			stopErr = err
-			break
-		}
-		// The CRC of what was written: the stored one for a whole
-		// extent; for part of one, computed from the extent's bytes
-		// after they were checked against the stored CRC.
-		var blocks *catalog.Blocks
-		if off != extOff || n != extLen {
-			blocks = ss.srv.blocksOf(v)
-		}
-		crc, err := v.RangeCRC(f, off, n, blocks)
-		if err != nil {
-			if errors.Is(err, catalog.ErrDataCorrupt) {
-				ss.log.Error("volume data corrupt on disk: read refused", "volume", v.Name, "err", err)
-			}
-			stopErr = err
-			break
-		}
-		if err := ss.inflight.Acquire(rd.ctx, n); err != nil {
-			stopErr = err
-			break
-		}
-		if err := ss.enqueue(rd, f, off, n, crc); err != nil {
-			ss.inflight.Release(n)
-			stopErr = err
-			break
-		}
-		total += uint64(n)
-		off += n
-	}
-	rd.sends.Wait()
-	if p := rd.ioErr.Load(); p != nil && errors.Is(*p, errDataConnLost) {
-		return nil // the session ends for it, which tells the client
-	}
+// terminal returns the terminal message of a read whose work is done.
+func (ss *srvSession) terminal(rd *srvRead) blockproto.Msg {
+	stopErr := rd.stopErr
 	if stopErr == nil {
 		// A read that missed its deadline (or was cancelled) while its
 		// last bytes were on the way reports so; the client gave up on it.
 		stopErr = rd.ctx.Err()
 	}
+	var oor *outOfRange
 	switch {
+	case errors.As(stopErr, &oor):
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeOutOfRange, Message: oor.msg}
+	case rd.vh == nil && stopErr != nil:
+		return catalogError(rd.id, stopErr)
 	case errors.Is(stopErr, context.DeadlineExceeded):
-		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeTimedOut, Message: "deadline expired after " + fmt.Sprint(total) + " bytes"}
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeTimedOut, Message: "deadline expired after " + fmt.Sprint(rd.total) + " bytes"}
 	case errors.Is(stopErr, context.Canceled):
 		if ss.srv.isDraining() {
-			return &blockproto.Error{ID: m.ID, Code: blockproto.CodeShuttingDown, Message: "server shutting down"}
+			return &blockproto.Error{ID: rd.id, Code: blockproto.CodeShuttingDown, Message: "server shutting down"}
 		}
-		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeCancelled, Message: "cancelled"}
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeCancelled, Message: "cancelled"}
 	case errors.Is(stopErr, catalog.ErrDataCorrupt):
-		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeCorrupt, Message: stopErr.Error()}
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeCorrupt, Message: stopErr.Error()}
 	case stopErr != nil:
-		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeIO, Message: stopErr.Error()}
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeIO, Message: stopErr.Error()}
 	}
 	if p := rd.ioErr.Load(); p != nil {
-		return &blockproto.Error{ID: m.ID, Code: blockproto.CodeIO, Message: (*p).Error()}
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeIO, Message: (*p).Error()}
 	}
-	return &blockproto.ReadDone{ID: m.ID, Bytes: total}
+	return &blockproto.ReadDone{ID: rd.id, Bytes: rd.total}
 }
 
-// enqueue announces one extent on the least loaded data connection and
-// queues its bytes there. The announcement goes out before the bytes.
-func (ss *srvSession) enqueue(rd *srvRead, f *os.File, off, n int64, crc uint32) error {
+// enqueue announces the extent of job j, at volume offset off, on the least
+// loaded data connection and queues j there. The Extent is queued on the control connection
+// before the job, and the sender writes it before the bytes.
+func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
 	ss.announce.Lock()
 	defer ss.announce.Unlock()
 	ss.mu.Lock()
@@ -1167,17 +1457,18 @@ func (ss *srvSession) enqueue(rd *srvRead, f *os.File, off, n int64, crc uint32)
 	if d == nil {
 		return errors.New("no data connection attached")
 	}
-	e := &blockproto.Extent{ID: rd.id, DataConn: uint16(d.index), StreamOffset: d.stream,
-		VolumeOffset: uint64(off), Length: uint32(n), CRC32C: crc}
-	if err := ss.write(e); err != nil {
+	pos, err := ss.queue(&blockproto.Extent{ID: j.rd.id, DataConn: uint16(d.index), StreamOffset: d.stream,
+		VolumeOffset: uint64(off), Length: uint32(j.n), CRC32C: crc})
+	if err != nil {
 		return err
 	}
-	d.stream += uint64(n)
-	d.queued.Add(n)
-	rd.sends.Add(1)
+	d.stream += uint64(j.n)
+	d.queued.Add(j.n)
+	j.rd.pending.Add(1)
+	j.ctl = pos
 	// The sender always makes progress (a closed connection fails fast),
 	// so this cannot block for good; close waits for announce before it
 	// closes the queue.
-	d.queue <- sendJob{rd: rd, f: f, off: off, n: n}
+	d.queue <- j
 	return nil
 }

@@ -186,6 +186,8 @@ func (u *srvUpload) run(extentSize int64) {
 	}()
 	start := time.Now()
 	v, err := ss.srv.cfg.Volumes.Write(u.ctx, u.name, u.size, extentSize, u, u.replace)
+	// A replaced volume's old file is closed now, not at the next read.
+	ss.srv.handles.sweep(ss.srv.cfg.Volumes)
 	// The space is written or given back before the client hears.
 	ss.srv.unreserve(u.size)
 	close(u.ended)

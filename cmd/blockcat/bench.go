@@ -58,7 +58,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var c common
 	c.register(fs)
-	sizes := fs.String("sizes", "4KiB,64KiB,1MiB,16MiB", "comma-separated request sizes")
+	sizes := fs.String("sizes", "4KiB,64KiB,1MiB,16MiB", "comma-separated `LIST` of request sizes")
 	duration := fs.Duration("duration", 3*time.Second, "time spent on each size, such as 3s")
 	depth := fs.Int("depth", 8, "requests in flight (as get's --depth)")
 	cli.Alias(fs, "concurrency", "depth") // its earlier name, kept working
