@@ -152,6 +152,9 @@ func appendBody(dst []byte, m Msg) ([]byte, error) {
 			ns = m.Deadline.UnixNano()
 		}
 		dst = be.AppendUint64(dst, uint64(ns))
+		if m.Generation != 0 {
+			dst = be.AppendUint64(dst, m.Generation)
+		}
 	case *Extent:
 		dst = append(dst, byte(TypeExtent))
 		dst = be.AppendUint64(dst, m.ID)
@@ -335,6 +338,11 @@ func Unmarshal(body []byte) (Msg, error) {
 			}
 			if ns > 0 {
 				x.Deadline = time.Unix(0, ns).UTC()
+			}
+		}
+		if d.Err() == nil && d.Len() > 0 {
+			if x.Generation = d.U64("Read.Generation"); d.Err() == nil && x.Generation == 0 {
+				return nil, malformed("Read.Generation is 0: leave it out instead")
 			}
 		}
 		m = x

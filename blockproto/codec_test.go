@@ -91,6 +91,7 @@ func samples() []sample {
 		{"Read/deadline", &Read{ID: 77, Volume: "models/llama", Offset: 4096, Length: 1 << 30, Deadline: deadline}},
 		{"Read/max", &Read{ID: math.MaxUint64, Volume: strings.Repeat("v", MaxName), Offset: math.MaxUint64 - MaxReadLen, Length: MaxReadLen, Deadline: time.Unix(0, math.MaxInt64).UTC()}},
 		{"Read/earliest-deadline", &Read{ID: 2, Volume: "v", Length: 1, Deadline: time.Unix(0, 1).UTC()}},
+		{"Read/generation", &Read{ID: 3, Volume: "v", Length: 1, Generation: 42}},
 		{"Extent", &Extent{ID: 77, DataConn: 3, StreamOffset: 1 << 33, VolumeOffset: 4096, Length: 1 << 20, CRC32C: 0xe3069283}},
 		{"Extent/min", &Extent{ID: 1, DataConn: 0, Length: 1}},
 		{"Extent/max", &Extent{ID: math.MaxUint64, DataConn: MaxDataConns - 1, StreamOffset: math.MaxUint64 - MaxExtentLen, VolumeOffset: math.MaxUint64 - MaxExtentLen, Length: MaxExtentLen, CRC32C: math.MaxUint32}},
@@ -360,6 +361,7 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"Cancel ID 0", msgOf(TypeCancel).u64(0), ErrMalformed},
 		{"Goodbye reason too long", msgOf(TypeGoodbye).repeat(MaxMessage + 1), ErrMalformed},
 		{"ListVolumes trailing byte", msgOf(TypeListVolumes).u8(0), ErrMalformed},
+		{"Read generation 0", msgOf(TypeRead).u64(1).str("v").u64(0).u64(1).u64(0).u64(0), ErrMalformed},
 		{"ListVolumes empty After present", msgOf(TypeListVolumes).str(""), ErrMalformed},
 		{"ListVolumes After too long", msgOf(TypeListVolumes).repeat(MaxName + 1), ErrMalformed},
 		{"ListVolumes After length beyond bytes", msgOf(TypeListVolumes).u16(3).u8('a'), ErrMalformed},
@@ -426,6 +428,12 @@ func withoutOptional(m Msg, body []byte) (int, Msg) {
 	case *VolumeList:
 		if m.Next != "" {
 			return len(body) - 2 - len(m.Next), &VolumeList{Volumes: m.Volumes}
+		}
+	case *Read:
+		if m.Generation != 0 {
+			short := *m
+			short.Generation = 0
+			return len(body) - 8, &short
 		}
 	}
 	return -1, nil

@@ -192,6 +192,11 @@ type Read struct {
 	Offset   uint64
 	Length   uint64    // 1..MaxReadLen
 	Deadline time.Time // zero: none; encoded as Unix nanoseconds
+	// Generation, when not zero, is the volume generation the client
+	// expects: a server whose volume has another generation answers
+	// CodeReplaced and sends none of its bytes. Encoded only when not
+	// zero.
+	Generation uint64
 }
 
 // Extent announces payload that follows on a data connection (server ->
@@ -232,6 +237,9 @@ const (
 	// CodeCorrupt: the volume's stored bytes no longer match the CRC-32C
 	// recorded when they were written; the server refused to send them.
 	CodeCorrupt Code = 13
+	// CodeReplaced: the volume has another generation than the Read
+	// asked for (it was replaced since the client learnt it).
+	CodeReplaced Code = 14
 )
 
 // Error reports a failure (either direction). ID 0 concerns the session, or

@@ -52,6 +52,7 @@ var codeNames = [...]string{
 	CodeVersion:      "version",
 	CodeExists:       "exists",
 	CodeCorrupt:      "corrupt",
+	CodeReplaced:     "replaced",
 }
 
 // String returns the code's name, such as "not-found", or "code(N)" for a

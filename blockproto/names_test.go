@@ -32,7 +32,7 @@ func TestCodeString(t *testing.T) {
 		CodeAuth: "auth", CodeNotFound: "not-found", CodeOutOfRange: "out-of-range",
 		CodeBusy: "busy", CodeTimedOut: "timed-out", CodeCancelled: "cancelled",
 		CodeShuttingDown: "shutting-down", CodeIO: "io", CodeVersion: "version",
-		CodeExists: "exists", CodeCorrupt: "corrupt", 14: "code(14)", 65535: "code(65535)",
+		CodeExists: "exists", CodeCorrupt: "corrupt", CodeReplaced: "replaced", 15: "code(15)", 65535: "code(65535)",
 	}
 	for c, w := range want {
 		if got := c.String(); got != w {

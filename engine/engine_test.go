@@ -1150,10 +1150,11 @@ func TestFailoverClient(t *testing.T) {
 	}
 }
 
-// TestClientChecksGenerationPerSession: a Client checks the volume's
-// generation once per session, so the reads of one caller that span a lost
-// session never mix two generations, even a read that starts on the new
-// session with the generation the caller learnt on the old one.
+// TestClientChecksGenerationPerSession: the reads of one caller never mix
+// two generations: a read on a live session asks the server for the
+// generation it expects, and after a lost session the Client checks it
+// again, even for a read that starts on the new session with the
+// generation the caller learnt on the old one.
 func TestClientChecksGenerationPerSession(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	want := e.volume("vol", 1<<20, 64<<10)
@@ -1166,6 +1167,8 @@ func TestClientChecksGenerationPerSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mem, _ := p.Bytes(buf.ID)
+	copy(mem, want) // what the first generation put there
 	s, err := cl.Session(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -1178,10 +1181,18 @@ func TestClientChecksGenerationPerSession(t *testing.T) {
 	if _, err := cl.Read(context.Background(), "vol", []engine.Range{{Length: 4096}}, buf, opts); err != nil {
 		t.Fatal(err)
 	}
-	// The volume is replaced and the session lost between two reads.
+	// The volume is replaced between two reads on one session: the
+	// server refuses the second, which asks for the old generation.
 	if _, err := e.store.Write(context.Background(), "vol", int64(len(want)), 64<<10, bytes.NewReader(make([]byte, len(want))), true); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := cl.Read(context.Background(), "vol", []engine.Range{{Offset: 4096, Length: 4096}}, buf, opts); !errors.Is(err, engine.ErrVolumeReplaced) {
+		t.Fatalf("a read of a volume replaced on a live session: %v, want ErrVolumeReplaced", err)
+	}
+	if !bytes.Equal(mem[:4096], want[:4096]) { // a Client read places from dst offset 0
+		t.Fatal("bytes of the new generation were placed")
+	}
+	// And between two reads with the session lost as well.
 	s.Close()
 	if _, err := cl.Read(context.Background(), "vol", []engine.Range{{Offset: 4096, Length: 4096}}, buf, opts); !errors.Is(err, engine.ErrVolumeReplaced) {
 		t.Fatalf("a read on a new session of a replaced volume: %v, want ErrVolumeReplaced", err)

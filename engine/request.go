@@ -39,6 +39,10 @@ type Request struct {
 	// of order, and a slow OnExtent slows that connection. An error fails
 	// the request with it.
 	OnExtent func(ExtentTiming) error
+	// Generation, when not zero, is the volume generation the caller
+	// expects: a server whose volume has another one refuses the read,
+	// which fails with ErrVolumeReplaced, and sends none of its bytes.
+	Generation uint64
 }
 
 // Handle follows one submitted request.
@@ -166,7 +170,8 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	s.nextID++
 	r.id = s.nextID
 	s.reqs[r.id] = r
-	msg := &blockproto.Read{ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline}
+	msg := &blockproto.Read{ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline,
+		Generation: q.Generation}
 	if s.sent >= s.cfg.MaxReads {
 		s.backlog = append(s.backlog, msg)
 		msg = nil
@@ -337,6 +342,8 @@ func (r *request) serverDone(n int64, err *blockproto.Error) {
 			e = fmt.Errorf("%w: %w", ErrDraining, err)
 		case blockproto.CodeCorrupt:
 			e = fmt.Errorf("%w: %w", ErrChecksum, err)
+		case blockproto.CodeReplaced:
+			e = fmt.Errorf("%w: %w", ErrVolumeReplaced, err)
 		}
 		r.abort(st, fmt.Errorf("engine: read %s [%d,+%d): %w", r.res.Volume, r.offset, r.length, e))
 		return

@@ -32,10 +32,11 @@ type ResumeOptions struct {
 	Restart bool
 }
 
-// ErrVolumeReplaced: the volume changed generation on the server while a
-// read of it was reconnecting; the bytes already placed belong to the old
-// one.
-var ErrVolumeReplaced = errors.New("volume replaced on the server while the read was reconnecting")
+// ErrVolumeReplaced: the volume has another generation on the server than
+// the read expected (it was replaced since the read, or its caller, learnt
+// it); the bytes already placed belong to the old one, and none of the new
+// one's were placed.
+var ErrVolumeReplaced = errors.New("volume replaced on the server since the read began")
 
 // A Client reads from one server through a session it re-dials when the
 // session ends under a read (the connection was lost, the server restarted
@@ -303,7 +304,7 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 			return res, fmt.Errorf("engine: read %s from %s: generation %d, now %d: %w", volume, s.addr, want, now, ErrVolumeReplaced)
 		}
 		if err == nil {
-			todo, err = c.fetch(ctx, s, volume, todo, dst, opts.OnExtent, res)
+			todo, err = c.fetch(ctx, s, volume, gens[s.addr], todo, dst, opts.OnExtent, res)
 			if err == nil {
 				break
 			}
@@ -341,11 +342,11 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 // fetch submits the pieces on s and waits for them. It merges what landed
 // into res and returns the pieces still missing, with the error that ended
 // the session; any other error fails the read.
-func (c *Client) fetch(ctx context.Context, s *Session, volume string, todo []piece, dst memory.Buffer,
+func (c *Client) fetch(ctx context.Context, s *Session, volume string, gen uint64, todo []piece, dst memory.Buffer,
 	onExtent func(ExtentTiming) error, res []Result) ([]piece, error) {
 	reqs := make([]Request, len(todo))
 	for i, p := range todo {
-		reqs[i] = Request{Volume: volume, Offset: p.off, Length: p.n, Dst: dst, DstOff: p.dstOff, OnExtent: onExtent}
+		reqs[i] = Request{Volume: volume, Offset: p.off, Length: p.n, Dst: dst, DstOff: p.dstOff, OnExtent: onExtent, Generation: gen}
 	}
 	hs := s.Submit(ctx, reqs)
 	var (

@@ -1207,6 +1207,11 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 	}
 	rd.vh = vh
 	v := vh.v
+	if m.Generation != 0 && m.Generation != v.Generation {
+		rd.stopErr = &replaced{fmt.Sprintf("volume %s is generation %d now, the read asked for %d: it was replaced", v.Name, v.Generation, m.Generation)}
+		ss.step(rd)
+		return true
+	}
 	if m.Offset >= uint64(v.Size) || m.Length > uint64(v.Size)-m.Offset {
 		rd.stopErr = &outOfRange{fmt.Sprintf("read [%d,+%d) past the end of volume %s (%d bytes)", m.Offset, m.Length, v.Name, v.Size)}
 		ss.step(rd)
@@ -1221,6 +1226,12 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 type outOfRange struct{ msg string }
 
 func (e *outOfRange) Error() string { return e.msg }
+
+// replaced is why a read of another generation than the volume's is
+// refused.
+type replaced struct{ msg string }
+
+func (e *replaced) Error() string { return e.msg }
 
 // announceRead announces rd's extents, from rd.next on. With wait false it
 // stops at the first extent that would have to wait, for in-flight budget
@@ -1412,10 +1423,15 @@ func (ss *srvSession) terminal(rd *srvRead) blockproto.Msg {
 		// last bytes were on the way reports so; the client gave up on it.
 		stopErr = rd.ctx.Err()
 	}
-	var oor *outOfRange
+	var (
+		oor *outOfRange
+		rep *replaced
+	)
 	switch {
 	case errors.As(stopErr, &oor):
 		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeOutOfRange, Message: oor.msg}
+	case errors.As(stopErr, &rep):
+		return &blockproto.Error{ID: rd.id, Code: blockproto.CodeReplaced, Message: rep.msg}
 	case rd.vh == nil && stopErr != nil:
 		return catalogError(rd.id, stopErr)
 	case errors.Is(stopErr, context.DeadlineExceeded):

@@ -165,7 +165,7 @@ func TestGetRefusesReplacedVolume(t *testing.T) {
 	mustRun(t, env, "blockd", "volume", "rm", "big", "--data", data)
 	mustRun(t, env, "blockd", "volume", "import", "big", src, "--data", data)
 	startServerIn(t, "", data, env, s.addr)
-	if code := get.wait(t); code != 1 || !strings.Contains(get.stderr.String(), "volume replaced on the server while the read was reconnecting") {
+	if code := get.wait(t); code != 1 || !strings.Contains(get.stderr.String(), "volume replaced on the server since the read began") {
 		t.Fatalf("get across a replace: exit %d:\n%s", code, get.stderr.String())
 	}
 	sameFile(t, out, old)

@@ -110,6 +110,8 @@ func codeOf(err error) string {
 	var pe *blockproto.Error
 	var ne *net.OpError
 	switch {
+	case errors.Is(err, engine.ErrVolumeReplaced): // the server's replaced too
+		return "volume-replaced"
 	case errors.As(err, &pe):
 		return pe.Code.String()
 	case errors.Is(err, errServerAddr):
@@ -122,8 +124,6 @@ func codeOf(err error) string {
 		return "corrupt"
 	case errors.Is(err, engine.ErrAuth):
 		return "auth"
-	case errors.Is(err, engine.ErrVolumeReplaced):
-		return "volume-replaced"
 	case errors.Is(err, engine.ErrSessionClosed), errors.Is(err, engine.ErrDraining),
 		errors.Is(err, engine.ErrNotBlockxfer), errors.As(err, &ne):
 		return "unavailable"
