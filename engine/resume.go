@@ -272,6 +272,7 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 	var (
 		attempts []string
 		wait     = c.opts.Backoff
+		last     *Session // the session of the last attempt that had one
 	)
 	for attempt := 0; ; attempt++ {
 		s, err := c.Session(ctx)
@@ -280,6 +281,12 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 			now  uint64 // the volume's generation on s
 		)
 		if err == nil {
+			if last != nil && s != last {
+				for i := range res {
+					res[i].Reconnects++
+				}
+			}
+			last = s
 			want = gens[s.addr]
 			// One Stat per session and volume: a read on a session
 			// whose Stat is known needs none.
@@ -324,9 +331,6 @@ func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst me
 			return res, fmt.Errorf("engine: read %s: %w (after %d attempts to reconnect: %s)", volume, ctx.Err(), len(attempts), strings.Join(attempts, "; "))
 		}
 		wait = min(2*wait, c.opts.MaxBackoff)
-		for i := range res {
-			res[i].Reconnects = len(attempts)
-		}
 	}
 	var first error
 	for i := range res {

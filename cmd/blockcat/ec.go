@@ -87,13 +87,9 @@ func (c *common) ecSessions(ctx context.Context, stderr io.Writer) (*ecSessions,
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
-	key, err := cli.LoadKey(c.keyFile)
+	key, log, err := c.credentials(stderr)
 	if err != nil {
 		return nil, err
-	}
-	log, err := cli.NewLogger(stderr, "text", c.logLevel)
-	if err != nil {
-		return nil, cli.UsageErr(err)
 	}
 	p, err := cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
 	if err != nil {
@@ -589,7 +585,6 @@ func readStriped(ctx context.Context, r *ec.Reader, p memory.Provider, off, n, w
 		return err
 	}
 	defer p.Free(context.WithoutCancel(ctx), buf.ID)
-	var scratch []byte
 	start := time.Now()
 	for done := int64(0); done < n; {
 		k := min(win, n-done)
@@ -600,12 +595,14 @@ func readStriped(ctx context.Context, r *ec.Reader, p memory.Provider, off, n, w
 			return err
 		}
 		if out.w != nil {
-			b, err := hostView(ctx, p, buf.ID, k, &scratch)
+			b, release, err := extentView(ctx, p, buf.ID, 0, k)
 			if err != nil {
 				return err
 			}
 			// A striped read checks every shard it returns.
-			if err := out.write(b, k); err != nil {
+			err = out.write(b, k)
+			release()
+			if err != nil {
 				return err
 			}
 		}

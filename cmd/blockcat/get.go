@@ -394,7 +394,6 @@ func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate
 	due := func() time.Time {
 		return start.Add(time.Duration(float64(next-off) / float64(rate) * float64(time.Second)))
 	}
-	var host []byte
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	pace := time.NewTimer(time.Hour)
@@ -447,11 +446,13 @@ func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate
 		for ordered && len(queue) > 0 && queue[0].done {
 			h := queue[0]
 			queue = queue[1:]
-			b, err := hostView(ctx, s.p, h.buf.ID, h.n, &host)
+			b, release, err := extentView(ctx, s.p, h.buf.ID, 0, h.n)
 			if err != nil {
 				return err
 			}
-			if err := out.write(b, verifiedPrefix(h.off, h.res[0].Extents)); err != nil {
+			err = out.write(b, verifiedPrefix(h.off, h.res[0].Extents))
+			release()
+			if err != nil {
 				return err
 			}
 			free = append(free, h.buf)
@@ -484,22 +485,5 @@ func extentView(ctx context.Context, p memory.Provider, buf memory.BufferID, off
 	return b, func() { readBackPool.Put(scratch) }, nil
 }
 
-// readBackPool holds the buffers extentView reads extents back into.
+// readBackPool holds the buffers extentView reads bytes back into.
 var readBackPool = sync.Pool{New: func() any { return new([]byte) }}
-
-// hostView returns n bytes of buf readable by the CPU: the buffer itself
-// when the provider maps it, else a copy read back into *scratch.
-func hostView(ctx context.Context, p memory.Provider, buf memory.BufferID, n int64, scratch *[]byte) ([]byte, error) {
-	if m, ok := p.(memory.Mapper); ok {
-		b, err := m.Bytes(buf)
-		if err != nil {
-			return nil, err
-		}
-		return b[:n], nil
-	}
-	if int64(len(*scratch)) < n {
-		*scratch = make([]byte, n)
-	}
-	b := (*scratch)[:n]
-	return b, p.ReadBack(ctx, buf, 0, b)
-}

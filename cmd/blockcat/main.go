@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -223,13 +224,9 @@ func (c *common) dialHolders(ctx context.Context, holders []engine.Holder, stder
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
-	key, err := cli.LoadKey(c.keyFile)
+	key, log, err := c.credentials(stderr)
 	if err != nil {
 		return nil, err
-	}
-	log, err := cli.NewLogger(stderr, "text", c.logLevel)
-	if err != nil {
-		return nil, cli.UsageErr(err)
 	}
 	p, err := cli.OpenProvider(ctx, c.provider, c.pluginDir, c.logLevel, stderr)
 	if err != nil {
@@ -262,6 +259,20 @@ func (c *common) dialHolders(ctx context.Context, holders []engine.Holder, stder
 		return nil, c.explainDial(server, err)
 	}
 	return &conn{Session: s, client: cl, p: p, path: path}, nil
+}
+
+// credentials loads the key (--key-file, else $BLOCKXFER_KEY_FILE) and
+// makes the logger (--log-level): what every command that dials needs.
+func (c *common) credentials(stderr io.Writer) ([]byte, *slog.Logger, error) {
+	key, err := cli.LoadKey(c.keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := cli.NewLogger(stderr, "text", c.logLevel)
+	if err != nil {
+		return nil, nil, cli.UsageErr(err)
+	}
+	return key, log, nil
 }
 
 func (c *common) context(ctx context.Context) (context.Context, context.CancelFunc) {

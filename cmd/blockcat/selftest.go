@@ -46,13 +46,9 @@ func selftestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if size < 1<<20 {
 		return cli.CmdUsageErr(fs, errors.New("--size must be at least 1MiB"))
 	}
-	key, err := cli.LoadKey(c.keyFile)
+	key, log, err := c.credentials(stderr)
 	if err != nil {
 		return err
-	}
-	log, err := cli.NewLogger(stderr, "text", c.logLevel)
-	if err != nil {
-		return cli.UsageErr(err)
 	}
 	ctx, cancel := c.context(ctx)
 	defer cancel()

@@ -96,13 +96,9 @@ func (h demoteWarnings) WithGroup(name string) slog.Handler {
 // plugin and probes no devmem, so --provider and --devmem cannot make it
 // fail. The caller closes the conn.
 func (c *common) dialControl(ctx context.Context, server string, stderr io.Writer) (*conn, error) {
-	key, err := cli.LoadKey(c.keyFile)
+	key, log, err := c.credentials(stderr)
 	if err != nil {
 		return nil, err
-	}
-	log, err := cli.NewLogger(stderr, "text", c.logLevel)
-	if err != nil {
-		return nil, cli.UsageErr(err)
 	}
 	p := hostmem.New()
 	path := &choose.ClientPath{Transport: &tcp.Transport{}}

@@ -12,21 +12,7 @@ import (
 
 // TestVersion: --version and version print the version, revision and Go
 // version; version takes only --json.
-func TestVersion(t *testing.T) {
-	re := regexp.MustCompile(`^blockcat version \S+\nrevision   \S+\n(committed  \S+\n)?(built      \S+\n)?go         go\S+ \S+\n$`)
-	for _, args := range [][]string{{"--version"}, {"-version"}, {"version"}} {
-		code, stdout, stderr := runBlockcat(t, args...)
-		if code != 0 || !re.MatchString(stdout) {
-			t.Errorf("%q: exit %d\n%s%s", args, code, stdout, stderr)
-		}
-	}
-	if code, stdout, _ := runBlockcat(t, "version", "--json"); code != 0 || !strings.Contains(stdout, `"program": "blockcat"`) {
-		t.Errorf("version --json: exit %d\n%s", code, stdout)
-	}
-	if code, _, _ := runBlockcat(t, "version", "extra"); code != 2 {
-		t.Errorf("version extra: exit %d, want 2", code)
-	}
-}
+func TestVersion(t *testing.T) { clitest.CheckVersion(t, "blockcat", runBlockcat) }
 
 // TestCompletion: the scripts complete every flag of every command, read
 // from the commands' own flag sets.

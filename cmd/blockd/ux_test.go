@@ -13,19 +13,8 @@ import (
 )
 
 // TestVersion: --version and version print the version, revision and Go
-// version.
-func TestVersion(t *testing.T) {
-	re := regexp.MustCompile(`^blockd version \S+\nrevision   \S+\n(committed  \S+\n)?(built      \S+\n)?go         go\S+ \S+\n$`)
-	for _, args := range [][]string{{"--version"}, {"-version"}, {"version"}} {
-		code, stdout, stderr := runBlockd(t, args...)
-		if code != 0 || !re.MatchString(stdout) {
-			t.Errorf("%q: exit %d\n%s%s", args, code, stdout, stderr)
-		}
-	}
-	if code, _, _ := runBlockd(t, "version", "--bogus"); code != 2 {
-		t.Errorf("version --bogus: exit %d, want 2", code)
-	}
-}
+// version; version takes only --json.
+func TestVersion(t *testing.T) { clitest.CheckVersion(t, "blockd", runBlockd) }
 
 // TestBuildInfoMetric: blockd_build_info{version,revision,goversion} 1.
 func TestBuildInfoMetric(t *testing.T) {

@@ -373,3 +373,25 @@ func CheckHelp(t *testing.T, prog string, p *cli.Program, run Runner) {
 		t.Errorf("%s help no-such-thing: exit %d\n%s", prog, code, stderr)
 	}
 }
+
+// CheckVersion checks that --version, -version and version print prog's
+// version, revision and Go version, that version --json names prog, and
+// that version refuses an argument or a flag it does not take (exit 2).
+func CheckVersion(t *testing.T, prog string, run Runner) {
+	t.Helper()
+	re := regexp.MustCompile(`^` + prog + ` version \S+\nrevision   \S+\n(committed  \S+\n)?(built      \S+\n)?go         go\S+ \S+\n$`)
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"version"}} {
+		code, stdout, stderr := run(t, args...)
+		if code != 0 || !re.MatchString(stdout) {
+			t.Errorf("%q: exit %d\n%s%s", args, code, stdout, stderr)
+		}
+	}
+	if code, stdout, _ := run(t, "version", "--json"); code != 0 || !strings.Contains(stdout, `"program": "`+prog+`"`) {
+		t.Errorf("version --json: exit %d\n%s", code, stdout)
+	}
+	for _, bad := range []string{"extra", "--bogus"} {
+		if code, _, _ := run(t, "version", bad); code != 2 {
+			t.Errorf("version %s: exit %d, want 2", bad, code)
+		}
+	}
+}

@@ -487,6 +487,15 @@ func (r *runner) startRX(c *Check) error {
 	return nil
 }
 
+// openRX begins an RX check as startRX does and opens a session receiving
+// through the rx path, which the caller closes.
+func (r *runner) openRX(ctx context.Context, c *Check) (*engine.Session, error) {
+	if err := r.startRX(c); err != nil {
+		return nil, err
+	}
+	return r.rxSession(ctx, nil)
+}
+
 // rxSession opens a session receiving through rt (the rx path's transport
 // when nil).
 func (r *runner) rxSession(ctx context.Context, rt transport.RecvTransport) (*engine.Session, error) {
@@ -557,10 +566,7 @@ func extentsNote(res []engine.Result) string {
 }
 
 func (r *runner) rxPattern(ctx context.Context, c *Check) error {
-	if err := r.startRX(c); err != nil {
-		return err
-	}
-	s, err := r.rxSession(ctx, nil)
+	s, err := r.openRX(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -626,10 +632,7 @@ func (r *runner) txChunks(ctx context.Context, c *Check) error {
 }
 
 func (r *runner) rxHDS(ctx context.Context, c *Check) error {
-	if err := r.startRX(c); err != nil {
-		return err
-	}
-	s, err := r.rxSession(ctx, nil)
+	s, err := r.openRX(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -781,10 +784,7 @@ func (r *runner) rxTokens(ctx context.Context, c *Check) error {
 }
 
 func (r *runner) rxBindingLoss(ctx context.Context, c *Check) error {
-	if err := r.startRX(c); err != nil {
-		return err
-	}
-	s, err := r.rxSession(ctx, nil)
+	s, err := r.openRX(ctx, c)
 	if err != nil {
 		return err
 	}
