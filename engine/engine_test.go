@@ -1198,3 +1198,36 @@ func TestClientChecksGenerationPerSession(t *testing.T) {
 		t.Fatalf("a read on a new session of a replaced volume: %v, want ErrVolumeReplaced", err)
 	}
 }
+
+// A Client read with a destination offset places its ranges one after
+// another from that offset and leaves the bytes before it alone.
+func TestClientReadDstOffset(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 1<<20, 64<<10)
+	p := hostmem.New()
+	defer p.Close()
+	cl := engine.NewClient(e.addr, engine.Config{Key: testKey, Provider: p, Transport: &tcp.Transport{}, DataConns: 2},
+		engine.ResumeOptions{Backoff: time.Millisecond})
+	defer cl.Close()
+	buf, err := p.Alloc(context.Background(), 3<<16, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := p.Bytes(buf.ID)
+	for i := range mem {
+		mem[i] = 0xee
+	}
+	ranges := []engine.Range{{Offset: 4096, Length: 1 << 16}, {Offset: 1 << 19, Length: 1000}}
+	if _, err := cl.Read(context.Background(), "vol", ranges, buf, &engine.ReadOptions{DstOffset: 777}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem[:777], bytes.Repeat([]byte{0xee}, 777)) {
+		t.Fatal("bytes before the destination offset were written")
+	}
+	if !bytes.Equal(mem[777:777+1<<16], want[4096:4096+1<<16]) || !bytes.Equal(mem[777+1<<16:777+1<<16+1000], want[1<<19:1<<19+1000]) {
+		t.Fatal("ranges not placed from the destination offset")
+	}
+	if _, err := cl.Read(context.Background(), "vol", ranges, buf, &engine.ReadOptions{DstOffset: -1}); err == nil {
+		t.Fatal("a negative destination offset was accepted")
+	}
+}

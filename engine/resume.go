@@ -244,19 +244,27 @@ type ReadOptions struct {
 	// extent that landed before a session was lost was reported then and
 	// is not read again; an extent read again is reported again.
 	OnExtent func(ExtentTiming) error
+	// DstOffset is where in dst the first range is placed (the others
+	// follow it), for a destination that is a window of a larger buffer
+	// that cannot be viewed as a buffer of its own, such as imported
+	// device memory. It must not be negative.
+	DstOffset int64
 }
 
 // Read fetches ranges of volume into dst, placed one after another from
-// offset 0, as [Session.Read] does, re-dialling and resuming as the Client
+// opts.DstOffset (0 when opts is nil), as [Session.Read] does, re-dialling and resuming as the Client
 // is configured. Each result counts the reconnects it needed; when it gives
 // up, the error names every attempt and its cause. opts may be nil.
 func (c *Client) Read(ctx context.Context, volume string, ranges []Range, dst memory.Buffer, opts *ReadOptions) ([]Result, error) {
 	if opts == nil {
 		opts = &ReadOptions{}
 	}
+	if opts.DstOffset < 0 {
+		return nil, fmt.Errorf("engine: read %s: destination offset %d is negative", volume, opts.DstOffset)
+	}
 	res := make([]Result, len(ranges))
 	var todo []piece
-	var off int64
+	off := opts.DstOffset
 	for i, rg := range ranges {
 		todo = append(todo, piece{rng: i, off: rg.Offset, n: rg.Length, dstOff: off})
 		res[i] = Result{Volume: volume, Offset: rg.Offset, Length: rg.Length, Start: time.Now()}
