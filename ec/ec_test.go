@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -477,5 +478,63 @@ func TestShardCheckedAgainstManifest(t *testing.T) {
 	got, res, err := c.read(context.Background(), c.reader(man, nil), 2*l.StripeBytes(), l.StripeBytes())
 	if err != nil || !bytes.Equal(got, data[2*l.StripeBytes():3*l.StripeBytes()]) || len(res.Degraded) != 0 {
 		t.Fatalf("stripe 2: %v %+v", err, res.Degraded)
+	}
+}
+
+// A server that failed is dialled again after a short back-off that doubles
+// while it stays down, and is back in use soon after it answers again,
+// well before the longest back-off.
+func TestDownServerBackOff(t *testing.T) {
+	c := newCluster(t, 6)
+	const unit = 64 << 10
+	data := randomBytes(4*unit*3, 3)
+	man := c.importVolume("vol", data, 4, 2, unit)
+	down := c.nodes[0].addr
+	var up atomic.Bool
+	var dials atomic.Int32
+	r := c.reader(man, func(cfg *ec.ReaderConfig) {
+		cfg.RetryFirst, cfg.RetryAfter = 20*time.Millisecond, time.Hour
+		cfg.Dial = func(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
+			if s.Addr == down && !up.Load() {
+				dials.Add(1)
+				return nil, errors.New("connection refused (test)")
+			}
+			return c.dial(ctx, s)
+		}
+	})
+	ctx := context.Background()
+	readAll := func() *ec.ReadResult {
+		t.Helper()
+		got, res, err := c.read(ctx, r, 0, int64(len(data)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read: %v", err)
+		}
+		return res
+	}
+	if res := readAll(); len(res.Degraded) == 0 || res.Degraded[0].Missing[0].Reason != ec.ReasonDown {
+		t.Fatalf("a read with a server down: %+v", res.Degraded)
+	}
+	// While it stays down, reads in a row dial it only as the doubling
+	// back-off allows: far fewer times than there are reads.
+	start := time.Now()
+	reads := 0
+	for reads < 10 || time.Since(start) < 300*time.Millisecond {
+		readAll()
+		reads++
+	}
+	// A back-off of 20ms doubling fits about log2(elapsed/20ms) dials,
+	// plus the first; a fixed 20ms one would fit elapsed/20ms.
+	elapsed := time.Since(start)
+	if n, most := dials.Load(), int32(bits.Len64(uint64(elapsed/(20*time.Millisecond))))+2; n > most || int(n) >= reads {
+		t.Fatalf("%d dials of a down server over %d reads in %s, want at most %d", n, reads, elapsed, most)
+	}
+	up.Store(true)
+	// Back in use within the current back-off (at most 640ms by now),
+	// not after RetryAfter (an hour).
+	deadline := time.Now().Add(5 * time.Second)
+	for len(readAll().Degraded) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a server that answers again was not used within 5s")
+		}
 	}
 }

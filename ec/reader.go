@@ -100,8 +100,15 @@ type ReaderConfig struct {
 	// ShardTimeout bounds each shard fetch; a shard that misses it is
 	// reconstructed. 0 means only ctx bounds the read.
 	ShardTimeout time.Duration
-	// RetryAfter is how long a server that failed (down, timed out) is
-	// left alone before the Reader dials it again (default 30s).
+	// RetryFirst is how long a server that failed (down, timed out) is
+	// left alone before the Reader dials it again, the first time (default
+	// 1s). Each further failure in a row doubles the wait, up to
+	// RetryAfter; a server that answers again starts over, so one that
+	// restarted is back in use within seconds and one that stays down
+	// costs a dial only now and then.
+	RetryFirst time.Duration
+	// RetryAfter is the longest a failed server is left alone (default
+	// 30s).
 	RetryAfter time.Duration
 	// Parallel is how many stripes are read at once (default 8).
 	Parallel int
@@ -126,6 +133,18 @@ type serverState struct {
 	sess      *engine.Session
 	down      *ShardFault // why the server is not used, until downUntil
 	downUntil time.Time
+	failures  int // failures in a row, for the back-off
+}
+
+// markDown takes the server out of use for f, for a back-off that doubles
+// with each failure in a row. The caller holds st.mu.
+func (st *serverState) markDown(cfg *ReaderConfig, f ShardFault) {
+	wait := cfg.RetryAfter
+	if st.failures < 30 {
+		wait = min(cfg.RetryFirst<<st.failures, cfg.RetryAfter)
+	}
+	st.failures++
+	st.down, st.downUntil = &f, time.Now().Add(wait)
 }
 
 // NewReader returns a Reader of the striped volume m. It dials servers
@@ -139,6 +158,9 @@ func NewReader(m *Manifest, cfg ReaderConfig) (*Reader, error) {
 	}
 	if cfg.RetryAfter == 0 {
 		cfg.RetryAfter = 30 * time.Second
+	}
+	if cfg.RetryFirst == 0 {
+		cfg.RetryFirst = min(time.Second, cfg.RetryAfter)
 	}
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 8
@@ -200,7 +222,7 @@ func (r *Reader) session(ctx context.Context, s int) (*engine.Session, *ShardFau
 	markDown := func(reason string, err error) (*engine.Session, *ShardFault) {
 		f := r.fault(-1, -1, s, reason, err)
 		if ctx.Err() == nil {
-			st.down, st.downUntil = &f, time.Now().Add(r.cfg.RetryAfter)
+			st.markDown(&r.cfg, f)
 		}
 		return nil, &f
 	}
@@ -226,7 +248,7 @@ func (r *Reader) session(ctx context.Context, s int) (*engine.Session, *ShardFau
 		return markDown(ReasonStale, fmt.Errorf("shard volume %s has generation %d, the manifest names %d",
 			stat.Name, stat.Generation, want.Generation))
 	}
-	st.sess = sess
+	st.sess, st.failures = sess, 0
 	return sess, nil
 }
 
@@ -250,8 +272,7 @@ func (r *Reader) failed(stripe int64, shard, s int, res engine.Result, timedOut 
 		st := r.srv[s]
 		st.mu.Lock()
 		if st.down == nil {
-			d := r.fault(-1, -1, s, reason, err)
-			st.down, st.downUntil = &d, time.Now().Add(r.cfg.RetryAfter)
+			st.markDown(&r.cfg, r.fault(-1, -1, s, reason, err))
 		} else if reason == ReasonDown {
 			// The session ended because the server was already
 			// taken out of use (a deadline missed on another
@@ -299,8 +320,7 @@ func (r *Reader) await(ctx, sctx context.Context, s int, sess *engine.Session, h
 				st.sess = nil
 			}
 			if st.down == nil && ctx.Err() == nil {
-				d := r.fault(-1, -1, s, ReasonTimeout, fmt.Errorf("no answer within %s", r.cfg.ShardTimeout))
-				st.down, st.downUntil = &d, time.Now().Add(r.cfg.RetryAfter)
+				st.markDown(&r.cfg, r.fault(-1, -1, s, ReasonTimeout, fmt.Errorf("no answer within %s", r.cfg.ShardTimeout)))
 			}
 			st.mu.Unlock()
 			sess.Close()
