@@ -65,7 +65,10 @@ type lifeline struct {
 	err    error         // wraps ErrPluginExited; set before exited is closed
 }
 
-var _ memory.Provider = (*GRPCClient)(nil)
+var (
+	_ memory.Provider = (*GRPCClient)(nil)
+	_ memory.Importer = (*GRPCClient)(nil)
+)
 
 func newGRPCClient(rpc providerpb.ProviderClient, fds *fdpass.Conn, logger hclog.Logger) *GRPCClient {
 	if logger == nil {
@@ -106,6 +109,9 @@ func (c *GRPCClient) init(ctx context.Context, slotSize int64, slots int, life *
 		Gather:         resp.GetGather(),
 		DeviceChecksum: resp.GetDeviceChecksum(),
 		MaxAlloc:       resp.GetMaxAlloc(),
+	}
+	for _, k := range resp.GetImportKinds() {
+		c.caps.ImportKinds = append(c.caps.ImportKinds, memory.ImportKind(k))
 	}
 	return nil
 }
@@ -300,6 +306,57 @@ func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (memory
 	}
 	c.mu.Lock()
 	c.bufs[buf.ID] = remoteBuffer{size: buf.Size, fd: buf.DmabufFD}
+	c.mu.Unlock()
+	return buf, nil
+}
+
+// Import makes caller-owned memory a buffer of the plugin (see
+// memory.Importer): CUDA memory of another process by IPC handle
+// (memory.ImportCUDAIPC), or by an fd that is sent to the plugin over the
+// side socket (the other kinds; d.FD stays the caller's, who may close it
+// once Import returns). A kind the plugin does not list in
+// Capabilities().ImportKinds fails with an error wrapping
+// memory.ErrImportNotSupported, and any import into an unusable plugin with
+// ErrUnusable, before any call to the plugin. The buffer is
+// then used like an allocated one; Free (or Close, or the plugin's exit)
+// undoes the import in the plugin and never frees the caller's memory.
+func (c *GRPCClient) Import(ctx context.Context, d memory.ImportDesc) (memory.Buffer, error) {
+	none := memory.Buffer{DmabufFD: -1}
+	if c.unusable != "" {
+		return none, fmt.Errorf("providers: %s: import: %w: %s", c.name, ErrUnusable, c.unusable)
+	}
+	if !c.caps.CanImport(d.Kind) {
+		return none, fmt.Errorf("providers: %s: import %s: %w (the plugin imports %q)", c.name, d.Kind, memory.ErrImportNotSupported, c.caps.ImportKinds)
+	}
+	if err := d.Check(); err != nil {
+		return none, fmt.Errorf("providers: %s: %w", c.name, err)
+	}
+	if err := c.begin(); err != nil {
+		return none, err
+	}
+	defer c.end()
+	id := c.reqID.Add(1)
+	req := &providerpb.ImportRequest{RequestId: id, Kind: string(d.Kind), Handle: d.Handle, Offset: d.Offset, Size: d.Size}
+	if d.Kind != memory.ImportCUDAIPC {
+		if c.fds == nil {
+			return none, errors.New("providers: no side socket")
+		}
+		if err := c.fds.Send(fdpass.KindStaging, importTag|id, d.FD); err != nil {
+			return none, c.callErr(ctx, "import", err)
+		}
+		req.FdSent = true
+	}
+	resp, err := c.rpc.Import(ctx, req)
+	if err != nil {
+		return none, c.callErr(ctx, "import", err)
+	}
+	buf := memory.Buffer{ID: memory.BufferID(resp.GetBufferId()), Size: resp.GetSize(), DmabufFD: -1}
+	if buf.Size != d.Size {
+		c.freeRemote(ctx, buf.ID)
+		return none, fmt.Errorf("providers: %s: import: %w: %d bytes imported, %d asked", c.name, ErrProtocol, buf.Size, d.Size)
+	}
+	c.mu.Lock()
+	c.bufs[buf.ID] = remoteBuffer{size: buf.Size, fd: -1}
 	c.mu.Unlock()
 	return buf, nil
 }

@@ -80,6 +80,8 @@ func toStatus(err error) error {
 		code, kind = codes.FailedPrecondition, providerpb.ErrorDetail_KIND_NO_DMABUF
 	case errors.Is(err, ErrUnusable):
 		code, kind = codes.FailedPrecondition, providerpb.ErrorDetail_KIND_UNUSABLE
+	case errors.Is(err, memory.ErrImportNotSupported):
+		code, kind = codes.Unimplemented, providerpb.ErrorDetail_KIND_IMPORT_NOT_SUPPORTED
 	}
 	st := status.New(code, err.Error())
 	if kind != providerpb.ErrorDetail_KIND_UNSPECIFIED {
@@ -123,6 +125,8 @@ func sentinelOf(k providerpb.ErrorDetail_Kind) error {
 		return memory.ErrOutOfBounds
 	case providerpb.ErrorDetail_KIND_UNUSABLE:
 		return ErrUnusable
+	case providerpb.ErrorDetail_KIND_IMPORT_NOT_SUPPORTED:
+		return memory.ErrImportNotSupported
 	}
 	return nil
 }

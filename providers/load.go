@@ -116,6 +116,14 @@ func (p *Plugin) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buf
 	return p.client.Alloc(ctx, size, dmabuf)
 }
 
+var _ memory.Importer = (*Plugin)(nil)
+
+// Import makes caller-owned memory a buffer of the plugin; see
+// GRPCClient.Import.
+func (p *Plugin) Import(ctx context.Context, d memory.ImportDesc) (memory.Buffer, error) {
+	return p.client.Import(ctx, d)
+}
+
 // Free frees a buffer and closes its dmabuf fd; see GRPCClient.Free.
 func (p *Plugin) Free(ctx context.Context, id memory.BufferID) error { return p.client.Free(ctx, id) }
 

@@ -24,6 +24,11 @@ const ExecutablePrefix = "blockxfer-provider-"
 // waits for a window update.
 const grpcWindow = 4 << 20
 
+// importTag is the side-socket tag bit of the staging record carrying an
+// Import's fd (the tag is the request id with this bit set): staging ids are
+// small and the ring's record has bit 63 set, so none collide.
+const importTag = 1 << 62
+
 // Handshake is the go-plugin handshake both sides must agree on. A plugin
 // started without the magic cookie in its environment refuses to run; a
 // plugin built for another ProtocolVersion is refused by the host.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ func TestLoadExample(t *testing.T) {
 		t.Errorf("Name, Version = %q, %q; want example, 1.0.0", p.Name(), p.Version())
 	}
 	want := memory.Capabilities{Kind: "memfd-example", DmabufExport: true, Gather: true, DeviceChecksum: true}
-	if got := p.Capabilities(); got != want {
+	if got := p.Capabilities(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Capabilities() = %+v, want %+v", got, want)
 	}
 	if p.Unusable() != "" {

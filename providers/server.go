@@ -65,6 +65,11 @@ func (s *GRPCServer) Capabilities(ctx context.Context, _ *providerpb.Capabilitie
 		MaxAlloc:       c.MaxAlloc,
 		UnusableReason: s.unusable(),
 	}
+	if _, ok := s.impl.(memory.Importer); ok {
+		for _, k := range c.ImportKinds {
+			resp.ImportKinds = append(resp.ImportKinds, string(k))
+		}
+	}
 	if ringEnabled() {
 		resp.RingVersion = ringVersion
 	}
@@ -110,6 +115,51 @@ func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateReque
 	s.bufs[buf.ID] = buf.Size
 	s.mu.Unlock()
 	return &providerpb.AllocateResponse{BufferId: uint64(buf.ID), Size: buf.Size, DmabufSent: sent}, nil
+}
+
+// Import implements providerpb.ProviderServer: it takes the fd the host
+// sent (for the kinds that have one) and hands the description to the
+// provider's memory.Importer. The plugin's copy of the fd is closed when the
+// call returns: an importer keeps what it needs (a mapping, a device
+// pointer), not the fd.
+func (s *GRPCServer) Import(ctx context.Context, req *providerpb.ImportRequest) (*providerpb.ImportResponse, error) {
+	d := memory.ImportDesc{Kind: memory.ImportKind(req.GetKind()), FD: -1, Handle: req.GetHandle(), Offset: req.GetOffset(), Size: req.GetSize()}
+	if req.GetFdSent() {
+		if s.fds == nil {
+			return nil, status.Error(codes.FailedPrecondition, "providers: no side socket to receive the import fd on")
+		}
+		fd, err := s.fds.Take(ctx, importTag|req.GetRequestId())
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("providers: import %s: %w", d.Kind, err))
+		}
+		defer memfd.Close(fd)
+		d.FD = fd
+	}
+	if why := s.unusable(); why != "" {
+		return nil, toStatus(fmt.Errorf("%w: %s", ErrUnusable, why))
+	}
+	imp, ok := s.impl.(memory.Importer)
+	if !ok {
+		return nil, toStatus(fmt.Errorf("providers: import %s: %w: %s imports no memory", d.Kind, memory.ErrImportNotSupported, s.impl.Name()))
+	}
+	if err := d.Check(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	buf, err := imp.Import(ctx, d)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if err := ctx.Err(); err != nil {
+		// The host gave up: it will not learn this buffer's id, so undo it.
+		if ferr := s.impl.Free(context.WithoutCancel(ctx), buf.ID); ferr != nil {
+			s.logger.Warn("free after abandoned import", "buffer", buf.ID, "error", ferr)
+		}
+		return nil, toStatus(err)
+	}
+	s.mu.Lock()
+	s.bufs[buf.ID] = buf.Size
+	s.mu.Unlock()
+	return &providerpb.ImportResponse{BufferId: uint64(buf.ID), Size: buf.Size}, nil
 }
 
 // Free implements providerpb.ProviderServer.

@@ -8,6 +8,7 @@ package main
 #include <stdint.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 // The few CUDA driver API types and entry points used, declared here so no
 // CUDA header or toolkit is needed. Versioned names (_v2) are the ones
@@ -17,16 +18,43 @@ typedef int CUdevice;
 typedef void *CUcontext;
 typedef void *CUstream;
 typedef unsigned long long CUdeviceptr;
+typedef unsigned long long CUmemGenericAllocationHandle;
+typedef struct { char reserved[64]; } CUipcMemHandle;
+typedef struct { int type; int id; } CUmemLocation;
+typedef struct {
+	int type;
+	int requestedHandleTypes;
+	CUmemLocation location;
+	void *win32HandleMetaData;
+	struct {
+		unsigned char compressionType;
+		unsigned char gpuDirectRDMACapable;
+		unsigned short usage;
+		unsigned char reserved[4];
+	} allocFlags;
+} CUmemAllocationProp;
+typedef struct { CUmemLocation location; int flags; } CUmemAccessDesc;
 
 enum {
 	BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS = 117,
 	BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING = 118,
+	BX_CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102,
+	BX_CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED = 103,
 	BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED = 124,
 	BX_CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD = 1,
 	BX_CU_STREAM_NON_BLOCKING = 1,
 	BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX = 0,
 	BX_CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TO_OWNER = 100,
+	BX_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1,
+	BX_CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR = 1,
+	BX_CU_MEM_ALLOCATION_TYPE_PINNED = 1,
+	BX_CU_MEM_LOCATION_TYPE_DEVICE = 1,
+	BX_CU_MEM_ACCESS_FLAGS_PROT_READWRITE = 3,
+	BX_CU_MEM_ALLOC_GRANULARITY_MINIMUM = 0,
 };
+
+// Which step of bx_vmm_import failed.
+enum { BX_VMM_OK, BX_VMM_IMPORT, BX_VMM_GRANULARITY, BX_VMM_RESERVE, BX_VMM_MAP, BX_VMM_ACCESS };
 
 // Which step of bx_gather failed.
 enum { BX_GATHER_OK, BX_GATHER_FLUSH, BX_GATHER_COPY, BX_GATHER_SYNC };
@@ -56,6 +84,19 @@ static struct {
 	CUresult (*cuMemHostRegister)(void *, size_t, unsigned int);
 	CUresult (*cuMemHostUnregister)(void *);
 	CUresult (*cuFlushGPUDirectRDMAWrites)(int, int);
+	// Imports of caller-owned memory, optional: IPC handles ...
+	CUresult (*cuIpcOpenMemHandle)(CUdeviceptr *, CUipcMemHandle, unsigned int);
+	CUresult (*cuIpcCloseMemHandle)(CUdeviceptr);
+	CUresult (*cuMemGetAddressRange)(CUdeviceptr *, size_t *, CUdeviceptr);
+	// ... and VMM allocations shared as POSIX fds.
+	CUresult (*cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *, void *, int);
+	CUresult (*cuMemGetAllocationGranularity)(size_t *, const CUmemAllocationProp *, int);
+	CUresult (*cuMemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+	CUresult (*cuMemAddressFree)(CUdeviceptr, size_t);
+	CUresult (*cuMemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
+	CUresult (*cuMemUnmap)(CUdeviceptr, size_t);
+	CUresult (*cuMemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+	CUresult (*cuMemRelease)(CUmemGenericAllocationHandle);
 } bx;
 
 // bx_load opens the driver library and resolves every entry point. It
@@ -95,6 +136,38 @@ static const char *bx_load(const char *path, int *missing) {
 	*(void **)(&bx.cuMemGetHandleForAddressRange) = dlsym(bx.lib, "cuMemGetHandleForAddressRange");
 	*(void **)(&bx.cuFlushGPUDirectRDMAWrites) = dlsym(bx.lib, "cuFlushGPUDirectRDMAWrites");
 	return NULL;
+}
+
+// bx_optional resolves the entry points of one optional feature: names is
+// a NULL-terminated list, fields the matching slots of bx. It returns NULL,
+// or the first missing name (the feature is then off: every slot NULL).
+static const char *bx_optional(const char **names, void ***fields) {
+	for (int i = 0; names[i] != NULL; i++) {
+		if ((*fields[i] = dlsym(bx.lib, names[i])) == NULL) {
+			for (int j = 0; names[j] != NULL; j++) {
+				*fields[j] = NULL;
+			}
+			return names[i];
+		}
+	}
+	return NULL;
+}
+
+// bx_load_ipc resolves the CUDA IPC entry points; NULL or the missing one.
+static const char *bx_load_ipc(void) {
+	static const char *names[] = {"cuIpcOpenMemHandle_v2", "cuIpcCloseMemHandle", "cuMemGetAddressRange_v2", NULL};
+	void **fields[] = {(void **)&bx.cuIpcOpenMemHandle, (void **)&bx.cuIpcCloseMemHandle, (void **)&bx.cuMemGetAddressRange};
+	return bx_optional(names, fields);
+}
+
+// bx_load_vmm resolves the VMM import entry points; NULL or the missing one.
+static const char *bx_load_vmm(void) {
+	static const char *names[] = {"cuMemImportFromShareableHandle", "cuMemGetAllocationGranularity", "cuMemAddressReserve",
+		"cuMemAddressFree", "cuMemMap", "cuMemUnmap", "cuMemSetAccess", "cuMemRelease", NULL};
+	void **fields[] = {(void **)&bx.cuMemImportFromShareableHandle, (void **)&bx.cuMemGetAllocationGranularity,
+		(void **)&bx.cuMemAddressReserve, (void **)&bx.cuMemAddressFree, (void **)&bx.cuMemMap, (void **)&bx.cuMemUnmap,
+		(void **)&bx.cuMemSetAccess, (void **)&bx.cuMemRelease};
+	return bx_optional(names, fields);
 }
 
 static int bx_has_dmabuf_export(void) { return bx.cuMemGetHandleForAddressRange != NULL; }
@@ -200,6 +273,98 @@ static CUresult bx_gather(CUcontext ctx, CUstream s, int flush, int sync, const 
 	return first ? first : r;
 }
 
+// bx_ipc_open opens another process's cuMemAlloc memory by its IPC handle
+// (64 bytes at h) and returns the whole allocation's address and size.
+static CUresult bx_ipc_open(CUcontext ctx, const void *h, CUdeviceptr *p, size_t *size, int *failed_range) {
+	*failed_range = 0;
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	if (r) {
+		return r;
+	}
+	CUipcMemHandle handle;
+	memcpy(handle.reserved, h, sizeof handle.reserved);
+	if ((r = bx.cuIpcOpenMemHandle(p, handle, BX_CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS)) != 0) {
+		return r;
+	}
+	CUdeviceptr base = 0;
+	if ((r = bx.cuMemGetAddressRange(&base, size, *p)) != 0) {
+		*failed_range = 1;
+		bx.cuIpcCloseMemHandle(*p);
+		return r;
+	}
+	*p = base;
+	return 0;
+}
+
+static CUresult bx_ipc_close(CUcontext ctx, CUdeviceptr p) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	return r ? r : bx.cuIpcCloseMemHandle(p);
+}
+
+// bx_vmm_import imports a VMM allocation shared as a POSIX fd and maps its
+// first need bytes, rounded up to the allocation granularity, read-write for
+// device dev: *va and *mapped say where. The handle is released once mapped
+// (the mapping keeps the memory). On failure nothing is left and *failed
+// says which step it was.
+static CUresult bx_vmm_import(CUcontext ctx, int fd, int dev, size_t need, CUdeviceptr *va, size_t *mapped, int *failed) {
+	*failed = BX_VMM_OK;
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	if (r) {
+		return r;
+	}
+	CUmemGenericAllocationHandle h;
+	if ((r = bx.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd, BX_CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)) != 0) {
+		*failed = BX_VMM_IMPORT;
+		return r;
+	}
+	CUmemAllocationProp prop;
+	memset(&prop, 0, sizeof prop);
+	prop.type = BX_CU_MEM_ALLOCATION_TYPE_PINNED;
+	prop.location.type = BX_CU_MEM_LOCATION_TYPE_DEVICE;
+	prop.location.id = dev;
+	size_t g = 0;
+	if ((r = bx.cuMemGetAllocationGranularity(&g, &prop, BX_CU_MEM_ALLOC_GRANULARITY_MINIMUM)) != 0 || g == 0) {
+		*failed = BX_VMM_GRANULARITY;
+		bx.cuMemRelease(h);
+		return r ? r : 1; // CUDA_ERROR_INVALID_VALUE
+	}
+	*mapped = (need + g - 1) / g * g;
+	if ((r = bx.cuMemAddressReserve(va, *mapped, 0, 0, 0)) != 0) {
+		*failed = BX_VMM_RESERVE;
+		bx.cuMemRelease(h);
+		return r;
+	}
+	if ((r = bx.cuMemMap(*va, *mapped, 0, h, 0)) != 0) {
+		*failed = BX_VMM_MAP;
+		bx.cuMemAddressFree(*va, *mapped);
+		bx.cuMemRelease(h);
+		return r;
+	}
+	bx.cuMemRelease(h);
+	CUmemAccessDesc access;
+	memset(&access, 0, sizeof access);
+	access.location.type = BX_CU_MEM_LOCATION_TYPE_DEVICE;
+	access.location.id = dev;
+	access.flags = BX_CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+	if ((r = bx.cuMemSetAccess(*va, *mapped, &access, 1)) != 0) {
+		*failed = BX_VMM_ACCESS;
+		bx.cuMemUnmap(*va, *mapped);
+		bx.cuMemAddressFree(*va, *mapped);
+		return r;
+	}
+	return 0;
+}
+
+// bx_vmm_release unmaps what bx_vmm_import mapped and frees the address
+// range: the importer's reference to the memory goes.
+static CUresult bx_vmm_release(CUcontext ctx, CUdeviceptr va, size_t n) {
+	CUresult r = bx.cuCtxSetCurrent(ctx);
+	if (r || (r = bx.cuMemUnmap(va, n)) != 0) {
+		return r;
+	}
+	return bx.cuMemAddressFree(va, n);
+}
+
 static CUresult bx_host_register(CUcontext ctx, void *p, size_t n) {
 	CUresult r = bx.cuCtxSetCurrent(ctx);
 	return r ? r : bx.cuMemHostRegister(p, n, 0);
@@ -266,6 +431,21 @@ func loadDriver(path string) (err error, missing bool) {
 
 func hasDmabufExport() bool { return C.bx_has_dmabuf_export() != 0 }
 
+// loadIPC resolves the CUDA IPC entry points (cuIpcOpenMemHandle_v2 and
+// friends), after loadDriver. It returns "" or the missing one.
+func loadIPC() string { return goStringOrEmpty(C.bx_load_ipc()) }
+
+// loadVMM resolves the entry points that import and map a VMM allocation
+// shared as a POSIX fd, after loadDriver. It returns "" or the missing one.
+func loadVMM() string { return goStringOrEmpty(C.bx_load_vmm()) }
+
+func goStringOrEmpty(s *C.char) string {
+	if s == nil {
+		return ""
+	}
+	return C.GoString(s)
+}
+
 // hasRDMAFlush reports whether the driver has cuFlushGPUDirectRDMAWrites.
 func hasRDMAFlush() bool { return C.bx_has_rdma_flush() != 0 }
 
@@ -308,6 +488,8 @@ const (
 	attrGPUDirectRDMAFlushWritesOptions = C.BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS
 	attrGPUDirectRDMAWritesOrdering     = C.BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING
 	attrDmaBufSupported                 = C.BX_CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED
+	attrVMMSupported                    = C.BX_CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED
+	attrPOSIXFDSupported                = C.BX_CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED
 )
 
 // attrNames names the attributes in errors.
@@ -315,6 +497,8 @@ var attrNames = map[int]string{
 	attrGPUDirectRDMAFlushWritesOptions: "CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS",
 	attrGPUDirectRDMAWritesOrdering:     "CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_WRITES_ORDERING",
 	attrDmaBufSupported:                 "CU_DEVICE_ATTRIBUTE_DMA_BUF_SUPPORTED",
+	attrVMMSupported:                    "CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED",
+	attrPOSIXFDSupported:                "CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED",
 }
 
 // cuDeviceAttribute reads a device attribute.
@@ -417,6 +601,58 @@ func cbool(b bool) C.int {
 		return 1
 	}
 	return 0
+}
+
+// cuIPCOpen opens another process's cuMemAlloc memory by its 64-byte IPC
+// handle (cuIpcOpenMemHandle_v2 with CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS) and
+// returns the whole allocation (cuMemGetAddressRange_v2). handle must be
+// 64 bytes. Only call it when loadIPC succeeded.
+func cuIPCOpen(ctx cuContext, handle []byte) (ptr uint64, size int64, err error) {
+	var (
+		p           C.CUdeviceptr
+		n           C.size_t
+		failedRange C.int
+	)
+	r := C.bx_ipc_open(ctx, unsafe.Pointer(&handle[0]), &p, &n, &failedRange)
+	op := "cuIpcOpenMemHandle"
+	if failedRange != 0 {
+		op = "cuMemGetAddressRange"
+	}
+	return uint64(p), int64(n), check(op, r)
+}
+
+// cuIPCClose closes what cuIPCOpen opened.
+func cuIPCClose(ctx cuContext, p uint64) error {
+	return check("cuIpcCloseMemHandle", C.bx_ipc_close(ctx, C.CUdeviceptr(p)))
+}
+
+// vmmSteps names bx_vmm_import's steps in errors.
+var vmmSteps = map[C.int]string{
+	C.BX_VMM_OK:          "cuCtxSetCurrent",
+	C.BX_VMM_IMPORT:      "cuMemImportFromShareableHandle(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)",
+	C.BX_VMM_GRANULARITY: "cuMemGetAllocationGranularity",
+	C.BX_VMM_RESERVE:     "cuMemAddressReserve",
+	C.BX_VMM_MAP:         "cuMemMap",
+	C.BX_VMM_ACCESS:      "cuMemSetAccess",
+}
+
+// cuVMMImport imports the VMM allocation fd shares and maps its first need
+// bytes, rounded up to the allocation granularity, read-write for device
+// dev. It returns the mapping's address and size. Only call it when loadVMM
+// succeeded.
+func cuVMMImport(ctx cuContext, fd, dev int, need int64) (va uint64, mapped int64, err error) {
+	var (
+		p      C.CUdeviceptr
+		n      C.size_t
+		failed C.int
+	)
+	r := C.bx_vmm_import(ctx, C.int(fd), C.int(dev), C.size_t(need), &p, &n, &failed)
+	return uint64(p), int64(n), check(vmmSteps[failed], r)
+}
+
+// cuVMMRelease unmaps and frees what cuVMMImport mapped.
+func cuVMMRelease(ctx cuContext, va uint64, n int64) error {
+	return check("cuMemUnmap/cuMemAddressFree", C.bx_vmm_release(ctx, C.CUdeviceptr(va), C.size_t(n)))
 }
 
 // cuHostRegister page-locks mem (not Go memory: a staging mapping) for DMA.

@@ -32,6 +32,14 @@
 // CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS offers the host
 // flush). Version says which applies.
 //
+// Import (memory.Importer) makes CUDA memory another process owns a
+// buffer: by the IPC handle of a cuMemAlloc allocation (cuda-ipc,
+// cuIpcOpenMemHandle_v2) or by the POSIX fd of a VMM allocation (cuda-vmm-fd,
+// cuMemImportFromShareableHandle, then reserved, mapped and made accessible
+// here). Free closes or unmaps it, never freeing the owner's memory.
+// Capabilities lists the kinds the driver and device support; Version says
+// why one is missing.
+//
 // The exported dmabufs cannot be mapped by the CPU (the NVIDIA exporter
 // refuses mmap of video memory): they serve NIC binding only, not the
 // software NIC of --devmem emulate nor blockd's TX pool, which is filled

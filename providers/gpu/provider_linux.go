@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"slices"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +51,16 @@ type provider struct {
 	rdmaFlush bool
 	rdmaNote  string
 
+	// importKinds are the kinds Import accepts; noImport says, for the
+	// CUDA kinds not among them, why not (in Version and Import's error).
+	importKinds []memory.ImportKind
+	noImport    map[memory.ImportKind]string
+
+	// ipc holds the IPC handles open, by handle: the imports of one
+	// allocation share its mapping, which is closed with the last of them.
+	ipcMu sync.Mutex
+	ipc   map[[ipcHandleSize]byte]*ipcMapping
+
 	// testSkipGatherSync makes Gather return without waiting for its
 	// copies: only the test proving the stand-in driver catches that.
 	testSkipGatherSync bool
@@ -67,11 +79,25 @@ type provider struct {
 	closed  bool
 }
 
-// gpuBuffer is one cuMemAlloc allocation.
+// gpuBuffer is one cuMemAlloc allocation, or an import of caller-owned
+// memory.
 type gpuBuffer struct {
 	ptr  uint64 // device address
 	size int64  // as asked
 	fd   int    // exported dmabuf, or -1: with one, a NIC may write it
+	// undo releases an import (closes the IPC handle, unmaps the VMM
+	// memory) instead of cuMemFree; nil for an allocation.
+	undo func() error
+}
+
+// ipcHandleSize is the size of a CUipcMemHandle.
+const ipcHandleSize = 64
+
+// ipcMapping is another process's allocation, opened by its IPC handle.
+type ipcMapping struct {
+	ptr  uint64 // the allocation's base here
+	size int64  // the whole allocation
+	refs int    // imports using it
 }
 
 // newProvider loads the driver and opens the configured device. Any failure
@@ -83,6 +109,7 @@ func newProvider(cfg config) *provider {
 		streams:  make(chan cuStream, maxStreams),
 		bufs:     buftab.New[*gpuBuffer]("gpu"),
 		version:  "1",
+		ipc:      make(map[[ipcHandleSize]byte]*ipcMapping),
 	}
 	p.why = p.open()
 	return p
@@ -137,11 +164,58 @@ func (p *provider) open() string {
 	ordering, orderingErr := cuDeviceAttribute(p.device, attrGPUDirectRDMAWritesOrdering)
 	options, optionsErr := cuDeviceAttribute(p.device, attrGPUDirectRDMAFlushWritesOptions)
 	p.rdmaFlush, p.rdmaNote = rdmaFlushPolicy(ordering, orderingErr, options, optionsErr, hasRDMAFlush())
-	p.version = "1 (" + driver + p.rdmaNote + ")"
+	p.probeImports()
+	p.version = "1 (" + driver + p.rdmaNote + "; " + p.importNote() + ")"
 	if p.ctx, err = cuPrimaryCtxRetain(p.device); err != nil {
 		return err.Error()
 	}
 	return ""
+}
+
+// probeImports decides which kinds of caller-owned CUDA memory Import
+// accepts: cuda-ipc where the driver has the IPC entry points, cuda-vmm-fd
+// where it has the VMM ones and the device supports VMM memory shared as
+// POSIX fds. For each kind left out it records why.
+func (p *provider) probeImports() {
+	p.noImport = make(map[memory.ImportKind]string)
+	if missing := loadIPC(); missing != "" {
+		p.noImport[memory.ImportCUDAIPC] = fmt.Sprintf("%s lacks %s: importing CUDA IPC handles needs a newer NVIDIA driver, update it", p.cfg.library, missing)
+	} else {
+		p.importKinds = append(p.importKinds, memory.ImportCUDAIPC)
+	}
+	vmm, vmmErr := cuDeviceAttribute(p.device, attrVMMSupported)
+	posix, posixErr := cuDeviceAttribute(p.device, attrPOSIXFDSupported)
+	switch missing := loadVMM(); {
+	case missing != "":
+		p.noImport[memory.ImportCUDAVMMFD] = fmt.Sprintf("%s lacks %s: importing VMM memory by fd needs CUDA 10.2+, update the NVIDIA driver", p.cfg.library, missing)
+	case vmmErr != nil:
+		p.noImport[memory.ImportCUDAVMMFD] = fmt.Sprintf("cannot tell whether cuda:%d supports VMM memory: %v", p.cfg.device, vmmErr)
+	case vmm == 0:
+		p.noImport[memory.ImportCUDAVMMFD] = fmt.Sprintf("cuda:%d reports CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 0: share the memory by IPC handle (cuda-ipc) instead", p.cfg.device)
+	case posixErr != nil || posix == 0:
+		p.noImport[memory.ImportCUDAVMMFD] = fmt.Sprintf("cuda:%d does not share VMM memory as POSIX fds (CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED = 0 or unreadable): share it by IPC handle (cuda-ipc) instead", p.cfg.device)
+	default:
+		p.importKinds = append(p.importKinds, memory.ImportCUDAVMMFD)
+	}
+}
+
+// importNote says which kinds Import accepts and why the others are left
+// out, for Version.
+func (p *provider) importNote() string {
+	note := "imports none"
+	if len(p.importKinds) > 0 {
+		kinds := make([]string, len(p.importKinds))
+		for i, k := range p.importKinds {
+			kinds[i] = string(k)
+		}
+		note = "imports " + strings.Join(kinds, ", ")
+	}
+	for _, k := range []memory.ImportKind{memory.ImportCUDAIPC, memory.ImportCUDAVMMFD} {
+		if why, ok := p.noImport[k]; ok {
+			note += fmt.Sprintf("; no %s import: %s", k, why)
+		}
+	}
+	return note
 }
 
 // CUDA driver API values for GPUDirect RDMA write ordering and flushing
@@ -223,6 +297,7 @@ func (p *provider) Capabilities() memory.Capabilities {
 		Gather:         true,
 		DeviceChecksum: false,
 		MaxAlloc:       p.total,
+		ImportKinds:    p.importKinds,
 	}
 }
 
@@ -256,22 +331,171 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 			return none, fmt.Errorf("gpu: export %d bytes as a dmabuf: %w", rounded, err)
 		}
 	}
+	return p.add(b)
+}
+
+// add puts b in the table, or releases it if the provider is closed.
+func (p *provider) add(b *gpuBuffer) (memory.Buffer, error) {
+	none := memory.Buffer{DmabufFD: -1}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		b.release(p.ctx)
 		return none, errors.New("gpu: provider closed")
 	}
-	id, err := p.bufs.Add(b, size)
+	id, err := p.bufs.Add(b, b.size)
 	if err != nil {
 		b.release(p.ctx)
 		return none, err
 	}
-	return memory.Buffer{ID: id, Size: size, DmabufFD: b.fd}, nil
+	return memory.Buffer{ID: id, Size: b.size, DmabufFD: b.fd}, nil
 }
 
-// release closes the dmabuf and frees the device memory.
+// Import makes caller-owned CUDA memory a buffer (memory.Importer), used
+// like an allocated one until Free, which undoes the import and never
+// frees the caller's memory:
+//
+//   - memory.ImportCUDAIPC: another process's cuMemAlloc memory by the
+//     64-byte handle cuIpcGetMemHandle gave for the allocation's base;
+//     cuIpcOpenMemHandle_v2 (CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS) opens it,
+//     and the buffer is [Offset, Offset+Size) of the allocation
+//     (cuMemGetAddressRange_v2 gives its size). Imports of one allocation
+//     share one open handle, closed (cuIpcCloseMemHandle) with the last.
+//   - memory.ImportCUDAVMMFD: a VMM allocation (cuMemCreate) the caller
+//     exported as a POSIX fd (cuMemExportToShareableHandle), imported with
+//     cuMemImportFromShareableHandle, mapped whole (to Offset+Size, rounded
+//     up to the allocation granularity, where the fd does not say the
+//     allocation's size) at an address reserved for it, read-write for this
+//     device; Free unmaps it and frees the address range.
+//
+// Other kinds, and these where the driver or device cannot (see Version),
+// fail with an error wrapping memory.ErrImportNotSupported.
+func (p *provider) Import(ctx context.Context, d memory.ImportDesc) (memory.Buffer, error) {
+	none := memory.Buffer{DmabufFD: -1}
+	if p.why != "" {
+		return none, fmt.Errorf("gpu: %w: %s", providers.ErrUnusable, p.why)
+	}
+	if !slices.Contains(p.importKinds, d.Kind) {
+		why, ok := p.noImport[d.Kind]
+		if !ok {
+			why = fmt.Sprintf("the gpu provider imports CUDA memory (%s, %s) only", memory.ImportCUDAIPC, memory.ImportCUDAVMMFD)
+		}
+		return none, fmt.Errorf("gpu: import %s: %w: %s", d.Kind, memory.ErrImportNotSupported, why)
+	}
+	if err := d.Check(); err != nil {
+		return none, fmt.Errorf("gpu: %w", err)
+	}
+	var (
+		b   *gpuBuffer
+		err error
+	)
+	if d.Kind == memory.ImportCUDAIPC {
+		b, err = p.importIPC(d)
+	} else {
+		b, err = p.importVMM(d)
+	}
+	if err != nil {
+		return none, err
+	}
+	return p.add(b)
+}
+
+// importIPC opens (or shares) the IPC handle and checks the range against
+// the allocation.
+func (p *provider) importIPC(d memory.ImportDesc) (*gpuBuffer, error) {
+	if len(d.Handle) != ipcHandleSize {
+		return nil, fmt.Errorf("gpu: import cuda-ipc: handle of %d bytes: pass the %d-byte CUipcMemHandle cuIpcGetMemHandle returns", len(d.Handle), ipcHandleSize)
+	}
+	key := [ipcHandleSize]byte(d.Handle)
+	m, err := p.openIPC(key)
+	if err != nil {
+		return nil, err
+	}
+	if d.Offset > m.size || d.Size > m.size-d.Offset {
+		err := fmt.Errorf("gpu: import cuda-ipc: [%d, %d+%d) is outside the %d-byte allocation the handle names: %w", d.Offset, d.Offset, d.Size, m.size, memory.ErrOutOfBounds)
+		return nil, errors.Join(err, p.closeIPC(key))
+	}
+	return &gpuBuffer{ptr: m.ptr + uint64(d.Offset), size: d.Size, fd: -1, undo: func() error { return p.closeIPC(key) }}, nil
+}
+
+// openIPC opens the allocation an IPC handle names, or takes another
+// reference to it if an import has it open.
+func (p *provider) openIPC(key [ipcHandleSize]byte) (*ipcMapping, error) {
+	p.ipcMu.Lock()
+	defer p.ipcMu.Unlock()
+	if m, ok := p.ipc[key]; ok {
+		m.refs++
+		return m, nil
+	}
+	ptr, size, err := cuIPCOpen(p.ctx, key[:])
+	if err != nil {
+		return nil, fmt.Errorf("gpu: import cuda-ipc: %w%s", err, ipcHint(err))
+	}
+	m := &ipcMapping{ptr: ptr, size: size, refs: 1}
+	p.ipc[key] = m
+	return m, nil
+}
+
+// closeIPC drops a reference to an open IPC handle, closing it with the last.
+func (p *provider) closeIPC(key [ipcHandleSize]byte) error {
+	p.ipcMu.Lock()
+	defer p.ipcMu.Unlock()
+	m := p.ipc[key]
+	if m.refs--; m.refs > 0 {
+		return nil
+	}
+	delete(p.ipc, key)
+	return cuIPCClose(p.ctx, m.ptr)
+}
+
+// ipcHint says what to fix for a failed cuIpcOpenMemHandle.
+func ipcHint(err error) string {
+	var ce *cudaError
+	if !errors.As(err, &ce) {
+		return ""
+	}
+	switch ce.Name {
+	case "CUDA_ERROR_INVALID_VALUE":
+		return ": IPC handle of memory freed by its owner (or of an owner that exited), or from another device; " +
+			"the owner must keep the memory allocated while it is imported"
+	case "CUDA_ERROR_INVALID_CONTEXT":
+		return ": the handle was made in this process, and IPC handles open only in another process"
+	}
+	return ""
+}
+
+// importVMM imports and maps the VMM allocation d.FD shares.
+func (p *provider) importVMM(d memory.ImportDesc) (*gpuBuffer, error) {
+	need := d.Offset + d.Size
+	var st unix.Stat_t
+	if err := unix.Fstat(d.FD, &st); err == nil && st.Size > 0 {
+		// An fd that tells the allocation's size: map it whole.
+		if need > st.Size {
+			return nil, fmt.Errorf("gpu: import cuda-vmm-fd: [%d, %d+%d) is outside the %d-byte allocation the fd shares: %w", d.Offset, d.Offset, d.Size, st.Size, memory.ErrOutOfBounds)
+		}
+		need = st.Size
+	}
+	va, mapped, err := cuVMMImport(p.ctx, d.FD, p.cfg.device, need)
+	if err != nil {
+		var ce *cudaError
+		switch {
+		case errors.As(err, &ce) && ce.Op == "cuMemMap" && ce.Name == "CUDA_ERROR_INVALID_VALUE":
+			err = fmt.Errorf("%w: %d bytes from the start of the allocation are more than it holds: %w", err, need, memory.ErrOutOfBounds)
+		case errors.As(err, &ce) && strings.HasPrefix(ce.Op, "cuMemImportFromShareableHandle"):
+			err = fmt.Errorf("%w: pass the fd cuMemExportToShareableHandle(CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) returned, "+
+				"of memory created with that type in CUmemAllocationProp.requestedHandleTypes", err)
+		}
+		return nil, fmt.Errorf("gpu: import cuda-vmm-fd: %w", err)
+	}
+	return &gpuBuffer{ptr: va + uint64(d.Offset), size: d.Size, fd: -1, undo: func() error { return cuVMMRelease(p.ctx, va, mapped) }}, nil
+}
+
+// release undoes an import, or closes the dmabuf and frees the device
+// memory of an allocation.
 func (b *gpuBuffer) release(ctx cuContext) error {
+	if b.undo != nil {
+		return b.undo()
+	}
 	var errs []error
 	if b.fd >= 0 {
 		errs = append(errs, unix.Close(b.fd))

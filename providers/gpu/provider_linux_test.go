@@ -28,6 +28,10 @@ var (
 	pluginPath string // blockxfer-provider-gpu
 	fakeCUDA   string // libfakecuda.so, from testdata/fakecuda.c
 	fakeCheck  string // fakecuda_check, from testdata/fakecuda_check.c
+	// fakeOld is the stand-in without cuMemImportFromShareableHandle, as
+	// a driver too old to import VMM memory.
+	fakeOld   string
+	ownerPath string // ipc_owner, from testdata/ipc_owner.c
 )
 
 func TestMain(m *testing.M) {
@@ -39,10 +43,14 @@ func TestMain(m *testing.M) {
 	pluginPath = filepath.Join(dir, providers.ExecutablePrefix+"gpu")
 	fakeCUDA = filepath.Join(dir, "libfakecuda.so")
 	fakeCheck = filepath.Join(dir, "fakecuda_check")
+	fakeOld = filepath.Join(dir, "libfakecuda-old.so")
+	ownerPath = filepath.Join(dir, "ipc_owner")
 	for _, args := range [][]string{
 		{"go", "build", "-o", pluginPath, "."},
 		{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", fakeCUDA, "testdata/fakecuda.c"},
 		{"gcc", "-O2", "-Wall", "-Werror", "-o", fakeCheck, "testdata/fakecuda_check.c", "-ldl"},
+		{"gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-DFAKECUDA_NO_VMM_IMPORT", "-o", fakeOld, "testdata/fakecuda.c"},
+		{"gcc", "-O2", "-Wall", "-Werror", "-o", ownerPath, "testdata/ipc_owner.c", "-ldl"},
 	} {
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

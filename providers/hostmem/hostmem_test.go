@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"math"
 	"os"
+	"reflect"
 	"sync"
 	"testing"
 
@@ -106,7 +107,7 @@ func TestRoundTrip(t *testing.T) {
 func TestCapabilities(t *testing.T) {
 	c := New().Capabilities()
 	want := memory.Capabilities{Kind: memory.Host, CPUMappable: true, Gather: true, DeviceChecksum: true}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Capabilities() = %+v, want %+v", c, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ImportKind names the kind of caller-owned memory an [ImportDesc]
@@ -33,6 +34,11 @@ const (
 	// or attach it.
 	ImportDmabuf ImportKind = "dmabuf"
 )
+
+// CanImport reports whether c lists kind among its ImportKinds.
+func (c Capabilities) CanImport(kind ImportKind) bool {
+	return slices.Contains(c.ImportKinds, kind)
+}
 
 // MaxIPCHandle is the largest opaque handle an ImportDesc carries (a CUDA
 // IPC handle is 64 bytes).

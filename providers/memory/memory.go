@@ -37,6 +37,9 @@ type Capabilities struct {
 	DeviceChecksum bool
 	// MaxAlloc is the largest single allocation in bytes (0: no stated limit).
 	MaxAlloc int64
+	// ImportKinds lists the kinds of caller-owned memory the provider's
+	// Import accepts (see Importer); nil when it imports nothing.
+	ImportKinds []ImportKind
 }
 
 // BufferID identifies a buffer within one provider.

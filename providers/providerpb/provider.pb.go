@@ -46,6 +46,8 @@ const (
 	ErrorDetail_KIND_OUT_OF_BOUNDS ErrorDetail_Kind = 3
 	// providers.ErrUnusable: the provider cannot work on this machine.
 	ErrorDetail_KIND_UNUSABLE ErrorDetail_Kind = 4
+	// memory.ErrImportNotSupported: the provider cannot import this kind.
+	ErrorDetail_KIND_IMPORT_NOT_SUPPORTED ErrorDetail_Kind = 5
 )
 
 // Enum value maps for ErrorDetail_Kind.
@@ -56,13 +58,15 @@ var (
 		2: "KIND_UNKNOWN_BUFFER",
 		3: "KIND_OUT_OF_BOUNDS",
 		4: "KIND_UNUSABLE",
+		5: "KIND_IMPORT_NOT_SUPPORTED",
 	}
 	ErrorDetail_Kind_value = map[string]int32{
-		"KIND_UNSPECIFIED":    0,
-		"KIND_NO_DMABUF":      1,
-		"KIND_UNKNOWN_BUFFER": 2,
-		"KIND_OUT_OF_BOUNDS":  3,
-		"KIND_UNUSABLE":       4,
+		"KIND_UNSPECIFIED":          0,
+		"KIND_NO_DMABUF":            1,
+		"KIND_UNKNOWN_BUFFER":       2,
+		"KIND_OUT_OF_BOUNDS":        3,
+		"KIND_UNUSABLE":             4,
+		"KIND_IMPORT_NOT_SUPPORTED": 5,
 	}
 )
 
@@ -90,7 +94,7 @@ func (x ErrorDetail_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorDetail_Kind.Descriptor instead.
 func (ErrorDetail_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_provider_proto_rawDescGZIP(), []int{18, 0}
+	return file_provider_proto_rawDescGZIP(), []int{20, 0}
 }
 
 type CapabilitiesRequest struct {
@@ -154,7 +158,11 @@ type CapabilitiesResponse struct {
 	UnusableReason string `protobuf:"bytes,10,opt,name=unusable_reason,json=unusableReason,proto3" json:"unusable_reason,omitempty"`
 	// ring_version is the data-plane ring layout the plugin serves (1), or 0
 	// when it serves the data RPCs only.
-	RingVersion   uint32 `protobuf:"varint,11,opt,name=ring_version,json=ringVersion,proto3" json:"ring_version,omitempty"`
+	RingVersion uint32 `protobuf:"varint,11,opt,name=ring_version,json=ringVersion,proto3" json:"ring_version,omitempty"`
+	// import_kinds lists the memory kinds Import accepts ("fd", "shm",
+	// "cuda-ipc", "cuda-vmm-fd", "dmabuf"); empty when the plugin imports
+	// nothing.
+	ImportKinds   []string `protobuf:"bytes,12,rep,name=import_kinds,json=importKinds,proto3" json:"import_kinds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +272,13 @@ func (x *CapabilitiesResponse) GetRingVersion() uint32 {
 		return x.RingVersion
 	}
 	return 0
+}
+
+func (x *CapabilitiesResponse) GetImportKinds() []string {
+	if x != nil {
+		return x.ImportKinds
+	}
+	return nil
 }
 
 type AllocateRequest struct {
@@ -1094,6 +1109,151 @@ func (*AttachRingResponse) Descriptor() ([]byte, []int) {
 	return file_provider_proto_rawDescGZIP(), []int{17}
 }
 
+type ImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id is unique per plugin connection; with bit 62 set it tags the
+	// side-socket staging record carrying the fd, for the kinds that have one.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// kind is the memory kind (memory.ImportKind): "fd", "shm", "cuda-ipc",
+	// "cuda-vmm-fd" or "dmabuf".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// handle is the opaque handle of cuda-ipc (the 64-byte CUipcMemHandle);
+	// empty for the other kinds.
+	Handle []byte `protobuf:"bytes,3,opt,name=handle,proto3" json:"handle,omitempty"`
+	// offset and size: the buffer is size bytes at offset within the
+	// object the fd or handle names. offset need not be page-aligned.
+	Offset int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	Size   int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// fd_sent: the host sent an fd tagged request_id | 1<<62 before this call.
+	FdSent        bool `protobuf:"varint,6,opt,name=fd_sent,json=fdSent,proto3" json:"fd_sent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRequest) Reset() {
+	*x = ImportRequest{}
+	mi := &file_provider_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRequest) ProtoMessage() {}
+
+func (x *ImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provider_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
+func (*ImportRequest) Descriptor() ([]byte, []int) {
+	return file_provider_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ImportRequest) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *ImportRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ImportRequest) GetHandle() []byte {
+	if x != nil {
+		return x.Handle
+	}
+	return nil
+}
+
+func (x *ImportRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ImportRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ImportRequest) GetFdSent() bool {
+	if x != nil {
+		return x.FdSent
+	}
+	return false
+}
+
+type ImportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BufferId      uint64                 `protobuf:"varint,1,opt,name=buffer_id,json=bufferId,proto3" json:"buffer_id,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportResponse) Reset() {
+	*x = ImportResponse{}
+	mi := &file_provider_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportResponse) ProtoMessage() {}
+
+func (x *ImportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provider_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
+func (*ImportResponse) Descriptor() ([]byte, []int) {
+	return file_provider_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ImportResponse) GetBufferId() uint64 {
+	if x != nil {
+		return x.BufferId
+	}
+	return 0
+}
+
+func (x *ImportResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 // ErrorDetail travels in the details of a failing RPC's status and names the
 // memory sentinel the error wraps.
 type ErrorDetail struct {
@@ -1105,7 +1265,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_provider_proto_msgTypes[18]
+	mi := &file_provider_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1277,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_provider_proto_msgTypes[18]
+	mi := &file_provider_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1290,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_provider_proto_rawDescGZIP(), []int{18}
+	return file_provider_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ErrorDetail) GetKind() ErrorDetail_Kind {
@@ -1145,7 +1305,7 @@ var File_provider_proto protoreflect.FileDescriptor
 const file_provider_proto_rawDesc = "" +
 	"\n" +
 	"\x0eprovider.proto\x12\x15blockxfer.provider.v1\"\x15\n" +
-	"\x13CapabilitiesRequest\"\xe2\x02\n" +
+	"\x13CapabilitiesRequest\"\x85\x03\n" +
 	"\x14CapabilitiesResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -1158,7 +1318,8 @@ const file_provider_proto_rawDesc = "" +
 	"\tmax_alloc\x18\t \x01(\x03R\bmaxAlloc\x12'\n" +
 	"\x0funusable_reason\x18\n" +
 	" \x01(\tR\x0eunusableReason\x12!\n" +
-	"\fring_version\x18\v \x01(\rR\vringVersion\"\\\n" +
+	"\fring_version\x18\v \x01(\rR\vringVersion\x12!\n" +
+	"\fimport_kinds\x18\f \x03(\tR\vimportKinds\"\\\n" +
 	"\x0fAllocateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x12\n" +
@@ -1212,15 +1373,27 @@ const file_provider_proto_rawDesc = "" +
 	"sq_entries\x18\x04 \x01(\rR\tsqEntries\x12\x1d\n" +
 	"\n" +
 	"cq_entries\x18\x05 \x01(\rR\tcqEntries\"\x14\n" +
-	"\x12AttachRingResponse\"\xc0\x01\n" +
+	"\x12AttachRingResponse\"\x9f\x01\n" +
+	"\rImportRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06handle\x18\x03 \x01(\fR\x06handle\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x17\n" +
+	"\afd_sent\x18\x06 \x01(\bR\x06fdSent\"A\n" +
+	"\x0eImportResponse\x12\x1b\n" +
+	"\tbuffer_id\x18\x01 \x01(\x04R\bbufferId\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\"\xe0\x01\n" +
 	"\vErrorDetail\x12;\n" +
-	"\x04kind\x18\x01 \x01(\x0e2'.blockxfer.provider.v1.ErrorDetail.KindR\x04kind\"t\n" +
+	"\x04kind\x18\x01 \x01(\x0e2'.blockxfer.provider.v1.ErrorDetail.KindR\x04kind\"\x93\x01\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eKIND_NO_DMABUF\x10\x01\x12\x17\n" +
 	"\x13KIND_UNKNOWN_BUFFER\x10\x02\x12\x16\n" +
 	"\x12KIND_OUT_OF_BOUNDS\x10\x03\x12\x11\n" +
-	"\rKIND_UNUSABLE\x10\x042\xd8\x06\n" +
+	"\rKIND_UNUSABLE\x10\x04\x12\x1d\n" +
+	"\x19KIND_IMPORT_NOT_SUPPORTED\x10\x052\xaf\a\n" +
 	"\bProvider\x12g\n" +
 	"\fCapabilities\x12*.blockxfer.provider.v1.CapabilitiesRequest\x1a+.blockxfer.provider.v1.CapabilitiesResponse\x12[\n" +
 	"\bAllocate\x12&.blockxfer.provider.v1.AllocateRequest\x1a'.blockxfer.provider.v1.AllocateResponse\x12O\n" +
@@ -1231,7 +1404,8 @@ const file_provider_proto_rawDesc = "" +
 	"\bReadBack\x12&.blockxfer.provider.v1.ReadBackRequest\x1a'.blockxfer.provider.v1.ReadBackResponse\x12[\n" +
 	"\bChecksum\x12&.blockxfer.provider.v1.ChecksumRequest\x1a'.blockxfer.provider.v1.ChecksumResponse\x12a\n" +
 	"\n" +
-	"AttachRing\x12(.blockxfer.provider.v1.AttachRingRequest\x1a).blockxfer.provider.v1.AttachRingResponseB5Z3github.com/blockxfer/blockxfer/providers/providerpbb\x06proto3"
+	"AttachRing\x12(.blockxfer.provider.v1.AttachRingRequest\x1a).blockxfer.provider.v1.AttachRingResponse\x12U\n" +
+	"\x06Import\x12$.blockxfer.provider.v1.ImportRequest\x1a%.blockxfer.provider.v1.ImportResponseB5Z3github.com/blockxfer/blockxfer/providers/providerpbb\x06proto3"
 
 var (
 	file_provider_proto_rawDescOnce sync.Once
@@ -1246,7 +1420,7 @@ func file_provider_proto_rawDescGZIP() []byte {
 }
 
 var file_provider_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_provider_proto_goTypes = []any{
 	(ErrorDetail_Kind)(0),         // 0: blockxfer.provider.v1.ErrorDetail.Kind
 	(*CapabilitiesRequest)(nil),   // 1: blockxfer.provider.v1.CapabilitiesRequest
@@ -1267,7 +1441,9 @@ var file_provider_proto_goTypes = []any{
 	(*ChecksumResponse)(nil),      // 16: blockxfer.provider.v1.ChecksumResponse
 	(*AttachRingRequest)(nil),     // 17: blockxfer.provider.v1.AttachRingRequest
 	(*AttachRingResponse)(nil),    // 18: blockxfer.provider.v1.AttachRingResponse
-	(*ErrorDetail)(nil),           // 19: blockxfer.provider.v1.ErrorDetail
+	(*ImportRequest)(nil),         // 19: blockxfer.provider.v1.ImportRequest
+	(*ImportResponse)(nil),        // 20: blockxfer.provider.v1.ImportResponse
+	(*ErrorDetail)(nil),           // 21: blockxfer.provider.v1.ErrorDetail
 }
 var file_provider_proto_depIdxs = []int32{
 	0,  // 0: blockxfer.provider.v1.ErrorDetail.kind:type_name -> blockxfer.provider.v1.ErrorDetail.Kind
@@ -1280,17 +1456,19 @@ var file_provider_proto_depIdxs = []int32{
 	13, // 7: blockxfer.provider.v1.Provider.ReadBack:input_type -> blockxfer.provider.v1.ReadBackRequest
 	15, // 8: blockxfer.provider.v1.Provider.Checksum:input_type -> blockxfer.provider.v1.ChecksumRequest
 	17, // 9: blockxfer.provider.v1.Provider.AttachRing:input_type -> blockxfer.provider.v1.AttachRingRequest
-	2,  // 10: blockxfer.provider.v1.Provider.Capabilities:output_type -> blockxfer.provider.v1.CapabilitiesResponse
-	4,  // 11: blockxfer.provider.v1.Provider.Allocate:output_type -> blockxfer.provider.v1.AllocateResponse
-	6,  // 12: blockxfer.provider.v1.Provider.Free:output_type -> blockxfer.provider.v1.FreeResponse
-	8,  // 13: blockxfer.provider.v1.Provider.AttachStaging:output_type -> blockxfer.provider.v1.AttachStagingResponse
-	10, // 14: blockxfer.provider.v1.Provider.CopyIn:output_type -> blockxfer.provider.v1.CopyInResponse
-	12, // 15: blockxfer.provider.v1.Provider.Gather:output_type -> blockxfer.provider.v1.GatherResponse
-	14, // 16: blockxfer.provider.v1.Provider.ReadBack:output_type -> blockxfer.provider.v1.ReadBackResponse
-	16, // 17: blockxfer.provider.v1.Provider.Checksum:output_type -> blockxfer.provider.v1.ChecksumResponse
-	18, // 18: blockxfer.provider.v1.Provider.AttachRing:output_type -> blockxfer.provider.v1.AttachRingResponse
-	10, // [10:19] is the sub-list for method output_type
-	1,  // [1:10] is the sub-list for method input_type
+	19, // 10: blockxfer.provider.v1.Provider.Import:input_type -> blockxfer.provider.v1.ImportRequest
+	2,  // 11: blockxfer.provider.v1.Provider.Capabilities:output_type -> blockxfer.provider.v1.CapabilitiesResponse
+	4,  // 12: blockxfer.provider.v1.Provider.Allocate:output_type -> blockxfer.provider.v1.AllocateResponse
+	6,  // 13: blockxfer.provider.v1.Provider.Free:output_type -> blockxfer.provider.v1.FreeResponse
+	8,  // 14: blockxfer.provider.v1.Provider.AttachStaging:output_type -> blockxfer.provider.v1.AttachStagingResponse
+	10, // 15: blockxfer.provider.v1.Provider.CopyIn:output_type -> blockxfer.provider.v1.CopyInResponse
+	12, // 16: blockxfer.provider.v1.Provider.Gather:output_type -> blockxfer.provider.v1.GatherResponse
+	14, // 17: blockxfer.provider.v1.Provider.ReadBack:output_type -> blockxfer.provider.v1.ReadBackResponse
+	16, // 18: blockxfer.provider.v1.Provider.Checksum:output_type -> blockxfer.provider.v1.ChecksumResponse
+	18, // 19: blockxfer.provider.v1.Provider.AttachRing:output_type -> blockxfer.provider.v1.AttachRingResponse
+	20, // 20: blockxfer.provider.v1.Provider.Import:output_type -> blockxfer.provider.v1.ImportResponse
+	11, // [11:21] is the sub-list for method output_type
+	1,  // [1:11] is the sub-list for method input_type
 	1,  // [1:1] is the sub-list for extension type_name
 	1,  // [1:1] is the sub-list for extension extendee
 	0,  // [0:1] is the sub-list for field type_name
@@ -1307,7 +1485,7 @@ func file_provider_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provider_proto_rawDesc), len(file_provider_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	Provider_ReadBack_FullMethodName      = "/blockxfer.provider.v1.Provider/ReadBack"
 	Provider_Checksum_FullMethodName      = "/blockxfer.provider.v1.Provider/Checksum"
 	Provider_AttachRing_FullMethodName    = "/blockxfer.provider.v1.Provider/AttachRing"
+	Provider_Import_FullMethodName        = "/blockxfer.provider.v1.Provider/Import"
 )
 
 // ProviderClient is the client API for Provider service.
@@ -76,6 +77,14 @@ type ProviderClient interface {
 	// ring descriptors instead of RPCs (docs/providers.md, "The ring"). Only
 	// called when CapabilitiesResponse.ring_version is set.
 	AttachRing(ctx context.Context, in *AttachRingRequest, opts ...grpc.CallOption) (*AttachRingResponse, error)
+	// Import makes caller-owned memory a buffer of the provider (CUDA memory
+	// of another process by IPC handle or VMM fd, host memory by memfd). For
+	// the kinds that carry an fd (fd, shm, cuda-vmm-fd, dmabuf) the host sent
+	// it on the side socket, before this call, in a staging record tagged with
+	// request_id | 1<<62. Only called for a kind CapabilitiesResponse lists in
+	// import_kinds. The buffer is then used like an allocated one; Free undoes
+	// the import and never frees the caller's memory.
+	Import(ctx context.Context, in *ImportRequest, opts ...grpc.CallOption) (*ImportResponse, error)
 }
 
 type providerClient struct {
@@ -176,6 +185,16 @@ func (c *providerClient) AttachRing(ctx context.Context, in *AttachRingRequest, 
 	return out, nil
 }
 
+func (c *providerClient) Import(ctx context.Context, in *ImportRequest, opts ...grpc.CallOption) (*ImportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportResponse)
+	err := c.cc.Invoke(ctx, Provider_Import_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProviderServer is the server API for Provider service.
 // All implementations must embed UnimplementedProviderServer
 // for forward compatibility.
@@ -209,6 +228,14 @@ type ProviderServer interface {
 	// ring descriptors instead of RPCs (docs/providers.md, "The ring"). Only
 	// called when CapabilitiesResponse.ring_version is set.
 	AttachRing(context.Context, *AttachRingRequest) (*AttachRingResponse, error)
+	// Import makes caller-owned memory a buffer of the provider (CUDA memory
+	// of another process by IPC handle or VMM fd, host memory by memfd). For
+	// the kinds that carry an fd (fd, shm, cuda-vmm-fd, dmabuf) the host sent
+	// it on the side socket, before this call, in a staging record tagged with
+	// request_id | 1<<62. Only called for a kind CapabilitiesResponse lists in
+	// import_kinds. The buffer is then used like an allocated one; Free undoes
+	// the import and never frees the caller's memory.
+	Import(context.Context, *ImportRequest) (*ImportResponse, error)
 	mustEmbedUnimplementedProviderServer()
 }
 
@@ -245,6 +272,9 @@ func (UnimplementedProviderServer) Checksum(context.Context, *ChecksumRequest) (
 }
 func (UnimplementedProviderServer) AttachRing(context.Context, *AttachRingRequest) (*AttachRingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AttachRing not implemented")
+}
+func (UnimplementedProviderServer) Import(context.Context, *ImportRequest) (*ImportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Import not implemented")
 }
 func (UnimplementedProviderServer) mustEmbedUnimplementedProviderServer() {}
 func (UnimplementedProviderServer) testEmbeddedByValue()                  {}
@@ -429,6 +459,24 @@ func _Provider_AttachRing_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provider_Import_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProviderServer).Import(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provider_Import_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProviderServer).Import(ctx, req.(*ImportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Provider_ServiceDesc is the grpc.ServiceDesc for Provider service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -471,6 +519,10 @@ var Provider_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AttachRing",
 			Handler:    _Provider_AttachRing_Handler,
+		},
+		{
+			MethodName: "Import",
+			Handler:    _Provider_Import_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

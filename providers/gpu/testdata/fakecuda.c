@@ -24,7 +24,43 @@
 //   - cuFlushGPUDirectRDMAWrites needs a current context, target
 //     CURRENT_CTX and scope TO_OWNER or TO_ALL_DEVICES, and the HOST bit in
 //     CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS;
-//   - host unregistration needs a prior registration.
+//   - host unregistration needs a prior registration;
+//   - CUDA IPC (cuIpcGetMemHandle, cuIpcOpenMemHandle_v2,
+//     cuIpcCloseMemHandle): a handle is 64 opaque bytes naming the owner's
+//     memfd by pid, fd number and inode; opening it maps that memfd
+//     (through /proc/PID/fd/N) MAP_SHARED, so bytes written by the importer
+//     are the owner's. As on the real driver: opening a handle in the
+//     process that made it fails with CUDA_ERROR_INVALID_CONTEXT, and a
+//     handle whose memory its owner freed (or whose owner exited) with
+//     CUDA_ERROR_INVALID_VALUE; the memory an importer has open stays valid
+//     after the owner frees it; cuMemFree of an opened handle's memory fails
+//     (close it with cuIpcCloseMemHandle). Only cuMemAlloc memory has IPC
+//     handles: VMM memory is refused with CUDA_ERROR_INVALID_VALUE, the code
+//     the driver is reported to give for memory cuMemAlloc did not allocate
+//     (stream-ordered pool memory; not checked on a GPU for VMM memory,
+//     which the driver documents as not IPC-capable). The stand-in is
+//     stricter than the driver in one place: it takes only an
+//     allocation's base address, where the
+//     driver silently returns the whole allocation's handle for an interior
+//     pointer, so a caller that forgets to send the pointer's offset within
+//     its allocation (cuMemGetAddressRange) fails here instead of having
+//     bytes land at the allocation's start;
+//   - VMM sharing (cuMemExportToShareableHandle,
+//     cuMemImportFromShareableHandle, cuMemRetainAllocationHandle): POSIX
+//     fds only (CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR), and export only of
+//     memory created with that type in
+//     CUmemAllocationProp.requestedHandleTypes, else
+//     CUDA_ERROR_INVALID_VALUE (the code is the stand-in's choice: not
+//     checked on a GPU); the exported fd is a memfd named
+//     "fakecuda-vmm"; an imported handle is mapped with cuMemAddressReserve,
+//     cuMemMap and cuMemSetAccess like a created one. Handles are reference
+//     counted: cuMemCreate, cuMemImportFromShareableHandle and
+//     cuMemRetainAllocationHandle each take a reference for cuMemRelease to
+//     drop, and the memory lives while a reference or a mapping does;
+//   - cuMemGetAddressRange_v2, and cuPointerGetAttribute with
+//     CU_POINTER_ATTRIBUTE_RANGE_START_ADDR or _RANGE_SIZE (other attributes
+//     are not modelled: CUDA_ERROR_NOT_SUPPORTED), give the allocation (or
+//     VMM mapping) around an address.
 //
 // Environment knobs (read at each call):
 //   FAKECUDA_DEVICES=N             number of devices (default 1)
@@ -42,6 +78,8 @@
 //                                  ("stream-sync")
 //
 // Build: gcc -shared -fPIC -O2 -o libfakecuda.so fakecuda.c
+// With -DFAKECUDA_NO_VMM_IMPORT it lacks cuMemImportFromShareableHandle, as
+// a driver too old to import VMM memory does.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +89,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -92,6 +131,7 @@ enum {
 	CUDA_ERROR_INVALID_DEVICE = 101,
 	CUDA_ERROR_INVALID_CONTEXT = 201,
 	CUDA_ERROR_INVALID_HANDLE = 400,
+	CUDA_ERROR_NOT_FOUND = 500,
 	CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712,
 	CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED = 713,
 	CUDA_ERROR_NOT_SUPPORTED = 801,
@@ -100,6 +140,8 @@ enum {
 enum {
 	ATTR_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS = 117,
 	ATTR_GPU_DIRECT_RDMA_WRITES_ORDERING = 118,
+	ATTR_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED = 102,
+	ATTR_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED = 103,
 	ATTR_DMA_BUF_SUPPORTED = 124,
 	FLUSH_OPTION_HOST = 1 << 0,
 	FLUSH_TARGET_CURRENT_CTX = 0,
@@ -111,6 +153,22 @@ enum {
 	MEM_LOCATION_TYPE_DEVICE = 1,
 	MEM_ACCESS_FLAGS_PROT_READ = 1,
 	MEM_ACCESS_FLAGS_PROT_READWRITE = 3,
+	MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR = 1,
+	IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1,
+};
+
+// CUipcMemHandle: 64 opaque bytes. The stand-in's layout (struct ipc_handle)
+// names the owner's memfd.
+typedef struct {
+	char reserved[64];
+} CUipcMemHandle;
+
+struct ipc_handle {
+	char magic[8]; // "BXFAKIPC"
+	int32_t pid;   // the owner process
+	int32_t fd;    // the allocation's memfd in the owner
+	uint64_t ino;  // its inode, so a reused fd number is told apart
+	uint64_t size; // the allocation's size
 };
 
 #define TOTAL_MEM (1ULL << 30)
@@ -123,9 +181,10 @@ enum {
 struct alloc {
 	CUdeviceptr base;
 	size_t size;
-	int fd;             // cuMemAlloc's memfd, or -1 for a VMM mapping
+	int fd;             // cuMemAlloc's (or an opened IPC handle's) memfd, or -1 for a VMM mapping
 	struct vmm *handle; // the mapped cuMemCreate handle, or NULL
 	int access;         // usable by copies (cuMemAlloc; VMM after cuMemSetAccess)
+	int ipc;            // opened with cuIpcOpenMemHandle_v2: cuIpcCloseMemHandle releases it
 };
 
 // A vmm is a cuMemCreate allocation.
@@ -133,8 +192,9 @@ struct vmm {
 	int magic;
 	int fd;
 	size_t size;
-	int maps;     // live cuMemMap mappings
-	int released; // cuMemRelease was called
+	int maps;         // live cuMemMap mappings
+	int refs;         // handles not yet given to cuMemRelease
+	int handle_types; // CUmemAllocationProp.requestedHandleTypes
 };
 
 struct reservation {
@@ -267,6 +327,7 @@ CUresult cuGetErrorName(CUresult r, const char **s) {
 	case CUDA_ERROR_INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
 	case CUDA_ERROR_INVALID_CONTEXT: *s = "CUDA_ERROR_INVALID_CONTEXT"; break;
 	case CUDA_ERROR_INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
+	case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
 	case CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED: *s = "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED"; break;
 	case CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED: *s = "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED"; break;
 	case CUDA_ERROR_NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; break;
@@ -305,6 +366,8 @@ CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice d) {
 	case ATTR_DMA_BUF_SUPPORTED: *v = env_flag("FAKECUDA_NO_DMABUF") ? 0 : 1; break;
 	case ATTR_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS: *v = env_int("FAKECUDA_RDMA_FLUSH_OPTIONS", FLUSH_OPTION_HOST); break;
 	case ATTR_GPU_DIRECT_RDMA_WRITES_ORDERING: *v = env_int("FAKECUDA_RDMA_ORDERING", ORDERING_OWNER); break;
+	case ATTR_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: *v = 1; break;
+	case ATTR_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: *v = 1; break;
 	}
 	return CUDA_SUCCESS;
 }
@@ -353,7 +416,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) {
 	pthread_mutex_lock(&mu);
 	struct alloc *a = free_slot();
 	if (a != NULL) {
-		*a = (struct alloc){(CUdeviceptr)(uintptr_t)m, n, fd, NULL, 1};
+		*a = (struct alloc){(CUdeviceptr)(uintptr_t)m, n, fd, NULL, 1, 0};
 		pthread_mutex_unlock(&mu);
 		*p = (CUdeviceptr)(uintptr_t)m;
 		return CUDA_SUCCESS;
@@ -368,8 +431,9 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 	CHECK_CTX();
 	pthread_mutex_lock(&mu);
 	for (int i = 0; i < MAX_ALLOCS; i++) {
-		// VMM memory is not cuMemFree's: cuMemUnmap and cuMemRelease it.
-		if (allocs[i].size != 0 && allocs[i].handle == NULL && allocs[i].base == p) {
+		// VMM memory is not cuMemFree's: cuMemUnmap and cuMemRelease it;
+		// nor is an opened IPC handle's: cuIpcCloseMemHandle it.
+		if (allocs[i].size != 0 && allocs[i].handle == NULL && !allocs[i].ipc && allocs[i].base == p) {
 			sync_device(0);
 			struct alloc a = allocs[i];
 			allocs[i].size = 0;
@@ -579,18 +643,20 @@ CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAl
 	}
 	v->magic = 0x7e77;
 	v->size = size;
+	v->refs = 1;
+	v->handle_types = prop->requestedHandleTypes;
 	*h = (CUmemGenericAllocationHandle)(uintptr_t)v;
 	return CUDA_SUCCESS;
 }
 
 static struct vmm *vmm_of(CUmemGenericAllocationHandle h) {
 	struct vmm *v = (struct vmm *)(uintptr_t)h;
-	return v != NULL && v->magic == 0x7e77 && !v->released ? v : NULL;
+	return v != NULL && v->magic == 0x7e77 && v->refs > 0 ? v : NULL;
 }
 
 // vmm_put frees a released handle once nothing maps it; mu held.
 static void vmm_put(struct vmm *v) {
-	if (v->released && v->maps == 0) {
+	if (v->refs == 0 && v->maps == 0) {
 		close(v->fd);
 		v->magic = 0;
 		free(v);
@@ -602,7 +668,7 @@ CUresult cuMemRelease(CUmemGenericAllocationHandle h) {
 	pthread_mutex_lock(&mu);
 	struct vmm *v = vmm_of(h);
 	if (v != NULL) {
-		v->released = 1; // the memory lives on while mapped
+		v->refs--; // the memory lives on while mapped
 		vmm_put(v);
 	}
 	pthread_mutex_unlock(&mu);
@@ -681,7 +747,7 @@ CUresult cuMemMap(CUdeviceptr p, size_t size, size_t offset, CUmemGenericAllocat
 	} else if (a == NULL || mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_SHARED | MAP_FIXED, v->fd, (off_t)offset) == MAP_FAILED) {
 		r = CUDA_ERROR_OUT_OF_MEMORY;
 	} else {
-		*a = (struct alloc){p, size, -1, v, 0}; // no access until cuMemSetAccess
+		*a = (struct alloc){p, size, -1, v, 0, 0}; // no access until cuMemSetAccess
 		v->maps++;
 	}
 	pthread_mutex_unlock(&mu);
@@ -750,4 +816,183 @@ CUresult cuMemUnmap(CUdeviceptr p, size_t size) {
 	mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	pthread_mutex_unlock(&mu);
 	return CUDA_SUCCESS;
+}
+
+// ---- Sharing memory between processes ----
+
+CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdeviceptr p) {
+	CHECK_CTX();
+	pthread_mutex_lock(&mu);
+	CUresult r = CUDA_ERROR_NOT_FOUND;
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		struct alloc *a = &allocs[i];
+		if (a->size != 0 && p >= a->base && p - a->base < a->size) {
+			if (base != NULL) *base = a->base;
+			if (size != NULL) *size = a->size;
+			r = CUDA_SUCCESS;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return r;
+}
+
+CUresult cuPointerGetAttribute(void *data, int attr, CUdeviceptr p) {
+	enum { RANGE_START_ADDR = 11, RANGE_SIZE = 12 };
+	if (data == NULL) return CUDA_ERROR_INVALID_VALUE;
+	if (attr != RANGE_START_ADDR && attr != RANGE_SIZE) return CUDA_ERROR_NOT_SUPPORTED;
+	CUdeviceptr base;
+	size_t size;
+	CUresult r = cuMemGetAddressRange_v2(&base, &size, p);
+	if (r == CUDA_ERROR_NOT_FOUND) return CUDA_ERROR_INVALID_VALUE; // not device memory
+	if (r != CUDA_SUCCESS) return r;
+	if (attr == RANGE_START_ADDR) {
+		*(CUdeviceptr *)data = base;
+	} else {
+		*(size_t *)data = size;
+	}
+	return CUDA_SUCCESS;
+}
+
+static const char ipc_magic[8] = {'B', 'X', 'F', 'A', 'K', 'I', 'P', 'C'};
+
+CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p) {
+	CHECK_CTX();
+	if (h == NULL) return CUDA_ERROR_INVALID_VALUE;
+	struct ipc_handle ih = {0};
+	struct stat st;
+	pthread_mutex_lock(&mu);
+	struct alloc *a = NULL;
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		// cuMemAlloc memory of this process, by its base address.
+		if (allocs[i].size != 0 && allocs[i].handle == NULL && !allocs[i].ipc && allocs[i].base == p) a = &allocs[i];
+	}
+	if (a == NULL || fstat(a->fd, &st) != 0) {
+		pthread_mutex_unlock(&mu);
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	memcpy(ih.magic, ipc_magic, sizeof ih.magic);
+	ih.pid = (int32_t)getpid();
+	ih.fd = a->fd;
+	ih.ino = (uint64_t)st.st_ino;
+	ih.size = a->size;
+	pthread_mutex_unlock(&mu);
+	memset(h, 0, sizeof *h);
+	memcpy(h->reserved, &ih, sizeof ih);
+	return CUDA_SUCCESS;
+}
+
+CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *p, CUipcMemHandle h, unsigned int flags) {
+	CHECK_CTX();
+	if (p == NULL || flags != IPC_MEM_LAZY_ENABLE_PEER_ACCESS) return CUDA_ERROR_INVALID_VALUE;
+	struct ipc_handle ih;
+	memcpy(&ih, h.reserved, sizeof ih);
+	if (memcmp(ih.magic, ipc_magic, sizeof ih.magic) != 0 || ih.size == 0) return CUDA_ERROR_INVALID_VALUE;
+	if (ih.pid == (int32_t)getpid()) return CUDA_ERROR_INVALID_CONTEXT; // as the driver: not in the exporting process
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)ih.pid, (int)ih.fd);
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) return CUDA_ERROR_INVALID_VALUE; // freed, or its owner exited
+	struct stat st;
+	char link[64] = {0};
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	if (fstat(fd, &st) != 0 || (uint64_t)st.st_ino != ih.ino || (uint64_t)st.st_size != ih.size ||
+	    readlink(path, link, sizeof link - 1) < 0 || strncmp(link, "/memfd:fakecuda (deleted)", sizeof link) != 0) {
+		close(fd); // the fd number now names another file: the memory was freed
+		return CUDA_ERROR_INVALID_VALUE;
+	}
+	void *m = mmap(NULL, ih.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED) {
+		close(fd);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	pthread_mutex_lock(&mu);
+	struct alloc *a = free_slot();
+	if (a != NULL) *a = (struct alloc){(CUdeviceptr)(uintptr_t)m, ih.size, fd, NULL, 1, 1};
+	pthread_mutex_unlock(&mu);
+	if (a == NULL) {
+		munmap(m, ih.size);
+		close(fd);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	*p = (CUdeviceptr)(uintptr_t)m;
+	return CUDA_SUCCESS;
+}
+
+CUresult cuIpcCloseMemHandle(CUdeviceptr p) {
+	CHECK_CTX();
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		if (allocs[i].size != 0 && allocs[i].ipc && allocs[i].base == p) {
+			sync_device(0);
+			struct alloc a = allocs[i];
+			allocs[i].size = 0;
+			pthread_mutex_unlock(&mu);
+			munmap((void *)(uintptr_t)a.base, a.size);
+			close(a.fd);
+			return CUDA_SUCCESS;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return CUDA_ERROR_INVALID_VALUE;
+}
+
+CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandle h, int type, unsigned long long flags) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (out == NULL || flags != 0 || type != MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_INVALID_VALUE;
+	pthread_mutex_lock(&mu);
+	struct vmm *v = vmm_of(h);
+	int fd = -1;
+	if (v != NULL && (v->handle_types & MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)) fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&mu);
+	if (v == NULL) return CUDA_ERROR_INVALID_VALUE;
+	if (fd < 0) return CUDA_ERROR_INVALID_VALUE; // not created shareable as a POSIX fd
+	*(int *)out = fd;
+	return CUDA_SUCCESS;
+}
+
+#ifndef FAKECUDA_NO_VMM_IMPORT
+CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os_handle, int type) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (h == NULL || type != MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) return CUDA_ERROR_INVALID_VALUE;
+	int fd = (int)(intptr_t)os_handle;
+	char path[64], link[64] = {0};
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	struct stat st;
+	if (fstat(fd, &st) != 0 || readlink(path, link, sizeof link - 1) < 0 || strcmp(link, "/memfd:fakecuda-vmm (deleted)") != 0 ||
+	    st.st_size <= 0 || (size_t)st.st_size % GRANULARITY != 0) {
+		return CUDA_ERROR_INVALID_VALUE; // not an exported allocation
+	}
+	struct vmm *v = calloc(1, sizeof *v);
+	if (v == NULL) return CUDA_ERROR_OUT_OF_MEMORY;
+	v->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (v->fd < 0) {
+		free(v);
+		return CUDA_ERROR_OUT_OF_MEMORY;
+	}
+	v->magic = 0x7e77;
+	v->size = (size_t)st.st_size;
+	v->refs = 1;
+	v->handle_types = MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+	*h = (CUmemGenericAllocationHandle)(uintptr_t)v;
+	return CUDA_SUCCESS;
+}
+#endif
+
+CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *h, void *addr) {
+	if (!initialized) return CUDA_ERROR_NOT_INITIALIZED;
+	if (h == NULL) return CUDA_ERROR_INVALID_VALUE;
+	CUdeviceptr p = (CUdeviceptr)(uintptr_t)addr;
+	pthread_mutex_lock(&mu);
+	for (int i = 0; i < MAX_ALLOCS; i++) {
+		struct alloc *a = &allocs[i];
+		if (a->size != 0 && a->handle != NULL && p >= a->base && p - a->base < a->size) {
+			a->handle->refs++;
+			*h = (CUmemGenericAllocationHandle)(uintptr_t)a->handle;
+			pthread_mutex_unlock(&mu);
+			return CUDA_SUCCESS;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	return CUDA_ERROR_INVALID_VALUE;
 }

@@ -13,6 +13,9 @@
 // only in ranges aligned to the allocation granularity (2 MiB), not to the
 // page, so a tensor's sub-range must be widened to whole granules (and the
 // NIC bound at the offset within) before it can be exported.
+//
+// The IPC checks fork: a handle opens only in a process other than its
+// owner's (the child), and the child's writes must be the owner's bytes.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -51,7 +55,11 @@ typedef struct {
 	int flags;
 } CUmemAccessDesc;
 
-enum { OK = 0, INVALID_VALUE = 1, NOT_SUPPORTED = 801 };
+typedef struct {
+	char reserved[64];
+} CUipcMemHandle;
+
+enum { OK = 0, INVALID_VALUE = 1, INVALID_CONTEXT = 201, NOT_FOUND = 500, NOT_SUPPORTED = 801 };
 
 static void *lib;
 static int failures;
@@ -87,6 +95,14 @@ DECL(CUresult, cuMemAddressFree, (CUdeviceptr, size_t));
 DECL(CUresult, cuMemMap, (CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long));
 DECL(CUresult, cuMemUnmap, (CUdeviceptr, size_t));
 DECL(CUresult, cuMemSetAccess, (CUdeviceptr, size_t, const CUmemAccessDesc *, size_t));
+DECL(CUresult, cuMemGetAddressRange, (CUdeviceptr *, size_t *, CUdeviceptr));
+DECL(CUresult, cuIpcGetMemHandle, (CUipcMemHandle *, CUdeviceptr));
+DECL(CUresult, cuPointerGetAttribute, (void *, int, CUdeviceptr));
+DECL(CUresult, cuIpcOpenMemHandle, (CUdeviceptr *, CUipcMemHandle, unsigned int));
+DECL(CUresult, cuIpcCloseMemHandle, (CUdeviceptr));
+DECL(CUresult, cuMemExportToShareableHandle, (void *, CUmemGenericAllocationHandle, int, unsigned long long));
+DECL(CUresult, cuMemImportFromShareableHandle, (CUmemGenericAllocationHandle *, void *, int));
+DECL(CUresult, cuMemRetainAllocationHandle, (CUmemGenericAllocationHandle *, void *));
 
 #define LOAD(name, symbol) *(void **)(&name) = sym(symbol)
 
@@ -219,6 +235,176 @@ static void checkVMM(void) {
 	expect("cuMemAddressFree", cuMemAddressFree(va, 2 * g), OK);
 }
 
+// child runs fn in a forked process (which has the same context current)
+// and returns its exit status: the number of failed checks, printed by the
+// child itself.
+static int child(int (*fn)(CUipcMemHandle, int, int), CUipcMemHandle h, int rfd, int wfd) {
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int n = fn(h, rfd, wfd);
+		fflush(stdout);
+		_exit(n);
+	}
+	int status = 0;
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return 1;
+	return WEXITSTATUS(status);
+}
+
+// ipcWriter opens the handle in another process, checks the range it gets
+// and writes "written by the importer" at offset 100.
+static int ipcWriter(CUipcMemHandle h, int rfd, int wfd) {
+	(void)rfd, (void)wfd;
+	CUdeviceptr p;
+	expect("open an IPC handle without LAZY_ENABLE_PEER_ACCESS", cuIpcOpenMemHandle(&p, h, 0), INVALID_VALUE);
+	expect("open an IPC handle in another process", cuIpcOpenMemHandle(&p, h, 1), OK);
+	CUdeviceptr base = 0;
+	size_t size = 0;
+	expect("address range of the opened memory", cuMemGetAddressRange(&base, &size, p + 5000), OK);
+	check("the opened memory is the whole allocation", base == p && size == 3 * 4096, "other range");
+	expect("copy into the opened memory", cuMemcpyHtoD(p + 100, "written by the importer", 24), OK);
+	expect("copy past the opened memory", cuMemcpyHtoD(p + 3 * 4096 - 10, "0123456789abcdef", 16), INVALID_VALUE);
+	expect("cuMemFree of opened memory", cuMemFree(p), INVALID_VALUE);
+	expect("close the IPC handle", cuIpcCloseMemHandle(p), OK);
+	expect("close it twice", cuIpcCloseMemHandle(p), INVALID_VALUE);
+	return failures;
+}
+
+// ipcHolder opens the handle, tells the owner (wfd), waits for it to free
+// the memory (rfd), and reads the bytes: memory open in an importer
+// outlives the owner's cuMemFree.
+static int ipcHolder(CUipcMemHandle h, int rfd, int wfd) {
+	CUdeviceptr p;
+	expect("open before the owner frees", cuIpcOpenMemHandle(&p, h, 1), OK);
+	char c = 1;
+	if (write(wfd, &c, 1) != 1 || read(rfd, &c, 1) != 1) return failures + 1;
+	char got[24] = {0};
+	expect("read opened memory after the owner freed it", cuMemcpyDtoH(got, p + 100, sizeof got), OK);
+	check("opened memory keeps its bytes after the owner frees it", strcmp(got, "written by the importer") == 0, "bytes differ");
+	expect("close after the owner freed", cuIpcCloseMemHandle(p), OK);
+	return failures;
+}
+
+// ipcOpenFails: a handle of freed memory does not open.
+static int ipcOpenFails(CUipcMemHandle h, int rfd, int wfd) {
+	(void)rfd, (void)wfd;
+	CUdeviceptr p;
+	expect("open a handle of freed memory", cuIpcOpenMemHandle(&p, h, 1), INVALID_VALUE);
+	return failures;
+}
+
+// checkIPC: cuMemAlloc memory opens in another process by its 64-byte
+// handle, and the importer's writes are the owner's bytes.
+static void checkIPC(void) {
+	CUdeviceptr p;
+	expect("alloc for IPC", cuMemAlloc(&p, 3 * 4096), OK);
+	CUipcMemHandle h;
+	expect("IPC handle of a cuMemAlloc base", cuIpcGetMemHandle(&h, p), OK);
+	CUipcMemHandle inner;
+	expect("IPC handle of an interior pointer (stand-in: refused)", cuIpcGetMemHandle(&inner, p + 4096), INVALID_VALUE);
+	CUdeviceptr q;
+	expect("open an IPC handle in its owner's process", cuIpcOpenMemHandle(&q, h, 1), INVALID_CONTEXT);
+	CUdeviceptr base = 0;
+	size_t size = 0;
+	expect("address range of an interior pointer", cuMemGetAddressRange(&base, &size, p + 4097), OK);
+	check("address range is the allocation", base == p && size == 3 * 4096, "other range");
+	expect("address range outside any allocation", cuMemGetAddressRange(&base, &size, 8), NOT_FOUND);
+	CUdeviceptr start = 0;
+	size_t rsize = 0;
+	expect("range start attribute", cuPointerGetAttribute(&start, 11 /* RANGE_START_ADDR */, p + 4097), OK);
+	expect("range size attribute", cuPointerGetAttribute(&rsize, 12 /* RANGE_SIZE */, p + 4097), OK);
+	check("range attributes are the allocation", start == p && rsize == 3 * 4096, "other range");
+	expect("range attribute of host memory", cuPointerGetAttribute(&start, 11, (CUdeviceptr)(uintptr_t)&start), INVALID_VALUE);
+
+	int failed = child(ipcWriter, h, -1, -1);
+	check("importer checks", failed == 0, "the importing process failed checks");
+	char got[24] = {0};
+	cuMemcpyDtoH(got, p + 100, sizeof got);
+	check("the importer's bytes are the owner's", strcmp(got, "written by the importer") == 0, "bytes differ");
+
+	int toChild[2], toParent[2];
+	if (pipe(toChild) != 0 || pipe(toParent) != 0) {
+		check("pipe", 0, strerror(errno));
+		return;
+	}
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		_exit(ipcHolder(h, toChild[0], toParent[1]));
+	}
+	char c;
+	check("holder opened", read(toParent[0], &c, 1) == 1, "no word from the holder");
+	expect("owner frees memory open elsewhere", cuMemFree(p), OK);
+	check("tell the holder", write(toChild[1], &c, 1) == 1, "write");
+	int status = 1;
+	waitpid(pid, &status, 0);
+	check("holder checks", WIFEXITED(status) && WEXITSTATUS(status) == 0, "the holding process failed checks");
+	close(toChild[0]), close(toChild[1]), close(toParent[0]), close(toParent[1]);
+
+	failed = child(ipcOpenFails, h, -1, -1);
+	check("freed-handle checks", failed == 0, "a handle of freed memory opened");
+}
+
+// checkVMMShare: VMM memory is shared as a POSIX fd only when created
+// with that handle type, and an imported handle maps the same bytes.
+static void checkVMMShare(void) {
+	size_t g = 2 << 20;
+	CUmemAllocationProp prop = {.type = 1, .location = {1, 0}};
+	CUmemGenericAllocationHandle plain, h, imported, retained;
+	expect("cuMemCreate without a shareable type", cuMemCreate(&plain, g, &prop, 0), OK);
+	int fd = -1;
+	expect("export memory not created shareable", cuMemExportToShareableHandle(&fd, plain, 1, 0), INVALID_VALUE);
+	CUipcMemHandle ih;
+	CUdeviceptr va;
+	cuMemAddressReserve(&va, g, 0, 0, 0);
+	cuMemMap(va, g, 0, plain, 0);
+	CUmemAccessDesc access = {.location = {1, 0}, .flags = 3};
+	cuMemSetAccess(va, g, &access, 1);
+	expect("IPC handle of VMM memory", cuIpcGetMemHandle(&ih, va), INVALID_VALUE);
+	expect("retain the handle of mapped memory", cuMemRetainAllocationHandle(&retained, (void *)(uintptr_t)(va + 4096)), OK);
+	check("retained handle is the created one", retained == plain, "other handle");
+	expect("release the retained handle", cuMemRelease(retained), OK);
+	cuMemUnmap(va, g);
+	cuMemRelease(plain);
+	cuMemAddressFree(va, g);
+
+	prop.requestedHandleTypes = 1; // CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
+	expect("cuMemCreate shareable as a POSIX fd", cuMemCreate(&h, 2 * g, &prop, 0), OK);
+	expect("export as a POSIX fd", cuMemExportToShareableHandle(&fd, h, 1, 0), OK);
+	expect("export as another type", cuMemExportToShareableHandle(&fd, h, 2, 0), INVALID_VALUE);
+	expect("import the fd", cuMemImportFromShareableHandle(&imported, (void *)(uintptr_t)fd, 1), OK);
+	close(fd);
+	int memfd = memfd_create("not-cuda", MFD_CLOEXEC);
+	if (memfd >= 0 && ftruncate(memfd, (off_t)g) == 0) {
+		CUmemGenericAllocationHandle bad;
+		expect("import an fd no driver exported", cuMemImportFromShareableHandle(&bad, (void *)(uintptr_t)memfd, 1), INVALID_VALUE);
+	}
+	if (memfd >= 0) close(memfd);
+	CUdeviceptr a, b;
+	cuMemAddressReserve(&a, 2 * g, 0, 0, 0);
+	cuMemAddressReserve(&b, 2 * g, 0, 0, 0);
+	expect("map the created handle", cuMemMap(a, 2 * g, 0, h, 0), OK);
+	expect("map the imported handle", cuMemMap(b, 2 * g, 0, imported, 0), OK);
+	cuMemSetAccess(a, 2 * g, &access, 1);
+	cuMemSetAccess(b, 2 * g, &access, 1);
+	expect("release the imported handle while mapped", cuMemRelease(imported), OK);
+	expect("write through the imported mapping", cuMemcpyHtoD(b + g + 7, "shared vmm", 11), OK);
+	char got[11] = {0};
+	cuMemcpyDtoH(got, a + g + 7, sizeof got);
+	check("the imported mapping is the same memory", strcmp(got, "shared vmm") == 0, "bytes differ");
+	CUdeviceptr base = 0;
+	size_t size = 0;
+	expect("address range in a VMM mapping", cuMemGetAddressRange(&base, &size, b + g), OK);
+	check("address range is the mapping", base == b && size == 2 * g, "other range");
+	expect("unmap the imported handle", cuMemUnmap(b, 2 * g), OK);
+	cuMemAddressFree(b, 2 * g);
+	cuMemcpyDtoH(got, a + g + 7, sizeof got);
+	check("the owner's memory outlives the import", strcmp(got, "shared vmm") == 0, "bytes differ");
+	cuMemUnmap(a, 2 * g);
+	cuMemRelease(h);
+	cuMemAddressFree(a, 2 * g);
+}
+
 int main(int argc, char **argv) {
 	if (argc != 2) {
 		fprintf(stderr, "usage: fakecuda_check libfakecuda.so\n");
@@ -250,6 +436,14 @@ int main(int argc, char **argv) {
 	LOAD(cuMemMap, "cuMemMap");
 	LOAD(cuMemUnmap, "cuMemUnmap");
 	LOAD(cuMemSetAccess, "cuMemSetAccess");
+	LOAD(cuMemGetAddressRange, "cuMemGetAddressRange_v2");
+	LOAD(cuIpcGetMemHandle, "cuIpcGetMemHandle");
+	LOAD(cuPointerGetAttribute, "cuPointerGetAttribute");
+	LOAD(cuIpcOpenMemHandle, "cuIpcOpenMemHandle_v2");
+	LOAD(cuIpcCloseMemHandle, "cuIpcCloseMemHandle");
+	LOAD(cuMemExportToShareableHandle, "cuMemExportToShareableHandle");
+	LOAD(cuMemImportFromShareableHandle, "cuMemImportFromShareableHandle");
+	LOAD(cuMemRetainAllocationHandle, "cuMemRetainAllocationHandle");
 
 	CUcontext ctx;
 	if (cuInit(0) != OK || cuDevicePrimaryCtxRetain(&ctx, 0) != OK || cuCtxSetCurrent(ctx) != OK) {
@@ -259,6 +453,8 @@ int main(int argc, char **argv) {
 	checkExport();
 	checkAsync();
 	checkVMM();
+	checkIPC();
+	checkVMMShare();
 	checkFlush(); // last: it clears the current context
 	return failures ? 1 : 0;
 }

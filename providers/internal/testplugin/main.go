@@ -12,11 +12,15 @@
 //   - TESTPLUGIN_GATHER_NOP=1: Gather returns at once without copying, as
 //     a device that only queues the copies would: what is left is the
 //     cost of carrying the descriptors (the ring checks them).
+//   - TESTPLUGIN_IMPORT_KINDS=<kind,...>: the import kinds Capabilities
+//     lists (default "fd,shm", what hostmem imports; listing one hostmem
+//     refuses makes the plugin's own refusal cross the boundary).
 package main
 
 import (
 	"context"
 	"os"
+	"strings"
 
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
@@ -31,11 +35,19 @@ type provider struct {
 	hold   string
 	why    string
 	nop    bool
+	kinds  []memory.ImportKind
 }
 
 func (p *provider) Name() string           { return p.name }
 func (p *provider) UnusableReason() string { return p.why }
 func (p *provider) Version() string        { return "test" }
+
+// Capabilities are hostmem's, with the configured import kinds.
+func (p *provider) Capabilities() memory.Capabilities {
+	c := p.Provider.Capabilities()
+	c.ImportKinds = p.kinds
+	return c
+}
 
 // Alloc exports the hostmem buffer's memfd as its "dmabuf" fd when asked
 // for one, so the host receives an fd per buffer.
@@ -74,6 +86,14 @@ func main() {
 	if name == "" {
 		name = "testplugin"
 	}
+	kinds := os.Getenv("TESTPLUGIN_IMPORT_KINDS")
+	if kinds == "" {
+		kinds = string(memory.ImportFD) + "," + string(memory.ImportShm)
+	}
+	var importKinds []memory.ImportKind
+	for _, k := range strings.Split(kinds, ",") {
+		importKinds = append(importKinds, memory.ImportKind(k))
+	}
 	providers.Serve(&provider{
 		Provider: hostmem.New(),
 		name:     name,
@@ -81,5 +101,6 @@ func main() {
 		hold:     os.Getenv("TESTPLUGIN_HOLD_GATHER"),
 		why:      os.Getenv("TESTPLUGIN_UNUSABLE"),
 		nop:      os.Getenv("TESTPLUGIN_GATHER_NOP") == "1",
+		kinds:    importKinds,
 	}, nil)
 }
