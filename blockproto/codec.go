@@ -54,7 +54,7 @@ func sizeHint(m Msg) int {
 	switch m := m.(type) {
 	case *Welcome:
 		if m != nil {
-			return 1 + MACLen + 2 + len(m.Tokens)*TokenLen
+			return 1 + MACLen + 2 + len(m.Tokens)*TokenLen + 8
 		}
 	case *ListVolumes:
 		if m != nil {
@@ -118,6 +118,9 @@ func appendBody(dst []byte, m Msg) ([]byte, error) {
 		for i := range m.Tokens {
 			dst = append(dst, m.Tokens[i][:]...)
 		}
+		if m.SmallRead != 0 {
+			dst = be.AppendUint64(dst, m.SmallRead)
+		}
 	case *DataAttached:
 		dst = append(dst, byte(TypeDataAttached))
 		dst = be.AppendUint16(dst, m.Index)
@@ -152,8 +155,11 @@ func appendBody(dst []byte, m Msg) ([]byte, error) {
 			ns = m.Deadline.UnixNano()
 		}
 		dst = be.AppendUint64(dst, uint64(ns))
-		if m.Generation != 0 {
+		if m.Generation != 0 || m.Flags != 0 {
 			dst = be.AppendUint64(dst, m.Generation)
+		}
+		if m.Flags != 0 {
+			dst = append(dst, byte(m.Flags))
 		}
 	case *Extent:
 		dst = append(dst, byte(TypeExtent))
@@ -292,6 +298,11 @@ func Unmarshal(body []byte) (Msg, error) {
 				}
 			}
 		}
+		if d.Err() == nil && d.Len() > 0 {
+			if x.SmallRead = d.U64("Welcome.SmallRead"); d.Err() == nil && x.SmallRead == 0 {
+				return nil, malformed("Welcome.SmallRead is 0: leave it out instead")
+			}
+		}
 		m = x
 	case TypeDataAttached:
 		m = &DataAttached{Index: d.U16("DataAttached.Index")}
@@ -341,7 +352,12 @@ func Unmarshal(body []byte) (Msg, error) {
 			}
 		}
 		if d.Err() == nil && d.Len() > 0 {
-			if x.Generation = d.U64("Read.Generation"); d.Err() == nil && x.Generation == 0 {
+			x.Generation = d.U64("Read.Generation")
+			if d.Err() == nil && d.Len() > 0 {
+				if x.Flags = ReadFlags(d.U8("Read.Flags")); d.Err() == nil && x.Flags == 0 {
+					return nil, malformed("Read.Flags is 0: leave it out instead")
+				}
+			} else if d.Err() == nil && x.Generation == 0 {
 				return nil, malformed("Read.Generation is 0: leave it out instead")
 			}
 		}

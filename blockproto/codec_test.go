@@ -66,6 +66,7 @@ func samples() []sample {
 		{"Auth", &Auth{MAC: [MACLen]byte(fill(MACLen, 9))}},
 		{"Welcome/one-token", &Welcome{MAC: [MACLen]byte(fill(MACLen, 11)), Tokens: tokens(1)}},
 		{"Welcome/max-tokens", &Welcome{MAC: [MACLen]byte(fill(MACLen, 12)), Tokens: tokens(MaxDataConns)}},
+		{"Welcome/small-read", &Welcome{MAC: [MACLen]byte(fill(MACLen, 13)), Tokens: tokens(2), SmallRead: 64 << 10}},
 		{"DataAttached/0", &DataAttached{Index: 0}},
 		{"DataAttached/max", &DataAttached{Index: MaxDataConns - 1}},
 		{"ListVolumes", &ListVolumes{}},
@@ -92,6 +93,8 @@ func samples() []sample {
 		{"Read/max", &Read{ID: math.MaxUint64, Volume: strings.Repeat("v", MaxName), Offset: math.MaxUint64 - MaxReadLen, Length: MaxReadLen, Deadline: time.Unix(0, math.MaxInt64).UTC()}},
 		{"Read/earliest-deadline", &Read{ID: 2, Volume: "v", Length: 1, Deadline: time.Unix(0, 1).UTC()}},
 		{"Read/generation", &Read{ID: 3, Volume: "v", Length: 1, Generation: 42}},
+		{"Read/plain", &Read{ID: 3, Volume: "v", Length: 1, Flags: ReadPlain}},
+		{"Read/generation-plain", &Read{ID: 3, Volume: "v", Length: 1, Generation: 42, Flags: ReadPlain}},
 		{"Extent", &Extent{ID: 77, DataConn: 3, StreamOffset: 1 << 33, VolumeOffset: 4096, Length: 1 << 20, CRC32C: 0xe3069283}},
 		{"Extent/min", &Extent{ID: 1, DataConn: 0, Length: 1}},
 		{"Extent/max", &Extent{ID: math.MaxUint64, DataConn: MaxDataConns - 1, StreamOffset: math.MaxUint64 - MaxExtentLen, VolumeOffset: math.MaxUint64 - MaxExtentLen, Length: MaxExtentLen, CRC32C: math.MaxUint32}},
@@ -241,12 +244,16 @@ func TestGolden(t *testing.T) {
 			"0b" + "0102030405060708" + "0003" + "0000000000000010" + "0000000000002000" + "00100000" + "aabbccdd"},
 		{&Read{ID: 9, Volume: "vol", Offset: 4096, Length: 8192, Deadline: time.Unix(0, 1_700_000_000_000_000_000)},
 			"0a" + "0000000000000009" + "0003" + "766f6c" + "0000000000001000" + "0000000000002000" + "17979cfe362a0000"},
+		{&Read{ID: 9, Volume: "vol", Offset: 4096, Length: 8192, Flags: ReadPlain},
+			"0a" + "0000000000000009" + "0003" + "766f6c" + "0000000000001000" + "0000000000002000" + "0000000000000000" + "0000000000000000" + "01"},
 		{&Read{ID: 9, Volume: "vol", Offset: 4096, Length: 8192},
 			"0a" + "0000000000000009" + "0003" + "766f6c" + "0000000000001000" + "0000000000002000" + "0000000000000000"},
 		{&Error{ID: 0, Code: CodeAuth, Message: "bad key"},
 			"0d" + "0000000000000000" + "0003" + "0007" + "626164206b6579"},
 		{&Welcome{MAC: [MACLen]byte{31: 0xff}, Tokens: [][TokenLen]byte{{0: 1}, {15: 2}}},
 			"04" + strings.Repeat("00", 31) + "ff" + "0002" + "01" + strings.Repeat("00", 15) + strings.Repeat("00", 15) + "02"},
+		{&Welcome{MAC: [MACLen]byte{31: 0xff}, Tokens: [][TokenLen]byte{{0: 1}}, SmallRead: 0x10000},
+			"04" + strings.Repeat("00", 31) + "ff" + "0001" + "01" + strings.Repeat("00", 15) + "0000000000010000"},
 		{&VolumeList{Volumes: []VolumeStat{{Name: "a", Size: 5, ExtentSize: 4096, Generation: 1}}},
 			"07" + "0001" + "0001" + "61" + "0000000000000005" + "00001000" + "0000000000000001"},
 		{&Hello{Caps: CapTCP | CapDevmemRX, Client: "c"},
@@ -417,7 +424,8 @@ func TestUnknownTypeNamesNumber(t *testing.T) {
 }
 
 // withoutOptional returns the length of m's body without its optional last
-// field (ListVolumes.After, VolumeList.Next), and m without that field; or
+// field (ListVolumes.After, VolumeList.Next, Read.Generation,
+// Welcome.SmallRead), and m without that field; or
 // -1 and nil if m has none set.
 func withoutOptional(m Msg, body []byte) (int, Msg) {
 	switch m := m.(type) {
@@ -430,9 +438,23 @@ func withoutOptional(m Msg, body []byte) (int, Msg) {
 			return len(body) - 2 - len(m.Next), &VolumeList{Volumes: m.Volumes}
 		}
 	case *Read:
+		if m.Flags != 0 {
+			short := *m
+			short.Flags = 0
+			if short.Generation == 0 {
+				return len(body) - 9, &short
+			}
+			return len(body) - 1, &short
+		}
 		if m.Generation != 0 {
 			short := *m
 			short.Generation = 0
+			return len(body) - 8, &short
+		}
+	case *Welcome:
+		if m.SmallRead != 0 {
+			short := *m
+			short.SmallRead = 0
 			return len(body) - 8, &short
 		}
 	}
@@ -456,15 +478,19 @@ func TestUnmarshalTrailingAndTruncated(t *testing.T) {
 					t.Errorf("without its optional field: Unmarshal = %+v, %v; want %+v", m, err, shorter)
 				}
 			}
+			rd, _ := s.msg.(*Read)
 			for _, extra := range [][]byte{{0}, {0xff}, make([]byte, 100)} {
+				if rd != nil && rd.Generation != 0 && rd.Flags == 0 && len(extra) == 1 && extra[0] != 0 {
+					continue // a non-zero byte after Generation is Read.Flags
+				}
 				long := append(bytes.Clone(body), extra...)
 				if m, err := Unmarshal(long); !errors.Is(err, ErrMalformed) || m != nil {
 					t.Errorf("with %d trailing bytes: Unmarshal = %v, %v; want ErrMalformed", len(extra), m, err)
 				}
 			}
 			for _, cut := range cutPoints(len(body)) {
-				if cut == optCut {
-					continue
+				if cut == optCut || rd != nil && rd.Generation != 0 && rd.Flags != 0 && cut == len(body)-9 {
+					continue // also valid: without Generation and Flags
 				}
 				if m, err := Unmarshal(body[:cut]); !errors.Is(err, ErrMalformed) || m != nil {
 					t.Fatalf("cut at %d of %d: Unmarshal = %v, %v; want ErrMalformed", cut, len(body), m, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -71,6 +72,18 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte{byte(TypePutData), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{byte(TypePutVolume), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0x10, 0, 2})
 	f.Add([]byte{byte(TypeRead), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0})
+	// Read.Flags: after a zero Generation, after a set one, zero (malformed).
+	read := []byte{byte(TypeRead), 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 'v', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}
+	f.Add(append(slices.Clone(read), 0, 0, 0, 0, 0, 0, 0, 0, 1))
+	f.Add(append(slices.Clone(read), 0, 0, 0, 0, 0, 0, 0, 7, 0xff))
+	f.Add(append(slices.Clone(read), 0, 0, 0, 0, 0, 0, 0, 7, 0))
+	// Welcome.SmallRead: present, 0 (malformed), cut short.
+	welcome := append([]byte{byte(TypeWelcome)}, make([]byte, MACLen)...)
+	welcome = append(welcome, 0, 1)
+	welcome = append(welcome, make([]byte, TokenLen)...)
+	f.Add(append(slices.Clone(welcome), 0, 0, 0, 0, 0, 1, 0, 0))
+	f.Add(append(slices.Clone(welcome), 0, 0, 0, 0, 0, 0, 0, 0))
+	f.Add(append(slices.Clone(welcome), 0, 1))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := Unmarshal(body)
 		if err != nil {
@@ -146,6 +159,11 @@ func FuzzReadPreamble(f *testing.F) {
 	f.Add([]byte("BXC\x02\x00\x00\x00\x00"))
 	f.Add([]byte("BXD\x01\x00\x00\x00\x00short"))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	// The kind byte after the token (CapDataKinds): each kind, one no
+	// version defines, and none.
+	for _, k := range []byte{0, 1, 2, 3, 0xff} {
+		f.Add(append(slices.Clone(data.Bytes()), k))
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bytes.NewReader(in)
 		p, err := ReadPreamble(r)
@@ -174,6 +192,26 @@ func FuzzReadPreamble(f *testing.F) {
 		if p.Version != Version {
 			t.Fatalf("accepted version %d", p.Version)
 		}
+		if consumed := len(in) - r.Len(); !bytes.Equal(in[:consumed], out.Bytes()) {
+			t.Fatalf("consumed %q, re-encoded %q", in[:consumed], out.Bytes())
+		}
+		if p.Kind != KindData {
+			return
+		}
+		// What follows a data token when the session negotiated kinds.
+		rest := r.Len()
+		k, err := ReadDataKind(r)
+		if err != nil {
+			if !errors.Is(err, ErrBadPreamble) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("ReadDataKind error %v wraps no expected error", err)
+			}
+			return
+		}
+		if rest-r.Len() != 1 || k > MaxDataKind {
+			t.Fatalf("ReadDataKind read %d bytes, kind %v", rest-r.Len(), k)
+		}
+		out.Reset()
+		WriteDataPreambleKind(&out, p.Token, k)
 		if consumed := len(in) - r.Len(); !bytes.Equal(in[:consumed], out.Bytes()) {
 			t.Fatalf("consumed %q, re-encoded %q", in[:consumed], out.Bytes())
 		}

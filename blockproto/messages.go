@@ -98,7 +98,34 @@ const (
 	CapDevmemTX Caps = 1 << 2
 	// CapEmulated: devmem is provided by the software NIC, not hardware.
 	CapEmulated Caps = 1 << 3
+	// CapDataKinds: in Hello, the client declares each data connection's
+	// [DataKind] after its token, and takes Welcome.SmallRead; in
+	// Challenge, the server reads that byte. Both must offer it for the
+	// byte to be sent (docs/protocol.md 6.2).
+	CapDataKinds Caps = 1 << 4
 )
+
+// DataKind is how a client receives one data connection's payload, as it
+// declares after the connection's token when both peers offered
+// [CapDataKinds]. A server sends small reads on plain connections and the
+// others on devmem ones (docs/protocol.md 7.2).
+type DataKind uint8
+
+// Data connection kinds.
+const (
+	// DataPlain: received over plain TCP into host memory.
+	DataPlain DataKind = 0
+	// DataDevmem: steered to a devmem RX queue of a NIC.
+	DataDevmem DataKind = 1
+	// DataDevmemEmulated: steered to the software NIC's devmem queue.
+	DataDevmemEmulated DataKind = 2
+)
+
+// MaxDataKind is the highest DataKind; a larger byte is malformed.
+const MaxDataKind = DataDevmemEmulated
+
+// Devmem reports whether the connection is steered to a devmem queue.
+func (k DataKind) Devmem() bool { return k == DataDevmem || k == DataDevmemEmulated }
 
 // Msg is a control message. Every message type in this package implements it.
 type Msg interface {
@@ -132,6 +159,11 @@ type Auth struct {
 type Welcome struct {
 	MAC    [MACLen]byte // ServerProof(key, hello nonce, challenge nonce, session)
 	Tokens [][TokenLen]byte
+	// SmallRead, when not zero, is the read length below which the
+	// server sends a read on plain data connections rather than devmem
+	// ones. Optional: sent only to a client whose Hello offered
+	// CapDataKinds.
+	SmallRead uint64
 }
 
 // DataAttached tells the client that the data connection that presented
@@ -195,9 +227,23 @@ type Read struct {
 	// Generation, when not zero, is the volume generation the client
 	// expects: a server whose volume has another generation answers
 	// CodeReplaced and sends none of its bytes. Encoded only when not
-	// zero.
+	// zero, or when Flags is not zero (then 0 means none).
 	Generation uint64
+	// Flags are the client's hints for this read. Encoded only when not
+	// zero, after Generation; sent only to a server that offered
+	// CapDataKinds (an older server refuses the longer body).
+	Flags ReadFlags
 }
+
+// ReadFlags are a Read's hints. A server ignores bits it does not know.
+type ReadFlags uint8
+
+// Read hints.
+const (
+	// ReadPlain asks for the read's extents on plain data connections
+	// only, as for a destination that cannot take devmem.
+	ReadPlain ReadFlags = 1 << 0
+)
 
 // Extent announces payload that follows on a data connection (server ->
 // client). It is sent before the first of its bytes is written: the bytes are

@@ -99,3 +99,14 @@ func (k Kind) String() string {
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
+
+var dataKindNames = [...]string{DataPlain: "plain", DataDevmem: "devmem", DataDevmemEmulated: "devmem-emulated"}
+
+// String names the kind: "plain", "devmem", "devmem-emulated", or
+// "kind(N)" for a byte no version defines.
+func (k DataKind) String() string {
+	if int(k) < len(dataKindNames) {
+		return dataKindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}

@@ -41,6 +41,36 @@ func WriteDataPreamble(w io.Writer, token [TokenLen]byte) error {
 	return nil
 }
 
+// WriteDataPreambleKind writes the data-connection preamble and token
+// followed by the connection's kind, in one Write call: the attach of a
+// session whose Hello and Challenge both offered [CapDataKinds]
+// (docs/protocol.md 6.2).
+func WriteDataPreambleKind(w io.Writer, token [TokenLen]byte, kind DataKind) error {
+	var b [PreambleLen + TokenLen + 1]byte
+	putPreamble(b[:], magicData)
+	copy(b[PreambleLen:], token[:])
+	b[PreambleLen+TokenLen] = byte(kind)
+	if _, err := w.Write(b[:]); err != nil {
+		return fmt.Errorf("blockproto: write data preamble: %w", err)
+	}
+	return nil
+}
+
+// ReadDataKind reads the kind byte that follows a data connection's token
+// when its session negotiated [CapDataKinds], and no more. A byte above
+// [MaxDataKind] wraps [ErrBadPreamble]; an end of stream wraps
+// io.ErrUnexpectedEOF.
+func ReadDataKind(r io.Reader) (DataKind, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, fmt.Errorf("blockproto: read data connection kind: %w", unexpected(err))
+	}
+	if k := DataKind(b[0]); k > MaxDataKind {
+		return 0, fmt.Errorf("blockproto: data connection kind %d, want 0..%d: %w", b[0], MaxDataKind, ErrBadPreamble)
+	}
+	return DataKind(b[0]), nil
+}
+
 func putPreamble(b []byte, magic [3]byte) {
 	copy(b, magic[:])
 	b[3] = Version

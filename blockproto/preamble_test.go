@@ -2,8 +2,12 @@ package blockproto
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -92,5 +96,63 @@ func TestVersionErrorNamesBothVersions(t *testing.T) {
 	}
 	if errors.Is(err, ErrBadPreamble) {
 		t.Errorf("a version mismatch also matches ErrBadPreamble")
+	}
+}
+
+func TestDataKindAttach(t *testing.T) {
+	tok := [TokenLen]byte{0: 0xaa, 15: 0xbb}
+	for _, k := range []DataKind{DataPlain, DataDevmem, DataDevmemEmulated} {
+		var b bytes.Buffer
+		if err := WriteDataPreambleKind(&b, tok, k); err != nil {
+			t.Fatal(err)
+		}
+		want := "4258440100000000" + "aa" + strings.Repeat("00", 14) + "bb" + fmt.Sprintf("%02x", byte(k))
+		if got := hex.EncodeToString(b.Bytes()); got != want {
+			t.Fatalf("%v: wrote %s, want %s", k, got, want)
+		}
+		b.WriteString("payload")
+		p, err := ReadPreamble(&b)
+		if err != nil || p.Kind != KindData || p.Token != tok {
+			t.Fatalf("%v: ReadPreamble = %+v, %v", k, p, err)
+		}
+		got, err := ReadDataKind(&b)
+		if err != nil || got != k {
+			t.Fatalf("ReadDataKind = %v, %v; want %v", got, err, k)
+		}
+		if b.String() != "payload" {
+			t.Fatalf("ReadDataKind consumed past its byte: %q left", b.String())
+		}
+	}
+	if k, err := ReadDataKind(bytes.NewReader([]byte{3})); !errors.Is(err, ErrBadPreamble) {
+		t.Fatalf("kind 3: %v, %v; want ErrBadPreamble", k, err)
+	}
+	if _, err := ReadDataKind(bytes.NewReader(nil)); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("no kind byte: %v; want io.ErrUnexpectedEOF", err)
+	}
+	if DataPlain.Devmem() || !DataDevmem.Devmem() || !DataDevmemEmulated.Devmem() {
+		t.Fatal("Devmem() wrong")
+	}
+	if s := DataKind(9).String(); s != "kind(9)" {
+		t.Fatalf("DataKind(9) = %q", s)
+	}
+}
+
+func TestWelcomeSmallReadOptional(t *testing.T) {
+	base, err := Marshal(&Welcome{Tokens: [][TokenLen]byte{{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Unmarshal(base)
+	if err != nil || m.(*Welcome).SmallRead != 0 {
+		t.Fatalf("Welcome without SmallRead: %+v, %v", m, err)
+	}
+	for name, tail := range map[string][]byte{
+		"zero":      make([]byte, 8),
+		"truncated": {0, 0, 1},
+		"trailing":  {0, 0, 0, 0, 0, 1, 0, 0, 9},
+	} {
+		if m, err := Unmarshal(append(slices.Clone(base), tail...)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("Welcome with %s SmallRead: %+v, %v; want ErrMalformed", name, m, err)
+		}
 	}
 }

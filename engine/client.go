@@ -74,8 +74,20 @@ type Config struct {
 	// FallbackReason, when set, says why Transport is not the one the user
 	// asked for; it is copied onto every result (docs/architecture.md: a fallback is never silent).
 	FallbackReason string
-	// DataConns is how many data connections to open (default 4).
+	// DataConns is how many data connections to open with Transport
+	// (default 4).
 	DataConns int
+	// PlainTransport receives the plain data connections a session opens
+	// beside devmem ones (transport/tcp; choose.ClientPath.Plain). Nil:
+	// none are opened.
+	PlainTransport transport.RecvTransport
+	// PlainConns is how many plain data connections (PlainTransport) to
+	// open beside the DataConns ones when Transport is devmem (default 1;
+	// negative: none). Ignored when Transport is TCP. A server that
+	// chooses per read (docs/devmem.md) sends small reads on them.
+	PlainConns int
+	// Metrics, if set, counts the session's reads by path and reason.
+	Metrics *ClientMetrics
 	// Verify chooses how landed extents are checked against the CRC-32C
 	// the server announced (the zero value checks every extent it can).
 	Verify VerifyMode
@@ -118,6 +130,15 @@ func (c *Config) setDefaults() error {
 	if c.DataConns < 1 || c.DataConns > blockproto.MaxDataConns {
 		return fmt.Errorf("engine: config: data connections %d out of range 1..%d", c.DataConns, blockproto.MaxDataConns)
 	}
+	switch {
+	case c.PlainTransport == nil || dataKind(c.Transport.Name()) == blockproto.DataPlain || c.PlainConns < 0:
+		c.PlainConns = 0
+	case c.PlainConns == 0:
+		c.PlainConns = 1
+	}
+	if c.DataConns+c.PlainConns > blockproto.MaxDataConns {
+		return fmt.Errorf("engine: config: %d data connections and %d plain ones: more than %d", c.DataConns, c.PlainConns, blockproto.MaxDataConns)
+	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 10 * time.Second
 	}
@@ -133,8 +154,9 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Session is an authenticated connection to one blockd: a control connection
-// and Config.DataConns data connections. It is safe for concurrent use.
+// Session is an authenticated connection to one blockd: a control connection,
+// Config.DataConns data connections and, beside devmem ones,
+// Config.PlainConns plain ones. It is safe for concurrent use.
 type Session struct {
 	cfg        Config
 	addr       string
@@ -143,6 +165,13 @@ type Session struct {
 	server     string
 	serverSend string // the server's send transport, from its Challenge
 	data       []*dataConn
+	// kinds: the server reads each data connection's kind and chooses
+	// per read (both offered CapDataKinds); smallRead is its threshold
+	// (Welcome.SmallRead, 0 if none).
+	kinds     bool
+	smallRead uint64
+	// hasPlain, hasDevmem: the session has data connections of that kind.
+	hasPlain, hasDevmem bool
 	// checkExtents: landed extents are checked against their CRC-32C
 	// (from cfg.Verify, the transport and the provider's capabilities).
 	checkExtents bool
@@ -224,7 +253,8 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		go s.runData(dc)
 	}
 	cfg.Logger.Info("session open", "server", addr, "server_name", s.server,
-		"data_conns", len(s.data), "transport", cfg.Transport.Name())
+		"data_conns", len(s.data), "plain_conns", len(s.data)-cfg.DataConns, "transport", cfg.Transport.Name(),
+		"per_read_path", s.kinds)
 	return s, nil
 }
 
@@ -233,7 +263,7 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 	if err := blockproto.WriteControlPreamble(s.ctl); err != nil {
 		return nil, err
 	}
-	hello := &blockproto.Hello{Caps: blockproto.CapTCP, Client: s.cfg.Name}
+	hello := &blockproto.Hello{Caps: blockproto.CapTCP | blockproto.CapDataKinds, Client: s.cfg.Name}
 	var err error
 	if hello.Nonce, err = blockproto.NewNonce(); err != nil {
 		return nil, err
@@ -251,6 +281,7 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 	}
 	s.server = ch.Server
 	s.serverSend = capsTransport(ch.Caps)
+	s.kinds = ch.Caps&blockproto.CapDataKinds != 0
 	proof := blockproto.ClientProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)
 	if err := s.proto.WriteMsg(&blockproto.Auth{MAC: proof}); err != nil {
 		return nil, err
@@ -273,20 +304,39 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 	if len(w.Tokens) < s.cfg.DataConns {
 		return nil, fmt.Errorf("server granted %d data connections, %d asked", len(w.Tokens), s.cfg.DataConns)
 	}
-	return w.Tokens[:s.cfg.DataConns], nil
+	s.smallRead = w.SmallRead
+	n := min(len(w.Tokens), s.cfg.DataConns+s.cfg.PlainConns)
+	if n < s.cfg.DataConns+s.cfg.PlainConns {
+		s.cfg.Logger.Info("server granted fewer data connections than asked: fewer plain ones",
+			"server", s.addr, "granted", len(w.Tokens), "plain", n-s.cfg.DataConns)
+	}
+	return w.Tokens[:n], nil
 }
 
 // attach opens one data connection per token and waits for the server to
-// confirm each on the control connection.
+// confirm each on the control connection. The first Config.DataConns
+// receive with Config.Transport, the rest with Config.PlainTransport; each
+// declares its kind when the server reads kinds.
 func (s *Session) attach(ctx context.Context, d *net.Dialer, tokens [][blockproto.TokenLen]byte) error {
 	for i, tok := range tokens {
 		c, err := d.DialContext(ctx, "tcp", s.addr)
 		if err != nil {
 			return fmt.Errorf("data connection %d: %w", i, err)
 		}
-		dc := &dataConn{index: i, conn: c, jobs: make(chan job, jobQueue)}
+		t := s.cfg.Transport
+		if i >= s.cfg.DataConns {
+			t = s.cfg.PlainTransport
+		}
+		dc := &dataConn{index: i, conn: c, jobs: make(chan job, jobQueue), transport: t, kind: dataKind(t.Name())}
 		s.data = append(s.data, dc)
-		if err := blockproto.WriteDataPreamble(c, tok); err != nil {
+		s.hasPlain = s.hasPlain || !dc.kind.Devmem()
+		s.hasDevmem = s.hasDevmem || dc.kind.Devmem()
+		if s.kinds {
+			err = blockproto.WriteDataPreambleKind(c, tok, dc.kind)
+		} else {
+			err = blockproto.WriteDataPreamble(c, tok)
+		}
+		if err != nil {
 			return fmt.Errorf("data connection %d: %w", i, err)
 		}
 	}
@@ -307,9 +357,9 @@ func (s *Session) attach(ctx context.Context, d *net.Dialer, tokens [][blockprot
 		n++
 	}
 	for _, dc := range s.data {
-		r, err := s.cfg.Transport.NewReceiver(dc.conn, s.cfg.Provider)
+		r, err := dc.transport.NewReceiver(dc.conn, s.cfg.Provider)
 		if err != nil {
-			return fmt.Errorf("data connection %d: %s receiver: %w", dc.index, s.cfg.Transport.Name(), err)
+			return fmt.Errorf("data connection %d: %s receiver: %w", dc.index, dc.transport.Name(), err)
 		}
 		dc.recv = r
 	}

@@ -14,6 +14,7 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 	rejects  *prometheus.CounterVec
 	sessions prometheus.Gauge
+	paths    *prometheus.CounterVec
 }
 
 // NewMetrics creates the server metrics and registers them with reg.
@@ -40,8 +41,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "blockd_sessions",
 			Help: "Client sessions open.",
 		}),
+		paths: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blockd_read_paths_total",
+			Help: "Reads announced, by the kind of data connection that carried them (devmem, devmem-emulated, plain, both kinds: mixed, or undeclared for a client that declares none) and why a devmem session's read went plain (small-read, plain-requested; empty otherwise).",
+		}, []string{"path", "reason"}),
 	}
-	reg.MustRegister(m.bytes, m.reads, m.latency, m.rejects, m.sessions)
+	reg.MustRegister(m.bytes, m.reads, m.latency, m.rejects, m.sessions, m.paths)
 	return m
 }
 
@@ -55,6 +60,12 @@ func (m *Metrics) read(transport, outcome string, d time.Duration) {
 	if m != nil {
 		m.reads.WithLabelValues(transport, outcome).Inc()
 		m.latency.WithLabelValues(transport).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) path(path, reason string) {
+	if m != nil {
+		m.paths.WithLabelValues(path, reason).Inc()
 	}
 }
 
@@ -73,5 +84,29 @@ func (m *Metrics) sessionsUp() {
 func (m *Metrics) sessionsDown() {
 	if m != nil {
 		m.sessions.Dec()
+	}
+}
+
+// ClientMetrics are a client's Prometheus metrics (Config.Metrics). A nil
+// *ClientMetrics records nothing.
+type ClientMetrics struct {
+	reads *prometheus.CounterVec
+}
+
+// NewClientMetrics creates the client metrics and registers them with reg.
+func NewClientMetrics(reg prometheus.Registerer) *ClientMetrics {
+	m := &ClientMetrics{
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "blockxfer_client_reads_total",
+			Help: "Reads ended, by the transport that received them (devmem, devmem-emulated, tcp, or two joined by +) and the code of the fallback reason (empty: none).",
+		}, []string{"transport", "reason"}),
+	}
+	reg.MustRegister(m.reads)
+	return m
+}
+
+func (m *ClientMetrics) read(transport, reason string) {
+	if m != nil {
+		m.reads.WithLabelValues(transport, reason).Inc()
 	}
 }

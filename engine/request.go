@@ -43,6 +43,11 @@ type Request struct {
 	// expects: a server whose volume has another one refuses the read,
 	// which fails with ErrVolumeReplaced, and sends none of its bytes.
 	Generation uint64
+	// Plain asks for the read on plain data connections only, as for a
+	// destination that cannot take devmem. In a session with devmem
+	// connections it fails with ErrNoPlainPath unless the session also has
+	// plain ones and the server chooses per read (docs/devmem.md).
+	Plain bool
 }
 
 // Handle follows one submitted request.
@@ -83,6 +88,8 @@ type job struct {
 type dataConn struct {
 	index     int
 	conn      net.Conn
+	transport transport.RecvTransport // Config.Transport or PlainTransport
+	kind      blockproto.DataKind     // of transport
 	recv      transport.Receiver
 	jobs      chan job
 	announced uint64 // stream bytes announced; touched by readControl only
@@ -100,6 +107,7 @@ type request struct {
 	length int64
 	// onExtent is Request.OnExtent.
 	onExtent func(ExtentTiming) error
+	plain    bool // Request.Plain
 	done     chan struct{}
 	placed   atomic.Int64
 	stop     func() bool // stops the context watcher
@@ -114,6 +122,9 @@ type request struct {
 	finished   bool  // done closed
 	stall      *time.Timer
 	res        Result
+	// mainBytes and plainBytes count the bytes of recorded extents that
+	// Config.Transport and Config.PlainTransport received (settlePath).
+	mainBytes, plainBytes int64
 }
 
 // Submit starts reads and returns a handle per request, in order. Each
@@ -138,6 +149,7 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		done:   make(chan struct{}),
 
 		onExtent: q.OnExtent,
+		plain:    q.Plain,
 		res: Result{
 			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
 			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason, ServerSend: s.serverSend,
@@ -154,6 +166,9 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		return r
 	case ctx.Err() != nil:
 		r.abort(ctxState(ctx.Err()), ctx.Err())
+		return r
+	case q.Plain && s.hasDevmem && (!s.hasPlain || !s.kinds):
+		r.abort(StateFailed, fmt.Errorf("engine: read %s [%d,+%d): %w", q.Volume, q.Offset, q.Length, s.noPlainPath()))
 		return r
 	}
 	deadline, _ := ctx.Deadline()
@@ -172,6 +187,9 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 	s.reqs[r.id] = r
 	msg := &blockproto.Read{ID: r.id, Volume: q.Volume, Offset: uint64(q.Offset), Length: uint64(q.Length), Deadline: deadline,
 		Generation: q.Generation}
+	if q.Plain && s.hasDevmem {
+		msg.Flags = blockproto.ReadPlain
+	}
 	if s.sent >= s.cfg.MaxReads {
 		s.backlog = append(s.backlog, msg)
 		msg = nil
@@ -309,6 +327,13 @@ func (r *request) extentDone(t ExtentTiming, err error) {
 func (r *request) record(t ExtentTiming) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	dc := r.s.data[t.DataConn]
+	t.Transport = dc.transport.Name()
+	if dc.index < r.s.cfg.DataConns {
+		r.mainBytes += t.Length
+	} else {
+		r.plainBytes += t.Length
+	}
 	r.res.Extents = append(r.res.Extents, t)
 	if t.Verified {
 		r.res.VerifiedExtents++
@@ -411,6 +436,7 @@ func (r *request) maybeFinish() {
 	if r.res.Err != nil {
 		r.res.Error = r.res.Err.Error()
 	}
+	r.settlePath()
 	if r.state == StateDone && r.s != nil {
 		r.s.forget(r.id, false)
 	}

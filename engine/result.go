@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/blockxfer/blockxfer/transport"
@@ -45,6 +47,10 @@ type ExtentTiming struct {
 	// CRC32C is the CRC the server announced for the extent: the stored
 	// CRC of the bytes as they were written.
 	CRC32C uint32 `json:"crc32c"`
+	// Transport received the extent: the transport of its data
+	// connection ("devmem", "devmem-emulated" or "tcp"). Set on
+	// Result.Extents; empty in the ExtentTiming handed to OnExtent.
+	Transport string `json:"transport,omitempty"`
 }
 
 // Result is the outcome of one read request.
@@ -56,7 +62,7 @@ type Result struct {
 	State          State          `json:"state"`
 	Err            error          `json:"-"`
 	Error          string         `json:"error,omitempty"`
-	Transport      string         `json:"transport"` // how the client received
+	Transport      string         `json:"transport"` // how the client received: see settlePath
 	FallbackReason string         `json:"fallback_reason,omitempty"`
 	ServerSend     string         `json:"server_transport"` // how the server sent
 	Start          time.Time      `json:"start"`
@@ -78,6 +84,110 @@ type Result struct {
 	// queue (docs/devmem.md).
 	LinearBytes int64 `json:"linear_bytes"`
 	LinearFrags int64 `json:"linear_frags"`
+	// SmallRead is the server's devmem threshold when FallbackReason is
+	// small-read: reads shorter than it go over plain TCP.
+	SmallRead int64 `json:"small_read,omitempty"`
+}
+
+// Codes that start a Result.FallbackReason when a session with devmem data
+// connections received a read over its plain ones (docs/devmem.md,
+// "Per-read path"). The code is followed by ": " and the detail.
+const (
+	// ReasonSmallRead: the read is shorter than the server's threshold
+	// (Result.SmallRead); a small copy is cheaper than a devmem receive.
+	ReasonSmallRead = "small-read"
+	// ReasonPlainRequested: the request asked for plain connections
+	// (Request.Plain).
+	ReasonPlainRequested = "plain-requested"
+	// ReasonServerSpreads: the server does not choose per read (a blockd
+	// older than data connection kinds): it spread the read over every
+	// data connection.
+	ReasonServerSpreads = "server-spreads"
+	// ReasonNoDevmemConn: the server had no devmem connection to send on.
+	ReasonNoDevmemConn = "no-devmem-conn"
+)
+
+// settlePath sets the result's Transport and FallbackReason from the data
+// connections that carried its extents. Extents on Config.Transport's
+// connections only (or none) keep the session's transport and reason; on
+// PlainTransport's only, the result names that transport and why the read
+// went there; on both, Transport joins the two names with "+"
+// ("devmem-emulated+tcp") and the reason is the plain part's. It also
+// counts the read on Config.Metrics and logs its path at debug. r.mu must
+// be held.
+func (r *request) settlePath() {
+	s := r.s
+	if s == nil || r.id == 0 {
+		return // never sent
+	}
+	if r.plainBytes > 0 {
+		plain := s.cfg.PlainTransport.Name()
+		r.res.Transport = plain
+		if r.mainBytes > 0 {
+			r.res.Transport = s.cfg.Transport.Name() + "+" + plain
+		}
+		switch {
+		case r.plain:
+			r.res.FallbackReason = ReasonPlainRequested + ": the request asked for plain data connections"
+		case !s.kinds:
+			r.res.FallbackReason = ReasonServerSpreads + ": the server does not choose a path per read; it spread the extents over every data connection"
+		case s.smallRead > 0 && uint64(r.length) < s.smallRead:
+			r.res.FallbackReason = fmt.Sprintf("%s: %d bytes, below the server's devmem threshold of %d bytes", ReasonSmallRead, r.length, s.smallRead)
+			r.res.SmallRead = int64(s.smallRead)
+		default:
+			r.res.FallbackReason = ReasonNoDevmemConn + ": the server had no devmem data connection for it"
+		}
+	}
+	s.cfg.Metrics.read(r.res.Transport, reasonCode(r.res.FallbackReason))
+	s.cfg.Logger.Debug("read path", "id", r.id, "volume", r.res.Volume, "offset", r.offset, "length", r.length,
+		"transport", r.res.Transport, "reason", r.res.FallbackReason, "state", r.state)
+}
+
+// addPath folds the path of r, one piece of a read that a Client fetched
+// in several sessions, into res, the whole read's result, before r's
+// extents are added to it: Transport names each transport that carried
+// an extent (devmem first, joined by "+"), the fallback reason is the
+// latest such piece's that has one. Until an extent lands, res has the
+// path of the latest piece.
+func (res *Result) addPath(r *Result) {
+	res.ServerSend = r.ServerSend
+	if len(r.Extents) == 0 {
+		if len(res.Extents) == 0 { // nothing landed yet: the session's path
+			res.Transport, res.FallbackReason, res.SmallRead = r.Transport, r.FallbackReason, r.SmallRead
+		}
+		return
+	}
+	var names []string
+	if len(res.Extents) > 0 {
+		names = strings.Split(res.Transport, "+")
+	}
+	for _, n := range strings.Split(r.Transport, "+") {
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	if i := slices.Index(names, transport.TCP); i >= 0 {
+		names = append(slices.Delete(names, i, i+1), transport.TCP)
+	}
+	res.Transport = strings.Join(names, "+")
+	if r.FallbackReason != "" {
+		res.FallbackReason = r.FallbackReason
+	}
+	res.SmallRead = max(res.SmallRead, r.SmallRead)
+}
+
+// reasonCode is the code a fallback reason starts with ("" for none).
+func reasonCode(reason string) string {
+	code, _, _ := strings.Cut(reason, ":")
+	return code
+}
+
+// noPlainPath explains why a session cannot honour Request.Plain.
+func (s *Session) noPlainPath() error {
+	if !s.hasPlain {
+		return fmt.Errorf("%w: the session has no plain data connection (Config.PlainTransport, PlainConns)", ErrNoPlainPath)
+	}
+	return fmt.Errorf("%w: the server does not choose a path per read", ErrNoPlainPath)
 }
 
 // LinearCounter is implemented by a transport.Receiver whose payload can
@@ -125,4 +235,7 @@ var (
 	ErrAuth = errors.New("authentication failed")
 	// ErrDraining: the server is shutting down and takes no new reads.
 	ErrDraining = errors.New("server is shutting down")
+	// ErrNoPlainPath: a read asked for plain data connections
+	// (Request.Plain) that its devmem session cannot give it.
+	ErrNoPlainPath = errors.New("no plain path for the read")
 )

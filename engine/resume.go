@@ -369,7 +369,7 @@ func (c *Client) fetch(ctx context.Context, s *Session, volume string, gen uint6
 		r := h.Result()
 		p := todo[i]
 		out := &res[p.rng]
-		out.Transport, out.FallbackReason, out.ServerSend = r.Transport, r.FallbackReason, r.ServerSend
+		out.addPath(&r)
 		if r.Err == nil {
 			out.Bytes += r.Bytes
 			out.Extents = append(out.Extents, r.Extents...)

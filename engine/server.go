@@ -71,6 +71,12 @@ type ServerConfig struct {
 	// IdleTimeout closes a control connection silent for this long
 	// (default 2m; clients ping every 15s).
 	IdleTimeout time.Duration
+	// SmallRead is the read length below which a read of a session with
+	// both plain and devmem data connections is sent on the plain ones;
+	// longer reads go on the devmem ones (docs/devmem.md, "Per-read
+	// path"). Default DefaultSmallRead; negative: every read on devmem
+	// connections unless the client asks for plain.
+	SmallRead int64
 	// Logger receives the server's logs (default: discard).
 	Logger *slog.Logger
 	// Metrics, if set, receives the server's metrics.
@@ -96,6 +102,11 @@ type Volumes interface {
 	// when there are none (see catalog.Catalog.Blocks).
 	Blocks(name string, generation uint64) (*catalog.Blocks, error)
 }
+
+// DefaultSmallRead is ServerConfig.SmallRead's default: reads shorter than
+// 64 KiB go on plain data connections (docs/devmem.md, "Per-read path",
+// gives the measurement).
+const DefaultSmallRead = 64 << 10
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("engine: server closed")
@@ -217,6 +228,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.SmallRead == 0 {
+		cfg.SmallRead = DefaultSmallRead
+	}
+	if cfg.SmallRead < 0 {
+		cfg.SmallRead = 0
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -517,8 +534,20 @@ func (s *Server) attachData(c net.Conn, tok [blockproto.TokenLen]byte, host neti
 		c.Close()
 		return
 	}
+	kind := kindUndeclared
+	if ref.sess.kinds {
+		// Still under the handshake deadline.
+		k, err := blockproto.ReadDataKind(c)
+		if err != nil {
+			s.cfg.Metrics.rejected("preamble")
+			s.rejects.note("preamble", "rejected data connection: bad kind", "remote", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+		kind = int(k)
+	}
 	c.SetDeadline(time.Time{})
-	if err := ref.sess.attach(ref.index, c); err != nil {
+	if err := ref.sess.attach(ref.index, c, kind); err != nil {
 		log.Warn("data connection failed", "session", ref.sess.id, "err", err)
 		c.Close()
 	}
@@ -564,7 +593,7 @@ func (s *Server) handshake(c net.Conn, host netip.Addr, pc *blockproto.Conn, log
 	if !ok {
 		return nil, fmt.Errorf("expected hello, got %s", m.Type())
 	}
-	ch := &blockproto.Challenge{Caps: transportCaps(s.cfg.Transport.Name()), SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
+	ch := &blockproto.Challenge{Caps: transportCaps(s.cfg.Transport.Name()) | blockproto.CapDataKinds, SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
 	if ch.Nonce, err = blockproto.NewNonce(); err != nil {
 		return nil, err
 	}
@@ -586,6 +615,7 @@ func (s *Server) handshake(c net.Conn, host netip.Addr, pc *blockproto.Conn, log
 	ss := &srvSession{
 		srv:      s,
 		id:       ch.SessionID,
+		kinds:    hello.Caps&blockproto.CapDataKinds != 0,
 		client:   hello.Client,
 		conn:     c,
 		proto:    pc,
@@ -597,6 +627,9 @@ func (s *Server) handshake(c net.Conn, host netip.Addr, pc *blockproto.Conn, log
 		done:     make(chan struct{}),
 	}
 	w := &blockproto.Welcome{MAC: blockproto.ServerProof(s.cfg.Key, hello.Nonce, ch.Nonce, ch.SessionID)}
+	if ss.kinds {
+		w.SmallRead = uint64(s.cfg.SmallRead)
+	}
 	for range s.cfg.DataConns {
 		t, err := blockproto.NewToken()
 		if err != nil {
@@ -688,8 +721,11 @@ func (s *Server) isDraining() bool {
 // of Reads is so answered by one write of their Extents, and their ReadDones
 // share writes too.
 type srvSession struct {
-	srv      *Server
-	id       uint64
+	srv *Server
+	id  uint64
+	// kinds: the client declares each data connection's kind (both
+	// offered CapDataKinds), so reads choose between plain and devmem ones.
+	kinds    bool
 	client   string
 	conn     net.Conn
 	proto    *blockproto.Conn
@@ -725,6 +761,7 @@ type srvSession struct {
 
 type srvData struct {
 	index  int
+	kind   int // a blockproto.DataKind, or kindUndeclared
 	conn   net.Conn
 	sender transport.Sender
 	queue  chan sendJob
@@ -767,6 +804,13 @@ type srvRead struct {
 	// terminated: the terminal message is queued. Set by the announcing
 	// goroutine before its last step, or by finishRead.
 	terminated bool
+
+	// Path (see pickData): plain asks for plain data connections, for
+	// reason (a Reason* code); path names the kind of the connections
+	// its extents went on so far. Guarded by srvSession.announce.
+	plain  bool
+	reason string
+	path   string
 }
 
 // maxAnnouncers bounds the goroutines announcing a session's waiting reads.
@@ -873,13 +917,14 @@ func (ss *srvSession) closeWrite() {
 	}
 }
 
-// attach starts the sender of data connection index.
-func (ss *srvSession) attach(index int, c net.Conn) error {
+// attach starts the sender of data connection index, of the kind its
+// client declared (kindUndeclared: none).
+func (ss *srvSession) attach(index int, c net.Conn, kind int) error {
 	snd, err := ss.srv.cfg.Transport.NewSender(c)
 	if err != nil {
 		return fmt.Errorf("%s sender: %w", ss.srv.cfg.Transport.Name(), err)
 	}
-	d := &srvData{index: index, conn: c, sender: snd, queue: make(chan sendJob, jobQueue)}
+	d := &srvData{index: index, kind: kind, conn: c, sender: snd, queue: make(chan sendJob, jobQueue)}
 	ss.mu.Lock()
 	if ss.closed {
 		ss.mu.Unlock()
@@ -1169,6 +1214,12 @@ func (ss *srvSession) startRead(m *blockproto.Read) bool {
 		ctx, cancel = context.WithDeadline(context.Background(), m.Deadline)
 	}
 	rd := &srvRead{id: m.ID, volume: m.Volume, ctx: ctx, cancel: cancel, start: time.Now(), staged: true}
+	switch {
+	case m.Flags&blockproto.ReadPlain != 0:
+		rd.plain, rd.reason = true, ReasonPlainRequested
+	case m.Length < uint64(ss.srv.cfg.SmallRead):
+		rd.plain, rd.reason = true, ReasonSmallRead
+	}
 	ss.mu.Lock()
 	if !ss.closed && ss.reads[m.ID] == nil && len(ss.reads) >= ss.srv.cfg.MaxReads {
 		ss.mu.Unlock()
@@ -1407,6 +1458,14 @@ func (ss *srvSession) terminate(rd *srvRead) {
 		ss.log.Info("read failed", "id", rd.id, "volume", rd.volume, "err", e.Message)
 	}
 	ss.srv.cfg.Metrics.read(ss.srv.cfg.Transport.Name(), outcome, time.Since(rd.start))
+	if rd.path != "" {
+		reason := "" // why a devmem session's read went plain
+		if (rd.path == pathPlain || rd.path == pathMixed) && ss.hasDevmem() {
+			reason = rd.reason
+		}
+		ss.srv.cfg.Metrics.path(rd.path, reason)
+		ss.log.Debug("read path", "id", rd.id, "volume", rd.volume, "path", rd.path, "reason", reason, "bytes", rd.total)
+	}
 	ss.queue(reply)
 }
 
@@ -1459,12 +1518,7 @@ func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
 	ss.announce.Lock()
 	defer ss.announce.Unlock()
 	ss.mu.Lock()
-	var d *srvData
-	for _, c := range ss.data {
-		if c != nil && (d == nil || c.queued.Load() < d.queued.Load()) {
-			d = c
-		}
-	}
+	d := ss.pickData(j.rd)
 	closed := ss.closed
 	ss.mu.Unlock()
 	if closed {
@@ -1480,6 +1534,7 @@ func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
 	}
 	d.stream += uint64(j.n)
 	d.queued.Add(j.n)
+	j.rd.notePath(d.kind)
 	j.rd.pending.Add(1)
 	j.ctl = pos
 	// The sender always makes progress (a closed connection fails fast),
@@ -1487,4 +1542,71 @@ func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
 	// closes the queue.
 	d.queue <- j
 	return nil
+}
+
+// kindUndeclared is srvData.kind for a data connection of a client that
+// declares no kinds.
+const kindUndeclared = -1
+
+// Server-side path names (blockd_read_paths_total): a data connection kind
+// ("plain", "devmem", "devmem-emulated"), or these.
+const (
+	pathPlain      = "plain"
+	pathMixed      = "mixed"
+	pathUndeclared = "undeclared"
+)
+
+// pickData returns the least loaded attached data connection for the next
+// extent of rd: among the plain ones for a read that asks for plain (small,
+// or the client's hint) and among the devmem ones otherwise, when the
+// session has a connection of that kind; else among all of them, as for a
+// client that declares no kinds. ss.mu and ss.announce must be held.
+func (ss *srvSession) pickData(rd *srvRead) *srvData {
+	var best, least *srvData
+	for _, c := range ss.data {
+		if c == nil {
+			continue
+		}
+		if least == nil || c.queued.Load() < least.queued.Load() {
+			least = c
+		}
+		if c.kind == kindUndeclared || blockproto.DataKind(c.kind).Devmem() == rd.plain {
+			continue
+		}
+		if best == nil || c.queued.Load() < best.queued.Load() {
+			best = c
+		}
+	}
+	if best == nil {
+		return least
+	}
+	return best
+}
+
+// notePath records that an extent of rd went on a data connection of kind.
+// ss.announce must be held.
+func (rd *srvRead) notePath(kind int) {
+	p := pathUndeclared
+	if kind != kindUndeclared {
+		p = blockproto.DataKind(kind).String()
+	}
+	switch rd.path {
+	case "":
+		rd.path = p
+	case p:
+	default:
+		if (rd.path == pathPlain) != (p == pathPlain) {
+			rd.path = pathMixed
+		}
+	}
+}
+
+// hasDevmem reports whether one of the session's data connections is
+// steered to devmem.
+func (ss *srvSession) hasDevmem() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return slices.ContainsFunc(ss.data, func(d *srvData) bool {
+		return d != nil && d.kind != kindUndeclared && blockproto.DataKind(d.kind).Devmem()
+	})
 }

@@ -27,3 +27,15 @@ func capsTransport(c blockproto.Caps) string {
 	}
 	return transport.TCP
 }
+
+// dataKind is the kind a client declares for a data connection received
+// with the transport named name.
+func dataKind(name string) blockproto.DataKind {
+	switch name {
+	case transport.Devmem:
+		return blockproto.DataDevmem
+	case transport.DevmemEmulated:
+		return blockproto.DataDevmemEmulated
+	}
+	return blockproto.DataPlain
+}

@@ -15,7 +15,10 @@ const debianPython = "/usr/bin/python3"
 // (python/tests) against the blockd and blockcat built for this package:
 // real blockd and `blockcat agent` processes, reads into bytes and numpy
 // arrays, submit/wait/cancel, errors, bad input, two applications, an
-// application killed mid-read, and load_safetensors.
+// application killed mid-read, and load_safetensors; reads into CUDA
+// device memory (IPC handles and VMM fds, through the gpu provider plugin
+// built for this package, on the stand-in driver the suite compiles with
+// gcc); and striped volumes in etcd (skipped without the etcd binary).
 func TestPythonClient(t *testing.T) {
 	if _, err := os.Stat(debianPython); err != nil {
 		t.Skipf("%s not found: the Python client's tests need Debian's python3", debianPython)

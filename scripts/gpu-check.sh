@@ -6,8 +6,13 @@
 # fetch from a blockd engine into GPU memory (TestFetchIntoGPU, every
 # extent's CRC-32C checked on the GPU buffer). The same tests always run
 # against the stand-in driver (providers/gpu/testdata/fakecuda.c); without a
-# GPU the script says so and runs those only. Needs go and gcc; takes well
-# under five minutes (TIMEOUT, default 240s, bounds the tests).
+# GPU the script says so and runs those only. Then, where Debian's python3
+# has pytest, numpy and a CUDA-enabled torch, the Python client's CUDA tests
+# (python/tests/test_cuda.py) run against real blockd and `blockcat agent`
+# processes: reads into CUDA tensors by IPC handle through the agent's gpu
+# plugin on the real driver, and load_safetensors straight to cuda:0. Needs
+# go and gcc; takes well under five minutes (TIMEOUT, default 240s, bounds
+# the Go tests).
 #
 #	scripts/gpu-check.sh                 # device 0
 #	BLOCKXFER_GPU_DEVICE=1 scripts/gpu-check.sh
@@ -55,6 +60,26 @@ if [ "$status" -ne 0 ]; then
 	tail -n 60 "$log"
 	exit "$status"
 fi
+echo "== python/tests/test_cuda.py (the agent and the Python client into CUDA memory)"
+py=/usr/bin/python3
+if ! "$py" -c 'import pytest, numpy' 2>/dev/null; then
+	echo "SKIP: $py lacks pytest or numpy (apt-get install python3-pytest python3-numpy)"
+else
+	go build -o "$tmp/bin/" ./cmd/blockd ./cmd/blockcat ./providers/gpu
+	pylog=$tmp/pytest.log
+	pystatus=0
+	BLOCKXFER_BIN=$tmp/bin PYTHONDONTWRITEBYTECODE=1 timeout 180 "$py" -m pytest -v -rs -p no:cacheprovider \
+		python/tests/test_cuda.py >"$pylog" 2>&1 || pystatus=$?
+	# Every test's verdict, and why any skipped (test_torch_cuda needs a
+	# torch that sees a GPU: apt-get install python3-torch, or a CUDA build).
+	grep -E '(PASSED|SKIPPED|FAILED|ERROR)( |$)|^SKIPPED' "$pylog" | sed 's/^/   /' || true
+	if [ "$pystatus" -ne 0 ]; then
+		echo "== FAIL: the Python CUDA tests exited $pystatus; the end of their output:"
+		tail -n 60 "$pylog"
+		exit 1
+	fi
+fi
+
 if [ "$real" = yes ]; then
 	if grep -qE -- '--- SKIP: .*/real' "$log"; then
 		echo "== FAIL: a driver library is installed but the real-driver tests skipped (reason above)"

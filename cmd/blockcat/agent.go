@@ -6,16 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
+	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine/agent"
+	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport/choose"
 )
+
+// gpuDeviceEnv is the environment variable the gpu provider plugin takes
+// its device ordinal from.
+const gpuDeviceEnv = "BLOCKXFER_GPU_DEVICE"
 
 // defaultAgentSocket is where blockcat agent listens without --socket (the
 // systemd unit's RuntimeDirectory).
@@ -33,6 +41,9 @@ type agentFlags struct {
 	servers   string
 	allowUIDs string
 	maxConns  int
+	gpu       string
+	pluginDir string
+	etcd      string
 	logLevel  string
 	logFormat string
 }
@@ -53,11 +64,16 @@ func parseAgentFlags(args []string, stderr io.Writer) (*agentFlags, os.FileMode,
 	fs.StringVar(&f.servers, "servers", "", "comma-separated `SERVERS` to open sessions with at start (others on first use)")
 	fs.StringVar(&f.allowUIDs, "allow-uid", "", "comma-separated `UIDS` allowed besides root and the agent's own (default: anyone the socket mode lets in)")
 	fs.IntVar(&f.maxConns, "max-conns", 256, "applications connected at once")
+	fs.StringVar(&f.gpu, "gpu", "auto", "`MODE` of device memory (CUDA IPC handles, VMM fds): auto (the gpu provider plugin,\n"+
+		"started per device on its first registration) or off")
+	fs.StringVar(&f.pluginDir, "plugin-dir", "", cli.PluginDirHelp)
+	fs.StringVar(&f.etcd, "etcd", "", "etcd `ENDPOINTS` of the cluster catalog: reads may name its striped volumes")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	usage := "[--socket PATH] [--socket-mode 0660] [--servers LIST] [--allow-uid LIST] [flags]\n\n" +
 		"Serve applications on this host over a unix socket: they register memory they own\n" +
-		"(a sealed memfd, passed by SCM_RIGHTS) and submit reads of volumes into it\n" +
+		"(a sealed memfd, passed by SCM_RIGHTS, or CUDA device memory by IPC handle or VMM fd)\n" +
+		"and submit reads of volumes into it (striped volumes too, with --etcd)\n" +
 		"(docs/agent-protocol.md; the Python client is docs/python.md). The agent keeps\n" +
 		"sessions to the servers warm and runs until SIGINT or SIGTERM."
 	if _, err := cli.Parse(fs, args, 0, usage); err != nil {
@@ -65,6 +81,9 @@ func parseAgentFlags(args []string, stderr io.Writer) (*agentFlags, os.FileMode,
 	}
 	if f.verify && f.noVerify {
 		return nil, 0, nil, nil, cli.UsageErr(errors.New("--verify and --no-verify contradict each other"))
+	}
+	if f.gpu != "auto" && f.gpu != "off" {
+		return nil, 0, nil, nil, cli.UsageErr(fmt.Errorf("--gpu %q: want auto or off", f.gpu))
 	}
 	mode, err := strconv.ParseUint(f.mode, 8, 32)
 	if err != nil || mode == 0 || mode > 0o777 {
@@ -112,9 +131,22 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	c := common{devmem: f.devmem}
 	pathLog := c.pathLogger(log)
+	var manifest func(context.Context, string) (*ec.Manifest, error)
+	if f.etcd != "" {
+		cluster, err := ec.Connect(ctx, f.etcd)
+		if err != nil {
+			return err
+		}
+		defer cluster.Close()
+		manifest = cluster.GetManifest
+		log.Info("agent: striped volumes served from the cluster catalog", "etcd", f.etcd)
+	}
+	devices := gpuDevices(ctx, f, log, stderr)
 	a, err := agent.New(agent.Config{
 		Key:       key,
 		Provider:  hostmem.New(),
+		Device:    devices,
+		Manifest:  manifest,
 		DataConns: int(f.dataConns),
 		Verify:    verifyMode(f.verify, f.noVerify),
 		Name:      "blockcat-agent",
@@ -131,7 +163,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if err != nil {
 				return nil, err
 			}
-			return &agent.Path{Transport: cp.Transport, FallbackReason: cp.FallbackReason, Close: cp.Close}, nil
+			return &agent.Path{Transport: cp.Transport, Plain: cp.Plain, FallbackReason: cp.FallbackReason, Close: cp.Close}, nil
 		},
 	})
 	if err != nil {
@@ -155,4 +187,54 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log.Info("agent stopped", "reason", context.Cause(ctx))
 	return errors.Join(err, cerr)
+}
+
+// gpuDevices returns the agent's Config.Device for --gpu: the gpu provider
+// plugin of the plugin directory, started for each device with
+// BLOCKXFER_GPU_DEVICE set. It logs whether device memory can be served,
+// and why not: --gpu off, no plugin, or (probed in the background, on the
+// device $BLOCKXFER_GPU_DEVICE names or 0) a plugin that is unusable here
+// or imports no device memory. Where it cannot, the function it returns
+// fails with the reason, which the agent's refusals carry.
+func gpuDevices(ctx context.Context, f *agentFlags, log *slog.Logger, stderr io.Writer) func(context.Context, int) (memory.Provider, error) {
+	path := filepath.Join(cli.PluginDir(f.pluginDir), providers.ExecutablePrefix+"gpu")
+	var off error
+	if f.gpu == "off" {
+		off = errors.New("device memory is off (blockcat agent --gpu off)")
+	} else if _, err := os.Stat(path); err != nil {
+		off = fmt.Errorf("no gpu provider plugin: %w (install blockxfer-provider-gpu there, or point --plugin-dir at it)", err)
+	}
+	if off != nil {
+		log.Warn("agent: device memory (cuda-ipc, cuda-vmm-fd) not served", "reason", off)
+		return func(context.Context, int) (memory.Provider, error) { return nil, off }
+	}
+	load := func(ctx context.Context, dev int) (memory.Provider, error) {
+		p, err := providers.Load(ctx, path, &providers.LoadOptions{Logger: cli.PluginLogger(f.logLevel, stderr),
+			Env: []string{fmt.Sprintf("%s=%d", gpuDeviceEnv, dev)}})
+		if err != nil {
+			return nil, fmt.Errorf("gpu provider %s for device %d: %w", path, dev, err)
+		}
+		if why := p.Unusable(); why != "" {
+			p.Close()
+			return nil, fmt.Errorf("gpu provider for device %d is unusable here: %s", dev, why)
+		}
+		return p, nil
+	}
+	go func() {
+		dev, _ := strconv.Atoi(os.Getenv(gpuDeviceEnv))
+		p, err := load(ctx, dev)
+		switch {
+		case err != nil:
+			log.Warn("agent: device memory (cuda-ipc, cuda-vmm-fd) not served", "device", dev, "reason", err)
+			return
+		case len(p.Capabilities().ImportKinds) == 0:
+			log.Warn("agent: device memory (cuda-ipc, cuda-vmm-fd) not served", "device", dev,
+				"reason", "the gpu provider plugin imports no memory: update it")
+		default:
+			log.Info("agent: device memory served", "plugin", path, "device", p.Capabilities().Device,
+				"import_kinds", p.Capabilities().ImportKinds)
+		}
+		p.Close()
+	}()
+	return load
 }

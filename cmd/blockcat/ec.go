@@ -107,7 +107,7 @@ func (e *ecSessions) dial(ctx context.Context, s ec.ManifestServer) (*engine.Ses
 	if err != nil {
 		return nil, err
 	}
-	sess, err := engine.Dial(ctx, s.Addr, engine.Config{Key: e.key, Provider: e.p, Transport: path.Transport,
+	sess, err := engine.Dial(ctx, s.Addr, engine.Config{Key: e.key, Provider: e.p, Transport: path.Transport, PlainTransport: path.Plain,
 		FallbackReason: path.FallbackReason, DataConns: e.dataConns, Verify: engine.VerifyRequire, Name: "blockcat", Logger: srvLog})
 	if err != nil {
 		path.Close()

@@ -45,6 +45,8 @@ type getResult struct {
 	Depth          int     `json:"depth"`
 	WindowBytes    int64   `json:"window_bytes"`
 	Requests       int     `json:"requests"`
+	// Paths counts the requests by the path that carried each.
+	Paths readPaths `json:"paths"`
 	// Verified: every extent fetched was checked against its CRC-32C;
 	// VerifiedExtents and UnverifiedExtents count them.
 	Verified          bool `json:"verified"`
@@ -69,6 +71,9 @@ type extentInfo struct {
 	Latency  float64 `json:"latency_seconds"` // announcement to last byte placed
 	Verified bool    `json:"verified"`
 	CRC32C   string  `json:"crc32c"` // as the server announced it, 8 hex digits
+	// Transport received it (a session's devmem and plain connections
+	// differ).
+	Transport string `json:"transport"`
 }
 
 // extentInfos converts the engine's extent timings for --json.
@@ -76,7 +81,7 @@ func extentInfos(ext []engine.ExtentTiming) []extentInfo {
 	out := make([]extentInfo, len(ext))
 	for i, e := range ext {
 		out[i] = extentInfo{Offset: e.VolumeOffset, Length: e.Length, DataConn: e.DataConn,
-			Latency: e.Latency.Seconds(), Verified: e.Verified, CRC32C: fmt.Sprintf("%08x", e.CRC32C)}
+			Latency: e.Latency.Seconds(), Verified: e.Verified, CRC32C: fmt.Sprintf("%08x", e.CRC32C), Transport: e.Transport}
 	}
 	return out
 }
@@ -211,7 +216,7 @@ func getVolume(ctx context.Context, f *getFlags, holders []engine.Holder, stdout
 	res := getResult{Server: f.server, Volume: vol.Name, Generation: vol.Generation, Offset: int64(f.offset), Length: n,
 		DataConns: int(f.dataConns), Depth: f.depth, Provider: s.p.Name(), Output: outputName(f.out), Resumed: out.resumed,
 		SetupSeconds: time.Since(setup).Seconds(), Transport: s.path.Transport.Name(), ServerSend: s.ServerTransport(),
-		Extents: []extentInfo{}}
+		Extents: []extentInfo{}, Paths: readPaths{}}
 	if r := s.path.FallbackReason; r != "" {
 		res.FallbackReason = &r
 	}
@@ -330,6 +335,9 @@ func (res *getResult) printText(w io.Writer) {
 	if res.FallbackReason != nil {
 		msg += ", fallback: " + *res.FallbackReason
 	}
+	if res.Paths.perRead(res.Transport) {
+		msg += ", " + res.Paths.String()
+	}
 	if res.VerifiedExtents > 0 {
 		msg += fmt.Sprintf(", %d extents verified (crc32c)", res.VerifiedExtents)
 	}
@@ -433,6 +441,7 @@ func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate
 		}
 		w.done = true
 		res.Requests++
+		res.Paths.add(w.res[0], s.path.FallbackReason)
 		res.Bytes += w.res[0].Bytes
 		res.LinearBytes += w.res[0].LinearBytes
 		res.LinearFrags += w.res[0].LinearFrags

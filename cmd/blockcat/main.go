@@ -246,6 +246,7 @@ func (c *common) dialHolders(ctx context.Context, holders []engine.Holder, stder
 		Key:            key,
 		Provider:       p,
 		Transport:      path.Transport,
+		PlainTransport: path.Plain,
 		FallbackReason: path.FallbackReason,
 		DataConns:      int(c.dataConns),
 		Verify:         verifyMode(c.verify, c.noVerify),

@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -502,4 +504,68 @@ func (o *output) abandon(err error) error {
 	os.Remove(o.partial)
 	o.f.Close()
 	return fmt.Errorf("%w; %s", err, note)
+}
+
+// pathCount counts the reads of a get that took one path: the transport
+// that received them and, when it is not the session's own choice, the
+// code of the reason the read went there (docs/devmem.md, "Per-read path").
+type pathCount struct {
+	Transport string  `json:"transport"`
+	Reason    *string `json:"reason"`           // nil: the session's transport, for the session's reason
+	SmallRead *int64  `json:"small_read_bytes"` // the server's threshold with reason small-read; else nil
+	Reads     int     `json:"reads"`
+	Bytes     int64   `json:"bytes"`
+}
+
+// readPaths are a get's per-read path counts, in the order first seen.
+type readPaths []pathCount
+
+// add counts r, a read of a session whose own fallback reason is
+// sessionReason.
+func (p *readPaths) add(r engine.Result, sessionReason string) {
+	var reason *string
+	if r.FallbackReason != "" && r.FallbackReason != sessionReason {
+		code, _, _ := strings.Cut(r.FallbackReason, ":")
+		reason = &code
+	}
+	var small *int64
+	if r.SmallRead > 0 {
+		small = &r.SmallRead
+	}
+	for i := range *p {
+		c := &(*p)[i]
+		if c.Transport == r.Transport && equalPtr(c.Reason, reason) && equalPtr(c.SmallRead, small) {
+			c.Reads++
+			c.Bytes += r.Bytes
+			return
+		}
+	}
+	*p = append(*p, pathCount{Transport: r.Transport, Reason: reason, SmallRead: small, Reads: 1, Bytes: r.Bytes})
+}
+
+// equalPtr reports whether a and b are both nil or point to equal values.
+func equalPtr[T comparable](a, b *T) bool {
+	return a == b || a != nil && b != nil && *a == *b
+}
+
+// perRead reports whether some read took another path than the session's
+// transport (named transport): then the summary lists the paths.
+func (p readPaths) perRead(transport string) bool {
+	return slices.ContainsFunc(p, func(c pathCount) bool { return c.Transport != transport || c.Reason != nil })
+}
+
+// String lists the paths as the summary does: "devmem-emulated 118 reads,
+// tcp 10 reads (small-read < 64KiB)".
+func (p readPaths) String() string {
+	parts := make([]string, len(p))
+	for i, c := range p {
+		parts[i] = c.Transport + " " + cli.Plural(c.Reads, "read")
+		switch {
+		case c.Reason != nil && c.SmallRead != nil:
+			parts[i] += fmt.Sprintf(" (%s < %s)", *c.Reason, cli.FormatSize(*c.SmallRead))
+		case c.Reason != nil:
+			parts[i] += " (" + *c.Reason + ")"
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -39,6 +40,7 @@ type serveConfig struct {
 	maxSessions     int
 	dataConns       int
 	maxInflight     cli.SizeFlag
+	smallRead       cli.SizeFlag
 	maxReads        int
 	maxPending      int
 	maxPendingHost  int
@@ -64,7 +66,7 @@ type serveConfig struct {
 // its flags, the cluster's included, are in one flag set, so -h lists
 // them all; nothing is opened or dialled here.
 func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
-	c := &serveConfig{maxInflight: 256 << 20, txPool: 64 << 20}
+	c := &serveConfig{maxInflight: 256 << 20, smallRead: engine.DefaultSmallRead, txPool: 64 << 20}
 	fs := flag.NewFlagSet("blockd serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cli.DataDirFlag(fs, &c.dataDir, "data directory holding catalog.db and volumes/")
@@ -75,6 +77,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.IntVar(&c.maxSessions, "max-sessions", 256, "most concurrent client sessions")
 	fs.IntVar(&c.dataConns, "data-conns", 16, "most data connections per session")
 	fs.Var(&c.maxInflight, "max-inflight", "most payload bytes in flight per session")
+	fs.Var(&c.smallRead, "small-read", "reads shorter than this go on a session's plain data connections, the others on its devmem ones (0: none go plain)")
 	fs.IntVar(&c.maxReads, "max-reads", 64, "most reads open per session; more are answered busy")
 	fs.IntVar(&c.maxPending, "max-pending", 128, "most connections not yet authenticated (or attached), in all")
 	fs.IntVar(&c.maxPendingHost, "max-pending-per-host", 16, "most connections not yet authenticated (or attached) from one address")
@@ -206,6 +209,7 @@ func runServer(ctx context.Context, c *serveConfig, stderr io.Writer, ready func
 		DataConns:   c.dataConns,
 		MaxInflight: int64(c.maxInflight),
 		MaxReads:    c.maxReads,
+		SmallRead:   cmp.Or(int64(c.smallRead), -1), // 0: none
 
 		MaxPending:        c.maxPending,
 		MaxPendingPerHost: c.maxPendingHost,

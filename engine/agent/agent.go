@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -22,7 +23,11 @@ import (
 // Path is the receive transport chosen for one server, and how to release
 // it once the server's sessions are closed.
 type Path struct {
-	Transport      transport.RecvTransport
+	Transport transport.RecvTransport
+	// Plain, when Transport is devmem, receives the plain data
+	// connections a session adds for small reads
+	// (engine.Config.PlainTransport); nil otherwise.
+	Plain          transport.RecvTransport
 	FallbackReason string
 	Close          func() error // nil: nothing to release
 }
@@ -31,12 +36,25 @@ type Path struct {
 type Config struct {
 	// Key is the pre-shared key of the blockd servers. Required.
 	Key []byte
-	// Provider is the memory the agent imports applications' memory into;
-	// it must implement memory.Importer. The agent closes it. Default: a
-	// new host-memory provider.
+	// Provider is the memory the agent imports applications' host memory
+	// into (kinds fd and shm); it must implement memory.Importer. The
+	// agent closes it. Default: a new host-memory provider.
 	Provider memory.Provider
-	// Path chooses the receive transport for a server, once, when the
-	// agent first needs a session with it. Default: TCP.
+	// Device returns the provider of GPU ordinal dev, which imports the
+	// applications' device memory (kinds cuda-ipc and cuda-vmm-fd) and
+	// must implement memory.Importer. The agent calls it on the first
+	// registration on that device (again after a failure, which refuses
+	// the registration with code device and the error's text) and closes
+	// what it returned when it closes. Nil: device memory is not served.
+	Device func(ctx context.Context, dev int) (memory.Provider, error)
+	// Manifest returns the manifest of the striped volume named volume
+	// (from the cluster catalog), for reads that name a striped volume;
+	// it fails wrapping ec.ErrNoManifest when there is none. Nil: striped
+	// reads fail with code not-supported.
+	Manifest func(ctx context.Context, volume string) (*ec.Manifest, error)
+	// Path chooses the receive transport for a server and a provider,
+	// once, when the agent first needs a session with that server into
+	// that provider's memory. Default: TCP.
 	Path func(ctx context.Context, server string, p memory.Provider) (*Path, error)
 	// DataConns, Verify and Name configure each session (engine.Config).
 	DataConns int
@@ -75,8 +93,6 @@ type Config struct {
 type Agent struct {
 	cfg      Config
 	importer memory.Importer
-	mapper   memory.Mapper
-	views    bytesImporter
 
 	// ctx ends when the agent closes: calls to servers made for an
 	// application (stat) stop with it.
@@ -84,18 +100,32 @@ type Agent struct {
 	stop context.CancelFunc
 
 	mu      sync.Mutex
-	servers map[string]*server
+	servers map[serverKey]*server
 	conns   map[*conn]struct{}
 	ls      []net.Listener
 	closed  bool
 	wg      sync.WaitGroup // connections being served
+
+	// devMu serialises loading device providers (slow: a plugin starts)
+	// apart from mu, so that other applications are served meanwhile.
+	devMu   sync.Mutex
+	devices map[int]memory.Provider // GPU ordinal -> its provider
+
+	striped map[stripedKey]*ec.Reader // under mu
 }
 
-// bytesImporter makes part of a mapped buffer a buffer of its own
-// (hostmem.Provider.ImportBytes): a read's destination is the registered
-// region from its dst_offset, which the engine's Client places from 0.
-type bytesImporter interface {
-	ImportBytes(mem []byte) (memory.Buffer, error)
+// stripedKey names a Reader: a striped volume's generation and the
+// provider it reads into.
+type stripedKey struct {
+	volume     string
+	generation uint64
+	p          memory.Provider
+}
+
+// serverKey names a client: a blockd and the provider it reads into.
+type serverKey struct {
+	addr string
+	p    memory.Provider
 }
 
 // server is a blockd the agent has a client for.
@@ -109,8 +139,11 @@ type server struct {
 type Stats struct {
 	Conns         int // applications connected
 	Registrations int // regions registered, over all connections
-	Reads         int // reads running or not yet collected
-	Servers       int // servers with a client
+	// DeviceRegistrations are the Registrations of device memory.
+	DeviceRegistrations int
+	Reads               int // reads running or not yet collected
+	Servers             int // clients of a server and a provider
+	Devices             int // device providers loaded
 }
 
 // New returns an agent; Serve starts it.
@@ -121,11 +154,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Provider == nil {
 		cfg.Provider = hostmem.New()
 	}
-	im, ok1 := cfg.Provider.(memory.Importer)
-	mp, ok2 := cfg.Provider.(memory.Mapper)
-	views, ok3 := cfg.Provider.(bytesImporter)
-	if !ok1 || !ok2 || !ok3 {
-		return nil, fmt.Errorf("agent: config: provider %s cannot import caller memory into mapped buffers", cfg.Provider.Name())
+	im, ok := cfg.Provider.(memory.Importer)
+	if !ok {
+		return nil, fmt.Errorf("agent: config: provider %s cannot import caller memory", cfg.Provider.Name())
 	}
 	if cfg.Path == nil {
 		cfg.Path = func(context.Context, string, memory.Provider) (*Path, error) {
@@ -153,7 +184,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Agent{cfg: cfg, importer: im, mapper: mp, views: views, servers: map[string]*server{}, conns: map[*conn]struct{}{}}
+	a := &Agent{cfg: cfg, importer: im, servers: map[serverKey]*server{}, conns: map[*conn]struct{}{}, devices: map[int]memory.Provider{},
+		striped: map[stripedKey]*ec.Reader{}}
 	a.ctx, a.stop = context.WithCancel(context.Background())
 	for _, s := range cfg.Servers {
 		go a.warm(s)
@@ -163,7 +195,7 @@ func New(cfg Config) (*Agent, error) {
 
 // warm opens a session with addr ahead of the first read.
 func (a *Agent) warm(addr string) {
-	srv := a.server(a.ctx, addr)
+	srv := a.server(a.ctx, addr, a.cfg.Provider)
 	if srv.err != nil {
 		a.cfg.Logger.Warn("agent: server not reachable", "server", addr, "err", srv.err)
 		return
@@ -181,8 +213,9 @@ func (a *Agent) warm(addr string) {
 // Config.ServerAddr refused.
 var errServerAddr = errors.New("bad server address")
 
-// server returns the client for addr, creating it on first use.
-func (a *Agent) server(ctx context.Context, addr string) *server {
+// server returns the client for addr reading into p's memory, creating it
+// on first use.
+func (a *Agent) server(ctx context.Context, addr string, p memory.Provider) *server {
 	if a.cfg.ServerAddr != nil {
 		norm, err := a.cfg.ServerAddr(addr)
 		if err != nil {
@@ -192,23 +225,130 @@ func (a *Agent) server(ctx context.Context, addr string) *server {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if s, ok := a.servers[addr]; ok && s.err == nil {
+	key := serverKey{addr, p}
+	if s, ok := a.servers[key]; ok && s.err == nil {
 		return s
 	}
 	if a.closed {
 		return &server{err: fmt.Errorf("agent: %w: the agent is shutting down", engine.ErrSessionClosed)}
 	}
-	path, err := a.cfg.Path(ctx, addr, a.cfg.Provider)
+	path, err := a.cfg.Path(ctx, addr, p)
 	if err != nil {
 		// Not kept: the next read tries again.
-		return &server{err: fmt.Errorf("agent: choose the transport for %s: %w", addr, err)}
+		return &server{err: fmt.Errorf("agent: choose the transport for %s into %s memory: %w", addr, p.Name(), err)}
 	}
 	s := &server{path: path, client: engine.NewClient(addr, engine.Config{
-		Key: a.cfg.Key, Provider: a.cfg.Provider, Transport: path.Transport, FallbackReason: path.FallbackReason,
+		Key: a.cfg.Key, Provider: p, Transport: path.Transport, PlainTransport: path.Plain, FallbackReason: path.FallbackReason,
 		DataConns: a.cfg.DataConns, Verify: a.cfg.Verify, Name: a.cfg.Name, Logger: a.cfg.Logger,
 	}, a.cfg.Resume)}
-	a.servers[addr] = s
+	a.servers[key] = s
 	return s
+}
+
+// Errors of striped reads.
+var (
+	errNoCatalog   = errors.New("this agent has no cluster catalog for striped volumes (blockcat agent --etcd)")
+	errVolumeRange = errors.New("range outside the volume")
+)
+
+// stripedReader returns a Reader of the striped volume into p's memory,
+// and the receive path of its first server. A Reader is kept per volume
+// generation and provider: its sessions, one per server, stay warm for
+// the next reads.
+func (a *Agent) stripedReader(ctx context.Context, volume string, p memory.Provider) (*ec.Reader, *Path, error) {
+	if a.cfg.Manifest == nil {
+		return nil, nil, fmt.Errorf("agent: read %s: %w", volume, errNoCatalog)
+	}
+	m, err := a.cfg.Manifest(ctx, volume)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: manifest of %s: %w", volume, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("agent: striped volume %s: %w", volume, err)
+	}
+	srv := a.server(ctx, m.Servers[0].Addr, p)
+	key := stripedKey{volume, m.Generation, p}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r, ok := a.striped[key]; ok {
+		return r, srv.path, nil
+	}
+	if a.closed {
+		return nil, nil, fmt.Errorf("agent: %w: the agent is shutting down", engine.ErrSessionClosed)
+	}
+	dial := func(ctx context.Context, s ec.ManifestServer) (*engine.Session, error) {
+		srv := a.server(ctx, s.Addr, p)
+		if srv.err != nil {
+			return nil, srv.err
+		}
+		return engine.Dial(ctx, s.Addr, engine.Config{Key: a.cfg.Key, Provider: p, Transport: srv.path.Transport,
+			PlainTransport: srv.path.Plain, FallbackReason: srv.path.FallbackReason, DataConns: a.cfg.DataConns, Verify: a.cfg.Verify, Name: a.cfg.Name,
+			Logger: a.cfg.Logger.With("server", s.ID)})
+	}
+	r, err := ec.NewReader(m, ec.ReaderConfig{Dial: dial, Provider: p, Logger: a.cfg.Logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: striped volume %s: %w", volume, err)
+	}
+	a.striped[key] = r
+	return r, srv.path, nil
+}
+
+// errNoDevice: device memory cannot be served on the device a
+// registration names; the error says why.
+var errNoDevice = errors.New("device memory not served")
+
+// device returns the importer of GPU ordinal dev and its provider,
+// loading it on first use.
+func (a *Agent) device(ctx context.Context, dev int) (memory.Importer, memory.Provider, error) {
+	if a.cfg.Device == nil {
+		return nil, nil, fmt.Errorf("agent: %w: this agent was started without device memory", errNoDevice)
+	}
+	a.devMu.Lock()
+	defer a.devMu.Unlock()
+	p, ok := a.devices[dev]
+	if ok && exited(p) {
+		// A plugin that crashed is started again; the registrations it
+		// held are gone with it, and their reads fail.
+		a.cfg.Logger.Warn("agent: device provider exited: starting it again", "device", dev, "provider", p.Name())
+		p.Close()
+		delete(a.devices, dev)
+		ok = false
+	}
+	if !ok {
+		a.mu.Lock()
+		closed := a.closed
+		a.mu.Unlock()
+		if closed {
+			return nil, nil, fmt.Errorf("agent: %w: the agent is shutting down", errNoDevice)
+		}
+		var err error
+		if p, err = a.cfg.Device(ctx, dev); err != nil {
+			return nil, nil, fmt.Errorf("agent: %w on device %d: %w", errNoDevice, dev, err)
+		}
+		if _, ok := p.(memory.Importer); !ok {
+			err := fmt.Errorf("agent: %w on device %d: provider %s cannot import caller memory", errNoDevice, dev, p.Name())
+			p.Close()
+			return nil, nil, err
+		}
+		a.devices[dev] = p
+		a.cfg.Logger.Info("agent: device provider loaded", "device", dev, "provider", p.Name())
+	}
+	return p.(memory.Importer), p, nil
+}
+
+// exited says whether p is a provider plugin whose process has exited
+// (providers.Plugin.Exited).
+func exited(p memory.Provider) bool {
+	x, ok := p.(interface{ Exited() <-chan struct{} })
+	if !ok {
+		return false
+	}
+	select {
+	case <-x.Exited():
+		return true
+	default:
+		return false
+	}
 }
 
 // Listen creates the unix socket at path (SOCK_SEQPACKET) with file mode
@@ -308,15 +448,19 @@ func (a *Agent) Stats() Stats {
 	st := Stats{Conns: len(conns), Servers: len(a.servers)}
 	a.mu.Unlock()
 	for _, c := range conns {
-		r, n := c.counts()
+		r, d, n := c.counts()
 		st.Registrations += r
+		st.DeviceRegistrations += d
 		st.Reads += n
 	}
+	a.devMu.Lock()
+	st.Devices = len(a.devices)
+	a.devMu.Unlock()
 	return st
 }
 
 // Close stops accepting, ends every connection (cancelling its reads and
-// releasing its registrations), closes the sessions and the provider.
+// releasing its registrations), closes the sessions and the providers.
 func (a *Agent) Close() error {
 	a.mu.Lock()
 	if a.closed {
@@ -337,7 +481,11 @@ func (a *Agent) Close() error {
 	var errs []error
 	a.mu.Lock()
 	servers := a.servers
-	a.servers = map[string]*server{}
+	a.servers = map[serverKey]*server{}
+	for _, r := range a.striped {
+		errs = append(errs, r.Close())
+	}
+	a.striped = map[stripedKey]*ec.Reader{}
 	a.mu.Unlock()
 	for _, s := range servers {
 		errs = append(errs, s.client.Close())
@@ -345,6 +493,12 @@ func (a *Agent) Close() error {
 			errs = append(errs, s.path.Close())
 		}
 	}
+	a.devMu.Lock()
+	for _, p := range a.devices {
+		errs = append(errs, p.Close())
+	}
+	a.devices = map[int]memory.Provider{}
+	a.devMu.Unlock()
 	errs = append(errs, a.cfg.Provider.Close())
 	return errors.Join(errs...)
 }

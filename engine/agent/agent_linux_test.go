@@ -96,6 +96,12 @@ type env struct {
 
 func newEnv(t *testing.T, send transport.SendTransport) *env {
 	t.Helper()
+	return newEnvWith(t, send, nil)
+}
+
+// newEnvWith is newEnv with the agent's Config changed by config.
+func newEnvWith(t *testing.T, send transport.SendTransport, config func(*Config)) *env {
+	t.Helper()
 	store, err := catalog.OpenStore(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +119,11 @@ func newEnv(t *testing.T, send transport.SendTransport) *env {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	a, err := New(Config{Key: testKey, DataConns: 2, Verify: engine.VerifyRequire, ChunkSize: 1 << 20})
+	cfg := Config{Key: testKey, DataConns: 2, Verify: engine.VerifyRequire, ChunkSize: 1 << 20}
+	if config != nil {
+		config(&cfg)
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,7 +447,7 @@ func TestBadInput(t *testing.T) {
 	if !strings.Contains(r.Error.Message, "F_SEAL_SHRINK") {
 		t.Errorf("unsealed memfd refused with %q, want the fix named", r.Error.Message)
 	}
-	c.refused(CodeNotSupported, map[string]any{"op": "register", "kind": "cuda-ipc", "size": 4096}, fd)
+	c.refused(CodeNotSupported, map[string]any{"op": "register", "kind": "dmabuf", "size": 4096}, fd)
 	c.refused("out-of-range", map[string]any{"op": "register", "kind": "fd", "size": 2 << 20}, fd)
 	if n := memfdFDs(t); n != 2 { // the test's own two
 		t.Errorf("%d fds of the test memfds open after refused messages, want 2: the agent kept passed fds", n)

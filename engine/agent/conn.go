@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -47,8 +48,9 @@ type conn struct {
 // region is registered memory: an import of the application's memory.
 type region struct {
 	handle uint64
+	p      memory.Provider // the provider that imported it
 	buf    memory.Buffer
-	mem    []byte // the imported bytes
+	device bool // device memory (cuda-ipc, cuda-vmm-fd)
 }
 
 // read is one submitted read.
@@ -233,7 +235,11 @@ func (c *conn) handle(q *Request, fds []int) {
 	case OpStat:
 		c.stat(q)
 	case OpRegister:
-		c.register(q, fds[0])
+		fd := -1
+		if len(fds) > 0 {
+			fd = fds[0]
+		}
+		c.register(q, fd)
 	case OpUnregister:
 		c.unregister(q)
 	case OpSubmit:
@@ -249,7 +255,18 @@ func (c *conn) handle(q *Request, fds []int) {
 func (c *conn) stat(q *Request) {
 	ctx, cancel := context.WithTimeout(c.a.ctx, 30*time.Second)
 	defer cancel()
-	srv := c.a.server(ctx, q.Server)
+	if q.Striped {
+		r, _, err := c.a.stripedReader(ctx, q.Volume, c.a.cfg.Provider)
+		if err != nil {
+			c.reply(q.Seq, nil, errorOf(err))
+			return
+		}
+		m := r.Manifest()
+		c.reply(q.Seq, map[string]any{"server": "", "volume": m.Name, "size_bytes": m.Size, "striped": true,
+			"extent_size_bytes": m.Unit, "generation": m.Generation, "k": m.K, "m": m.M}, nil)
+		return
+	}
+	srv := c.a.server(ctx, q.Server, c.a.cfg.Provider)
 	if srv.err != nil {
 		c.reply(q.Seq, nil, errorOf(srv.err))
 		return
@@ -264,25 +281,49 @@ func (c *conn) stat(q *Request) {
 		c.reply(q.Seq, nil, errorOf(err))
 		return
 	}
-	c.reply(q.Seq, map[string]any{"server": q.Server, "volume": vs.Name, "size_bytes": vs.Size,
+	c.reply(q.Seq, map[string]any{"server": q.Server, "volume": vs.Name, "size_bytes": vs.Size, "striped": false,
 		"extent_size_bytes": vs.ExtentSize, "generation": vs.Generation}, nil)
 }
 
-// register imports the application's memory. fd is closed once mapped,
-// before the reply: the application never sees an answer while the agent
-// still holds its fd.
+// register imports the application's memory: host memory through the
+// agent's provider, device memory through its device's. fd (-1 with
+// cuda-ipc) is closed once imported, before the reply: the application
+// never sees an answer while the agent still holds its fd.
 func (c *conn) register(q *Request, fd int) {
+	r, err := c.importRegion(q, fd)
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+	if err != nil {
+		c.log.Info("agent: registration refused", "kind", q.Kind, "code", err.Code, "msg", err.Message)
+		c.reply(q.Seq, nil, err)
+		return
+	}
+	c.log.Debug("agent: registered", "handle", r.handle, "kind", q.Kind, "bytes", q.Size)
+	c.reply(q.Seq, map[string]any{"handle": r.handle, "size": q.Size}, nil)
+}
+
+// importRegion imports what q describes and records it as a region.
+func (c *conn) importRegion(q *Request, fd int) (*region, *ProtoError) {
 	c.mu.Lock()
 	full := len(c.regs) >= c.a.cfg.MaxRegistrations
 	c.mu.Unlock()
 	if full {
-		unix.Close(fd)
-		c.reply(q.Seq, nil, &ProtoError{Code: CodeLimit, Message: fmt.Sprintf("%d regions registered, the limit: unregister some", c.a.cfg.MaxRegistrations)})
-		return
+		return nil, &ProtoError{Code: CodeLimit, Message: fmt.Sprintf("%d regions registered, the limit: unregister some", c.a.cfg.MaxRegistrations)}
 	}
 	ctx := context.Background()
-	buf, err := c.a.importer.Import(ctx, memory.ImportDesc{Kind: memory.ImportKind(q.Kind), FD: fd, Offset: q.Offset, Size: q.Size})
-	unix.Close(fd)
+	d := memory.ImportDesc{Kind: memory.ImportKind(q.Kind), FD: fd, Offset: q.Offset, Size: q.Size}
+	im, p := c.a.importer, c.a.cfg.Provider
+	if q.Device != nil {
+		var err error
+		if im, p, err = c.a.device(ctx, *q.Device); err != nil {
+			return nil, &ProtoError{Code: CodeDevice, Message: err.Error()}
+		}
+		if d.Kind == memory.ImportCUDAIPC {
+			d.Handle, _ = ipcHandle(q.IPCHandle) // checked by Decode
+		}
+	}
+	buf, err := im.Import(ctx, d)
 	if err != nil {
 		code := CodeImport
 		switch {
@@ -291,22 +332,21 @@ func (c *conn) register(q *Request, fd int) {
 		case errors.Is(err, memory.ErrOutOfBounds):
 			code = "out-of-range"
 		}
-		c.reply(q.Seq, nil, &ProtoError{Code: code, Message: err.Error()})
-		return
-	}
-	mem, err := c.a.mapper.Bytes(buf.ID)
-	if err != nil {
-		c.a.cfg.Provider.Free(ctx, buf.ID)
-		c.reply(q.Seq, nil, errorOf(err))
-		return
+		return nil, &ProtoError{Code: code, Message: err.Error()}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.lastReg++
-	r := &region{handle: c.lastReg, buf: buf, mem: mem}
+	r := &region{handle: c.lastReg, p: p, buf: buf, device: q.Device != nil}
 	c.regs[r.handle] = r
-	c.mu.Unlock()
-	c.log.Debug("agent: registered", "handle", r.handle, "kind", q.Kind, "bytes", q.Size)
-	c.reply(q.Seq, map[string]any{"handle": r.handle, "size": q.Size}, nil)
+	return r, nil
+}
+
+// free releases a region's import.
+func (c *conn) free(r *region) {
+	if err := r.p.Free(context.Background(), r.buf.ID); err != nil {
+		c.log.Warn("agent: release a registration", "handle", r.handle, "err", err)
+	}
 }
 
 // unregister cancels the reads into a region, waits for them to stop
@@ -331,9 +371,7 @@ func (c *conn) unregister(q *Request) {
 	for _, d := range wait {
 		<-d
 	}
-	if err := c.a.cfg.Provider.Free(context.Background(), r.buf.ID); err != nil {
-		c.log.Warn("agent: release a registration", "handle", r.handle, "err", err)
-	}
+	c.free(r)
 	c.reply(q.Seq, map[string]any{"cancelled": len(wait)}, nil)
 }
 
@@ -391,8 +429,13 @@ func (c *conn) run(ctx context.Context, rd *read) {
 	defer c.inflight.Done()
 	defer rd.cancel()
 	start := time.Now()
-	res, err := c.fetch(ctx, rd)
-	rd.comp.complete(res, err, rd.submitted, start, time.Now())
+	if rd.spec.Striped {
+		res, path, err := c.fetchStriped(ctx, rd)
+		rd.comp.completeStriped(res, path, c.a.cfg.Verify == engine.VerifyRequire, err, rd.submitted, start, time.Now())
+	} else {
+		res, err := c.fetch(ctx, rd)
+		rd.comp.complete(res, err, rd.submitted, start, time.Now())
+	}
 	c.mu.Lock()
 	c.ended = append(c.ended, rd.comp.ID)
 	close(rd.done)
@@ -401,23 +444,33 @@ func (c *conn) run(ctx context.Context, rd *read) {
 	c.mu.Unlock()
 }
 
-// fetch reads rd's range into its region, through a buffer that views the
-// destination bytes, in chunks of at most ChunkSize in flight together.
+// fetch reads rd's range into its region from its dst_offset, through the
+// client of the server and the region's provider, in chunks of at most
+// ChunkSize in flight together.
 func (c *conn) fetch(ctx context.Context, rd *read) ([]engine.Result, error) {
-	srv := c.a.server(ctx, rd.spec.Server)
+	srv := c.a.server(ctx, rd.spec.Server, rd.reg.p)
 	if srv.err != nil {
 		return nil, srv.err
 	}
-	view, err := c.a.views.ImportBytes(rd.reg.mem[rd.spec.DstOffset : rd.spec.DstOffset+rd.spec.Length])
-	if err != nil {
-		return nil, err
-	}
-	defer c.a.cfg.Provider.Free(context.Background(), view.ID)
 	var ranges []engine.Range
 	for off, end := rd.spec.Offset, rd.spec.Offset+rd.spec.Length; off < end; off += c.a.cfg.ChunkSize {
 		ranges = append(ranges, engine.Range{Offset: off, Length: min(c.a.cfg.ChunkSize, end-off)})
 	}
-	return srv.client.Read(ctx, rd.spec.Volume, ranges, view, nil)
+	return srv.client.Read(ctx, rd.spec.Volume, ranges, rd.reg.buf, &engine.ReadOptions{DstOffset: rd.spec.DstOffset})
+}
+
+// fetchStriped reads rd's range of a striped volume into its region from
+// its dst_offset, through the agent's Reader of that volume.
+func (c *conn) fetchStriped(ctx context.Context, rd *read) (*ec.ReadResult, *Path, error) {
+	r, path, err := c.a.stripedReader(ctx, rd.spec.Volume, rd.reg.p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if size := r.Manifest().Size; rd.spec.Offset+rd.spec.Length > size {
+		return nil, path, fmt.Errorf("agent: read %s [%d,+%d): %w of %d bytes", rd.spec.Volume, rd.spec.Offset, rd.spec.Length, errVolumeRange, size)
+	}
+	res, err := r.Read(ctx, rd.spec.Offset, rd.spec.Length, rd.reg.buf, rd.spec.DstOffset)
+	return res, path, err
 }
 
 // wait answers with ended reads (of q.IDs, or any), waiting up to
@@ -521,18 +574,22 @@ func (c *conn) release() {
 	c.ended = nil
 	c.mu.Unlock()
 	for _, r := range regs {
-		if err := c.a.cfg.Provider.Free(context.Background(), r.buf.ID); err != nil {
-			c.log.Warn("agent: release a registration", "handle", r.handle, "err", err)
-		}
+		c.free(r)
 	}
 	if len(regs) > 0 {
 		c.log.Info("agent: released the registrations of a disconnected application", "registrations", len(regs))
 	}
 }
 
-// counts returns the connection's registrations and reads.
-func (c *conn) counts() (regs, reads int) {
+// counts returns the connection's registrations, those of device memory
+// among them, and its reads.
+func (c *conn) counts() (regs, device, reads int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.regs), len(c.reads)
+	for _, r := range c.regs {
+		if r.device {
+			device++
+		}
+	}
+	return len(c.regs), device, len(c.reads)
 }

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
 // Version is the local protocol version this agent speaks.
@@ -25,6 +28,11 @@ const (
 	MaxWait = 60_000
 	// MaxCompletionsPerReply is the most completions one wait answers.
 	MaxCompletionsPerReply = 64
+	// MaxDevice is the highest GPU ordinal a register may name.
+	MaxDevice = 1023
+	// IPCHandleSize is the size of a CUDA IPC handle (CUipcMemHandle), in
+	// bytes; it travels as twice as many hex digits.
+	IPCHandleSize = 64
 )
 
 // Ops a client sends.
@@ -52,10 +60,14 @@ const (
 	CodeLimit         = "limit"          // a per-connection limit reached
 	CodePermission    = "permission"     // the peer's uid is not allowed
 	CodeImport        = "import"         // the memory could not be imported (the message says why)
+	CodeDevice        = "device"         // device memory cannot be served on that device (the message says why)
 )
 
 // ReadSpec is one read of a submit.
 type ReadSpec struct {
+	// Striped: Volume is a striped volume of the agent's cluster catalog,
+	// read from the servers its manifest names; Server is empty.
+	Striped   bool   `json:"striped"`
 	Server    string `json:"server"`
 	Volume    string `json:"volume"`
 	Offset    int64  `json:"offset"`
@@ -76,12 +88,18 @@ type Request struct {
 	Version int    `json:"version"` // hello
 	Client  string `json:"client"`  // hello
 
-	Server string `json:"server"` // stat
-	Volume string `json:"volume"` // stat
+	Server  string `json:"server"`  // stat
+	Volume  string `json:"volume"`  // stat
+	Striped bool   `json:"striped"` // stat: Volume is a striped volume; no Server
 
 	Kind   string `json:"kind"`   // register
 	Offset int64  `json:"offset"` // register
 	Size   int64  `json:"size"`   // register
+	// Device is the GPU ordinal of a cuda-ipc or cuda-vmm-fd register
+	// (required for those kinds, absent for the others).
+	Device *int `json:"device"`
+	// IPCHandle is the CUipcMemHandle of a cuda-ipc register, as hex.
+	IPCHandle string `json:"ipc_handle"`
 
 	Handle uint64 `json:"handle"` // unregister
 
@@ -107,7 +125,8 @@ func badMessage(format string, args ...any) *ProtoError {
 // Decode parses one client message of which fds file descriptors arrived
 // with it, and checks it against the protocol: size, JSON shape (unknown
 // fields are refused), the op and the fields it needs, every limit, and the
-// number of fds (one with register, none otherwise). It returns the request
+// number of fds (one with register, except none with kind cuda-ipc; none
+// with the other ops). It returns the request
 // and, on refusal, a *ProtoError. The Seq of a request refused after its
 // JSON was parsed is kept, so the error can answer it.
 func Decode(msg []byte, fds int) (*Request, error) {
@@ -133,20 +152,21 @@ func Decode(msg []byte, fds int) (*Request, error) {
 			return &q, badMessage("hello: client name longer than %d bytes", MaxName)
 		}
 	case OpStat:
-		if err := checkName("stat: server", q.Server); err != nil {
+		if q.Striped && q.Server != "" {
+			return &q, badMessage("stat: a striped volume names no server (its manifest does)")
+		}
+		if err := checkName("stat: server", q.Server); err != nil && !q.Striped {
 			return &q, err
 		}
 		if err := checkName("stat: volume", q.Volume); err != nil {
 			return &q, err
 		}
 	case OpRegister:
-		wantFDs = 1
-		if q.Kind == "" {
-			return &q, badMessage("register: no kind")
+		n, err := checkRegister(&q)
+		if err != nil {
+			return &q, err
 		}
-		if q.Size <= 0 || q.Offset < 0 || q.Offset > (1<<62)-q.Size {
-			return &q, badMessage("register: size %d at offset %d: size must be positive, offset not negative", q.Size, q.Offset)
-		}
+		wantFDs = n
 	case OpUnregister:
 		if q.Handle == 0 {
 			return &q, badMessage("unregister: no handle")
@@ -186,6 +206,54 @@ func Decode(msg []byte, fds int) (*Request, error) {
 	return &q, nil
 }
 
+// checkRegister checks a register's fields for its kind and returns how
+// many fds it carries: none with cuda-ipc (the handle travels in the
+// message), one with the others.
+func checkRegister(q *Request) (fds int, err *ProtoError) {
+	if q.Size <= 0 || q.Offset < 0 || q.Offset > (1<<62)-q.Size {
+		return 0, badMessage("register: size %d at offset %d: size must be positive, offset not negative", q.Size, q.Offset)
+	}
+	device := memory.ImportKind(q.Kind) == memory.ImportCUDAIPC || memory.ImportKind(q.Kind) == memory.ImportCUDAVMMFD
+	switch memory.ImportKind(q.Kind) {
+	case memory.ImportFD, memory.ImportShm, memory.ImportCUDAIPC, memory.ImportCUDAVMMFD, memory.ImportDmabuf:
+	case "":
+		return 0, badMessage("register: no kind")
+	default:
+		return 0, badMessage("register: unknown kind %.64q (want fd, shm, cuda-ipc, cuda-vmm-fd or dmabuf)", q.Kind)
+	}
+	switch {
+	case device && q.Device == nil:
+		return 0, badMessage("register %s: no device (the GPU ordinal the memory is on)", q.Kind)
+	case device && (*q.Device < 0 || *q.Device > MaxDevice):
+		return 0, badMessage("register %s: device %d, want 0 to %d", q.Kind, *q.Device, MaxDevice)
+	case !device && q.Device != nil:
+		return 0, badMessage("register %s: device applies to cuda-ipc and cuda-vmm-fd only", q.Kind)
+	}
+	if memory.ImportKind(q.Kind) != memory.ImportCUDAIPC {
+		if q.IPCHandle != "" {
+			return 0, badMessage("register %s: ipc_handle applies to cuda-ipc only", q.Kind)
+		}
+		return 1, nil
+	}
+	if _, err := ipcHandle(q.IPCHandle); err != nil {
+		return 0, badMessage("register cuda-ipc: ipc_handle: %v", err)
+	}
+	return 0, nil
+}
+
+// ipcHandle decodes a cuda-ipc register's ipc_handle: IPCHandleSize bytes
+// as hex digits.
+func ipcHandle(s string) ([]byte, error) {
+	if len(s) != 2*IPCHandleSize {
+		return nil, fmt.Errorf("%d characters, want %d hex digits (the %d-byte CUipcMemHandle)", len(s), 2*IPCHandleSize, IPCHandleSize)
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not hex: %v", err)
+	}
+	return b, nil
+}
+
 func checkName(what, s string) *ProtoError {
 	if s == "" {
 		return badMessage("%s is empty", what)
@@ -197,8 +265,13 @@ func checkName(what, s string) *ProtoError {
 }
 
 func checkRead(r ReadSpec) *ProtoError {
-	if err := checkName("server", r.Server); err != nil {
-		return err
+	if r.Striped && r.Server != "" {
+		return badMessage("a striped read names no server (its manifest does)")
+	}
+	if !r.Striped {
+		if err := checkName("server", r.Server); err != nil {
+			return err
+		}
 	}
 	if err := checkName("volume", r.Volume); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/ec"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -32,7 +33,10 @@ type Completion struct {
 	UnverifiedExtents int         `json:"unverified_extents"`
 	Extents           int         `json:"extents"`
 	Reconnects        int         `json:"reconnects"`
-	Start             string      `json:"start"` // RFC 3339, when the agent started the read
+	Striped           bool        `json:"striped"`
+	Stripes           int64       `json:"stripes"`          // of a striped read: stripes read
+	DegradedStripes   int         `json:"degraded_stripes"` // of a striped read: stripes reconstructed from parity
+	Start             string      `json:"start"`            // RFC 3339, when the agent started the read
 	QueuedSeconds     float64     `json:"queued_seconds"`
 	Seconds           float64     `json:"seconds"`
 	BytesPerSecond    float64     `json:"bytes_per_second"`
@@ -76,6 +80,30 @@ func (c *Completion) complete(res []engine.Result, err error, submitted, start, 
 	}
 }
 
+// completeStriped fills c from the outcome of a striped read: res (nil
+// if the read did not start), through path (the receive path of its
+// servers, nil if none was chosen), checked if verify.
+func (c *Completion) completeStriped(res *ec.ReadResult, path *Path, verify bool, err error, submitted, start, end time.Time) {
+	c.complete(nil, err, submitted, start, end)
+	c.Striped = true
+	if res != nil {
+		c.Stripes, c.DegradedStripes = res.Stripes, len(res.Degraded)
+	}
+	if path != nil {
+		c.Transport = ptr(path.Transport.Name())
+		if path.FallbackReason != "" {
+			c.FallbackReason = ptr(path.FallbackReason)
+		}
+	}
+	if err == nil {
+		c.Bytes = c.Length
+		c.Verified = verify
+		if c.Seconds > 0 {
+			c.BytesPerSecond = float64(c.Bytes) / c.Seconds
+		}
+	}
+}
+
 func ptr(s string) *string { return &s }
 
 // stateOf is the terminal state of a read that ended with err.
@@ -105,13 +133,23 @@ func errorOf(err error) *ProtoError {
 // (not-found, out-of-range, corrupt, ...), or one of cancelled, timed-out,
 // corrupt (a checksum mismatch found here), auth, volume-replaced,
 // unavailable (the server could not be reached or the session was lost
-// and could not be resumed), out-of-range, internal.
+// and could not be resumed; of a striped read: too many shards could not
+// be fetched), not-found (no such striped volume), not-supported (striped
+// reads without a cluster catalog), out-of-range, internal.
 func codeOf(err error) string {
 	var pe *blockproto.Error
 	var ne *net.OpError
 	switch {
 	case errors.Is(err, engine.ErrVolumeReplaced): // the server's replaced too
 		return "volume-replaced"
+	case errors.Is(err, ec.ErrNoManifest):
+		return "not-found"
+	case errors.Is(err, errVolumeRange):
+		return "out-of-range"
+	case errors.Is(err, ec.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, errNoCatalog):
+		return CodeNotSupported
 	case errors.As(err, &pe):
 		return pe.Code.String()
 	case errors.Is(err, errServerAddr):

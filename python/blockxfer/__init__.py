@@ -9,6 +9,7 @@ and load safetensors files stored as volumes::
         arr = c.empty((1024, 1024), "float32")       # memory the agent writes into
         c.read_into(arr, "storage1:7070", "weights")  # zero-copy
         tensors = c.load_safetensors("storage1:7070", "model.safetensors")
+        gpu = c.load_safetensors("storage1:7070", "model.safetensors", device="cuda:0")
 
 Pure standard library; numpy and torch are used when installed, never
 required. The protocol is docs/agent-protocol.md.
@@ -20,6 +21,7 @@ from ._client import (
     BlockxferError,
     Buffer,
     Client,
+    DeviceRegion,
     Handle,
     Result,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "BlockxferError",
     "Buffer",
     "Client",
+    "DeviceRegion",
     "Handle",
     "Result",
 ]

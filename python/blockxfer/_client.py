@@ -174,17 +174,99 @@ class Handle:
             self._on_done(self)
 
 
+def _where(server, msg):
+    """msg naming server, or a striped volume when server is None."""
+    if server is None:
+        msg["striped"] = True
+    else:
+        msg["server"] = server
+    return msg
+
+
+class DeviceRegion:
+    """A CUDA allocation registered with the agent (kind ``cuda-ipc`` or
+    ``cuda-vmm-fd``): ``handle`` names it in reads (``buffer=`` of submit),
+    ``base`` and ``size`` are its device address range, ``device`` its
+    GPU. The client registers one per allocation on first use and keeps it
+    until ``client.release_device_memory()`` or ``client.close()``."""
+
+    def __init__(self, client, alloc):
+        self.device, self.base, self.size, self.kind = alloc.device, alloc.base, alloc.size, alloc.kind
+        self.key = alloc.key
+        msg = {"op": "register", "kind": alloc.kind, "device": alloc.device, "offset": 0, "size": alloc.size}
+        if alloc.kind == "cuda-ipc":
+            msg["ipc_handle"] = alloc.ipc_handle.hex()
+            reply = client._call(msg)
+        else:
+            fd = alloc.export_fd()
+            try:
+                reply = client._call(msg, fds=[fd])
+            finally:
+                os.close(fd)
+        self.handle = reply["handle"]
+
+    def __repr__(self):
+        return "DeviceRegion(%s, cuda:%d, %#x+%d, handle %d)" % (self.kind, self.device, self.base, self.size, self.handle)
+
+
+def _cuda_span(dst):
+    """(address, nbytes, device) of dst if it is CUDA memory (a CUDA torch
+    tensor, or an object with __cuda_array_interface__), else None. The
+    device is None when dst does not say."""
+    if type(dst).__module__.startswith("torch"):
+        if dst.device.type != "cuda":
+            return None
+        if not dst.is_contiguous():
+            raise ValueError("read_into: the tensor must be contiguous")
+        dev = dst.device.index
+        if dev is None:
+            import torch
+
+            dev = torch.cuda.current_device()
+        return dst.data_ptr(), dst.numel() * dst.element_size(), dev
+    try:
+        cai = dst.__cuda_array_interface__
+    except AttributeError:
+        return None
+    ptr, readonly = cai["data"]
+    if readonly:
+        raise ValueError("read_into: the device array is read-only")
+    shape, typestr = tuple(cai["shape"]), cai["typestr"]
+    itemsize = int(typestr[2:])
+    strides = cai.get("strides")
+    if strides is not None:
+        want = []
+        step = itemsize
+        for d in reversed(shape):
+            want.append(step)
+            step *= d
+        if tuple(reversed(want)) != tuple(strides) and math.prod(shape) > 1:
+            raise ValueError("read_into: the device array must be C-contiguous")
+    dev = getattr(dst, "device", None)
+    dev = getattr(dev, "id", getattr(dev, "index", dev))
+    return ptr, math.prod(shape) * itemsize, dev if isinstance(dev, int) else None
+
+
+def _merge(results):
+    """One Result for the pieces of one read_into (a range that spans
+    allocations)."""
+    if len(results) == 1:
+        return results[0]
+    c = results[0].as_dict()
+    for k in ("fetched_bytes", "length_bytes", "verified_extents", "unverified_extents", "extents"):
+        c[k] = sum(r.as_dict()[k] for r in results)
+    for k in ("reconnects", "seconds", "max_extent_latency_seconds", "queued_seconds"):
+        c[k] = max(r.as_dict()[k] for r in results)
+    c["verified"] = all(r.verified for r in results)
+    c["bytes_per_second"] = c["fetched_bytes"] / c["seconds"] if c["seconds"] > 0 else 0
+    return Result(c)
+
+
 def _dst_address(dst):
-    """(address, nbytes, keep) of a C-contiguous, writable numpy array or
-    CPU torch tensor; CUDA tensors are refused."""
+    """(address, nbytes) of a C-contiguous, writable numpy array, CPU torch
+    tensor or writable buffer."""
     mod = type(dst).__module__
     if mod.startswith("torch"):
-        if dst.device.type != "cpu":
-            raise BlockxferError(
-                "not-supported",
-                "read_into a %s tensor: reads into GPU memory need the GPU provider's import "
-                "(CUDA IPC), not yet served by the agent; read into a CPU tensor and .to(device)" % dst.device,
-            )
         if not dst.is_contiguous():
             raise ValueError("read_into: the tensor must be contiguous")
         return dst.data_ptr(), dst.numel() * dst.element_size()
@@ -215,6 +297,7 @@ class Client:
         self._seq = 0
         self._pending = {}  # read id -> Handle
         self._buffers = []
+        self._device_regions = {}  # (device, base) -> DeviceRegion
         self._closed = False
         self.hello = self._call({"op": "hello", "version": PROTOCOL_VERSION,
                                  "client": name or "python pid %d" % os.getpid()})
@@ -263,6 +346,7 @@ class Client:
                 except BufferError:
                     pass
             self._buffers = []
+            self._device_regions = {}
             self._closed = True
             self._sock.close()
 
@@ -301,6 +385,52 @@ class Client:
         buf = self.alloc(count * dt.itemsize)
         return _np.frombuffer(buf.mmap, dtype=dt, count=count).reshape(shape)
 
+    def _device_pieces(self, address, nbytes, device):
+        """[(DeviceRegion, dst_offset, length)] covering device memory
+        [address, address+nbytes), in order: the allocations it lies in,
+        registered on first use."""
+        from . import _cuda
+
+        drv = _cuda.driver()
+        if device is None:
+            device = drv.device_of(address)
+            if device is None:
+                device = 0
+        pieces = []
+        end = address + nbytes
+        while address < end:
+            alloc = drv.allocation(address, device)
+            with self._lock:
+                key = (device, alloc.base)
+                reg = self._device_regions.get(key)
+                if reg is not None and (reg.key != alloc.key or reg.size != alloc.size):
+                    # Another allocation at the same address: the old one was freed.
+                    self._unregister_device(key)
+                    reg = None
+                if reg is None:
+                    reg = self._device_regions[key] = DeviceRegion(self, alloc)
+            n = min(end, alloc.base + alloc.size) - address
+            pieces.append((reg, address - alloc.base, n))
+            address += n
+        return pieces
+
+    def _unregister_device(self, key):
+        reg = self._device_regions.pop(key)
+        try:
+            self._call({"op": "unregister", "handle": reg.handle})
+        except BlockxferError as e:
+            if e.code not in ("unknown-handle", "agent-gone"):
+                raise
+
+    def release_device_memory(self):
+        """Unregister every CUDA allocation registered by read_into or
+        load_safetensors (reads into them are cancelled first). Call it
+        before freeing device memory to the driver (torch.cuda.empty_cache)
+        if the agent should not keep it mapped meanwhile."""
+        with self._lock:
+            for key in list(self._device_regions):
+                self._unregister_device(key)
+
     def _region_of(self, address, nbytes):
         with self._lock:
             for b in self._buffers:
@@ -312,12 +442,14 @@ class Client:
     # --- reads ---------------------------------------------------------------
 
     def stat(self, server, volume):
-        """The volume's size_bytes, extent_size_bytes and generation."""
-        return self._call({"op": "stat", "server": server, "volume": volume})
+        """The volume's size_bytes, extent_size_bytes and generation. A
+        server of None names a striped volume of the agent's cluster
+        catalog (so in every call that takes a server)."""
+        return self._call(_where(server, {"op": "stat", "volume": volume}))
 
     def submit(self, server, volume, offset, length, buffer, dst_offset=0, tag="", timeout=None):
         """Start one read of [offset, offset+length) of volume into buffer
-        (a Buffer) at dst_offset; returns its Handle."""
+        (a Buffer, or a DeviceRegion) at dst_offset; returns its Handle."""
         return self.submit_many([dict(server=server, volume=volume, offset=offset, length=length,
                                       buffer=buffer, dst_offset=dst_offset, tag=tag, timeout=timeout)])[0]
 
@@ -329,10 +461,10 @@ class Client:
             batch = []
             for r in reads[i:i + MAX_READS_PER_SUBMIT]:
                 t = r.get("timeout")
-                batch.append({"server": r["server"], "volume": r["volume"], "offset": int(r["offset"]),
-                              "length": int(r["length"]), "handle": r["buffer"].handle,
-                              "dst_offset": int(r.get("dst_offset", 0)), "tag": str(r.get("tag", "")),
-                              "timeout_ms": int(t * 1000) if t else 0})
+                batch.append(_where(r["server"], {
+                    "volume": r["volume"], "offset": int(r["offset"]), "length": int(r["length"]),
+                    "handle": r["buffer"].handle, "dst_offset": int(r.get("dst_offset", 0)),
+                    "tag": str(r.get("tag", "")), "timeout_ms": int(t * 1000) if t else 0}))
             with self._lock:
                 reply = self._call({"op": "submit", "reads": batch})
                 for rid, spec in zip(reply["ids"], batch):
@@ -394,10 +526,23 @@ class Client:
             return bytes(buf.view[:length])
 
     def read_into(self, dst, server, volume, offset=0, timeout=None):
-        """Fill dst (a numpy array, a CPU torch tensor, or a writable buffer)
-        with dst's size in bytes of volume from offset; returns the Result.
-        Memory from empty() (or any registered Buffer) is filled in place;
-        other memory goes through a registered buffer and one copy."""
+        """Fill dst (a numpy array, a torch tensor on the CPU or a CUDA
+        device, an object with __cuda_array_interface__, or a writable
+        buffer) with dst's size in bytes of volume from offset; returns the
+        Result. Device memory and memory from empty() (or any registered
+        Buffer) are filled in place; other host memory goes through a
+        registered buffer and one copy."""
+        span = _cuda_span(dst)
+        if span is not None:
+            address, nbytes, device = span
+            if nbytes == 0:
+                return None
+            reads, pos = [], offset
+            for reg, off, n in self._device_pieces(address, nbytes, device):
+                reads.append(dict(server=server, volume=volume, offset=pos, length=n, buffer=reg,
+                                  dst_offset=off, timeout=timeout))
+                pos += n
+            return _merge(self.wait_all(self.submit_many(reads)))
         address, nbytes = _dst_address(dst)
         if nbytes == 0:
             return None
@@ -411,10 +556,13 @@ class Client:
 
     def load_safetensors(self, server, volume, device="cpu", with_metadata=False):
         """Load a safetensors file stored as a volume: a dict of tensor name
-        to torch tensor (torch installed) or numpy array. The data section
-        is read with one batched submission into registered memory, and each
-        tensor is a view of it. With with_metadata, returns (tensors,
-        metadata) where metadata is the header's __metadata__ (or {})."""
+        to torch tensor (torch installed) or numpy array. On the CPU, the
+        data section is read with one batched submission into registered
+        memory, and each tensor is a view of it. With device="cuda:N"
+        (torch needed), every tensor is allocated on that GPU and read
+        straight into, all in one batched submission, with no host copy.
+        With with_metadata, returns (tensors, metadata) where metadata is
+        the header's __metadata__ (or {})."""
         from ._safetensors import load
 
         return load(self, server, volume, device, with_metadata)

@@ -94,13 +94,13 @@ def blockd(bins, tmp_path_factory):
 
 
 class Agent:
-    def __init__(self, bins, key, workdir):
+    def __init__(self, bins, key, workdir, args=(), env=None):
         self.socket = os.path.join(workdir, "agent.sock")
         self.log = os.path.join(workdir, "agent.log")
         self.proc = subprocess.Popen(
             [os.path.join(bins, "blockcat"), "agent", "--socket", self.socket, "--key-file", key,
-             "--log-level", "debug", "--data-conns", "2"],
-            stderr=open(self.log, "ab"))
+             "--log-level", "debug", "--data-conns", "2"] + list(args),
+            stderr=open(self.log, "ab"), env=dict(os.environ, **(env or {})))
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
@@ -128,6 +128,17 @@ class Agent:
                 pass
         return sorted(out)
 
+    def children(self):
+        """The pids of the agent's child processes (its provider plugins)."""
+        pids = []
+        for task in os.listdir("/proc/%d/task" % self.pid):
+            try:
+                with open("/proc/%d/task/%s/children" % (self.pid, task)) as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+        return pids
+
     def memfd_mappings(self):
         with open("/proc/%d/maps" % self.pid) as f:
             return sum(1 for line in f if "memfd:blockxfer-py" in line)
@@ -140,6 +151,59 @@ class Agent:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def gpu_plugins(bins, tmp_path_factory):
+    """A directory holding the gpu provider plugin: the one in
+    $BLOCKXFER_BIN, else built here."""
+    if os.path.exists(os.path.join(bins, "blockxfer-provider-gpu")):
+        return bins
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: cannot build the gpu provider plugin (cgo)")
+    out = str(tmp_path_factory.mktemp("plugins"))
+    subprocess.run(["go", "build", "-o", os.path.join(out, "blockxfer-provider-gpu"), "./providers/gpu"],
+                   cwd=REPO, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fakecuda(gpu_plugins, tmp_path_factory):
+    """(libfakecuda.so, plugin dir): the stand-in CUDA driver built from
+    providers/gpu/testdata/fakecuda.c, and a directory holding the gpu
+    provider plugin."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: cannot build the stand-in CUDA driver")
+    out = str(tmp_path_factory.mktemp("fakecuda"))
+    lib = os.path.join(out, "libfakecuda.so")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", lib,
+                    os.path.join(REPO, "providers", "gpu", "testdata", "fakecuda.c")], check=True)
+    return lib, gpu_plugins
+
+
+@pytest.fixture
+def gpu_agent(bins, blockd, fakecuda, monkeypatch):
+    """An agent serving device memory through the gpu provider plugin on
+    the stand-in driver, which this process loads too
+    ($BLOCKXFER_LIBCUDA)."""
+    lib, plugins = fakecuda
+    monkeypatch.setenv("BLOCKXFER_LIBCUDA", lib)
+    workdir = tempfile.mkdtemp(prefix="bxagent")
+    a = Agent(bins, blockd.key, workdir, args=["--plugin-dir", plugins], env={"BLOCKXFER_LIBCUDA": lib})
+    yield a
+    a.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def real_gpu_agent(bins, blockd, gpu_plugins):
+    """An agent serving device memory through the gpu provider plugin on
+    the machine's own CUDA driver (libcuda.so.1, or $BLOCKXFER_LIBCUDA)."""
+    workdir = tempfile.mkdtemp(prefix="bxagent")
+    a = Agent(bins, blockd.key, workdir, args=["--plugin-dir", gpu_plugins])
+    yield a
+    a.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

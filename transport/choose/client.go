@@ -19,7 +19,8 @@ type ClientOptions struct {
 	Mode     Mode
 	Server   string // host:port of the blockd
 	Provider memory.Provider
-	// DataConns is how many data connections will share the RX binding.
+	// DataConns is how many data connections will share the RX binding
+	// (the devmem ones; plain ones do not use it).
 	DataConns int
 	// ArenaSize is the RX arena (the bound dmabuf) in bytes (default 64 MiB).
 	ArenaSize int64
@@ -34,6 +35,10 @@ type ClientOptions struct {
 type ClientPath struct {
 	// Transport receives the data connections' payload.
 	Transport transport.RecvTransport
+	// Plain receives the plain data connections a devmem session adds
+	// for small reads (engine.Config.PlainTransport): plain TCP when
+	// Transport is devmem, nil otherwise.
+	Plain transport.RecvTransport
 	// FallbackReason says why Transport is TCP in auto mode; empty
 	// otherwise.
 	FallbackReason string
@@ -71,6 +76,7 @@ func Client(ctx context.Context, o ClientOptions) (*ClientPath, error) {
 			path.Close()
 			return nil, fmt.Errorf("devmem emulation: %w", err)
 		}
+		path.Plain = &tcp.Transport{}
 		return path, nil
 	}
 	fb, err := path.hardware(ctx, o)
@@ -87,6 +93,7 @@ func Client(ctx context.Context, o ClientOptions) (*ClientPath, error) {
 		o.Logger.Warn("devmem unavailable, using tcp", "reason", reason)
 		return &ClientPath{Transport: &tcp.Transport{}, FallbackReason: reason, FallbackErr: fb.err}, nil
 	}
+	path.Plain = &tcp.Transport{}
 	return path, nil
 }
 

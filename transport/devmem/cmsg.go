@@ -44,44 +44,66 @@ type Frag struct {
 // error wrapping ErrMalformed; dst is then returned with the frags parsed so
 // far, so their tokens can still be returned to the kernel.
 func ParseCmsgs(dst []Frag, oob []byte) ([]Frag, error) {
-	var linear uint64
+	dst, _, err := parseCmsgs(dst, oob, 0)
+	return dst, err
+}
+
+// fragSums sums up the frags parseCmsgs appended.
+type fragSums struct {
+	devmem, linear int64  // payload bytes of dmabuf frags, of linear frags
+	tokens         int    // dmabuf frags
+	foreign        uint32 // the dmabuf id of a frag of another binding, or 0
+}
+
+// parseCmsgs is ParseCmsgs, summing up the frags as it appends them (in the
+// same pass, which is cheaper than a second one over the frags): a dmabuf
+// frag whose dmabuf id is not id is foreign.
+func parseCmsgs(dst []Frag, oob []byte, id uint32) ([]Frag, fragSums, error) {
+	var sums fragSums
 	for off := 0; off < len(oob); {
 		b := oob[off:]
 		if len(b) < uapi.SizeofCmsghdr {
-			return dst, fmt.Errorf("%w: %d trailing bytes after control messages", ErrMalformed, len(b))
+			return dst, sums, malformedCmsg(off, b, 0)
 		}
-		h := uapi.Cmsghdr{
-			Len:   uintptr(readWord(b)),
-			Level: int32(binary.NativeEndian.Uint32(b[wordSize:])),
-			Type:  int32(binary.NativeEndian.Uint32(b[wordSize+4:])),
-		}
-		n := uint64(h.Len)
+		n := readWord(b)
+		level := int32(binary.NativeEndian.Uint32(b[wordSize:]))
+		typ := int32(binary.NativeEndian.Uint32(b[wordSize+4:]))
 		if n < uint64(uapi.SizeofCmsghdr) || n > uint64(len(b)) {
-			return dst, fmt.Errorf("%w: control message at %d has length %d, %d bytes left", ErrMalformed, off, n, len(b))
+			return dst, sums, malformedCmsg(off, b, n)
 		}
-		if h.Level == uapi.SOL_SOCKET && (h.Type == uapi.SCM_DEVMEM_DMABUF || h.Type == uapi.SCM_DEVMEM_LINEAR) {
-			p := b[uapi.SizeofCmsghdr:n]
-			if len(p) != uapi.SizeofDmabufCmsg {
-				return dst, fmt.Errorf("%w: devmem control message at %d has %d payload bytes, want %d", ErrMalformed, off, len(p), uapi.SizeofDmabufCmsg)
+		if level == uapi.SOL_SOCKET && (typ == uapi.SCM_DEVMEM_DMABUF || typ == uapi.SCM_DEVMEM_LINEAR) {
+			if n != devmemCmsgLen {
+				return dst, sums, malformedCmsg(off, b, n)
 			}
+			p := (*[uapi.SizeofDmabufCmsg]byte)(b[uapi.SizeofCmsghdr:devmemCmsgLen])
+			// Checked in registers and written in place: a Frag built
+			// aside and copied in (or read back right after its fields
+			// were stored) stalls on store forwarding, which cost more
+			// than the parse itself.
 			size := binary.NativeEndian.Uint32(p[uapi.OffsetofFragSize:])
-			if size == 0 {
-				return dst, fmt.Errorf("%w: devmem frag of size 0 at %d", ErrMalformed, off)
-			}
-			if h.Type == uapi.SCM_DEVMEM_LINEAR {
-				dst = append(dst, Frag{Offset: linear, Size: size, Linear: true})
-				linear += uint64(size)
+			if typ == uapi.SCM_DEVMEM_LINEAR {
+				if size == 0 {
+					return dst, sums, malformedFrag(off, Frag{Linear: true})
+				}
+				var f *Frag
+				dst, f = grow(dst)
+				*f = Frag{Offset: uint64(sums.linear), Size: size, Linear: true}
+				sums.linear += int64(size)
 			} else {
-				f := Frag{
-					Offset:   binary.NativeEndian.Uint64(p[uapi.OffsetofFragOffset:]),
-					Size:     size,
-					Token:    binary.NativeEndian.Uint32(p[uapi.OffsetofFragToken:]),
-					DmabufID: binary.NativeEndian.Uint32(p[uapi.OffsetofDmabufID:]),
+				offset := binary.NativeEndian.Uint64(p[uapi.OffsetofFragOffset:])
+				token := binary.NativeEndian.Uint32(p[uapi.OffsetofFragToken:])
+				dmabuf := binary.NativeEndian.Uint32(p[uapi.OffsetofDmabufID:])
+				if size == 0 || token == 0 || dmabuf == 0 {
+					return dst, sums, malformedFrag(off, Frag{Size: size, Token: token, DmabufID: dmabuf})
 				}
-				if f.Token == 0 || f.DmabufID == 0 {
-					return dst, fmt.Errorf("%w: dmabuf frag at %d has token %d, dmabuf id %d (both must be >= 1)", ErrMalformed, off, f.Token, f.DmabufID)
+				var f *Frag
+				dst, f = grow(dst)
+				*f = Frag{Offset: offset, Size: size, Token: token, DmabufID: dmabuf}
+				sums.devmem += int64(size)
+				sums.tokens++
+				if dmabuf != id {
+					sums.foreign = dmabuf
 				}
-				dst = append(dst, f)
 			}
 		}
 		next := uapi.CmsgAlign(int(n))
@@ -90,7 +112,41 @@ func ParseCmsgs(dst []Frag, oob []byte) ([]Frag, error) {
 		}
 		off += next
 	}
-	return dst, nil
+	return dst, sums, nil
+}
+
+// grow extends dst by one frag and returns it with the new element, which
+// the caller must set whole.
+func grow(dst []Frag) ([]Frag, *Frag) {
+	if len(dst) < cap(dst) {
+		dst = dst[:len(dst)+1]
+	} else {
+		dst = append(dst, Frag{})
+	}
+	return dst, &dst[len(dst)-1]
+}
+
+// devmemCmsgLen is the cmsg_len of a devmem control message.
+const devmemCmsgLen = uint64(uapi.SizeofCmsghdr + uapi.SizeofDmabufCmsg)
+
+// malformedCmsg describes the control message at off, of length n, that
+// ParseCmsgs rejects; b is the buffer from off on.
+func malformedCmsg(off int, b []byte, n uint64) error {
+	switch {
+	case len(b) < uapi.SizeofCmsghdr:
+		return fmt.Errorf("%w: %d trailing bytes after control messages", ErrMalformed, len(b))
+	case n < uint64(uapi.SizeofCmsghdr) || n > uint64(len(b)):
+		return fmt.Errorf("%w: control message at %d has length %d, %d bytes left", ErrMalformed, off, n, len(b))
+	}
+	return fmt.Errorf("%w: devmem control message at %d has %d payload bytes, want %d", ErrMalformed, off, n-uint64(uapi.SizeofCmsghdr), uapi.SizeofDmabufCmsg)
+}
+
+// malformedFrag describes the devmem frag at off that ParseCmsgs rejects.
+func malformedFrag(off int, f Frag) error {
+	if f.Size == 0 {
+		return fmt.Errorf("%w: devmem frag of size 0 at %d", ErrMalformed, off)
+	}
+	return fmt.Errorf("%w: dmabuf frag at %d has token %d, dmabuf id %d (both must be >= 1)", ErrMalformed, off, f.Token, f.DmabufID)
 }
 
 const wordSize = int(unsafe.Sizeof(uintptr(0)))

@@ -173,6 +173,7 @@ func FuzzParseCmsgs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		frags, err := ParseCmsgs(nil, oob)
 		var linear uint64
+		var want fragSums
 		for _, fr := range frags {
 			if fr.Size == 0 {
 				t.Fatalf("frag of size 0 returned: %+v", fr)
@@ -182,9 +183,24 @@ func FuzzParseCmsgs(f *testing.F) {
 					t.Fatalf("linear frag %+v, want offset %d and no token", fr, linear)
 				}
 				linear += uint64(fr.Size)
+				want.linear += int64(fr.Size)
 			} else if fr.Token == 0 || fr.DmabufID == 0 {
 				t.Fatalf("dmabuf frag without token or id: %+v", fr)
+			} else {
+				want.devmem += int64(fr.Size)
+				want.tokens++
+				if fr.DmabufID != 1 {
+					want.foreign = fr.DmabufID
+				}
 			}
+		}
+		// The receiver's parse sums up the same frags as it goes.
+		same, sums, serr := parseCmsgs(nil, oob, 1)
+		if diff := cmp.Diff(frags, same); diff != "" || (serr == nil) != (err == nil) {
+			t.Fatalf("parseCmsgs differs from ParseCmsgs (error %v, %v):\n%s", err, serr, diff)
+		}
+		if sums != want {
+			t.Fatalf("sums %+v, want %+v", sums, want)
 		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {

@@ -41,9 +41,10 @@ type socket interface {
 	watch(ctx context.Context) (stop func())
 
 	// recvmsg is recvmsg(2) with one iovec p and control buffer oob. It
-	// blocks until data (or EOF) is available. It returns the bytes the
-	// call consumed from the stream, the control bytes written, and
-	// msg_flags. Errors are *OpError with the errno.
+	// blocks until data (or EOF) is available; with MSG_DONTWAIT in flags
+	// it fails with EAGAIN instead. It returns the bytes the call
+	// consumed from the stream, the control bytes written, and msg_flags.
+	// Errors are *OpError with the errno.
 	recvmsg(p, oob []byte, flags int) (n, oobn, rflags int, err error)
 
 	// dontneed is setsockopt(SOL_SOCKET, SO_DEVMEM_DONTNEED) with the raw

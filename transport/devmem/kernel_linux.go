@@ -143,7 +143,9 @@ func (s *hostSocket) doRecvmsg(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
+			if s.flags&unix.MSG_DONTWAIT == 0 {
+				return false // wait in the netpoller
+			}
 		}
 		s.r, s.errno = r, e
 		return true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"syscall"
 
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -45,12 +46,11 @@ type RXConfig struct {
 	GatherBatch int
 	// IOBufSize is the iovec size of each recvmsg: it caps the stream
 	// bytes one call consumes and holds the linear bytes. Default 256 KiB.
+	// A recvmsg may consume bytes beyond the current Receive or Discard
+	// (read-ahead, saving system calls when extents are small): the
+	// extra frags are kept, counted against the budget, and used by the
+	// next call.
 	IOBufSize int
-	// ReadAhead lets a recvmsg consume stream bytes beyond the current
-	// Receive or Discard (up to IOBufSize), saving system calls when
-	// extents are small. The extra frags are kept, counted against the
-	// budget, and used by the next call.
-	ReadAhead bool
 	// RejectPlain fails a Receive with ErrNotDevmem when payload arrives
 	// without devmem cmsgs, instead of copying it in as linear bytes.
 	//
@@ -92,11 +92,16 @@ type RXStats struct {
 	GatherCalls   int64
 	Copies        int64 // gather copies issued
 	MaxHeld       int   // most tokens held at once
-	// BudgetFull counts the recvmsg calls that found the frag budget
-	// used up (or too little of it left after ETOOSMALL) and first
-	// returned the tokens of what was gathered: the receiver's token
-	// exhaustion, and its recovery.
+	// BudgetFull counts the recvmsg calls that found too little of the
+	// frag budget left for a full iovec of frags (or for the control
+	// buffer ETOOSMALL asked for) and first returned the tokens of what
+	// was gathered: the receiver's token exhaustion, and its recovery.
+	// Tokens are returned lazily, so this is also the usual way they go
+	// back while data keeps arriving.
 	BudgetFull int64
+	// WaitReturns counts the recvmsg calls that found no data while the
+	// receiver held tokens, which it then returned before waiting.
+	WaitReturns int64
 	// PlacedLinearBytes and PlacedLinearFrags are the host-memory bytes
 	// copied into destinations with CopyIn and the copies that took (a
 	// frag placed in two extents counts twice); discarded bytes are not
@@ -113,9 +118,15 @@ type RXStats struct {
 // copies linear frags in, and returns tokens to the kernel (coalesced,
 // batched) only after the gather that read their bytes completed.
 //
-// A recvmsg may report frags past the bytes a call asked for (with
-// ReadAhead, or a frag that straddles two extents); they are kept, still
-// holding their tokens, and consumed first by the next Receive or Discard.
+// Every Receive and Discard has its bytes gathered before it returns, but
+// tokens go back lazily, across calls: when a SO_DEVMEM_DONTNEED call is
+// full, when the budget has too little room left for a full recvmsg, before
+// a recvmsg would wait for data (a MSG_DONTWAIT attempt comes first), and on
+// Close.
+//
+// A recvmsg may report frags past the bytes a call asked for (read-ahead,
+// or a frag that straddles two extents); they are kept, still holding their
+// tokens, and consumed first by the next Receive or Discard.
 //
 // A Receiver is used by one goroutine at a time; the engine calls it in
 // stream order.
@@ -125,7 +136,6 @@ type Receiver struct {
 
 	iobuf []byte
 	oob   []byte
-	frags []Frag
 
 	pend     []Frag // frags received and not fully consumed, stream order
 	pendHead int
@@ -134,7 +144,20 @@ type Receiver struct {
 	after    []uint32      // tokens to return once the queued copies are gathered
 	batch    *TokenBatcher // its Outstanding is the tokens held
 
-	minOOB int // control buffer floor after ETOOSMALL
+	minOOB   int    // control buffer floor after ETOOSMALL
+	fullRoom int    // frags a full iovec brings: the room kept free for a recvmsg
+	id       uint32 // the binding's id
+
+	// The socket watches a context from the first call that passes it
+	// until a call passes one with another Done channel, or Close: the
+	// engine passes the same context to every call of a connection.
+	// watchCtx is that context if its type is comparable (else nil), so
+	// that a call with the same one is recognised without asking for its
+	// Done channel.
+	watchCtx  context.Context
+	watchDone <-chan struct{}
+	unwatch   func()
+
 	closed bool
 	stats  RXStats
 }
@@ -162,14 +185,15 @@ func NewReceiver(conn net.Conn, cfg RXConfig) (*Receiver, error) {
 		return nil, err
 	}
 	r := &Receiver{
-		cfg:    cfg,
-		sock:   sock,
-		iobuf:  make([]byte, cfg.IOBufSize),
-		oob:    make([]byte, cfg.FragBudget*devmemCmsgSpace),
-		frags:  make([]Frag, 0, cfg.FragBudget),
-		pend:   make([]Frag, 0, cfg.FragBudget),
-		copies: make([]memory.Copy, 0, cfg.GatherBatch),
-		after:  make([]uint32, 0, cfg.GatherBatch),
+		cfg:      cfg,
+		sock:     sock,
+		fullRoom: min(cfg.FragBudget, (cfg.IOBufSize+uapi.DevmemPageSize-1)/uapi.DevmemPageSize),
+		id:       cfg.Binding.ID(),
+		iobuf:    make([]byte, cfg.IOBufSize),
+		oob:      make([]byte, cfg.FragBudget*devmemCmsgSpace),
+		pend:     make([]Frag, 0, cfg.FragBudget),
+		copies:   make([]memory.Copy, 0, cfg.GatherBatch),
+		after:    make([]uint32, 0, cfg.GatherBatch),
 	}
 	r.batch = NewTokenBatcher(sock.dontneed)
 	return r, nil
@@ -177,14 +201,37 @@ func NewReceiver(conn net.Conn, cfg RXConfig) (*Receiver, error) {
 
 // Receive reads exactly n bytes of the stream into dst at off.
 func (r *Receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int64) error {
-	return r.consume(ctx, dst, off, n, false)
+	p := [1]Piece{{Dst: dst, Off: off, N: n}}
+	return r.consume(ctx, p[:], false)
+}
+
+// A Piece is a run of the stream and its place: the next N bytes go to Dst
+// at Off.
+type Piece struct {
+	Dst memory.BufferID
+	Off int64
+	N   int64
+}
+
+// ReceiveBatch receives pieces of the stream, in order, as one Receive per
+// piece would, but gathers them together: one Gather call per GatherBatch
+// copies across the pieces instead of at least one per piece. Every
+// piece's bytes are in place when it returns. After an error the stream is
+// out of step, as after a failed Receive, and the pieces are incomplete.
+//
+// The engine calls Receive once per extent (or 1 MiB chunk); with small
+// extents the gather call is then the largest cost of each. An engine that
+// hands a connection's queued extents over in one call pays it once.
+func (r *Receiver) ReceiveBatch(ctx context.Context, pieces []Piece) error {
+	return r.consume(ctx, pieces, false)
 }
 
 // Discard reads and drops exactly n bytes of the stream. Bytes not yet
 // received are dropped by the kernel (recvmsg with MSG_TRUNC) without
 // producing tokens.
 func (r *Receiver) Discard(ctx context.Context, n int64) error {
-	return r.consume(ctx, 0, 0, n, true)
+	p := [1]Piece{{N: n}}
+	return r.consume(ctx, p[:], true)
 }
 
 // Stats returns the receiver's counters.
@@ -208,14 +255,17 @@ func (r *Receiver) LinearPlaced() (bytes, frags int64) {
 // not yet returned to the kernel.
 func (r *Receiver) Held() int { return int(r.batch.Outstanding()) }
 
-// Close returns every token the receiver still holds (frags received ahead
-// and not consumed), and reports a leak (ErrTokenLeak) if the books do not
-// balance. It does not close the connection.
+// Close returns every token the receiver still holds (of frags gathered,
+// and of frags received ahead and not consumed), and reports a leak
+// (ErrTokenLeak) if the books do not balance. It does not close the
+// connection; if the connection is closed already, the kernel released
+// the tokens with the socket (TokenStats.Closed), which is no error.
 func (r *Receiver) Close() error {
 	if r.closed {
 		return nil
 	}
 	r.closed = true
+	r.watch(context.Background())
 	var errs []error
 	for _, f := range r.pend[r.pendHead:] {
 		if !f.Linear {
@@ -225,8 +275,47 @@ func (r *Receiver) Close() error {
 	r.pend, r.pendHead, r.headUsed = r.pend[:0], 0, 0
 	errs = append(errs, r.batch.ReleaseAll(r.after))
 	r.after, r.copies = r.after[:0], r.copies[:0]
-	errs = append(errs, r.batch.Flush(), r.batch.Check(), r.sock.close())
+	errs = append(errs, r.batch.Flush())
+	for i, err := range errs {
+		if errors.Is(err, net.ErrClosed) {
+			errs[i] = nil
+		}
+	}
+	errs = append(errs, r.batch.Check(), r.sock.close())
 	return errors.Join(errs...)
+}
+
+// returnTokens gathers what is queued and returns every token the receiver
+// holds that it does not still need.
+func (r *Receiver) returnTokens(ctx context.Context) error {
+	err := r.flushGather(ctx)
+	if ferr := r.batch.Flush(); ferr != nil && err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// watch makes the socket watch ctx instead of the context it watches now,
+// unless both have the same Done channel.
+func (r *Receiver) watch(ctx context.Context) {
+	r.watchCtx = nil
+	if reflect.TypeOf(ctx).Comparable() {
+		// Comparing with a context of another type is then false, not
+		// a panic.
+		r.watchCtx = ctx
+	}
+	done := ctx.Done()
+	if done == r.watchDone {
+		return
+	}
+	if r.unwatch != nil {
+		r.unwatch()
+		r.unwatch = nil
+	}
+	r.watchDone = done
+	if done != nil {
+		r.unwatch = r.sock.watch(ctx)
+	}
 }
 
 // flushGather runs the queued copies and then queues their tokens for
@@ -239,39 +328,50 @@ func (r *Receiver) flushGather(ctx context.Context) error {
 		err = r.cfg.Gather(ctx, r.copies)
 		r.copies = r.copies[:0]
 	}
-	if rerr := r.batch.ReleaseAll(r.after); rerr != nil && err == nil {
-		err = rerr
+	for _, tok := range r.after {
+		if !r.batch.extend(tok) {
+			if rerr := r.batch.Release(tok); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
 	}
 	r.after = r.after[:0]
 	return err
 }
 
-func (r *Receiver) consume(ctx context.Context, dst memory.BufferID, off, n int64, discard bool) error {
+// consume consumes the stream bytes of pieces, into their places or
+// (discard) nowhere.
+func (r *Receiver) consume(ctx context.Context, pieces []Piece, discard bool) error {
 	if r.closed {
 		return ErrClosed
 	}
-	if n < 0 {
-		return fmt.Errorf("devmem: negative length %d", n)
+	for _, p := range pieces {
+		if p.N < 0 {
+			return fmt.Errorf("devmem: negative length %d", p.N)
+		}
 	}
-	var stop func()
-	if ctx.Done() != nil {
-		stop = r.sock.watch(ctx)
+	if ctx != r.watchCtx {
+		r.watch(ctx)
 	}
-	consumed, err := r.consumeLocked(ctx, dst, off, n, discard)
-	r.stats.Bytes += consumed
-	if err != nil && ctx.Err() != nil {
+	var err error
+	for _, p := range pieces {
+		var consumed int64
+		consumed, err = r.consumeLocked(ctx, p.Dst, p.Off, p.N, discard)
+		r.stats.Bytes += consumed
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		// The bytes are placed when the call returns; their tokens go
+		// back later, with others.
+		return r.flushGather(ctx)
+	}
+	if ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	// Whatever happened, return what was gathered.
-	gerr := r.flushGather(ctx)
-	terr := r.batch.Flush()
-	if stop != nil {
-		stop()
-	}
-	if err == nil && gerr == nil && terr == nil {
-		return nil
-	}
-	return errors.Join(err, gerr, terr)
+	// The stream is out of step: return what was gathered now.
+	return errors.Join(err, r.returnTokens(ctx))
 }
 
 // consumeLocked consumes n stream bytes and returns how many it consumed.
@@ -281,49 +381,40 @@ func (r *Receiver) consumeLocked(ctx context.Context, dst memory.BufferID, off, 
 	for want > 0 {
 		// Frags received earlier come first.
 		for want > 0 && r.pendHead < len(r.pend) {
-			f := &r.pend[r.pendHead]
-			avail := int64(f.Size - r.headUsed)
-			take := min(avail, want)
-			switch {
-			case discard:
-				r.stats.DiscardedBytes += take
-			case f.Linear:
-				start := f.Offset + uint64(r.headUsed)
-				if err := r.cfg.CopyIn(ctx, dst, pos, r.iobuf[start:start+uint64(take)]); err != nil {
-					return pos - off, err
+			if !discard && r.headUsed == 0 {
+				// The common case, whole dmabuf frags, in a loop that
+				// keeps the queues in registers; the rest in
+				// consumeHead.
+				pend, i, copies, after, arena := r.pend, r.pendHead, r.copies, r.after, r.cfg.Arena
+				for i < len(pend) && len(copies) < cap(copies) {
+					f := &pend[i]
+					size := int64(f.Size)
+					if f.Linear || size > want {
+						break
+					}
+					copies = copies[:len(copies)+1]
+					c := &copies[len(copies)-1]
+					c.Src, c.SrcOff, c.Dst, c.DstOff, c.Len = arena, int64(f.Offset), dst, pos, size
+					after = append(after, f.Token)
+					pos += size
+					want -= size
+					i++
 				}
-				r.stats.PlacedLinearBytes += take
-				r.stats.PlacedLinearFrags++
-			default:
-				r.copies = append(r.copies, memory.Copy{
-					Src:    r.cfg.Arena,
-					SrcOff: int64(f.Offset) + int64(r.headUsed),
-					Dst:    dst,
-					DstOff: pos,
-					Len:    take,
-				})
-			}
-			pos += take
-			want -= take
-			if take < avail {
-				r.headUsed += uint32(take)
-			} else {
-				if !f.Linear {
-					if discard {
-						if err := r.batch.Release(f.Token); err != nil {
-							return pos - off, err
-						}
-					} else {
-						r.after = append(r.after, f.Token)
+				r.pendHead, r.copies, r.after = i, copies, after
+				if len(copies) == cap(copies) {
+					if err := r.flushGather(ctx); err != nil {
+						return pos - off, err
 					}
 				}
-				r.pendHead++
-				r.headUsed = 0
-			}
-			if len(r.copies) == cap(r.copies) {
-				if err := r.flushGather(ctx); err != nil {
-					return pos - off, err
+				if want == 0 || i == len(pend) {
+					continue
 				}
+			}
+			take, err := r.consumeHead(ctx, dst, pos, want, discard)
+			pos += take
+			want -= take
+			if err != nil {
+				return pos - off, err
 			}
 		}
 		if r.pendHead == len(r.pend) {
@@ -347,6 +438,55 @@ func (r *Receiver) consumeLocked(ctx context.Context, dst memory.BufferID, off, 
 	return pos - off, nil
 }
 
+// consumeHead consumes up to want bytes of the frag at the head of the
+// pending queue, placing them in dst at pos (or dropping them), and returns
+// how many it took.
+func (r *Receiver) consumeHead(ctx context.Context, dst memory.BufferID, pos, want int64, discard bool) (int64, error) {
+	f := &r.pend[r.pendHead]
+	avail := int64(f.Size - r.headUsed)
+	take := min(avail, want)
+	switch {
+	case discard:
+		r.stats.DiscardedBytes += take
+	case f.Linear:
+		start := f.Offset + uint64(r.headUsed)
+		if err := r.cfg.CopyIn(ctx, dst, pos, r.iobuf[start:start+uint64(take)]); err != nil {
+			return 0, err
+		}
+		r.stats.PlacedLinearBytes += take
+		r.stats.PlacedLinearFrags++
+	default:
+		// Written in place: a Copy built aside and copied in stalls on
+		// store forwarding (as Frags in ParseCmsgs).
+		r.copies = append(r.copies, memory.Copy{})
+		c := &r.copies[len(r.copies)-1]
+		c.Src = r.cfg.Arena
+		c.SrcOff = int64(f.Offset) + int64(r.headUsed)
+		c.Dst = dst
+		c.DstOff = pos
+		c.Len = take
+	}
+	if take < avail {
+		r.headUsed += uint32(take)
+	} else {
+		if !f.Linear {
+			if discard {
+				if err := r.batch.Release(f.Token); err != nil {
+					return take, err
+				}
+			} else {
+				r.after = append(r.after, f.Token)
+			}
+		}
+		r.pendHead++
+		r.headUsed = 0
+	}
+	if len(r.copies) == cap(r.copies) {
+		return take, r.flushGather(ctx)
+	}
+	return take, nil
+}
+
 // discardUnread drops n stream bytes not yet received. Only called with no
 // frags pending.
 func (r *Receiver) discardUnread(n int64) error {
@@ -368,26 +508,35 @@ func (r *Receiver) discardUnread(n int64) error {
 }
 
 // recv performs one recvmsg(MSG_SOCK_DEVMEM) and queues the frags it
-// reports. Only called with no frags pending.
+// reports. Only called with no frags pending, so every token held is of a
+// frag consumed: queued for return, or for a queued gather.
 func (r *Receiver) recv(ctx context.Context, want int64) error {
 	room := r.cfg.FragBudget - r.Held()
-	if room < r.minOOB || room <= 0 {
+	if room < max(r.fullRoom, r.minOOB) && room < r.cfg.FragBudget {
 		// Back-pressure: return everything gathered so far before
 		// taking more frags from the kernel.
 		r.stats.BudgetFull++
-		if err := r.flushGather(ctx); err != nil {
-			return err
-		}
-		if err := r.batch.Flush(); err != nil {
+		if err := r.returnTokens(ctx); err != nil {
 			return err
 		}
 		room = r.cfg.FragBudget - r.Held()
 	}
-	iov := len(r.iobuf)
-	if !r.cfg.ReadAhead && int64(iov) > want {
-		iov = int(want)
+	flags := uapi.MSG_SOCK_DEVMEM
+	if room < r.cfg.FragBudget {
+		// Tokens are held: if the call would wait for data, return
+		// them first, so that an idle connection pins no chunk the NIC
+		// could fill.
+		flags |= uapi.MSG_DONTWAIT
 	}
-	n, oobn, _, err := r.sock.recvmsg(r.iobuf[:iov], r.oob[:room*devmemCmsgSpace], uapi.MSG_SOCK_DEVMEM)
+	n, oobn, _, err := r.sock.recvmsg(r.iobuf, r.oob[:room*devmemCmsgSpace], flags)
+	if flags&uapi.MSG_DONTWAIT != 0 && errors.Is(err, syscall.EAGAIN) {
+		r.stats.WaitReturns++
+		if err := r.returnTokens(ctx); err != nil {
+			return err
+		}
+		room = r.cfg.FragBudget - r.Held()
+		n, oobn, _, err = r.sock.recvmsg(r.iobuf, r.oob[:room*devmemCmsgSpace], uapi.MSG_SOCK_DEVMEM)
+	}
 	if err != nil {
 		if errors.Is(err, syscall.Errno(uapi.ETOOSMALL)) && room < r.cfg.FragBudget {
 			// Another control message took the room; ask for more next
@@ -403,22 +552,8 @@ func (r *Receiver) recv(ctx context.Context, want int64) error {
 	r.stats.Recvmsgs++
 	// Parse straight into the (empty) pending queue; the frags are
 	// committed only once they are validated.
-	frags, perr := ParseCmsgs(r.pend[:0], r.oob[:oobn])
-	var devmem, linear int64
-	var tokens int
-	id := r.cfg.Binding.ID()
-	steering := false
-	for i := range frags {
-		f := &frags[i]
-		if f.Linear {
-			linear += int64(f.Size)
-			continue
-		}
-		devmem += int64(f.Size)
-		tokens++
-		steering = steering || f.DmabufID != id
-	}
-	r.batch.Received(tokens)
+	frags, sums, perr := parseCmsgs(r.pend[:0], r.oob[:oobn], r.id)
+	r.batch.Received(sums.tokens)
 	if h := r.Held(); h > r.stats.MaxHeld {
 		r.stats.MaxHeld = h
 	}
@@ -441,17 +576,12 @@ func (r *Receiver) recv(ctx context.Context, want int64) error {
 		r.stats.LinearFrags++
 		r.pend = append(frags, Frag{Offset: 0, Size: uint32(n), Linear: true})
 		return nil
-	case devmem+linear != int64(n):
-		err = fmt.Errorf("%w: recvmsg returned %d bytes, its cmsgs describe %d", ErrMalformed, n, devmem+linear)
-	case linear > int64(iov):
-		err = fmt.Errorf("%w: %d linear bytes in an iovec of %d", ErrMalformed, linear, iov)
-	case steering:
-		for _, f := range frags {
-			if !f.Linear && f.DmabufID != id {
-				err = fmt.Errorf("%w: frag of dmabuf %d, receiver bound to %d", ErrFlowSteering, f.DmabufID, id)
-				break
-			}
-		}
+	case sums.devmem+sums.linear != int64(n):
+		err = fmt.Errorf("%w: recvmsg returned %d bytes, its cmsgs describe %d", ErrMalformed, n, sums.devmem+sums.linear)
+	case sums.linear > int64(len(r.iobuf)):
+		err = fmt.Errorf("%w: %d linear bytes in an iovec of %d", ErrMalformed, sums.linear, len(r.iobuf))
+	case sums.foreign != 0:
+		err = fmt.Errorf("%w: frag of dmabuf %d, receiver bound to %d", ErrFlowSteering, sums.foreign, r.id)
 	}
 	if err != nil {
 		// Return the tokens of this call at once: the data is lost.
@@ -463,10 +593,10 @@ func (r *Receiver) recv(ctx context.Context, want int64) error {
 		r.pend = r.pend[:0]
 		return err
 	}
-	r.stats.DevmemBytes += devmem
-	r.stats.LinearBytes += linear
-	r.stats.Frags += int64(tokens)
-	r.stats.LinearFrags += int64(len(frags) - tokens)
+	r.stats.DevmemBytes += sums.devmem
+	r.stats.LinearBytes += sums.linear
+	r.stats.Frags += int64(sums.tokens)
+	r.stats.LinearFrags += int64(len(frags) - sums.tokens)
 	r.pend = frags
 	return nil
 }

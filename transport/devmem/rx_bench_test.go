@@ -12,28 +12,38 @@ import (
 	"github.com/blockxfer/blockxfer/transport/devmem/netdev"
 )
 
-// benchSocket hands out pre-encoded control buffers, as the kernel would
+// benchSocket hands out pre-encoded control messages, as the kernel would
 // have written them, so that the benchmark measures the pipeline without
 // system calls: parse, stream mapping, gather dispatch and token batching.
+// Each recvmsg reports as many 4 KiB frags as its iovec and control buffer
+// take, up to perCall, the next ones of a cyclic stream whose tokens run
+// consecutively (the kernel allocates the lowest free token) through more
+// values than a receiver can hold, so no live token is handed out again.
 type benchSocket struct {
-	oobs  [][]byte // one per recvmsg, rotating; tokens unique across them
-	n     int      // bytes each recvmsg reports
-	next  int
-	frees int
+	cmsgs   []byte // the stream's control messages, devmemCmsgSpace each
+	frags   int    // frags in cmsgs
+	perCall int
+	next    int // next frag
+	frees   int
 }
 
-func (s *benchSocket) watch(context.Context) func() { return func() {} }
+// watch costs what a real socket's watch costs, less the deadline change.
+func (s *benchSocket) watch(ctx context.Context) func() {
+	stop := context.AfterFunc(ctx, func() {})
+	return func() { stop() }
+}
 
 func (s *benchSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
-	o := s.oobs[s.next]
-	s.next++
-	if s.next == len(s.oobs) {
+	k := min(s.perCall, len(p)/4096, len(oob)/devmemCmsgSpace, s.frags-s.next)
+	if k == 0 {
+		panic(fmt.Sprintf("bench: iovec %d, control buffer %d", len(p), len(oob)))
+	}
+	o := copy(oob, s.cmsgs[s.next*devmemCmsgSpace:(s.next+k)*devmemCmsgSpace])
+	s.next += k
+	if s.next == s.frags {
 		s.next = 0
 	}
-	if len(p) < s.n || len(oob) < len(o) {
-		panic(fmt.Sprintf("bench: iovec %d control %d, need %d and %d", len(p), len(oob), s.n, len(o)))
-	}
-	return s.n, copy(oob, o), 0, nil
+	return k * 4096, o, 0, nil
 }
 
 func (s *benchSocket) dontneed(opt []byte) (int, error) {
@@ -59,39 +69,40 @@ func (k benchKernel) open(net.Conn) (socket, error)               { return k.s, 
 
 // BenchmarkRXPipeline measures the CPU cost per 4 KiB frag of the receive
 // pipeline, system calls excluded: one op is one frag. The gather is a no-op.
+// Extents are received one Receive each, as the engine does, or (batch)
+// that many per ReceiveBatch.
 func BenchmarkRXPipeline(b *testing.B) {
 	for _, tc := range []struct {
 		extent int // bytes per Receive
 		linear bool
+		batch  int // extents per ReceiveBatch, 0: Receive
 	}{
 		{extent: 4 << 10},
 		{extent: 256 << 10},
 		{extent: 4 << 20},
 		{extent: 4 << 20, linear: true},
+		{extent: 4 << 10, batch: 64},
 	} {
 		name := fmt.Sprintf("extent=%dKiB", tc.extent>>10)
 		if tc.linear {
 			name += "/linear=1in8"
 		}
+		if tc.batch > 0 {
+			name += fmt.Sprintf("/batch=%d", tc.batch)
+		}
 		b.Run(name, func(b *testing.B) {
-			const perCall = 64 // frags per recvmsg (256 KiB iovec)
-			fragsPerExtent := tc.extent / 4096
-			calls := max(fragsPerExtent/perCall, 1)
-			fragsPerCall := min(fragsPerExtent, perCall)
-			s := &benchSocket{n: fragsPerCall * 4096}
+			// 64 frags per recvmsg (a full 256 KiB iovec), over a
+			// stream of 4096 frags; linear frags carry no token.
+			s := &benchSocket{perCall: 64, frags: 4096}
 			tok := uint32(1)
-			for c := 0; c < calls; c++ {
-				var o []byte
-				for i := 0; i < fragsPerCall; i++ {
-					f := Frag{Offset: uint64(tok) * 4096, Size: 4096, Token: tok, DmabufID: 1}
-					if tc.linear && i%8 == 7 {
-						f = Frag{Size: 4096, Linear: true}
-					} else {
-						tok++
-					}
-					o = appendDevmemCmsg(o, f)
+			for i := 0; i < s.frags; i++ {
+				f := Frag{Offset: uint64(i) * 4096, Size: 4096, Token: tok, DmabufID: 1}
+				if tc.linear && i%8 == 7 {
+					f = Frag{Size: 4096, Linear: true}
+				} else {
+					tok++
 				}
-				s.oobs = append(s.oobs, o)
+				s.cmsgs = appendDevmemCmsg(s.cmsgs, f)
 			}
 			nop := func(context.Context, []memory.Copy) error { return nil }
 			nopIn := func(context.Context, memory.BufferID, int64, []byte) error { return nil }
@@ -105,18 +116,36 @@ func BenchmarkRXPipeline(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctx := context.Background()
+			// The engine passes a cancellable context.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			fragsPerExtent := tc.extent / 4096
+			var pieces []Piece
+			for i := 0; i < tc.batch; i++ {
+				pieces = append(pieces, Piece{Dst: 2, Off: int64(i * tc.extent), N: int64(tc.extent)})
+			}
 			b.SetBytes(4096)
 			b.ReportAllocs()
 			b.ResetTimer()
-			for i := 0; i < b.N; i += fragsPerExtent {
+			for i := 0; i < b.N; {
+				if tc.batch > 0 {
+					if err := r.ReceiveBatch(ctx, pieces); err != nil {
+						b.Fatal(err)
+					}
+					i += fragsPerExtent * tc.batch
+					continue
+				}
 				if err := r.Receive(ctx, 2, 0, int64(tc.extent)); err != nil {
 					b.Fatal(err)
 				}
+				i += fragsPerExtent
 			}
 			b.StopTimer()
 			if err := r.Close(); err != nil {
 				b.Fatal(err)
+			}
+			if st := r.Stats(); st.Tokens.Received != st.Tokens.Returned || int64(s.frees) != st.Tokens.Received {
+				b.Fatalf("tokens: %d received, %d returned, %d freed", st.Tokens.Received, st.Tokens.Returned, s.frees)
 			}
 		})
 	}

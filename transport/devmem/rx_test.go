@@ -33,6 +33,10 @@ type scriptRecv struct {
 	plain  []byte // payload without cmsgs
 	n      int    // if not 0, the byte count to return instead of the frags' sum
 	err    error
+	// wait: no data has arrived yet. A MSG_DONTWAIT call fails with
+	// EAGAIN; a blocking call waits (the entry is dropped) and gets the
+	// next one.
+	wait bool
 }
 
 type scriptSocket struct {
@@ -43,9 +47,28 @@ type scriptSocket struct {
 	trunc   int64
 	optlens []int
 	closed  bool
+	// connClosed: the connection was closed; SO_DEVMEM_DONTNEED fails and
+	// the kernel released the tokens with the socket.
+	connClosed bool
+	// heldAtWait is the number of tokens the receiver held at each
+	// recvmsg that waited for data.
+	heldAtWait []int
+	watching   int // watch calls whose stop was not called yet
+	watches    int // watch calls
 }
 
-func (s *scriptSocket) watch(context.Context) func() { return func() {} }
+func (s *scriptSocket) watch(context.Context) func() {
+	s.watching++
+	s.watches++
+	stopped := false
+	return func() {
+		if stopped {
+			s.t.Error("watch stopped twice")
+		}
+		stopped = true
+		s.watching--
+	}
+}
 
 func (s *scriptSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 	s.t.Helper()
@@ -56,6 +79,13 @@ func (s *scriptSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) 
 	}
 	if flags&uapi.MSG_SOCK_DEVMEM == 0 {
 		s.t.Fatalf("recvmsg without MSG_SOCK_DEVMEM")
+	}
+	if len(s.recvs) > 0 && s.recvs[0].wait {
+		if flags&uapi.MSG_DONTWAIT != 0 {
+			return 0, 0, 0, &OpError{Subsystem: "devmem", Op: "recvmsg", Err: syscall.EAGAIN}
+		}
+		s.heldAtWait = append(s.heldAtWait, len(s.live))
+		s.recvs = s.recvs[1:]
 	}
 	if len(s.recvs) == 0 {
 		return 0, 0, 0, nil // EOF
@@ -94,6 +124,9 @@ func (s *scriptSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) 
 }
 
 func (s *scriptSocket) dontneed(opt []byte) (int, error) {
+	if s.connClosed {
+		return 0, &OpError{Subsystem: "devmem", Op: "setsockopt SO_DEVMEM_DONTNEED", Err: net.ErrClosed}
+	}
 	s.optlens = append(s.optlens, len(opt))
 	f := &fakeDontneed{t: s.t, live: s.live}
 	return f.dontneed(opt)
@@ -102,7 +135,13 @@ func (s *scriptSocket) dontneed(opt []byte) (int, error) {
 func (s *scriptSocket) setZerocopy() error                             { return nil }
 func (s *scriptSocket) sendmsg([]uapi.Iovec, []byte, int) (int, error) { return 0, syscall.EINVAL }
 func (s *scriptSocket) recvErrqueue([]byte, bool) (int, error)         { return 0, syscall.EAGAIN }
-func (s *scriptSocket) close() error                                   { s.closed = true; return nil }
+func (s *scriptSocket) close() error {
+	if s.watching != 0 {
+		s.t.Errorf("socket closed while %d watches are armed", s.watching)
+	}
+	s.closed = true
+	return nil
+}
 
 // memProvider is the part of a provider the pipeline uses, over Go memory:
 // buffer 1 is the arena, others are destinations.
@@ -194,15 +233,15 @@ func TestReceiverCarriesFragsOver(t *testing.T) {
 		{Offset: 40960, Size: 4096, Token: 2, DmabufID: 7},
 		{Offset: 4096, Size: 4096, Token: 3, DmabufID: 7},
 	}}
-	r, s, m := newScriptReceiver(t, RXConfig{ReadAhead: true}, recv)
+	r, s, m := newScriptReceiver(t, RXConfig{}, recv)
 	ctx := context.Background()
 	if err := r.Receive(ctx, dstID, 100, 6000); err != nil {
 		t.Fatal(err)
 	}
-	// Token 1 is gathered and returned; token 2 straddles the extents,
-	// token 3 is read ahead.
-	if r.Held() != 2 || !s.live[2] || !s.live[3] || s.live[1] {
-		t.Fatalf("after first extent: held %d, kernel still has %v", r.Held(), s.live)
+	// Token 1 is gathered and queued for return; token 2 straddles the
+	// extents, token 3 is read ahead.
+	if r.Held() != 3 || r.batch.Pending() != 1 || len(s.optlens) != 0 {
+		t.Fatalf("after first extent: held %d, %d queued for return, %d DONTNEED calls", r.Held(), r.batch.Pending(), len(s.optlens))
 	}
 	if err := r.Receive(ctx, dstID, 6100, 6288); err != nil {
 		t.Fatal(err)
@@ -407,7 +446,7 @@ func TestReceiverDiscard(t *testing.T) {
 		{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
 		{Offset: 4096, Size: 4096, Token: 2, DmabufID: 7},
 	}}
-	r, s, m := newScriptReceiver(t, RXConfig{ReadAhead: true}, recv)
+	r, s, m := newScriptReceiver(t, RXConfig{}, recv)
 	ctx := context.Background()
 	if err := r.Receive(ctx, dstID, 0, 1000); err != nil {
 		t.Fatal(err)
@@ -429,7 +468,7 @@ func TestReceiverDiscard(t *testing.T) {
 }
 
 func TestReceiverCloseReturnsReadAhead(t *testing.T) {
-	r, s, _ := newScriptReceiver(t, RXConfig{ReadAhead: true}, scriptRecv{frags: []Frag{
+	r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{frags: []Frag{
 		{Offset: 0, Size: 4096, Token: 1, DmabufID: 7},
 		{Offset: 4096, Size: 4096, Token: 2, DmabufID: 7},
 	}})
@@ -440,4 +479,228 @@ func TestReceiverCloseReturnsReadAhead(t *testing.T) {
 		t.Fatalf("Held = %d, want 2", r.Held())
 	}
 	checkBalanced(t, r, s)
+}
+
+// fragRun returns n 4 KiB dmabuf frags of binding 7 with consecutive
+// tokens from tok, at arena chunks in reverse order.
+func fragRun(tok uint32, n int) []Frag {
+	var fr []Frag
+	for i := 0; i < n; i++ {
+		fr = append(fr, Frag{Offset: uint64(255-int(tok)-i) * 4096, Size: 4096, Token: tok + uint32(i), DmabufID: 7})
+	}
+	return fr
+}
+
+func TestReceiverKeepsTokensAcrossExtents(t *testing.T) {
+	recv := scriptRecv{frags: fragRun(1, 64)}
+	r, s, m := newScriptReceiver(t, RXConfig{}, recv)
+	ctx := context.Background()
+	for i := int64(0); i < 64; i++ {
+		if err := r.Receive(ctx, dstID, i*4096, 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(m.bufs[dstID][:64*4096], expect(m, recv)) {
+		t.Error("destination bytes differ")
+	}
+	// One recvmsg read all 64 extents; each was gathered before its
+	// Receive returned; no token went back yet.
+	if s.calls != 1 || len(m.gathers) != 64 || len(s.optlens) != 0 || r.Held() != 64 || len(s.live) != 64 {
+		t.Errorf("%d recvmsg, %d gathers, %d DONTNEED calls, %d tokens held, %d live", s.calls, len(m.gathers), len(s.optlens), r.Held(), len(s.live))
+	}
+	checkBalanced(t, r, s)
+	// Close returned them in one call of one range.
+	if diff := cmp.Diff([]int{8}, s.optlens); diff != "" {
+		t.Errorf("DONTNEED option lengths (-want +got):\n%s", diff)
+	}
+}
+
+func TestReceiverReturnsTokensBeforeWaiting(t *testing.T) {
+	ctx := context.Background()
+	t.Run("between extents", func(t *testing.T) {
+		recvs := []scriptRecv{{frags: fragRun(1, 4)}, {wait: true}, {frags: fragRun(5, 4)}}
+		r, s, m := newScriptReceiver(t, RXConfig{}, recvs...)
+		for i := int64(0); i < 8; i++ {
+			if err := r.Receive(ctx, dstID, i*4096, 4096); err != nil {
+				t.Fatal(err)
+			}
+			if i == 3 && (len(s.optlens) != 0 || r.Held() != 4) {
+				t.Fatalf("after 4 extents: %d DONTNEED calls, %d held; want the 4 tokens kept", len(s.optlens), r.Held())
+			}
+		}
+		if !bytes.Equal(m.bufs[dstID][:8*4096], expect(m, recvs...)) {
+			t.Error("destination bytes differ")
+		}
+		if diff := cmp.Diff([]int{0}, s.heldAtWait); diff != "" {
+			t.Errorf("tokens held when recvmsg waited (-want +got):\n%s", diff)
+		}
+		if st := r.Stats(); st.WaitReturns != 1 || st.Tokens.Calls != 1 || r.Held() != 4 {
+			t.Errorf("WaitReturns %d, DONTNEED calls %d, held %d", st.WaitReturns, st.Tokens.Calls, r.Held())
+		}
+		checkBalanced(t, r, s)
+	})
+	t.Run("inside an extent", func(t *testing.T) {
+		// The copies queued for the gather run first: their tokens can
+		// go back only once the bytes are placed.
+		recvs := []scriptRecv{{frags: fragRun(1, 4)}, {wait: true}, {frags: fragRun(5, 4)}}
+		r, s, m := newScriptReceiver(t, RXConfig{}, recvs...)
+		if err := r.Receive(ctx, dstID, 0, 8*4096); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.bufs[dstID][:8*4096], expect(m, recvs...)) {
+			t.Error("destination bytes differ")
+		}
+		if len(m.gathers) != 2 || len(m.gathers[0]) != 4 {
+			t.Errorf("gathers %v, want 4 copies before the wait and 4 after", m.gathers)
+		}
+		if diff := cmp.Diff([]int{0}, s.heldAtWait); diff != "" {
+			t.Errorf("tokens held when recvmsg waited (-want +got):\n%s", diff)
+		}
+		checkBalanced(t, r, s)
+	})
+}
+
+func TestReceiverBudgetAcrossExtents(t *testing.T) {
+	// A budget of 8 and iovecs of 4 frags: tokens go back when fewer than
+	// 4 would fit, every other recvmsg.
+	var recvs []scriptRecv
+	for i := 0; i < 6; i++ {
+		recvs = append(recvs, scriptRecv{frags: fragRun(uint32(1+4*i), 4)})
+	}
+	r, s, m := newScriptReceiver(t, RXConfig{FragBudget: 8, IOBufSize: 16 << 10}, recvs...)
+	ctx := context.Background()
+	for i := int64(0); i < 24; i++ {
+		if err := r.Receive(ctx, dstID, i*4096, 4096); err != nil {
+			t.Fatal(err)
+		}
+		if r.Held() > 8 {
+			t.Fatalf("holding %d tokens, budget 8", r.Held())
+		}
+	}
+	if !bytes.Equal(m.bufs[dstID][:24*4096], expect(m, recvs...)) {
+		t.Error("destination bytes differ")
+	}
+	st := r.Stats()
+	if st.MaxHeld != 8 || st.BudgetFull != 2 || st.Tokens.Calls != 2 || st.WaitReturns != 0 {
+		t.Errorf("MaxHeld %d, BudgetFull %d, DONTNEED calls %d, WaitReturns %d; want 8, 2, 2, 0", st.MaxHeld, st.BudgetFull, st.Tokens.Calls, st.WaitReturns)
+	}
+	checkBalanced(t, r, s)
+	if diff := cmp.Diff([]int{8, 8, 8}, s.optlens); diff != "" {
+		t.Errorf("DONTNEED option lengths (-want +got):\n%s", diff)
+	}
+}
+
+func TestReceiverWatchesContextOnce(t *testing.T) {
+	recvs := []scriptRecv{{frags: fragRun(1, 6)}}
+	r, s, _ := newScriptReceiver(t, RXConfig{}, recvs...)
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	for i := int64(0); i < 3; i++ {
+		if err := r.Receive(ctx1, dstID, i*4096, 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.watches != 1 || s.watching != 1 {
+		t.Errorf("same context thrice: %d watches, %d armed; want 1, 1", s.watches, s.watching)
+	}
+	// A context sharing ctx1's Done channel keeps the watch.
+	if err := r.Receive(context.WithValue(ctx1, dstID, 0), dstID, 3*4096, 4096); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	if err := r.Discard(ctx2, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if s.watches != 2 || s.watching != 1 {
+		t.Errorf("after another context: %d watches, %d armed; want 2, 1", s.watches, s.watching)
+	}
+	// A context that cannot be cancelled needs no watch.
+	if err := r.Discard(context.Background(), 10); err != nil {
+		t.Fatal(err)
+	}
+	if s.watching != 0 {
+		t.Errorf("%d watches armed for a background context", s.watching)
+	}
+	// A context of a type that is not comparable is told apart by its
+	// Done channel alone, without a panic.
+	type listCtx struct {
+		context.Context
+		_ []int
+	}
+	for _, ctx := range []context.Context{listCtx{Context: ctx2}, ctx2, listCtx{Context: ctx2}} {
+		if err := r.Receive(ctx, dstID, 0, 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.watches != 3 || s.watching != 1 {
+		t.Errorf("after contexts sharing ctx2's channel: %d watches, %d armed; want 3, 1", s.watches, s.watching)
+	}
+	checkBalanced(t, r, s) // the socket's close checks that no watch is armed
+}
+
+func TestReceiverBatch(t *testing.T) {
+	// 40 frags, a linear one among them, then 40 more: pieces of 3000
+	// bytes cut frags across pieces and pass the recvmsg boundary.
+	first := fragRun(1, 40)
+	first[7] = Frag{Size: 4096, Linear: true}
+	lin := make([]byte, 4096)
+	for i := range lin {
+		lin[i] = byte(i * 3)
+	}
+	recvs := []scriptRecv{{frags: first, linear: lin}, {frags: fragRun(41, 40)}}
+	r, s, m := newScriptReceiver(t, RXConfig{}, recvs...)
+	const other memory.BufferID = 3
+	m.bufs[other] = make([]byte, 1<<20)
+	var pieces []Piece
+	total := int64(80 * 4096)
+	for off := int64(0); off < total; off += 3000 {
+		p := Piece{Dst: dstID, Off: off, N: min(3000, total-off)}
+		if len(pieces)%2 == 1 {
+			p.Dst = other
+		}
+		pieces = append(pieces, p)
+	}
+	if err := r.ReceiveBatch(context.Background(), pieces); err != nil {
+		t.Fatal(err)
+	}
+	want := expect(m, recvs...)
+	for _, p := range pieces {
+		if !bytes.Equal(m.bufs[p.Dst][p.Off:p.Off+p.N], want[p.Off:p.Off+p.N]) {
+			t.Fatalf("piece %+v differs from the stream", p)
+		}
+	}
+	// One gather for all the pieces' copies (fewer than GatherBatch).
+	if len(m.gathers) != 1 || s.calls != 2 {
+		t.Errorf("%d gathers, %d recvmsg calls; want 1, 2", len(m.gathers), s.calls)
+	}
+	if b, f := r.LinearPlaced(); b != 4096 || f != 2 {
+		t.Errorf("LinearPlaced = %d, %d; want the linear frag's 4096 bytes in 2 pieces", b, f)
+	}
+	if err := r.ReceiveBatch(context.Background(), []Piece{{Dst: dstID, N: 1}, {Dst: dstID, N: -1}}); err == nil {
+		t.Error("a negative piece was accepted")
+	}
+	if st := r.Stats(); st.Bytes != total {
+		t.Errorf("%d bytes consumed, want %d (nothing of a batch with a negative piece)", st.Bytes, total)
+	}
+	checkBalanced(t, r, s)
+}
+
+// TestReceiverCloseAfterConnection: the engine closes a data connection
+// before its receiver; the tokens the receiver still holds then went with
+// the socket, and Close reports no leak.
+func TestReceiverCloseAfterConnection(t *testing.T) {
+	r, s, _ := newScriptReceiver(t, RXConfig{}, scriptRecv{frags: fragRun(1, 6)})
+	for i := int64(0); i < 4; i++ {
+		if err := r.Receive(context.Background(), dstID, i*4096, 4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.connClosed = true
+	if err := r.Close(); err != nil {
+		t.Errorf("Close after the connection closed = %v", err)
+	}
+	if st := r.Stats().Tokens; st.Closed != 6 || st.Abandoned != 0 || r.Held() != 0 {
+		t.Errorf("tokens %+v, held %d; want all 6 closed with the socket", st, r.Held())
+	}
 }

@@ -125,7 +125,7 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 		if len(p) == 0 || (!unsplit && (flags&unix.MSG_SOCK_DEVMEM == 0 || len(oob) < devmemCmsgSpace)) {
 			// The kernel fails only once there is devmem data to read.
 			n.mu.Unlock()
-			avail, _, _, err := s.host.recvmsg(s.scratch[:], nil, unix.MSG_PEEK)
+			avail, _, _, err := s.host.recvmsg(s.scratch[:], nil, unix.MSG_PEEK|flags&unix.MSG_DONTWAIT)
 			if err != nil || avail == 0 || len(p) == 0 {
 				return 0, 0, 0, err
 			}
@@ -136,6 +136,10 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 		}
 		if len(b.free) == 0 && !unsplit {
 			// Page pool empty: the NIC cannot take the packet.
+			if flags&unix.MSG_DONTWAIT != 0 {
+				n.mu.Unlock()
+				return 0, 0, 0, &OpError{Subsystem: "devmem", Op: op, Err: unix.EAGAIN}
+			}
 			n.stats.PoolEmpty++
 			wake, cancel, hook := b.waitChanLocked(), s.cancel, n.testHookPoolWait
 			n.mu.Unlock()
@@ -151,6 +155,12 @@ func (s *softSocket) recvmsg(p, oob []byte, flags int) (int, int, int, error) {
 			continue
 		}
 		n.mu.Unlock()
+		if flags&unix.MSG_DONTWAIT != 0 {
+			// fill waits for the wire: look without waiting first.
+			if _, _, _, err := s.host.recvmsg(s.scratch[:], nil, unix.MSG_PEEK|unix.MSG_DONTWAIT); err != nil {
+				return 0, 0, 0, err
+			}
+		}
 		eof, err := s.fill(b)
 		if err != nil {
 			return 0, 0, 0, err

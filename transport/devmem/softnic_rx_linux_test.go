@@ -82,8 +82,8 @@ func TestSoftNICReceive(t *testing.T) {
 		{name: "linear frags", nic: SoftNICConfig{LinearEvery: 3, LinearBytes: 1000, SkbSize: 16 << 10}, network: "tcp4", maxExtent: 100 << 10},
 		{name: "whole linear skbs", nic: SoftNICConfig{LinearEvery: 2, LinearBytes: 1 << 20}, network: "tcp6", maxExtent: 64 << 10},
 		{name: "unsplit skbs", nic: SoftNICConfig{UnsplitEvery: 3, SkbSize: 16 << 10}, network: "tcp4", maxExtent: 100 << 10},
-		{name: "unsplit and linear skbs read ahead", rx: RXConfig{ReadAhead: true, IOBufSize: 32 << 10}, nic: SoftNICConfig{UnsplitEvery: 4, LinearEvery: 3, LinearBytes: 500, SkbSize: 8 << 10}, network: "tcp6", maxExtent: 20 << 10},
-		{name: "read ahead small extents", rx: RXConfig{ReadAhead: true, IOBufSize: 64 << 10}, nic: SoftNICConfig{LinearEvery: 5, LinearBytes: 300}, network: "tcp4", maxExtent: 10 << 10},
+		{name: "unsplit and linear skbs small iovec", rx: RXConfig{IOBufSize: 32 << 10}, nic: SoftNICConfig{UnsplitEvery: 4, LinearEvery: 3, LinearBytes: 500, SkbSize: 8 << 10}, network: "tcp6", maxExtent: 20 << 10},
+		{name: "small extents", rx: RXConfig{IOBufSize: 64 << 10}, nic: SoftNICConfig{LinearEvery: 5, LinearBytes: 300}, network: "tcp4", maxExtent: 10 << 10},
 		{name: "tiny budget and batches", rx: RXConfig{FragBudget: 3, GatherBatch: 2}, network: "tcp4", maxExtent: 50 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -222,24 +222,64 @@ func TestSoftNICBackPressure(t *testing.T) {
 	}
 }
 
+// hogChunks takes every free chunk of s's arena through another steered
+// connection, as a receiver holding its tokens would; giveBack returns them.
+func hogChunks(t *testing.T, s *rxSetup, arenaSize int) (giveBack func()) {
+	t.Helper()
+	c, srv := tcpPair(t, "tcp4")
+	if err := s.nic.Steer(c, 0); err != nil {
+		t.Fatal(err)
+	}
+	sock := openSoft(t, s.nic, c)
+	if _, err := srv.Write(pattern(arenaSize, 4)); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, arenaSize)
+	oob := make([]byte, arenaSize/4096*devmemCmsgSpace)
+	var toks []uapi.DmabufToken
+	for s.nic.Stats().FreeChunks > 0 {
+		_, oobn, _, err := sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frags, err := ParseCmsgs(nil, oob[:oobn])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range frags {
+			toks = append(toks, uapi.DmabufToken{TokenStart: f.Token, TokenCount: 1})
+		}
+	}
+	return func() {
+		t.Helper()
+		if freed, err := sock.dontneed(tokenOpt(toks...)); err != nil || freed != len(toks) {
+			t.Errorf("returning the hogged chunks: %d of %d freed, %v", freed, len(toks), err)
+		}
+	}
+}
+
 func TestSoftNICBindingClosedMidTransfer(t *testing.T) {
 	for _, how := range []string{"unbind", "cancel"} {
 		t.Run(how, func(t *testing.T) {
 			leakCheck(t)
-			// A budget above the arena's 16 chunks: the receiver ends up
-			// holding every chunk and waiting for the NIC, which waits
-			// for a chunk.
-			s := newRXSetup(t, SoftNICConfig{SkbSize: 16 << 10}, 16*4096)
+			// Another connection holds every chunk: the receiver waits
+			// for the NIC, which waits for a chunk.
+			const arenaSize = 16 * 4096
+			s := newRXSetup(t, SoftNICConfig{SkbSize: 16 << 10}, arenaSize)
+			giveBack := hogChunks(t, s, arenaSize)
+			defer giveBack()
 			client, server := tcpPair(t, "tcp4")
 			if err := s.nic.Steer(client, 0); err != nil {
 				t.Fatal(err)
 			}
-			dst, _ := s.p.Alloc(context.Background(), 1<<20, false)
+			dst, _ := s.p.Alloc(context.Background(), arenaSize, false)
 			r, err := NewReceiver(client, RXConfig{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID, Gather: s.p.Gather, CopyIn: s.p.CopyIn, FragBudget: 64})
 			if err != nil {
 				t.Fatal(err)
 			}
-			wait := writeAll(t, server, pattern(1<<20, 3))
+			if _, err := server.Write(pattern(arenaSize, 3)); err != nil {
+				t.Fatal(err)
+			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			var once sync.Once
@@ -254,7 +294,7 @@ func TestSoftNICBindingClosedMidTransfer(t *testing.T) {
 				})
 			}
 			s.nic.mu.Unlock()
-			err = r.Receive(ctx, dst.ID, 0, 1<<20)
+			err = r.Receive(ctx, dst.ID, 0, arenaSize)
 			switch how {
 			case "unbind":
 				if !errors.Is(err, ErrBindingClosed) || !errors.Is(err, ErrNotDevmem) {
@@ -269,9 +309,64 @@ func TestSoftNICBindingClosedMidTransfer(t *testing.T) {
 			if err := r.Close(); err != nil {
 				t.Errorf("Close: %v", err)
 			}
-			server.Close()
-			wait()
 		})
+	}
+}
+
+// TestSoftNICReturnsTokensBeforeWaiting: a receiver keeps the tokens of
+// gathered frags across Receive calls, and returns them when a recvmsg
+// would wait, here for the page pool, which its own tokens emptied: it must
+// not wait on itself.
+func TestSoftNICReturnsTokensBeforeWaiting(t *testing.T) {
+	leakCheck(t)
+	const arenaSize = 16 * 4096
+	s := newRXSetup(t, SoftNICConfig{SkbSize: 4096}, arenaSize)
+	client, server := tcpPair(t, "tcp4")
+	if err := s.nic.Steer(client, 0); err != nil {
+		t.Fatal(err)
+	}
+	dst, _ := s.p.Alloc(context.Background(), 3*4096, false)
+	r, err := NewReceiver(client, RXConfig{Kernel: s.nic, Binding: s.bind, Arena: s.arena.ID, Gather: s.p.Gather, CopyIn: s.p.CopyIn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := pattern(3*4096, 6)
+	if _, err := server.Write(data[:2*4096]); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := r.Receive(ctx, dst.ID, 0, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+	held := r.Held()
+	if held == 0 || s.nic.Stats().Tokens != held {
+		t.Fatalf("after the first extent: receiver holds %d tokens, the NIC has %d out; want them kept", held, s.nic.Stats().Tokens)
+	}
+	giveBack := hogChunks(t, s, arenaSize)
+	defer giveBack()
+	s.nic.mu.Lock()
+	s.nic.testHookPoolWait = func() {
+		t.Errorf("the receiver waits for the page pool holding %d tokens", r.Held())
+		giveBack() // unblock it
+		giveBack = func() {}
+	}
+	s.nic.mu.Unlock()
+	if _, err := server.Write(data[2*4096:]); err != nil {
+		t.Fatal(err)
+	}
+	waits := r.Stats().WaitReturns
+	if err := r.Receive(ctx, dst.ID, 2*4096, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Stats().WaitReturns - waits; got != 1 {
+		t.Errorf("%d recvmsg calls returned tokens before waiting, want 1", got)
+	}
+	got, _ := s.p.Bytes(dst.ID)
+	if !bytes.Equal(got, data) {
+		t.Error("received bytes differ")
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }
 
@@ -502,5 +597,82 @@ func TestSoftNICSocketRules(t *testing.T) {
 	n, oobn, _, err = plain.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM)
 	if err != nil || string(p[:n]) != "plain" || oobn != 0 {
 		t.Errorf("unsteered recvmsg = %q, %d cmsg bytes, %v", p[:n], oobn, err)
+	}
+}
+
+// TestRecvmsgDontwait: with MSG_DONTWAIT, recvmsg fails with EAGAIN instead
+// of waiting, on the host kernel and on the software NIC, and reads what is
+// there.
+func TestRecvmsgDontwait(t *testing.T) {
+	leakCheck(t)
+	p := make([]byte, 64<<10)
+	oob := make([]byte, 16*devmemCmsgSpace)
+	t.Run("host", func(t *testing.T) {
+		client, server := tcpPair(t, "tcp4")
+		sock, err := Host().open(client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sock.close()
+		if _, _, _, err := sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM|unix.MSG_DONTWAIT); !errors.Is(err, syscall.EAGAIN) {
+			t.Fatalf("recvmsg on an empty socket = %v, want EAGAIN", err)
+		}
+		if _, err := server.Write([]byte("data")); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := sock.recvmsg(p[:1], nil, unix.MSG_PEEK); err != nil { // waits for the bytes
+			t.Fatal(err)
+		}
+		if n, _, _, err := sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM|unix.MSG_DONTWAIT); err != nil || string(p[:n]) != "data" {
+			t.Fatalf("recvmsg = %q, %v", p[:n], err)
+		}
+	})
+	t.Run("software NIC", func(t *testing.T) {
+		s := newRXSetup(t, SoftNICConfig{SkbSize: 4096}, 16*4096)
+		client, server := tcpPair(t, "tcp4")
+		if err := s.nic.Steer(client, 0); err != nil {
+			t.Fatal(err)
+		}
+		sock := openSoft(t, s.nic, client)
+		if _, _, _, err := sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM|unix.MSG_DONTWAIT); !errors.Is(err, syscall.EAGAIN) {
+			t.Fatalf("recvmsg on an empty socket = %v, want EAGAIN", err)
+		}
+		if _, err := server.Write(pattern(4096, 8)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, err := sock.host.recvmsg(p[:1], nil, unix.MSG_PEEK); err != nil { // waits for the bytes
+			t.Fatal(err)
+		}
+		n, oobn, _, err := sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM|unix.MSG_DONTWAIT)
+		if err != nil || n != 4096 {
+			t.Fatalf("recvmsg = %d, %v", n, err)
+		}
+		frags, err := ParseCmsgs(nil, oob[:oobn])
+		if err != nil || len(frags) != 1 || frags[0].Token != 1 {
+			t.Fatalf("frags %+v, %v", frags, err)
+		}
+		if freed, err := sock.dontneed(tokenOpt(uapi.DmabufToken{TokenStart: 1, TokenCount: 1})); err != nil || freed != 1 {
+			t.Fatalf("dontneed = %d, %v", freed, err)
+		}
+		if _, _, _, err := sock.recvmsg(p, oob, unix.MSG_SOCK_DEVMEM|unix.MSG_DONTWAIT); !errors.Is(err, syscall.EAGAIN) {
+			t.Fatalf("recvmsg on a drained socket = %v, want EAGAIN", err)
+		}
+	})
+}
+
+// TestHostDontneedAfterClose: on a closed connection SO_DEVMEM_DONTNEED
+// fails with net.ErrClosed, which TokenBatcher counts as tokens released
+// with the socket.
+func TestHostDontneedAfterClose(t *testing.T) {
+	leakCheck(t)
+	client, _ := tcpPair(t, "tcp4")
+	sock, err := Host().open(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.close()
+	client.Close()
+	if _, err := sock.dontneed(tokenOpt(uapi.DmabufToken{TokenStart: 1, TokenCount: 1})); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("dontneed on a closed connection = %v, want net.ErrClosed", err)
 	}
 }

@@ -1,7 +1,9 @@
 package devmem
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"unsafe"
 
 	"github.com/blockxfer/blockxfer/transport/devmem/internal/uapi"
@@ -37,6 +39,11 @@ type TokenStats struct {
 	// Abandoned counts tokens whose SO_DEVMEM_DONTNEED call failed. The
 	// kernel keeps their frags pinned until the socket is destroyed.
 	Abandoned int64
+	// Closed counts tokens whose SO_DEVMEM_DONTNEED call found the
+	// connection closed (net.ErrClosed): the kernel releases them with
+	// the socket (tcp_release_user_frags), so they are no leak. The
+	// engine closes data connections before their receivers.
+	Closed int64
 }
 
 // NewTokenBatcher returns a batcher that returns tokens with dontneed, which
@@ -57,13 +64,8 @@ func (b *TokenBatcher) Received(n int) {
 // full. Tokens are returned in the order released; a token one past the end
 // of the last range extends it.
 func (b *TokenBatcher) Release(token uint32) error {
-	if b.n > 0 {
-		last := &b.ranges[b.n-1]
-		if last.TokenStart+last.TokenCount == token && b.frags < uapi.MAX_DONTNEED_FRAGS {
-			last.TokenCount++
-			b.frags++
-			return nil
-		}
+	if b.extend(token) {
+		return nil
 	}
 	if b.n == len(b.ranges) || b.frags == uapi.MAX_DONTNEED_FRAGS {
 		if err := b.Flush(); err != nil {
@@ -79,13 +81,8 @@ func (b *TokenBatcher) Release(token uint32) error {
 // ReleaseAll queues every token of toks, as Release does.
 func (b *TokenBatcher) ReleaseAll(toks []uint32) error {
 	for _, tok := range toks {
-		if b.n > 0 {
-			last := &b.ranges[b.n-1]
-			if last.TokenStart+last.TokenCount == tok && b.frags < uapi.MAX_DONTNEED_FRAGS {
-				last.TokenCount++
-				b.frags++
-				continue
-			}
+		if b.extend(tok) {
+			continue
 		}
 		if err := b.Release(tok); err != nil {
 			return err
@@ -94,12 +91,28 @@ func (b *TokenBatcher) ReleaseAll(toks []uint32) error {
 	return nil
 }
 
+// extend queues token by extending the last range, if token is one past
+// its end and the pending call has room; it reports whether it did.
+func (b *TokenBatcher) extend(token uint32) bool {
+	if b.n == 0 || b.frags == uapi.MAX_DONTNEED_FRAGS {
+		return false
+	}
+	last := &b.ranges[b.n-1]
+	if last.TokenStart+last.TokenCount != token {
+		return false
+	}
+	last.TokenCount++
+	b.frags++
+	return true
+}
+
 // Pending returns the number of tokens queued and not yet flushed.
 func (b *TokenBatcher) Pending() int { return b.frags }
 
 // Flush returns the queued tokens to the kernel in one call. If the call
-// fails the tokens are dropped from the books as abandoned: the kernel
-// releases them when the socket is destroyed.
+// fails the tokens are dropped from the books as abandoned (or, when the
+// connection was closed, as closed): the kernel releases them when the
+// socket is destroyed.
 func (b *TokenBatcher) Flush() error {
 	if b.n == 0 {
 		return nil
@@ -108,10 +121,13 @@ func (b *TokenBatcher) Flush() error {
 	freed, err := b.flush(opt)
 	b.stats.Calls++
 	b.outstanding -= int64(b.frags)
-	if err == nil {
+	switch {
+	case err == nil:
 		b.stats.Returned += int64(b.frags)
 		b.stats.Freed += int64(freed)
-	} else {
+	case errors.Is(err, net.ErrClosed):
+		b.stats.Closed += int64(b.frags)
+	default:
 		b.stats.Abandoned += int64(b.frags)
 	}
 	b.n, b.frags = 0, 0

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -182,6 +184,35 @@ func TestTokenBatcherLeaks(t *testing.T) {
 	_ = b.Flush()
 	if err := b.Check(); !errors.Is(err, ErrTokenLeak) {
 		t.Errorf("unknown token: Check = %v, want ErrTokenLeak", err)
+	}
+}
+
+// TestTokenBatcherClosedConnection: a return that finds the connection
+// closed is no leak (the kernel released the tokens with the socket); any
+// other failure is.
+func TestTokenBatcherClosedConnection(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		leak bool
+	}{
+		{err: &OpError{Subsystem: "devmem", Op: "setsockopt SO_DEVMEM_DONTNEED", Err: net.ErrClosed}},
+		{err: &OpError{Subsystem: "devmem", Op: "setsockopt SO_DEVMEM_DONTNEED", Err: syscall.EBADF}, leak: true},
+	} {
+		b := NewTokenBatcher(func([]byte) (int, error) { return 0, tc.err })
+		b.Received(3)
+		for _, tok := range []uint32{1, 2, 5} {
+			_ = b.Release(tok)
+		}
+		if err := b.Flush(); !errors.Is(err, tc.err) {
+			t.Errorf("Flush = %v, want %v", err, tc.err)
+		}
+		st := b.Stats()
+		if err := b.Check(); errors.Is(err, ErrTokenLeak) != tc.leak || b.Outstanding() != 0 {
+			t.Errorf("%v: Check = %v, %d outstanding, stats %+v", tc.err, err, b.Outstanding(), st)
+		}
+		if tc.leak && (st.Abandoned != 3 || st.Closed != 0) || !tc.leak && (st.Closed != 3 || st.Abandoned != 0) {
+			t.Errorf("%v: stats %+v", tc.err, st)
+		}
 	}
 }
 
