@@ -490,6 +490,27 @@ func (s *Session) runData(dc *dataConn) {
 	}
 }
 
+// ChecksumReceiver is implemented by a transport.Receiver that can have the
+// provider checksum each chunk in the destination right after placing it
+// there (transport/tcp's receiver for a provider that is a
+// memory.CopyInChecksummer, such as a plugin). For a destination not
+// mapped here the engine then receives through ReceiveChecksum and needs no
+// Checksum of the extent once it has landed. It is used instead of
+// Receive, so a LinearCounter's counts are not read around it.
+type ChecksumReceiver interface {
+	// ReceiveChecksum is Receive that also returns the CRC-32C of the n
+	// bytes as they are in dst after landing (computed from dst, not from
+	// the stream), continued from crc. ok is false when the provider
+	// could not checksum them; they were placed all the same.
+	ReceiveChecksum(ctx context.Context, dst memory.BufferID, off, n int64, crc uint32) (sum uint32, ok bool, err error)
+}
+
+// summedChunkSize is how much of an extent a ChecksumReceiver receives per
+// call: a plugin's staging buffer's worth (4 MiB by default), so that each
+// call is one copy-in on the plugin's ring rather than four. With 1 MiB
+// calls a fetch into the example plugin took about 10% more CPU.
+const summedChunkSize = 4 << 20
+
 // receiveExtent moves one extent from the stream into its destination. It
 // returns an error only when the stream is no longer usable.
 func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error {
@@ -512,8 +533,16 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 			inline = b[dstOff : dstOff+total]
 		}
 	}
+	// Else a receiver that can have the provider checksum each chunk in
+	// the destination as it lands does (ChecksumReceiver); summed stays
+	// true while every chunk so far was.
+	summer, summed := dc.recv.(ChecksumReceiver)
+	summed = summed && r != nil && s.checkExtents && inline == nil
 	for pos := int64(0); pos < total; {
 		n := min(total-pos, chunkSize)
+		if summed {
+			n = min(total-pos, summedChunkSize)
+		}
 		if r == nil || spoilt != nil || !r.begin() {
 			if err := dc.recv.Discard(ctx, n); err != nil {
 				return err
@@ -521,7 +550,12 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 			pos += n
 			continue
 		}
-		err := r.receiveCounted(ctx, dc.recv, dstOff+pos, n)
+		var err error
+		if summed {
+			crc, summed, err = summer.ReceiveChecksum(ctx, r.dst, dstOff+pos, n, crc)
+		} else {
+			err = r.receiveCounted(ctx, dc.recv, dstOff+pos, n)
+		}
 		if err != nil && !errors.Is(err, transport.ErrProvider) {
 			r.release(0)
 			return err
@@ -543,7 +577,7 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 	verified := false
 	if spoilt == nil && s.checkExtents && r.begin() {
 		sum, err := crc, error(nil)
-		if inline == nil {
+		if inline == nil && !summed {
 			sum, err = s.cfg.Provider.Checksum(ctx, r.dst, dstOff, total)
 		}
 		switch {

@@ -118,16 +118,23 @@ const (
 //	32  u64 staging id (copy-in, read-back) or gather dst buffer
 //	40  i64 staging offset, or gather dst offset
 //	48  i64 length
-//	56  u64 reserved (0)
+//	56  u64 reserved (0); for opCopyInChecksum the CRC-32C to continue
+//	        from (below 2^32)
 //
 // A gather of n copies is n consecutive entries: opGather with count n,
 // then n-1 opGatherMore entries with the same tag, each holding one copy.
+// opCopyInChecksum is a copy-in whose completion carries the CRC-32C of
+// the destination bytes after the copy, continued from the entry's seed
+// (memory.CopyInChecksummer); a plugin whose provider cannot do it
+// completes it with ringErrDescriptor before moving a byte, as a plugin
+// that predates the op does.
 const (
-	opCopyIn     = 1
-	opReadBack   = 2
-	opChecksum   = 3
-	opGather     = 4
-	opGatherMore = 5
+	opCopyIn         = 1
+	opReadBack       = 2
+	opChecksum       = 3
+	opGather         = 4
+	opGatherMore     = 5
+	opCopyInChecksum = 6
 )
 
 // CQE layout (256 bytes):
@@ -235,6 +242,7 @@ type sqe struct {
 	stg    uint64
 	stgOff int64
 	n      int64
+	seed   uint32 // opCopyInChecksum: the CRC-32C to continue from
 }
 
 // encode writes e into b (sqeSize bytes).
@@ -248,7 +256,7 @@ func (e *sqe) encode(b []byte) {
 	binary.LittleEndian.PutUint64(b[32:], e.stg)
 	binary.LittleEndian.PutUint64(b[40:], uint64(e.stgOff))
 	binary.LittleEndian.PutUint64(b[48:], uint64(e.n))
-	binary.LittleEndian.PutUint64(b[56:], 0)
+	binary.LittleEndian.PutUint64(b[56:], uint64(e.seed))
 }
 
 // decodeSQE decodes one entry (sqeSize bytes of the ring) and checks what
@@ -270,10 +278,13 @@ func decodeSQE(b []byte) (sqe, error) {
 		n:      int64(binary.LittleEndian.Uint64(b[48:])),
 	}
 	reserved := binary.LittleEndian.Uint64(b[56:])
+	if e.op == opCopyInChecksum && reserved>>32 == 0 {
+		e.seed, reserved = uint32(reserved), 0
+	}
 	switch {
 	case head>>8 != 0 || reserved != 0:
 		return e, fmt.Errorf("%w: flags or reserved bytes set", errBadDescriptor)
-	case e.op < opCopyIn || e.op > opGatherMore:
+	case e.op < opCopyIn || e.op > opCopyInChecksum:
 		return e, fmt.Errorf("%w: op %d", errBadDescriptor, e.op)
 	case e.op == opGather && e.count == 0,
 		e.op == opGatherMore && e.count != 0,
@@ -297,7 +308,7 @@ type ringReq struct {
 // ringOpName names an op in errors, as the gRPC path does.
 func ringOpName(op uint8) string {
 	switch op {
-	case opCopyIn:
+	case opCopyIn, opCopyInChecksum:
 		return "copy-in"
 	case opReadBack:
 		return "read-back"

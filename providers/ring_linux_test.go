@@ -346,3 +346,102 @@ func TestRingBroken(t *testing.T) {
 		t.Errorf("Free (an RPC) after the ring broke: %v", err)
 	}
 }
+
+// TestCopyInChecksum checks the copy-in whose completion carries the CRC
+// of the destination: chunk checksums chain into the whole range's, the
+// bytes land, and where it cannot be done (a provider without
+// memory.CopyInChecksummer, no ring, a source outside staging) it fails
+// with memory.ErrNoCopyInChecksum having copied nothing.
+func TestCopyInChecksum(t *testing.T) {
+	ctx := context.Background()
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
+	const half = 256 << 10
+	data := pattern(2*half, 7)
+	copyIn := func(t *testing.T, p *Plugin, dst memory.BufferID, src []byte) (uint32, error) {
+		t.Helper()
+		st, err := p.AcquireStaging(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Release()
+		copy(st.Bytes, src)
+		sum, err := p.CopyInChecksum(ctx, dst, 0, st.Bytes[:half], 0)
+		if err != nil {
+			return 0, err
+		}
+		return p.CopyInChecksum(ctx, dst, half, st.Bytes[half:2*half], sum)
+	}
+	untouched := func(t *testing.T, p *Plugin, id memory.BufferID) {
+		t.Helper()
+		got := make([]byte, 2*half)
+		if err := p.ReadBack(ctx, id, 0, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, make([]byte, 2*half)) {
+			t.Error("a refused copy-in with checksum changed the buffer")
+		}
+	}
+
+	t.Run("example", func(t *testing.T) {
+		p := load(t, examplePath, &LoadOptions{StagingSlotSize: 2 * half})
+		b, err := p.Alloc(ctx, 2*half, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// From memory that is not staging: refused, nothing copied.
+		if _, err := p.CopyInChecksum(ctx, b.ID, 0, data[:half], 0); !errors.Is(err, memory.ErrNoCopyInChecksum) {
+			t.Fatalf("from a plain slice: %v, want ErrNoCopyInChecksum", err)
+		}
+		untouched(t, p, b.ID)
+		sum, err := copyIn(t, p, b.ID, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := crc32.Checksum(data, castagnoli); sum != want {
+			t.Errorf("chained CopyInChecksum = %#x, want %#x", sum, want)
+		}
+		got := make([]byte, 2*half)
+		if err := p.ReadBack(ctx, b.ID, 0, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Error("the bytes read back differ from those copied in")
+		}
+		// Out of bounds is checked before anything moves.
+		st, err := p.AcquireStaging(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Release()
+		if _, err := p.CopyInChecksum(ctx, b.ID, half+1, st.Bytes[:half], 0); !errors.Is(err, memory.ErrOutOfBounds) {
+			t.Errorf("past the end: %v, want ErrOutOfBounds", err)
+		}
+	})
+	t.Run("provider without it", func(t *testing.T) {
+		p := load(t, testPath, nil)
+		b, err := p.Alloc(ctx, 2*half, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second is refused on the host side
+			if _, err := copyIn(t, p, b.ID, data); !errors.Is(err, memory.ErrNoCopyInChecksum) {
+				t.Fatalf("%v, want ErrNoCopyInChecksum", err)
+			}
+			untouched(t, p, b.ID)
+		}
+		if !p.client.ring.noCopySum.Load() {
+			t.Error("the refusal was not remembered")
+		}
+	})
+	t.Run("no ring", func(t *testing.T) {
+		p := load(t, examplePath, &LoadOptions{NoRing: true})
+		b, err := p.Alloc(ctx, 2*half, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := copyIn(t, p, b.ID, data); !errors.Is(err, memory.ErrNoCopyInChecksum) {
+			t.Fatalf("%v, want ErrNoCopyInChecksum", err)
+		}
+		untouched(t, p, b.ID)
+	})
+}

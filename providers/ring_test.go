@@ -65,6 +65,16 @@ func TestTakeSQEs(t *testing.T) {
 	if req, _, _ := takeSQEs(one, 0, 0, 1, 1, nil); !errors.Is(req.err, errBadDescriptor) {
 		t.Errorf("reserved bytes set: %v", req.err)
 	}
+	// A copy-in with checksum carries its seed there, below 2^32 only.
+	sum := encodeSQEs(sqe{op: opCopyInChecksum, count: 1, tag: 3, buf: 1, off: 8, stg: 2, n: 5, seed: 0xdeadbeef})
+	req, used, fatal = takeSQEs(sum, 0, 0, 1, 1, nil)
+	if fatal != nil || req.err != nil || used != 1 || req.seed != 0xdeadbeef || req.n != 5 || ringOpName(req.op) != "copy-in" {
+		t.Errorf("copy-in with checksum: %+v, used %d, %v", req, used, fatal)
+	}
+	sum[60] = 1
+	if req, _, _ := takeSQEs(sum, 0, 0, 1, 1, nil); !errors.Is(req.err, errBadDescriptor) {
+		t.Errorf("copy-in with checksum, seed over 32 bits: %v", req.err)
+	}
 }
 
 func TestCQERoundTrip(t *testing.T) {
@@ -117,6 +127,7 @@ func FuzzTakeSQEs(f *testing.F) {
 	f.Add(encodeSQEs(sqe{op: opGather, count: 2, tag: 2, n: 1}, sqe{op: opGatherMore, tag: 2, n: 1}), uint32(1), uint32(2))
 	f.Add(encodeSQEs(sqe{op: opGather, count: 9, tag: 2, n: 1}, sqe{op: opGatherMore, tag: 2, n: 1}), uint32(0), uint32(2))
 	f.Add(make([]byte, 3*sqeSize), uint32(2), uint32(3))
+	f.Add(encodeSQEs(sqe{op: opCopyInChecksum, count: 1, tag: 3, buf: 1, stg: 1, n: 8, seed: 7}), uint32(0), uint32(1))
 	f.Fuzz(func(t *testing.T, data []byte, head, avail uint32) {
 		n := uint32(1)
 		for n*sqeSize < uint32(min(len(data), 64*sqeSize)) {
@@ -132,8 +143,11 @@ func FuzzTakeSQEs(f *testing.F) {
 		if fatal != nil || req.err != nil || req.skip {
 			return
 		}
-		if req.op < opCopyIn || req.op > opGather || req.off < 0 || req.stgOff < 0 || req.n < 0 {
+		if req.op < opCopyIn || req.op > opCopyInChecksum || req.op == opGatherMore || req.off < 0 || req.stgOff < 0 || req.n < 0 {
 			t.Fatalf("accepted %+v", req.sqe)
+		}
+		if req.seed != 0 && req.op != opCopyInChecksum {
+			t.Fatalf("op %d with a seed", req.op)
 		}
 		if req.op == opGather {
 			if uint32(len(req.copies)) != req.count || used != req.count {

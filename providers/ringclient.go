@@ -57,6 +57,9 @@ type ringClient struct {
 
 	stopping atomic.Bool
 	reaped   chan struct{} // closed when the reaper has exited
+	// noCopySum is set once the plugin refused an opCopyInChecksum: it
+	// predates the op, or its provider cannot checksum copy-ins.
+	noCopySum atomic.Bool
 }
 
 // newRingClient starts serving the completions of a ring mapped at mem,

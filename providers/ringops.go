@@ -110,6 +110,49 @@ func (c *GRPCClient) ringCopyIn(ctx context.Context, dst memory.BufferID, off in
 		func(area []byte, pos int) { copy(area, src[pos:]) }, nil)
 }
 
+// CopyInChecksum implements memory.CopyInChecksummer: CopyIn of src, which
+// must lie in a lent Staging buffer, whose ring completion also carries the
+// CRC-32C the plugin computed over the destination right after its copy,
+// continued from crc. It fails with an error wrapping
+// memory.ErrNoCopyInChecksum, having copied nothing, when it cannot: src
+// outside staging, no ring, or a plugin that refused the operation once
+// (its provider does not implement memory.CopyInChecksummer, or it
+// predates the operation).
+func (c *GRPCClient) CopyInChecksum(ctx context.Context, dst memory.BufferID, off int64, src []byte, crc uint32) (uint32, error) {
+	if err := c.begin(); err != nil {
+		return 0, err
+	}
+	defer c.end()
+	if err := c.checkRange("copy-in", dst, off, int64(len(src))); err != nil {
+		return 0, err
+	}
+	s, soff := c.stage.within(src)
+	if c.ring == nil || c.ring.noCopySum.Load() || s == nil {
+		return 0, fmt.Errorf("providers: %s: copy-in: %w", c.name, memory.ErrNoCopyInChecksum)
+	}
+	res, err := c.ringOne(ctx, "copy-in", sqe{op: opCopyInChecksum, buf: uint64(dst), off: off, stg: s.id, stgOff: soff,
+		n: int64(len(src)), seed: crc})
+	if err != nil && res.status == ringErrDescriptor {
+		// Refused before anything moved: copy-ins go plain from now on.
+		c.ring.noCopySum.Store(true)
+		c.logger.Debug("plugin does not checksum copy-ins; the engine checksums extents after they land", "plugin", c.name, "reason", res.msg)
+		return 0, fmt.Errorf("providers: %s: copy-in: %w: %w", c.name, memory.ErrNoCopyInChecksum, err)
+	}
+	return res.crc, err
+}
+
+// CopyInChecksum copies src, from a lent staging buffer, into dst at off
+// and returns the CRC-32C of the bytes that landed, continued from crc;
+// see GRPCClient.CopyInChecksum.
+func (p *Plugin) CopyInChecksum(ctx context.Context, dst memory.BufferID, off int64, src []byte, crc uint32) (uint32, error) {
+	return p.client.CopyInChecksum(ctx, dst, off, src, crc)
+}
+
+var (
+	_ memory.CopyInChecksummer = (*GRPCClient)(nil)
+	_ memory.CopyInChecksummer = (*Plugin)(nil)
+)
+
 // ringReadBack is ReadBack over the ring (bounds checked).
 func (c *GRPCClient) ringReadBack(ctx context.Context, src memory.BufferID, off int64, p []byte) error {
 	if s, soff := c.stage.within(p); s != nil {

@@ -230,6 +230,12 @@ func (r *ringServer) run(req *ringReq) {
 	switch req.op {
 	case opCopyIn:
 		err = impl.CopyIn(r.ctx, id, req.off, req.stage)
+	case opCopyInChecksum:
+		if cs, ok := impl.(memory.CopyInChecksummer); ok {
+			crc, err = cs.CopyInChecksum(r.ctx, id, req.off, req.stage, req.seed)
+		} else {
+			err = fmt.Errorf("%w: copy-in with checksum: the provider does not checksum copy-ins (memory.CopyInChecksummer)", errBadDescriptor)
+		}
 	case opReadBack:
 		err = impl.ReadBack(r.ctx, id, req.off, req.stage)
 	case opChecksum:
@@ -292,7 +298,7 @@ func (s *GRPCServer) checkRingReq(req *ringReq) ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	switch req.op {
-	case opCopyIn, opReadBack, opChecksum:
+	case opCopyIn, opCopyInChecksum, opReadBack, opChecksum:
 		op := ringOpName(req.op)
 		if err := s.checkBufLocked(op, memory.BufferID(req.buf), req.off, req.n); err != nil {
 			return nil, err

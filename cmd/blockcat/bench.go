@@ -18,6 +18,7 @@ import (
 	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/bufpool"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -109,9 +110,17 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, benchColumns, "SIZE", "REQUESTS", "THROUGHPUT", "P50", "P99")
 	}
+	// Every size reads into the same depth buffers of the largest size,
+	// allocated and prefaulted once.
+	pool := bufpool.New(p)
+	defer pool.Close()
+	bufs, err := pool.Get(ctx, slices.Max(reqSizes), *depth)
+	if err != nil {
+		return err
+	}
 	rng := rand.New(rand.NewPCG(*seed, 0))
 	for _, size := range reqSizes {
-		r, err := benchSize(ctx, s, p, vol, size, *depth, *duration, rng)
+		r, err := benchSize(ctx, s, bufs, vol, size, *duration, rng)
 		if err != nil {
 			return err
 		}
@@ -140,23 +149,15 @@ func parseSizes(list string) ([]int64, error) {
 	return sizes, nil
 }
 
-// benchSize keeps depth reads of size bytes at random offsets of vol in
-// flight for d, each slot starting its next read as soon as its last one
-// ended, and reports throughput and latency percentiles. Reads go through
-// the conn's client, so a lost session is resumed (unless --no-resume)
-// and the time it took counts in the latency.
-func benchSize(ctx context.Context, s *conn, p memory.Provider, vol blockproto.VolumeStat, size int64,
-	depth int, d time.Duration, rng *rand.Rand) (benchRow, error) {
+// benchSize keeps a read of size bytes at a random offset of vol in
+// flight into each of bufs (each at least size bytes) for d, each slot
+// starting its next read as soon as its last one ended, and reports
+// throughput and latency percentiles. Reads go through the conn's client,
+// so a lost session is resumed (unless --no-resume) and the time it took
+// counts in the latency.
+func benchSize(ctx context.Context, s *conn, bufs []memory.Buffer, vol blockproto.VolumeStat, size int64,
+	d time.Duration, rng *rand.Rand) (benchRow, error) {
 	row := benchRow{Size: size}
-	bufs := make([]memory.Buffer, depth)
-	for i := range bufs {
-		b, err := p.Alloc(ctx, size, false)
-		if err != nil {
-			return row, err
-		}
-		bufs[i] = b
-		defer p.Free(context.Background(), b.ID)
-	}
 	slots := (int64(vol.Size) - size) / size
 	var (
 		mu  sync.Mutex // guards rng, lat and row.Bytes

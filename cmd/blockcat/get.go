@@ -18,6 +18,7 @@ import (
 	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/cmd/internal/cli"
 	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/providers/bufpool"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -227,14 +228,20 @@ func getVolume(ctx context.Context, f *getFlags, holders []engine.Holder, stdout
 			// Requests of a quarter second's worth keep the rate even.
 			window = min(window, max(int64(f.rate)/4, 4096))
 		}
+		window = min(window, rest)
 		res.WindowBytes = window
-		bufs, err := allocWindows(ctx, s.p, rest, window, f.depth)
+		res.Depth = windowCount(rest, window, f.depth, int(f.dataConns), vol.ExtentSize)
+		// The windows come from a pool of the provider's buffers,
+		// allocated and prefaulted once, freed when the get ends.
+		pool := bufpool.New(s.p)
+		defer pool.Close()
+		bufs, err := pool.Get(ctx, window, res.Depth)
 		if err != nil {
 			return out.finish(stopCause(ctx, err))
 		}
 		start = time.Now()
 		bar := newBar(stderr, rest, "get "+vol.Name, f.asJSON)
-		err = fetch(ctx, s, vol, int64(f.offset)+out.resumed, rest, int64(f.rate), bufs, out, bar, &res)
+		err = fetch(ctx, s, vol, int64(f.offset)+out.resumed, rest, int64(f.rate), window, bufs, out, bar, &res)
 		bar.Finish(err)
 		if err != nil {
 			return out.finish(stopCause(ctx, err))
@@ -293,18 +300,16 @@ func volumeRange(name string, size, off, length int64) (int64, error) {
 	return n, nil
 }
 
-// allocWindows allocates the window buffers of a fetch of n bytes: up to
-// depth buffers of window bytes (less if n is smaller).
-func allocWindows(ctx context.Context, p memory.Provider, n, window int64, depth int) ([]memory.Buffer, error) {
-	win := min(window, n)
-	bufs := make([]memory.Buffer, min(int64(depth), (n+win-1)/win))
-	for i := range bufs {
-		var err error
-		if bufs[i], err = p.Alloc(ctx, win, false); err != nil {
-			return nil, err
-		}
+// windowCount is how many windows of a fetch of n bytes are in flight:
+// --depth, raised until they hold an extent for every data connection
+// (extents go to the least loaded connection, so fewer would leave some
+// idle), and no more than the fetch has windows.
+func windowCount(n, window int64, depth, dataConns int, extentSize uint32) int {
+	k := int64(depth)
+	if extentSize > 0 {
+		k = max(k, (int64(dataConns)*int64(min(int64(extentSize), window))+window-1)/window)
 	}
-	return bufs, nil
+	return int(min(k, (n+window-1)/window))
 }
 
 // destination names where a get put the bytes, for its summary: FILE,
@@ -354,15 +359,15 @@ func (res *getResult) printText(w io.Writer) {
 	fmt.Fprintln(w, msg)
 }
 
-// fetch reads [off, off+n) of vol through the window buffers, keeping
-// every buffer busy (at rate bytes per second at most, if rate is set).
-// Each window is one read of the conn's client, which rides through a lost
+// fetch reads [off, off+n) of vol in windows of win bytes through the
+// buffers (each at least win bytes), keeping every buffer busy (at rate
+// bytes per second at most, if rate is set). Each window is one read of the conn's client, which rides through a lost
 // session unless --no-resume. An output that takes bytes at their place
 // gets each extent written as it lands, overlapping the rest of the
 // fetch; a stream gets each window, in order, once it is whole. When it
 // fails, or ctx ends, it cancels the reads still in flight and waits for
 // them to end.
-func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate int64, bufs []memory.Buffer,
+func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate, win int64, bufs []memory.Buffer,
 	out *output, bar *cli.Bar, res *getResult) error {
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel, below
@@ -395,7 +400,6 @@ func fetch(ctx context.Context, s *conn, vol blockproto.VolumeStat, off, n, rate
 	completed := make(chan *window, len(bufs))
 	var queue []*window // windows in flight, in order
 	free := slices.Clone(bufs)
-	win := bufs[0].Size
 	start := time.Now()
 	next, end := off, off+n
 	// due is when the next request may start under --rate.

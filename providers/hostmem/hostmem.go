@@ -46,10 +46,10 @@ type Provider struct {
 	bufs *buftab.Table[*buffer]
 }
 
-// buffer is one memfd-backed allocation, or an import of caller-owned
-// memory (see Import and ImportBytes).
+// buffer is one memfd-backed allocation, a private one (AllocPrivate), or
+// an import of caller-owned memory (see Import and ImportBytes).
 type buffer struct {
-	fd  int    // the memfd backing an allocation; -1 for an import
+	fd  int    // the memfd backing an allocation; -1 for a private one or an import
 	mem []byte // the buffer's bytes; len(mem) is the buffer size
 	// mapping is what release unmaps: the whole mapping, of which mem is
 	// a part (an import need not start on a page); nil for ImportBytes,
@@ -58,9 +58,11 @@ type buffer struct {
 }
 
 var (
-	_ memory.Provider = (*Provider)(nil)
-	_ memory.Mapper   = (*Provider)(nil)
-	_ memory.Importer = (*Provider)(nil)
+	_ memory.Provider         = (*Provider)(nil)
+	_ memory.Mapper           = (*Provider)(nil)
+	_ memory.Importer         = (*Provider)(nil)
+	_ memory.Prefaulter       = (*Provider)(nil)
+	_ memory.PrivateAllocator = (*Provider)(nil)
 )
 
 // New returns an empty host-memory provider.
@@ -79,6 +81,7 @@ func (p *Provider) Capabilities() memory.Capabilities {
 		CPUMappable:    true,
 		Gather:         true,
 		DeviceChecksum: true,
+		ImportKinds:    importKinds,
 	}
 }
 
@@ -114,6 +117,33 @@ func (p *Provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 	return memory.Buffer{ID: id, Size: size, DmabufFD: -1}, nil
 }
 
+// AllocPrivate allocates size bytes of zeroed host memory that only this
+// process maps: anonymous memory advised to use transparent huge pages
+// (MADV_HUGEPAGE), so that making it resident takes a fault per 2 MiB
+// rather than per 4 KiB page (in a virtual machine, populating 64 MiB so
+// took about 15 ms instead of 200). It is for destination buffers that no
+// other process or device maps, such as blockcat's windows: it has no
+// memfd (FD fails). The returned Buffer's DmabufFD is -1.
+func (p *Provider) AllocPrivate(ctx context.Context, size int64) (memory.Buffer, error) {
+	if err := ctx.Err(); err != nil {
+		return memory.Buffer{DmabufFD: -1}, err
+	}
+	if size <= 0 {
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d private bytes: size must be positive", size)
+	}
+	mem, err := mapPrivate(size)
+	if err != nil {
+		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("hostmem: alloc %d private bytes: %w", size, err)
+	}
+	b := &buffer{fd: -1, mem: mem, mapping: mem}
+	id, err := p.bufs.Add(b, size)
+	if err != nil { // closed: err is ErrClosed
+		b.release()
+		return memory.Buffer{DmabufFD: -1}, err
+	}
+	return memory.Buffer{ID: id, Size: size, DmabufFD: -1}, nil
+}
+
 // Free unmaps the buffer and closes its memfd, after any copy in flight on it
 // has finished. It returns an error wrapping memory.ErrUnknownBuffer if id is
 // not allocated.
@@ -136,6 +166,27 @@ func (p *Provider) Bytes(id memory.BufferID) ([]byte, error) {
 	return b.mem[:len(b.mem):len(b.mem)], nil
 }
 
+// Prefault makes the buffer's pages resident and writable
+// (MADV_POPULATE_WRITE, or a write touch of each page where the kernel
+// refuses that advice), so that receiving into it takes no page faults. It
+// keeps the buffer's bytes. It returns an error wrapping
+// memory.ErrUnknownBuffer if id is not allocated.
+func (p *Provider) Prefault(ctx context.Context, id memory.BufferID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := p.bufs.Read()
+	defer r.Done()
+	b, err := r.Get("prefault", id)
+	if err != nil {
+		return err
+	}
+	if err := memfd.Populate(b.mem); err != nil {
+		return fmt.Errorf("hostmem: prefault buffer %d: %w", id, err)
+	}
+	return nil
+}
+
 // FD returns the memfd backing the buffer, e.g. to map it in another
 // process or to bind it where a mappable fd stands in for a dmabuf (the
 // software NIC). The buffer owns the fd: it is closed by Free and must not be
@@ -148,7 +199,7 @@ func (p *Provider) FD(id memory.BufferID) (int, error) {
 		return -1, err
 	}
 	if b.fd < 0 {
-		return -1, fmt.Errorf("hostmem: fd: buffer %d is imported caller memory, which has no memfd here", id)
+		return -1, fmt.Errorf("hostmem: fd: buffer %d is imported caller memory or private memory (AllocPrivate), which has no memfd", id)
 	}
 	return b.fd, nil
 }

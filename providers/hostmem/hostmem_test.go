@@ -106,7 +106,8 @@ func TestRoundTrip(t *testing.T) {
 
 func TestCapabilities(t *testing.T) {
 	c := New().Capabilities()
-	want := memory.Capabilities{Kind: memory.Host, CPUMappable: true, Gather: true, DeviceChecksum: true}
+	want := memory.Capabilities{Kind: memory.Host, CPUMappable: true, Gather: true, DeviceChecksum: true,
+		ImportKinds: []memory.ImportKind{memory.ImportFD, memory.ImportShm}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("Capabilities() = %+v, want %+v", c, want)
 	}
@@ -517,5 +518,68 @@ func BenchmarkGather(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+func TestPrefault(t *testing.T) {
+	ctx := context.Background()
+	p := New()
+	defer p.Close()
+	b := alloc(t, p, 16*4096)
+	data := fill(5000, 9)
+	if err := p.CopyIn(ctx, b.ID, 4096, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Prefault(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := p.Bytes(b.ID)
+	if !bytes.Equal(mem[4096:4096+len(data)], data) {
+		t.Error("Prefault changed the buffer's bytes")
+	}
+	var st unix.Stat_t
+	fd, _ := p.FD(b.ID)
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 < b.Size {
+		t.Errorf("after Prefault the memfd holds %d bytes, want all %d", st.Blocks*512, b.Size)
+	}
+	if err := p.Prefault(ctx, 9999); !errors.Is(err, memory.ErrUnknownBuffer) {
+		t.Errorf("Prefault of an unknown buffer: %v, want ErrUnknownBuffer", err)
+	}
+}
+
+func TestAllocPrivate(t *testing.T) {
+	ctx := context.Background()
+	p := New()
+	defer p.Close()
+	fds := openFDs(t)
+	b, err := p.AllocPrivate(ctx, 3<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Size != 3<<20 || b.DmabufFD != -1 {
+		t.Fatalf("AllocPrivate returned %+v", b)
+	}
+	if got := openFDs(t); got != fds {
+		t.Errorf("%d fds open after AllocPrivate, want %d: private memory has no memfd", got, fds)
+	}
+	if _, err := p.FD(b.ID); err == nil {
+		t.Error("FD of a private buffer succeeded")
+	}
+	data := fill(5000, 4)
+	if err := p.CopyIn(ctx, b.ID, 1<<20, data); err != nil {
+		t.Fatal(err)
+	}
+	mem, _ := p.Bytes(b.ID)
+	if !bytes.Equal(mem[1<<20:1<<20+len(data)], data) || mem[0] != 0 {
+		t.Error("a private buffer does not hold what was copied in, or was not zeroed")
+	}
+	if err := p.Free(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AllocPrivate(ctx, 0); err == nil {
+		t.Error("AllocPrivate(0) succeeded")
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
+// importKinds are the kinds Import takes here.
+var importKinds = []memory.ImportKind{memory.ImportFD, memory.ImportShm}
+
 // mapImport checks the file d names and maps d.Size bytes of it at
 // d.Offset read-write and shared. It returns the whole mapping (to unmap)
 // and the imported bytes within it.

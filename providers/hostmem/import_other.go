@@ -7,6 +7,9 @@ import (
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
+// importKinds: none on this OS.
+var importKinds []memory.ImportKind
+
 // mapImport fails: importing by fd is Linux-only here.
 func mapImport(d memory.ImportDesc) (mapping, mem []byte, err error) {
 	return nil, nil, syserr.NotOnThisOS("hostmem import")

@@ -1,7 +1,8 @@
 # Shared by the scripts/bench-*.sh that time whole blockcat processes
 # against one blockd on loopback. Source it after setting SIZE and $work
 # (a temporary directory the caller removes); it builds the binaries, serves
-# a random volume "bench" of SIZE, and stops blockd on exit.
+# a random volume "bench" of SIZE (or the volumes VOLUMES names, as
+# "NAME:SIZE ..."), and stops blockd on exit.
 #
 #   bench_serve [PLUGIN...]   build blockd, blockcat (and provider plugins),
 #                             serve; sets $pid and $addr
@@ -26,7 +27,10 @@ bench_serve() {
 	mkdir -p "$work/data"
 	blockd keygen -o "$work/data/blockd.key" >/dev/null
 	export BLOCKXFER_KEY_FILE="$work/data/blockd.key"
-	blockd volume create bench --size "$SIZE" --fill random --data "$work/data" >/dev/null
+	local v
+	for v in ${VOLUMES:-bench:$SIZE}; do
+		blockd volume create "${v%%:*}" --size "${v#*:}" --fill random --data "$work/data" >/dev/null
+	done
 	mkfifo "$work/ready"
 	exec 3<>"$work/ready"
 	blockd serve --data "$work/data" --listen 127.0.0.1:0 --ready-file "$work/ready" --log-level warn &
@@ -38,14 +42,15 @@ bench_serve() {
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"; }
 
 # The client's CPU is bash's time: user + sys of blockcat and its children
-# (a provider plugin among them).
+# (a provider plugin among them). VOLUME names the volume (default bench);
+# OUT, a file to keep blockcat's stdout in (default: dropped).
 bench_get() {
 	local label=$1 env=$2
 	shift 2
 	local s0 t0 t1 s1 tf=$work/time
 	s0=$(cpu "$pid")
 	t0=$(date +%s.%N)
-	{ TIMEFORMAT='%U %S'; time env $env blockcat get "$addr" bench "$@" >/dev/null 2>&1; } 2>"$tf"
+	{ TIMEFORMAT='%U %S'; time env $env blockcat get "$addr" "${VOLUME:-bench}" "$@" >"${OUT:-/dev/null}" 2>&1; } 2>"$tf"
 	t1=$(date +%s.%N)
 	s1=$(cpu "$pid")
 	awk -v l="$label" -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" '{printf "%s %.3f %.3f %.3f\n", l, t1-t0, $1+$2, s1-s0}' "$tf"

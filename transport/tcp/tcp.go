@@ -19,7 +19,10 @@ const DefaultStaging = 1 << 20
 // Transport is the plain TCP transport. The zero value is ready to use.
 // A receiver reads into the destination directly when the provider maps it
 // (memory.Mapper), else into staging the provider lends (memory.Stager), else
-// into its own staging buffer; the last two are followed by CopyIn.
+// into its own staging buffer; the last two are followed by CopyIn, or by
+// CopyInChecksum where the provider lends staging and offers it
+// (memory.CopyInChecksummer), so that the engine's check of each extent
+// needs no second pass over the destination.
 type Transport struct {
 	// Staging is the staging buffer size per data connection for providers
 	// that are not CPU-mappable (default DefaultStaging).
@@ -41,6 +44,9 @@ func (t *Transport) NewReceiver(conn net.Conn, p memory.Provider) (transport.Rec
 		r.mapper = m
 	} else if st, ok := p.(memory.Stager); ok {
 		r.stager = st
+		if cs, ok := p.(memory.CopyInChecksummer); ok {
+			return &summingReceiver{receiver: r, cs: cs}, nil
+		}
 	} else {
 		size := t.Staging
 		if size <= 0 {
@@ -76,6 +82,15 @@ func (r *receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int6
 		}
 		return nil
 	}
+	return r.receiveStaged(ctx, off, n, func(chunk []byte, off int64) error {
+		return r.p.CopyIn(ctx, dst, off, chunk)
+	})
+}
+
+// receiveStaged reads n stream bytes chunk by chunk into staging (lent by
+// the provider, or the receiver's own) and has place put each chunk at its
+// offset off of the destination.
+func (r *receiver) receiveStaged(ctx context.Context, off, n int64, place func(chunk []byte, off int64) error) error {
 	for n > 0 {
 		buf, release := r.staging, func() {}
 		if r.stager != nil {
@@ -90,7 +105,7 @@ func (r *receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int6
 			release()
 			return fmt.Errorf("tcp: receive: %w", err)
 		}
-		err := r.p.CopyIn(ctx, dst, off, chunk)
+		err := place(chunk, off)
 		release()
 		if err != nil {
 			return r.spoil(ctx, n-int64(len(chunk)), err)
@@ -99,6 +114,40 @@ func (r *receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int6
 		n -= int64(len(chunk))
 	}
 	return nil
+}
+
+// summingReceiver is the receiver for a provider that lends staging and
+// can checksum what a copy-in placed (memory.CopyInChecksummer, a
+// plugin): ReceiveChecksum (engine.ChecksumReceiver) has each chunk
+// checksummed in the destination right after it is copied there, while its
+// bytes are in cache, instead of the engine asking for a Checksum of the
+// whole extent once it has landed.
+type summingReceiver struct {
+	*receiver
+	cs memory.CopyInChecksummer
+	// plain is set once the provider could not checksum a copy-in
+	// (memory.ErrNoCopyInChecksum): later chunks are copied in plainly.
+	plain bool
+}
+
+// ReceiveChecksum reads n stream bytes into dst at off, as Receive, and
+// returns the CRC-32C of those bytes as they are in dst after the copy,
+// continued from crc. ok is false when the provider could not checksum
+// them; they were copied in all the same.
+func (r *summingReceiver) ReceiveChecksum(ctx context.Context, dst memory.BufferID, off, n int64, crc uint32) (sum uint32, ok bool, err error) {
+	ok = !r.plain
+	err = r.receiveStaged(ctx, off, n, func(chunk []byte, off int64) error {
+		if ok {
+			c, err := r.cs.CopyInChecksum(ctx, dst, off, chunk, crc)
+			if !errors.Is(err, memory.ErrNoCopyInChecksum) {
+				crc = c
+				return err
+			}
+			r.plain, ok = true, false
+		}
+		return r.p.CopyIn(ctx, dst, off, chunk)
+	})
+	return crc, ok && err == nil, err
 }
 
 // spoil drains the rest of an extent the provider could not take.

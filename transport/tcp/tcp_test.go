@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
@@ -122,5 +124,93 @@ func TestReceiveStagedAndProviderFailure(t *testing.T) {
 	mem, _ := hm.Bytes(buf.ID)
 	if string(mem[:4]) != "tail" {
 		t.Fatalf("stream out of step after a provider failure: %q", mem[:4])
+	}
+}
+
+// staged is a host provider that is not mapped here but lends staging and
+// checksums copy-ins, as a plugin does; refuse makes CopyInChecksum fail
+// with memory.ErrNoCopyInChecksum, as a plugin without it does.
+type staged struct {
+	unmapped
+	staging      []byte
+	refuse       bool
+	sums, copies int
+}
+
+func (p *staged) Stage(context.Context) ([]byte, func(), error) { return p.staging, func() {}, nil }
+
+func (p *staged) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
+	p.copies++
+	return p.unmapped.CopyIn(ctx, dst, off, src)
+}
+
+func (p *staged) CopyInChecksum(ctx context.Context, dst memory.BufferID, off int64, src []byte, crc uint32) (uint32, error) {
+	if p.refuse {
+		return 0, memory.ErrNoCopyInChecksum
+	}
+	p.sums++
+	if err := p.unmapped.CopyIn(ctx, dst, off, src); err != nil {
+		return 0, err
+	}
+	mem, _ := p.Bytes(dst)
+	return crc32.Update(crc, crc32.MakeTable(crc32.Castagnoli), mem[off:off+int64(len(src))]), nil
+}
+
+func TestReceiveChecksum(t *testing.T) {
+	ctx := context.Background()
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
+	hm := hostmem.New()
+	defer hm.Close()
+	payload := bytes.Repeat([]byte{1, 2, 3, 4, 5}, 100<<10) // 500 KiB
+	for _, refuse := range []bool{false, true} {
+		p := &staged{unmapped: unmapped{hm}, staging: make([]byte, 64<<10), refuse: refuse}
+		buf, _ := p.Alloc(ctx, int64(len(payload)), false)
+		c, s := pair(t)
+		r, err := (&tcp.Transport{}).NewReceiver(c, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr, ok := r.(engine.ChecksumReceiver)
+		if !ok {
+			t.Fatalf("the receiver for a provider that checksums copy-ins is %T, not a ChecksumReceiver", r)
+		}
+		go s.Write(payload)
+		// Two calls, the second continuing the first's checksum, each
+		// over several staging chunks.
+		half := int64(len(payload) / 2)
+		sum, ok1, err := cr.ReceiveChecksum(ctx, buf.ID, 0, half, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, ok2, err := cr.ReceiveChecksum(ctx, buf.ID, half, int64(len(payload))-half, sum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem, _ := hm.Bytes(buf.ID)
+		if !bytes.Equal(mem, payload) {
+			t.Fatalf("refuse=%v: the bytes that landed differ from those sent", refuse)
+		}
+		perChunk := func(n int64) int { return int((n + int64(len(p.staging)) - 1) / int64(len(p.staging))) }
+		chunks := perChunk(half) + perChunk(int64(len(payload))-half)
+		if refuse {
+			// Refused once, then copied in plainly without asking again.
+			if ok1 || ok2 || p.copies != chunks || p.sums != 0 {
+				t.Errorf("refusing provider: ok %v %v, %d copy-ins, %d checksummed, want false false %d 0", ok1, ok2, p.copies, p.sums, chunks)
+			}
+		} else {
+			if want := crc32.Checksum(payload, castagnoli); !ok1 || !ok2 || sum != want {
+				t.Errorf("checksum %#x ok %v %v, want %#x true true", sum, ok1, ok2, want)
+			}
+			if p.copies != 0 || p.sums != chunks {
+				t.Errorf("%d plain copy-ins, %d checksummed, want 0 and %d", p.copies, p.sums, chunks)
+			}
+		}
+		r.Close()
+	}
+	// A provider without CopyInChecksum gets the plain receiver.
+	c, _ := pair(t)
+	r, _ := (&tcp.Transport{}).NewReceiver(c, unmapped{hm})
+	if _, ok := r.(engine.ChecksumReceiver); ok {
+		t.Error("the receiver for a provider that does not checksum copy-ins offers ReceiveChecksum")
 	}
 }
