@@ -23,8 +23,9 @@ type VerifyMode int
 
 const (
 	// VerifyAuto checks every extent whose bytes the provider can
-	// checksum cheaply: always on the TCP path (the bytes passed through
-	// host memory) and, under devmem, where the provider checksums on the
+	// checksum cheaply: always on a TCP data connection (the bytes passed
+	// through host memory, so the plain connections of a devmem session
+	// check too) and, under devmem, where the provider checksums on the
 	// device or maps its buffers. An extent it cannot check is counted
 	// unverified on the result, never passed as checked.
 	VerifyAuto VerifyMode = iota
@@ -49,10 +50,10 @@ func (m VerifyMode) String() string {
 	return fmt.Sprintf("VerifyMode(%d)", int(m))
 }
 
-// checkExtents says whether a session checks landed extents: always under
-// VerifyRequire, never under VerifyOff, and under VerifyAuto where the
-// check is cheap: the TCP path, whose bytes passed through host memory, or
-// a provider that checksums on the device or maps its buffers.
+// checkExtents says whether a data connection checks landed extents:
+// always under VerifyRequire, never under VerifyOff, and under VerifyAuto
+// where the check is cheap: the TCP path, whose bytes passed through host
+// memory, or a provider that checksums on the device or maps its buffers.
 func checkExtents(m VerifyMode, transportName string, caps memory.Capabilities) bool {
 	switch m {
 	case VerifyRequire:
@@ -172,9 +173,6 @@ type Session struct {
 	smallRead uint64
 	// hasPlain, hasDevmem: the session has data connections of that kind.
 	hasPlain, hasDevmem bool
-	// checkExtents: landed extents are checked against their CRC-32C
-	// (from cfg.Verify, the transport and the provider's capabilities).
-	checkExtents bool
 	// mapper maps the provider's buffers here, or is nil; extents landing
 	// in mapped memory are checksummed as they land.
 	mapper memory.Mapper
@@ -220,8 +218,6 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		puts:     make(map[uint64]*clientPut),
 		putSlots: make(chan struct{}, MaxUploadsPerSession),
 		done:     make(chan struct{}),
-
-		checkExtents: checkExtents(cfg.Verify, cfg.Transport.Name(), cfg.Provider.Capabilities()),
 	}
 	if m, ok := cfg.Provider.(memory.Mapper); ok && cfg.Provider.Capabilities().CPUMappable {
 		s.mapper = m
@@ -327,7 +323,8 @@ func (s *Session) attach(ctx context.Context, d *net.Dialer, tokens [][blockprot
 		if i >= s.cfg.DataConns {
 			t = s.cfg.PlainTransport
 		}
-		dc := &dataConn{index: i, conn: c, jobs: make(chan job, jobQueue), transport: t, kind: dataKind(t.Name())}
+		dc := &dataConn{index: i, conn: c, jobs: make(chan job, jobQueue), transport: t, kind: dataKind(t.Name()),
+			check: checkExtents(s.cfg.Verify, t.Name(), s.cfg.Provider.Capabilities())}
 		s.data = append(s.data, dc)
 		s.hasPlain = s.hasPlain || !dc.kind.Devmem()
 		s.hasDevmem = s.hasDevmem || dc.kind.Devmem()

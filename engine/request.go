@@ -90,6 +90,11 @@ type dataConn struct {
 	conn      net.Conn
 	transport transport.RecvTransport // Config.Transport or PlainTransport
 	kind      blockproto.DataKind     // of transport
+	// check: landed extents are checked against their CRC-32C (from
+	// Config.Verify, the transport and the provider's capabilities: the
+	// plain connections of a devmem session check what its devmem ones
+	// may not).
+	check     bool
 	recv      transport.Receiver
 	jobs      chan job
 	announced uint64 // stream bytes announced; touched by readControl only
@@ -476,18 +481,120 @@ func (s *Session) runData(dc *dataConn) {
 		<-s.done
 		cancel()
 	}()
+	batcher, _ := dc.recv.(transport.BatchReceiver)
+	var (
+		batch []job
+		next  *job // taken off the queue but not joined to the batch
+	)
 	for {
 		var j job
-		select {
-		case j = <-dc.jobs:
-		case <-s.done:
-			return
+		if next != nil {
+			j, next = *next, nil
+		} else {
+			select {
+			case j = <-dc.jobs:
+			case <-s.done:
+				return
+			}
 		}
-		if err := s.receiveExtent(ctx, dc, j); err != nil {
+		var err error
+		if batcher != nil && batchable(j, j.req) {
+			// The small extents of this read already queued behind j
+			// are received with it in one call.
+			batch = append(batch[:0], j)
+			n := int64(j.ext.Length)
+		fill:
+			for len(batch) < maxBatch {
+				select {
+				case k := <-dc.jobs:
+					if !batchable(k, j.req) || n+int64(k.ext.Length) > maxBatchBytes {
+						next = &k
+						break fill
+					}
+					batch = append(batch, k)
+					n += int64(k.ext.Length)
+				default:
+					break fill
+				}
+			}
+			err = s.receiveBatch(ctx, dc, batcher, batch)
+		} else {
+			err = s.receiveExtent(ctx, dc, j)
+		}
+		if err != nil {
 			s.fail(fmt.Errorf("%w: data connection %d: %w", ErrSessionClosed, dc.index, err))
 			return
 		}
 	}
+}
+
+// Limits of a batch of small extents received in one call
+// (transport.BatchReceiver): at most maxBatch extents of at most
+// maxBatchBytes together, each of one request.
+const (
+	maxBatch      = 64
+	maxBatchBytes = 1 << 20
+)
+
+// batchable reports whether j is a small extent of the live request r,
+// which can join a batch.
+func batchable(j job, r *request) bool {
+	return r != nil && j.req == r && int64(j.ext.Length) <= maxBatchBytes/4
+}
+
+// receiveBatch receives the extents of jobs, all of one request and queued
+// one after another on dc, in one ReceiveBatch call, then checks and
+// reports each as receiveExtent does. It returns an error only when the
+// stream is no longer usable.
+func (s *Session) receiveBatch(ctx context.Context, dc *dataConn, br transport.BatchReceiver, jobs []job) error {
+	r := jobs[0].req
+	if len(jobs) == 1 || !r.begin() {
+		// Alone, or the request ended: receiveExtent drains what it
+		// no longer wants.
+		for _, j := range jobs {
+			if err := s.receiveExtent(ctx, dc, j); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	pieces := make([]transport.Piece, len(jobs))
+	var total int64
+	for i, j := range jobs {
+		pieces[i] = transport.Piece{Dst: r.dst, Off: r.dstOff + int64(j.ext.VolumeOffset) - r.offset, N: int64(j.ext.Length)}
+		total += pieces[i].N
+	}
+	err := r.counted(dc.recv, func() error { return br.ReceiveBatch(ctx, pieces) })
+	if err != nil && !errors.Is(err, transport.ErrProvider) {
+		r.release(0)
+		return err
+	}
+	if err != nil {
+		r.release(0)
+		e := jobs[0].ext
+		r.extentDone(ExtentTiming{VolumeOffset: int64(e.VolumeOffset), Length: int64(e.Length), DataConn: dc.index},
+			fmt.Errorf("engine: read %d: extents at %d to %d: %w", r.id, e.VolumeOffset, jobs[len(jobs)-1].ext.VolumeOffset, err))
+		return nil
+	}
+	// Where the destination is mapped here, each extent's CRC is computed
+	// now, while its bytes are in cache and the request still holds the
+	// destination.
+	crcs := make([]uint32, len(jobs))
+	var mem []byte
+	if dc.check && s.mapper != nil {
+		mem, _ = s.mapper.Bytes(r.dst)
+	}
+	summed := mem != nil
+	for i, p := range pieces {
+		if summed = summed && p.Off+p.N <= int64(len(mem)); summed {
+			crcs[i] = crc32.Update(0, castagnoli, mem[p.Off:p.Off+p.N])
+		}
+	}
+	r.release(total)
+	for i, j := range jobs {
+		s.finishExtent(ctx, dc, j, pieces[i].Off, crcs[i], summed, nil)
+	}
+	return nil
 }
 
 // ChecksumReceiver is implemented by a transport.Receiver that can have the
@@ -528,7 +635,7 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 		inline []byte // the extent's bytes in the destination, or nil
 		crc    uint32
 	)
-	if r != nil && s.checkExtents && s.mapper != nil {
+	if r != nil && dc.check && s.mapper != nil {
 		if b, err := s.mapper.Bytes(r.dst); err == nil && dstOff+total <= int64(len(b)) {
 			inline = b[dstOff : dstOff+total]
 		}
@@ -537,7 +644,7 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 	// the destination as it lands does (ChecksumReceiver); summed stays
 	// true while every chunk so far was.
 	summer, summed := dc.recv.(ChecksumReceiver)
-	summed = summed && r != nil && s.checkExtents && inline == nil
+	summed = summed && r != nil && dc.check && inline == nil
 	for pos := int64(0); pos < total; {
 		n := min(total-pos, chunkSize)
 		if summed {
@@ -571,13 +678,23 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 		}
 		pos += n
 	}
-	if r == nil {
-		return nil
+	if r != nil {
+		s.finishExtent(ctx, dc, j, dstOff, crc, inline != nil || summed, spoilt)
 	}
+	return nil
+}
+
+// finishExtent checks the received extent of j, placed at dstOff of its
+// request's destination, against its CRC-32C (crc, where summed says it was
+// computed as the bytes landed, else through the provider), and records and
+// reports it; spoilt is what went wrong receiving it.
+func (s *Session) finishExtent(ctx context.Context, dc *dataConn, j job, dstOff int64, crc uint32, summed bool, spoilt error) {
+	r, e := j.req, j.ext
+	total := int64(e.Length)
 	verified := false
-	if spoilt == nil && s.checkExtents && r.begin() {
+	if spoilt == nil && dc.check && r.begin() {
 		sum, err := crc, error(nil)
-		if inline == nil && !summed {
+		if !summed {
 			sum, err = s.cfg.Provider.Checksum(ctx, r.dst, dstOff, total)
 		}
 		switch {
@@ -609,7 +726,6 @@ func (s *Session) receiveExtent(ctx context.Context, dc *dataConn, j job) error 
 		r.release(0)
 	}
 	r.extentDone(t, spoilt)
-	return nil
 }
 
 // castagnoli is the CRC-32C table the engine checks extents with.

@@ -204,12 +204,18 @@ type LinearCounter interface {
 // destination at off, counting on its result the bytes that the receiver
 // placed from host memory (LinearCounter).
 func (r *request) receiveCounted(ctx context.Context, recv transport.Receiver, off, n int64) error {
+	return r.counted(recv, func() error { return recv.Receive(ctx, r.dst, off, n) })
+}
+
+// counted runs receive, a receive call of recv, counting on the request's
+// result the bytes recv placed from host memory meanwhile (LinearCounter).
+func (r *request) counted(recv transport.Receiver, receive func() error) error {
 	lc, ok := recv.(LinearCounter)
 	if !ok {
-		return recv.Receive(ctx, r.dst, off, n)
+		return receive()
 	}
 	b0, f0 := lc.LinearPlaced()
-	err := recv.Receive(ctx, r.dst, off, n)
+	err := receive()
 	if b1, f1 := lc.LinearPlaced(); b1 != b0 || f1 != f0 {
 		r.mu.Lock()
 		r.res.LinearBytes += b1 - b0

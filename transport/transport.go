@@ -51,6 +51,26 @@ type Receiver interface {
 	Close() error
 }
 
+// Piece is one stretch of a data connection's stream and where it goes: N
+// bytes into buffer Dst at Off.
+type Piece struct {
+	Dst memory.BufferID
+	Off int64
+	N   int64
+}
+
+// BatchReceiver is implemented by a Receiver that can place several
+// consecutive pieces of its stream in one call, paying its fixed costs (a
+// provider gather, token bookkeeping) once rather than per piece: the
+// engine hands it the small extents queued on a connection together.
+// transport/devmem's receiver implements it.
+type BatchReceiver interface {
+	// ReceiveBatch receives the pieces, in stream order, as one Receive
+	// per piece would; every piece's bytes are in place when it returns.
+	// Errors are as for Receive.
+	ReceiveBatch(ctx context.Context, pieces []Piece) error
+}
+
 // SendTransport writes extent payload on a server's data connections.
 type SendTransport interface {
 	// Name is reported in the server's logs and metrics.

@@ -207,11 +207,7 @@ func (r *Receiver) Receive(ctx context.Context, dst memory.BufferID, off, n int6
 
 // A Piece is a run of the stream and its place: the next N bytes go to Dst
 // at Off.
-type Piece struct {
-	Dst memory.BufferID
-	Off int64
-	N   int64
-}
+type Piece = transport.Piece
 
 // ReceiveBatch receives pieces of the stream, in order, as one Receive per
 // piece would, but gathers them together: one Gather call per GatherBatch
@@ -219,9 +215,9 @@ type Piece struct {
 // piece's bytes are in place when it returns. After an error the stream is
 // out of step, as after a failed Receive, and the pieces are incomplete.
 //
-// The engine calls Receive once per extent (or 1 MiB chunk); with small
-// extents the gather call is then the largest cost of each. An engine that
-// hands a connection's queued extents over in one call pays it once.
+// With small extents the gather call is the largest cost of each Receive;
+// the engine hands a connection's queued small extents over in one call
+// (transport.BatchReceiver) and pays it once.
 func (r *Receiver) ReceiveBatch(ctx context.Context, pieces []Piece) error {
 	return r.consume(ctx, pieces, false)
 }
@@ -610,4 +606,7 @@ func isDone(c <-chan struct{}) bool {
 	}
 }
 
-var _ transport.Receiver = (*Receiver)(nil)
+var (
+	_ transport.Receiver      = (*Receiver)(nil)
+	_ transport.BatchReceiver = (*Receiver)(nil)
+)
