@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/providers/internal/fdpass"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -29,8 +30,10 @@ const exitGrace = 5 * time.Second
 
 // GRPCClient is the host-side adapter: an memory.Provider that forwards
 // every call to a plugin. Bulk bytes move through staging memfds shared with
-// the plugin; dmabuf fds arrive over the side socket. It is safe for
-// concurrent use. Get one from Load (as part of a Plugin).
+// the plugin; dmabuf fds arrive over the side socket. The buffers of a
+// host-mappable plugin (see HostMapper) are mapped here as well, and are
+// then addressable through Bytes. It is safe for concurrent use. Get one
+// from Load (as part of a Plugin).
 type GRPCClient struct {
 	rpc    providerpb.ProviderClient
 	fds    *fdpass.Conn
@@ -45,6 +48,7 @@ type GRPCClient struct {
 	unusable  string
 	life      *lifeline
 	ringOffer uint32      // the ring version the plugin offers (0: none)
+	hostMap   bool        // the plugin's buffers are mapped here
 	ring      *ringClient // the data plane; nil: every call goes over gRPC
 
 	mu       sync.Mutex
@@ -55,8 +59,10 @@ type GRPCClient struct {
 
 // remoteBuffer is what the host knows of a plugin buffer.
 type remoteBuffer struct {
-	size int64
-	fd   int // dmabuf fd owned by the host, or -1
+	size    int64
+	fd      int    // dmabuf fd owned by the host, or -1
+	mapping []byte // the host's mapping of a host-mappable buffer, or nil
+	mem     []byte // the buffer's bytes within mapping
 }
 
 // lifeline reports the end of the plugin process.
@@ -68,6 +74,7 @@ type lifeline struct {
 var (
 	_ memory.Provider = (*GRPCClient)(nil)
 	_ memory.Importer = (*GRPCClient)(nil)
+	_ memory.Mapper   = (*GRPCClient)(nil)
 )
 
 func newGRPCClient(rpc providerpb.ProviderClient, fds *fdpass.Conn, logger hclog.Logger) *GRPCClient {
@@ -99,19 +106,24 @@ func (c *GRPCClient) init(ctx context.Context, slotSize int64, slots int, life *
 	c.version = resp.GetVersion()
 	c.unusable = resp.GetUnusableReason()
 	c.ringOffer = resp.GetRingVersion()
+	c.hostMap = resp.GetHostMappable()
 	c.caps = memory.Capabilities{
 		Kind:         memory.Kind(resp.GetKind()),
 		Device:       resp.GetDevice(),
 		DmabufExport: resp.GetDmabufExport(),
-		// Plugin memory is not addressable by this process, whatever it is
-		// in the plugin's: GRPCClient is not an memory.Mapper.
-		CPUMappable:    false,
+		// Plugin memory is addressable by this process only when the
+		// plugin lets the host map it (cpu_mappable is the plugin's own).
+		CPUMappable:    c.hostMap,
 		Gather:         resp.GetGather(),
 		DeviceChecksum: resp.GetDeviceChecksum(),
 		MaxAlloc:       resp.GetMaxAlloc(),
 	}
 	for _, k := range resp.GetImportKinds() {
-		c.caps.ImportKinds = append(c.caps.ImportKinds, memory.ImportKind(k))
+		// Every buffer of a host-mappable plugin is mapped here: of the
+		// imports, only a memfd's can be, from the caller's own fd.
+		if !c.hostMap || memory.ImportKind(k) == memory.ImportFD {
+			c.caps.ImportKinds = append(c.caps.ImportKinds, memory.ImportKind(k))
+		}
 	}
 	return nil
 }
@@ -126,7 +138,8 @@ func (c *GRPCClient) Version() string { return c.version }
 func (c *GRPCClient) Unusable() string { return c.unusable }
 
 // Capabilities returns the capabilities the plugin reported when loaded.
-// CPUMappable is always false: plugin memory is not addressable here.
+// CPUMappable is true only for a host-mappable plugin, whose buffers Bytes
+// returns; ImportKinds then holds memory.ImportFD at most.
 func (c *GRPCClient) Capabilities() memory.Capabilities { return c.caps }
 
 // begin registers a call; it fails once the client is closed or the plugin
@@ -269,8 +282,11 @@ func (c *GRPCClient) checkCopies(copies []memory.Copy) error {
 // Alloc allocates size bytes in the plugin. With dmabuf true the plugin
 // exports the buffer as a dmabuf and its fd arrives over the side socket:
 // Buffer.DmabufFD is then an fd in this process, owned by the buffer and
-// closed by Free (or Close, or when the plugin exits). It returns errors
-// wrapping memory.ErrNoDmabuf, ErrUnusable or ErrPluginExited.
+// closed by Free (or Close, or when the plugin exits). For a host-mappable
+// plugin the buffer's file arrives too and is mapped here (see Bytes) once
+// its size and seals are checked; the mapping lasts until Free or Close,
+// even past the plugin's exit. It returns errors wrapping
+// memory.ErrNoDmabuf, ErrUnusable or ErrPluginExited.
 func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	if err := c.begin(); err != nil {
 		return memory.Buffer{DmabufFD: -1}, err
@@ -281,15 +297,20 @@ func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (memory
 	}
 	id := c.reqID.Add(1)
 	c.fds.Expect(id)
+	if c.hostMap {
+		c.fds.Expect(hostMapTag | id)
+	}
 	resp, err := c.rpc.Allocate(ctx, &providerpb.AllocateRequest{RequestId: id, Size: size, Dmabuf: dmabuf})
 	if err != nil {
 		c.fds.Forget(id)
+		c.fds.Forget(hostMapTag | id)
 		return memory.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
 	}
 	buf := memory.Buffer{ID: memory.BufferID(resp.GetBufferId()), Size: resp.GetSize(), DmabufFD: -1}
 	if resp.GetDmabufSent() {
 		fd, err := c.fds.Take(ctx, id)
 		if err != nil {
+			c.fds.Forget(hostMapTag | id)
 			c.freeRemote(ctx, buf.ID)
 			if errors.Is(err, fdpass.ErrClosed) {
 				return memory.Buffer{DmabufFD: -1}, c.callErr(ctx, "alloc", err)
@@ -300,14 +321,49 @@ func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (memory
 	} else {
 		c.fds.Forget(id)
 		if dmabuf {
+			c.fds.Forget(hostMapTag | id)
 			c.freeRemote(ctx, buf.ID)
 			return memory.Buffer{DmabufFD: -1}, fmt.Errorf("providers: %s: alloc: %w: dmabuf requested but no fd sent", c.name, ErrProtocol)
 		}
 	}
+	rb := remoteBuffer{size: buf.Size, fd: buf.DmabufFD}
+	if c.hostMap {
+		rb.mapping, rb.mem, err = c.mapAllocated(ctx, id, resp.GetHostFdSent(), buf.Size)
+		if err != nil {
+			if buf.DmabufFD >= 0 {
+				closeFD(buf.DmabufFD)
+			}
+			c.freeRemote(ctx, buf.ID)
+			return memory.Buffer{DmabufFD: -1}, err
+		}
+	}
 	c.mu.Lock()
-	c.bufs[buf.ID] = remoteBuffer{size: buf.Size, fd: buf.DmabufFD}
+	c.bufs[buf.ID] = rb
 	c.mu.Unlock()
 	return buf, nil
+}
+
+// mapAllocated receives the file of a host-mappable plugin's new buffer
+// (Allocate request id) and maps size bytes of it, checking its size and
+// seals first so that the mapping can never fault past the file's end.
+func (c *GRPCClient) mapAllocated(ctx context.Context, id uint64, sent bool, size int64) (mapping, mem []byte, err error) {
+	if !sent {
+		c.fds.Forget(hostMapTag | id)
+		return nil, nil, fmt.Errorf("providers: %s: alloc: %w: host-mappable plugin sent no buffer file", c.name, ErrProtocol)
+	}
+	fd, err := c.fds.Take(ctx, hostMapTag|id)
+	if err != nil {
+		if errors.Is(err, fdpass.ErrClosed) {
+			return nil, nil, c.callErr(ctx, "alloc", err)
+		}
+		return nil, nil, fmt.Errorf("providers: %s: alloc: receive buffer file: %w", c.name, err)
+	}
+	defer closeFD(fd) // the mapping keeps the memory
+	mapping, mem, err = hostmem.MapImport(memory.ImportDesc{Kind: memory.ImportFD, FD: fd, Size: size})
+	if err != nil {
+		return nil, nil, fmt.Errorf("providers: %s: alloc: map buffer file: %w", c.name, err)
+	}
+	return mapping, mem, nil
 }
 
 // Import makes caller-owned memory a buffer of the plugin (see
@@ -319,7 +375,9 @@ func (c *GRPCClient) Alloc(ctx context.Context, size int64, dmabuf bool) (memory
 // memory.ErrImportNotSupported, and any import into an unusable plugin with
 // ErrUnusable, before any call to the plugin. The buffer is
 // then used like an allocated one; Free (or Close, or the plugin's exit)
-// undoes the import in the plugin and never frees the caller's memory.
+// undoes the import in the plugin and never frees the caller's memory. A
+// host-mappable plugin imports only memory.ImportFD, and the host maps the
+// memfd too (checked as hostmem.MapImport checks it), for Bytes.
 func (c *GRPCClient) Import(ctx context.Context, d memory.ImportDesc) (memory.Buffer, error) {
 	none := memory.Buffer{DmabufFD: -1}
 	if c.unusable != "" {
@@ -355,8 +413,15 @@ func (c *GRPCClient) Import(ctx context.Context, d memory.ImportDesc) (memory.Bu
 		c.freeRemote(ctx, buf.ID)
 		return none, fmt.Errorf("providers: %s: import: %w: %d bytes imported, %d asked", c.name, ErrProtocol, buf.Size, d.Size)
 	}
+	rb := remoteBuffer{size: buf.Size, fd: -1}
+	if c.hostMap {
+		if rb.mapping, rb.mem, err = hostmem.MapImport(d); err != nil {
+			c.freeRemote(ctx, buf.ID)
+			return none, fmt.Errorf("providers: %s: import %s: %w", c.name, d.Kind, err)
+		}
+	}
 	c.mu.Lock()
-	c.bufs[buf.ID] = remoteBuffer{size: buf.Size, fd: -1}
+	c.bufs[buf.ID] = rb
 	c.mu.Unlock()
 	return buf, nil
 }
@@ -370,26 +435,92 @@ func (c *GRPCClient) freeRemote(ctx context.Context, id memory.BufferID) {
 	}
 }
 
-// Free frees the buffer in the plugin and closes its dmabuf fd here. The fd
-// is closed even when the plugin fails the call (it exited, or no longer
-// knows the buffer).
+// Free frees the buffer in the plugin, closes its dmabuf fd here and
+// unmaps the host's mapping of it. Both are released even when the plugin
+// fails the call (it exited, or no longer knows the buffer).
 func (c *GRPCClient) Free(ctx context.Context, id memory.BufferID) error {
 	if err := c.begin(); err != nil {
+		if errors.Is(err, ErrPluginExited) {
+			c.forget(id)
+		}
 		return err
 	}
 	defer c.end()
 	_, err := c.rpc.Free(ctx, &providerpb.FreeRequest{BufferId: uint64(id)})
 	err = c.callErr(ctx, "free", err)
 	if err == nil || errors.Is(err, memory.ErrUnknownBuffer) || errors.Is(err, ErrPluginExited) {
-		c.mu.Lock()
-		b, ok := c.bufs[id]
-		delete(c.bufs, id)
-		c.mu.Unlock()
-		if ok && b.fd >= 0 {
-			closeFD(b.fd)
-		}
+		c.forget(id)
 	}
 	return err
+}
+
+// forget drops the host's record of buffer id: its dmabuf fd is closed and
+// its mapping unmapped.
+func (c *GRPCClient) forget(id memory.BufferID) {
+	c.mu.Lock()
+	b, ok := c.bufs[id]
+	delete(c.bufs, id)
+	c.mu.Unlock()
+	if ok {
+		b.release(c)
+	}
+}
+
+// release closes b's dmabuf fd and unmaps its mapping.
+func (b remoteBuffer) release(c *GRPCClient) {
+	if b.fd >= 0 {
+		closeFD(b.fd)
+	}
+	c.unmap(b.mapping)
+}
+
+// unmap unmaps the host's mapping of a plugin buffer (nil: none).
+func (c *GRPCClient) unmap(mapping []byte) {
+	if err := memfd.Unmap(mapping); err != nil {
+		c.logger.Warn("unmap plugin buffer", "plugin", c.name, "error", err)
+	}
+}
+
+var _ memory.Prefaulter = (*GRPCClient)(nil)
+
+// Prefault makes every page of the host's mapping of a host-mappable
+// plugin's buffer resident and writable here (memory.Prefaulter), so the
+// first bytes received into it take no page fault. A buffer not mapped
+// here is left as it is: the host's data path never touches its pages.
+func (c *GRPCClient) Prefault(ctx context.Context, id memory.BufferID) error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	defer c.end()
+	b, err := c.lookup("prefault", id)
+	if err != nil {
+		return err
+	}
+	if err := memfd.Populate(b.mem); err != nil {
+		return fmt.Errorf("providers: %s: prefault buffer %d: %w", c.name, id, err)
+	}
+	return nil
+}
+
+// Bytes returns the host's mapping of a host-mappable plugin's buffer
+// (memory.Mapper): writes to it are seen by the plugin and the reverse. The
+// slice is valid until Free or Close, even after the plugin exits (the
+// mapping holds the pages), but Bytes itself then fails with
+// ErrPluginExited like every other call. A plugin that is not
+// host-mappable has no buffer mapped here.
+func (c *GRPCClient) Bytes(id memory.BufferID) ([]byte, error) {
+	if err := c.begin(); err != nil {
+		return nil, err
+	}
+	defer c.end()
+	b, err := c.lookup("bytes", id)
+	if err != nil {
+		return nil, err
+	}
+	if b.mem == nil {
+		return nil, fmt.Errorf("providers: %s: bytes: buffer %d: plugin memory is not mapped by the host (the plugin is not host-mappable)", c.name, id)
+	}
+	return b.mem, nil
 }
 
 // CopyIn copies src into dst at off through staging: src is copied into a
@@ -598,10 +729,12 @@ func (c *GRPCClient) markClosed() bool {
 }
 
 // release waits for the calls in flight, then closes the side socket, the
-// received dmabuf fds and the staging buffers.
+// received dmabuf fds, the host's mappings of plugin buffers and the staging
+// buffers.
 func (c *GRPCClient) release() error {
 	c.inflight.Wait()
 	c.closeDmabufs()
+	c.unmapAll()
 	var errs []error
 	if c.ring != nil {
 		errs = append(errs, memfd.Unmap(c.ring.close(ErrClosed)))
@@ -627,8 +760,24 @@ func (c *GRPCClient) closeDmabufs() {
 	}
 }
 
+// unmapAll unmaps the host's mappings of plugin buffers. Buffers stay in
+// the table, so Free still reports on them.
+func (c *GRPCClient) unmapAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, b := range c.bufs {
+		if b.mapping != nil {
+			c.unmap(b.mapping)
+			b.mapping, b.mem = nil, nil
+			c.bufs[id] = b
+		}
+	}
+}
+
 // pluginExited runs when the plugin process has exited: pending fds and the
 // dmabuf fds of its buffers are closed; calls fail with ErrPluginExited.
+// The host's mappings of its buffers stay, valid memory until Free or Close,
+// so a receive still writing into one cannot fault.
 func (c *GRPCClient) pluginExited() {
 	if c.ring != nil {
 		c.ring.stop(c.life.err)

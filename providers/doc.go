@@ -19,6 +19,9 @@
 //     flight at once, when the plugin offers it (plugins built with Serve
 //     do); otherwise they are RPCs.
 //
+// A host-mappable plugin (HostMapper) also sends each buffer's memfd, which
+// the host maps: the engine then receives straight into plugin memory.
+//
 // # Lifecycle
 //
 // Load starts a plugin in its own process group with Pdeathsig SIGKILL, and
@@ -31,7 +34,7 @@
 //
 // Implement memory.Provider and call Serve from main; see providers/example
 // and docs/providers.md. Optional interfaces: Versioner,
-// UnusableReasoner, StagingRegistrar. A plugin must never write to stdout,
+// UnusableReasoner, StagingRegistrar, HostMapper. A plugin must never write to stdout,
 // which carries the go-plugin handshake; Serve logs hclog JSON to stderr,
 // at the level in BLOCKXFER_PROVIDER_LOG.
 //

@@ -77,7 +77,8 @@ func (p *Plugin) Pid() int { return p.runner.pid }
 func (p *Plugin) Unusable() string { return p.client.Unusable() }
 
 // Capabilities returns what the plugin reported when loaded. CPUMappable is
-// always false: plugin memory is not addressable in this process.
+// true only when the plugin is host-mappable (see HostMapper): its buffers
+// are then mapped in this process too, and Bytes returns them.
 func (p *Plugin) Capabilities() memory.Capabilities { return p.client.Capabilities() }
 
 // Exited is closed when the plugin process has exited.
@@ -124,7 +125,23 @@ func (p *Plugin) Import(ctx context.Context, d memory.ImportDesc) (memory.Buffer
 	return p.client.Import(ctx, d)
 }
 
-// Free frees a buffer and closes its dmabuf fd; see GRPCClient.Free.
+var (
+	_ memory.Mapper     = (*Plugin)(nil)
+	_ memory.Prefaulter = (*Plugin)(nil)
+)
+
+// Prefault makes the host's mapping of a buffer resident; see
+// GRPCClient.Prefault.
+func (p *Plugin) Prefault(ctx context.Context, id memory.BufferID) error {
+	return p.client.Prefault(ctx, id)
+}
+
+// Bytes returns the host's mapping of a host-mappable plugin's buffer; see
+// GRPCClient.Bytes.
+func (p *Plugin) Bytes(id memory.BufferID) ([]byte, error) { return p.client.Bytes(id) }
+
+// Free frees a buffer, closes its dmabuf fd and unmaps the host's mapping
+// of it; see GRPCClient.Free.
 func (p *Plugin) Free(ctx context.Context, id memory.BufferID) error { return p.client.Free(ctx, id) }
 
 // CopyIn copies src into dst at off through staging; see GRPCClient.CopyIn.

@@ -29,6 +29,11 @@ const grpcWindow = 4 << 20
 // small and the ring's record has bit 63 set, so none collide.
 const importTag = 1 << 62
 
+// hostMapTag is the side-socket tag bit of the record carrying the file of
+// a host-mappable plugin's buffer (the tag is the Allocate request id with
+// this bit set; the buffer's dmabuf fd, if any, is tagged with the bare id).
+const hostMapTag = 1 << 61
+
 // Handshake is the go-plugin handshake both sides must agree on. A plugin
 // started without the magic cookie in its environment refuses to run; a
 // plugin built for another ProtocolVersion is refused by the host.
@@ -97,4 +102,28 @@ type StagingRegistrar interface {
 	// RegisterStaging prepares mem for use as a CopyIn source and ReadBack
 	// destination. An error fails the attach, and so the host's call.
 	RegisterStaging(mem []byte) error
+}
+
+// HostMapper is optionally implemented by a plugin's provider whose buffers
+// are files the host process can map itself: memfds, such as the memory
+// behind a udmabuf. When HostMappable reports true, the host maps each
+// allocated buffer's file (sent on the side socket) and receives straight
+// into that mapping, checksumming inline: no staging copy, no Checksum in
+// the plugin. The plugin then sees the bytes in its own mapping of the same
+// file.
+type HostMapper interface {
+	// HostMappable reports whether the host may map this provider's
+	// buffers. The answer must not change while the plugin runs.
+	HostMappable() bool
+	// HostFD returns an fd of a file holding buffer id's bytes from its
+	// offset 0, at least the buffer's size long and sealed against
+	// shrinking (F_SEAL_SHRINK; the host refuses it otherwise). The fd
+	// stays the provider's: Serve sends the host a copy.
+	HostFD(id memory.BufferID) (int, error)
+}
+
+// hostMapper returns impl's HostMapper when its buffers are host-mappable.
+func hostMapper(impl memory.Provider) (HostMapper, bool) {
+	h, ok := impl.(HostMapper)
+	return h, ok && h.HostMappable()
 }

@@ -37,7 +37,7 @@ func TestLoadExample(t *testing.T) {
 	if p.Name() != "example" || p.Version() != "1.0.0" {
 		t.Errorf("Name, Version = %q, %q; want example, 1.0.0", p.Name(), p.Version())
 	}
-	want := memory.Capabilities{Kind: "memfd-example", DmabufExport: true, Gather: true, DeviceChecksum: true}
+	want := memory.Capabilities{Kind: "memfd-example", DmabufExport: true, CPUMappable: true, Gather: true, DeviceChecksum: true}
 	if got := p.Capabilities(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Capabilities() = %+v, want %+v", got, want)
 	}

@@ -65,6 +65,7 @@ func (s *GRPCServer) Capabilities(ctx context.Context, _ *providerpb.Capabilitie
 		MaxAlloc:       c.MaxAlloc,
 		UnusableReason: s.unusable(),
 	}
+	_, resp.HostMappable = hostMapper(s.impl)
 	if _, ok := s.impl.(memory.Importer); ok {
 		for _, k := range c.ImportKinds {
 			resp.ImportKinds = append(resp.ImportKinds, string(k))
@@ -80,7 +81,8 @@ func (s *GRPCServer) Capabilities(ctx context.Context, _ *providerpb.Capabilitie
 }
 
 // Allocate implements providerpb.ProviderServer. A dmabuf fd is sent on the
-// side socket, tagged with the request id, before the reply.
+// side socket, tagged with the request id, before the reply; so is the
+// buffer's file for a HostMapper, tagged with the id | hostMapTag.
 func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateRequest) (*providerpb.AllocateResponse, error) {
 	if why := s.unusable(); why != "" {
 		return nil, toStatus(fmt.Errorf("%w: %s", ErrUnusable, why))
@@ -107,6 +109,20 @@ func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateReque
 	} else if req.GetDmabuf() {
 		return nil, undo(fmt.Errorf("%w: provider allocated without a dmabuf fd", memory.ErrNoDmabuf))
 	}
+	hostSent := false
+	if h, ok := hostMapper(s.impl); ok {
+		fd, err := h.HostFD(buf.ID)
+		if err == nil && s.fds == nil {
+			err = errors.New("providers: no side socket to send the buffer's file on")
+		}
+		if err == nil {
+			err = s.fds.Send(fdpass.KindDmabuf, hostMapTag|req.GetRequestId(), fd)
+		}
+		if err != nil {
+			return nil, undo(fmt.Errorf("providers: send buffer %d to the host: %w", buf.ID, err))
+		}
+		hostSent = true
+	}
 	if err := ctx.Err(); err != nil {
 		// The host gave up: it will not learn this buffer's id, so free it.
 		return nil, undo(err)
@@ -114,7 +130,7 @@ func (s *GRPCServer) Allocate(ctx context.Context, req *providerpb.AllocateReque
 	s.mu.Lock()
 	s.bufs[buf.ID] = buf.Size
 	s.mu.Unlock()
-	return &providerpb.AllocateResponse{BufferId: uint64(buf.ID), Size: buf.Size, DmabufSent: sent}, nil
+	return &providerpb.AllocateResponse{BufferId: uint64(buf.ID), Size: buf.Size, DmabufSent: sent, HostFdSent: hostSent}, nil
 }
 
 // Import implements providerpb.ProviderServer: it takes the fd the host

@@ -4,6 +4,12 @@
 // fd passing a real dmabuf exporter does is visible (and testable) on any
 // Linux machine. A memfd is not a dmabuf: a NIC cannot be bound to it.
 //
+// The plugin is host-mappable (providers.HostMapper): the host maps each
+// buffer's memfd and the engine receives straight into it. With
+// BLOCKXFER_EXAMPLE_NO_HOST_MAP=1 in its environment it is not, and every
+// byte goes through staging and the plugin's copy, as for memory the host
+// cannot map.
+//
 // Build it under the name the engine discovers:
 //
 //	go build -o blockxfer-provider-example ./providers/example

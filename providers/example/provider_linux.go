@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -17,7 +18,8 @@ import (
 // buffers up through a buftab.Reader and copy before Done, and Free waits
 // for the Readers before it unmaps (so a buffer is never unmapped mid-copy).
 type provider struct {
-	bufs *buftab.Table[*buffer]
+	bufs    *buftab.Table[*buffer]
+	hostMap bool // every buffer is a memfd the host maps
 }
 
 // buffer is one allocation: a sealed memfd and its shared mapping, or
@@ -31,8 +33,31 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var _ memory.CopyInChecksummer = (*provider)(nil)
 
+// ringCopyEnv names the environment variable that, set to 1, keeps the
+// host from mapping the buffers: every byte then goes through staging and
+// the plugin's copy (the path of a plugin whose memory the host cannot map,
+// kept measurable by scripts/bench-provider.sh).
+const ringCopyEnv = "BLOCKXFER_EXAMPLE_NO_HOST_MAP"
+
 func newProvider() memory.Provider {
-	return &provider{bufs: buftab.New[*buffer]("example")}
+	return &provider{bufs: buftab.New[*buffer]("example"), hostMap: os.Getenv(ringCopyEnv) != "1"}
+}
+
+// HostMappable reports that the host may map the buffers (the optional
+// providers.HostMapper): they are memfds sealed against shrinking, so the
+// engine receives straight into them.
+func (p *provider) HostMappable() bool { return p.hostMap }
+
+// HostFD returns the buffer's memfd for the host to map (a copy is sent).
+func (p *provider) HostFD(id memory.BufferID) (int, error) {
+	b, err := p.bufs.Get("host fd", id)
+	if err != nil {
+		return -1, err
+	}
+	if b.fd < 0 {
+		return -1, fmt.Errorf("example: host fd: buffer %d is anonymous memory", id)
+	}
+	return b.fd, nil
 }
 
 func (p *provider) Name() string { return "example" }
@@ -50,19 +75,20 @@ func (p *provider) Capabilities() memory.Capabilities {
 	}
 }
 
-// Alloc allocates zeroed memory. With dmabuf true it creates a memfd the
-// way udmabuf wants one (sealable, shrink-sealed), maps it and returns the
-// memfd as the buffer's fd, which the buffer keeps owning (providers.Serve
-// sends a copy to the host). Without, nothing outside this process maps the
-// buffer, so it is anonymous memory in transparent huge pages, which takes
-// a fault per 2 MiB instead of per 4 KiB page.
+// Alloc allocates zeroed memory. With dmabuf true, or when the host maps
+// the buffers, it creates a memfd the way udmabuf wants one (sealable,
+// shrink-sealed) and maps it; with dmabuf true it returns the memfd as the
+// buffer's fd, which the buffer keeps owning (providers.Serve sends a copy
+// to the host). Otherwise nothing outside this process maps the buffer, so
+// it is anonymous memory in transparent huge pages, which takes a fault
+// per 2 MiB instead of per 4 KiB page.
 func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.Buffer, error) {
 	if size <= 0 {
 		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: alloc %d bytes: size must be positive", size)
 	}
 	b := &buffer{fd: -1}
 	var err error
-	if dmabuf {
+	if dmabuf || p.hostMap {
 		b.fd, b.mem, err = mapMemfd(size)
 	} else if b.mem, err = unix.Mmap(-1, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS); err == nil {
 		unix.Madvise(b.mem, unix.MADV_HUGEPAGE) // advice only: small pages otherwise
@@ -74,17 +100,26 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 	}
 	// Make the pages resident now, so the copies into the buffer take no
 	// page faults. A kernel before 5.14 refuses the advice (EINVAL): the
-	// pages then fault in on first use.
-	if err := unix.Madvise(b.mem, unix.MADV_POPULATE_WRITE); err != nil && err != unix.EINVAL {
-		b.release()
-		return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: populate %d bytes: %w", size, err)
+	// pages then fault in on first use. Not when the host maps the
+	// buffer: the host writes it and makes its own mapping resident
+	// (Plugin.Prefault), which allocates the pages; populating here too
+	// would only add a second set of page-table entries.
+	if !p.hostMap {
+		if err := unix.Madvise(b.mem, unix.MADV_POPULATE_WRITE); err != nil && err != unix.EINVAL {
+			b.release()
+			return memory.Buffer{DmabufFD: -1}, fmt.Errorf("example: populate %d bytes: %w", size, err)
+		}
 	}
 	id, err := p.bufs.Add(b, size)
 	if err != nil {
 		b.release()
 		return memory.Buffer{DmabufFD: -1}, err
 	}
-	return memory.Buffer{ID: id, Size: size, DmabufFD: b.fd}, nil
+	out := memory.Buffer{ID: id, Size: size, DmabufFD: -1}
+	if dmabuf {
+		out.DmabufFD = b.fd
+	}
+	return out, nil
 }
 
 // mapMemfd creates a sealed memfd of size bytes and maps it shared.

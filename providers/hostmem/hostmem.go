@@ -245,7 +245,7 @@ func (p *Provider) Import(ctx context.Context, d memory.ImportDesc) (memory.Buff
 	if err := d.Check(); err != nil {
 		return none, fmt.Errorf("hostmem: %w", err)
 	}
-	mapping, mem, err := mapImport(d)
+	mapping, mem, err := MapImport(d)
 	if err != nil {
 		return none, fmt.Errorf("hostmem: import %s: %w", d.Kind, err)
 	}

@@ -12,10 +12,14 @@ import (
 // importKinds are the kinds Import takes here.
 var importKinds = []memory.ImportKind{memory.ImportFD, memory.ImportShm}
 
-// mapImport checks the file d names and maps d.Size bytes of it at
-// d.Offset read-write and shared. It returns the whole mapping (to unmap)
-// and the imported bytes within it.
-func mapImport(d memory.ImportDesc) (mapping, mem []byte, err error) {
+// MapImport checks the file d names and maps d.Size bytes of it at
+// d.Offset read-write and shared. The file must be a regular file (a memfd)
+// reaching past Offset+Size, sealed against shrinking (F_SEAL_SHRINK) and
+// not against writing, so the mapping can never fault past the file's end
+// (SIGBUS) whatever the fd's other holders do later. It returns the whole
+// mapping (to unmap with munmap) and the imported bytes within it. Import
+// uses it, and so does a plugin host that maps its plugin's buffers.
+func MapImport(d memory.ImportDesc) (mapping, mem []byte, err error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(d.FD, &st); err != nil {
 		return nil, nil, fmt.Errorf("fd %d: %w", d.FD, os.NewSyscallError("fstat", err))

@@ -10,7 +10,7 @@ import (
 // importKinds: none on this OS.
 var importKinds []memory.ImportKind
 
-// mapImport fails: importing by fd is Linux-only here.
-func mapImport(d memory.ImportDesc) (mapping, mem []byte, err error) {
+// MapImport fails: importing by fd is Linux-only here.
+func MapImport(d memory.ImportDesc) (mapping, mem []byte, err error) {
 	return nil, nil, syserr.NotOnThisOS("hostmem import")
 }

@@ -162,7 +162,13 @@ type CapabilitiesResponse struct {
 	// import_kinds lists the memory kinds Import accepts ("fd", "shm",
 	// "cuda-ipc", "cuda-vmm-fd", "dmabuf"); empty when the plugin imports
 	// nothing.
-	ImportKinds   []string `protobuf:"bytes,12,rep,name=import_kinds,json=importKinds,proto3" json:"import_kinds,omitempty"`
+	ImportKinds []string `protobuf:"bytes,12,rep,name=import_kinds,json=importKinds,proto3" json:"import_kinds,omitempty"`
+	// host_mappable: the host may map every buffer itself. Allocate then
+	// sends a file holding the buffer (a memfd sealed against shrinking) on
+	// the side socket, tagged with the request id with bit 61 set, and the
+	// host receives into its own mapping. The host then imports only "fd"
+	// into it (an imported memfd it maps from its own fd).
+	HostMappable  bool `protobuf:"varint,13,opt,name=host_mappable,json=hostMappable,proto3" json:"host_mappable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +287,13 @@ func (x *CapabilitiesResponse) GetImportKinds() []string {
 	return nil
 }
 
+func (x *CapabilitiesResponse) GetHostMappable() bool {
+	if x != nil {
+		return x.HostMappable
+	}
+	return false
+}
+
 type AllocateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// request_id tags the side-socket record carrying the dmabuf fd. Unique
@@ -349,7 +362,10 @@ type AllocateResponse struct {
 	BufferId uint64                 `protobuf:"varint,1,opt,name=buffer_id,json=bufferId,proto3" json:"buffer_id,omitempty"`
 	Size     int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// dmabuf_sent: the dmabuf fd was sent, tagged with the request id.
-	DmabufSent    bool `protobuf:"varint,3,opt,name=dmabuf_sent,json=dmabufSent,proto3" json:"dmabuf_sent,omitempty"`
+	DmabufSent bool `protobuf:"varint,3,opt,name=dmabuf_sent,json=dmabufSent,proto3" json:"dmabuf_sent,omitempty"`
+	// host_fd_sent: the fd of a file holding the buffer from its offset 0
+	// was sent, tagged with the request id | 1<<61 (host_mappable plugins).
+	HostFdSent    bool `protobuf:"varint,4,opt,name=host_fd_sent,json=hostFdSent,proto3" json:"host_fd_sent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +417,13 @@ func (x *AllocateResponse) GetSize() int64 {
 func (x *AllocateResponse) GetDmabufSent() bool {
 	if x != nil {
 		return x.DmabufSent
+	}
+	return false
+}
+
+func (x *AllocateResponse) GetHostFdSent() bool {
+	if x != nil {
+		return x.HostFdSent
 	}
 	return false
 }
@@ -1305,7 +1328,7 @@ var File_provider_proto protoreflect.FileDescriptor
 const file_provider_proto_rawDesc = "" +
 	"\n" +
 	"\x0eprovider.proto\x12\x15blockxfer.provider.v1\"\x15\n" +
-	"\x13CapabilitiesRequest\"\x85\x03\n" +
+	"\x13CapabilitiesRequest\"\xaa\x03\n" +
 	"\x14CapabilitiesResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -1319,17 +1342,20 @@ const file_provider_proto_rawDesc = "" +
 	"\x0funusable_reason\x18\n" +
 	" \x01(\tR\x0eunusableReason\x12!\n" +
 	"\fring_version\x18\v \x01(\rR\vringVersion\x12!\n" +
-	"\fimport_kinds\x18\f \x03(\tR\vimportKinds\"\\\n" +
+	"\fimport_kinds\x18\f \x03(\tR\vimportKinds\x12#\n" +
+	"\rhost_mappable\x18\r \x01(\bR\fhostMappable\"\\\n" +
 	"\x0fAllocateRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06dmabuf\x18\x03 \x01(\bR\x06dmabuf\"d\n" +
+	"\x06dmabuf\x18\x03 \x01(\bR\x06dmabuf\"\x86\x01\n" +
 	"\x10AllocateResponse\x12\x1b\n" +
 	"\tbuffer_id\x18\x01 \x01(\x04R\bbufferId\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1f\n" +
 	"\vdmabuf_sent\x18\x03 \x01(\bR\n" +
-	"dmabufSent\"*\n" +
+	"dmabufSent\x12 \n" +
+	"\fhost_fd_sent\x18\x04 \x01(\bR\n" +
+	"hostFdSent\"*\n" +
 	"\vFreeRequest\x12\x1b\n" +
 	"\tbuffer_id\x18\x01 \x01(\x04R\bbufferId\"\x0e\n" +
 	"\fFreeResponse\"I\n" +

@@ -4,7 +4,10 @@
 //
 // Each buffer is a memfd (MFD_ALLOW_SEALING, sealed F_SEAL_SHRINK) wrapped by
 // the UDMABUF_CREATE ioctl; the plugin maps the dmabuf and brackets every CPU
-// access with DMA_BUF_IOCTL_SYNC.
+// access with DMA_BUF_IOCTL_SYNC. The plugin is host-mappable
+// (providers.HostMapper): the host maps each buffer's memfd and the engine
+// receives straight into it, without that bracket, which is sound where the
+// device is cache-coherent with the CPU (x86).
 //
 // # Requirements
 //

@@ -44,9 +44,11 @@ type provider struct {
 }
 
 // buffer is one udmabuf: the dmabuf fd and its mapping (rounded up to a
-// page; size is what was asked for).
+// page; size is what was asked for), and the memfd holding its pages,
+// which the host maps.
 type buffer struct {
 	dmabuf int
+	memfd  int
 	mem    []byte
 	size   int64
 }
@@ -125,8 +127,8 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		return none, fmt.Errorf("udmabuf: %w", err)
 	}
 	dfd, err := createUdmabuf(dev, mfd, rounded)
-	memfd.Close(mfd) // the udmabuf holds the pages
 	if err != nil {
+		memfd.Close(mfd)
 		if errors.Is(err, unix.EINVAL) && p.limit == 0 {
 			return none, fmt.Errorf("%w (if the size exceeds the module's size_limit_mb, raise it in %s)", err, sizeLimitPath)
 		}
@@ -135,9 +137,10 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 	mem, err := unix.Mmap(dfd, 0, int(rounded), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		unix.Close(dfd)
+		memfd.Close(mfd)
 		return none, fmt.Errorf("udmabuf: mmap dmabuf: %w", os.NewSyscallError("mmap", err))
 	}
-	b := &buffer{dmabuf: dfd, mem: mem, size: size}
+	b := &buffer{dmabuf: dfd, memfd: mfd, mem: mem, size: size}
 	id, err := p.bufs.Add(b, size)
 	if err != nil {
 		b.release()
@@ -203,7 +206,24 @@ func (p *provider) Free(ctx context.Context, id memory.BufferID) error {
 }
 
 func (b *buffer) release() error {
-	return errors.Join(unix.Munmap(b.mem), unix.Close(b.dmabuf))
+	return errors.Join(unix.Munmap(b.mem), unix.Close(b.dmabuf), memfd.Close(b.memfd))
+}
+
+// HostMappable reports that the host may map the buffers (the optional
+// providers.HostMapper): each is a memfd sealed against shrinking, the
+// pages the dmabuf wraps, so the engine receives straight into them. The
+// host's writes are not bracketed by DMA_BUF_IOCTL_SYNC: a device that
+// reads the dmabuf must be cache-coherent with the CPU, as on x86.
+func (p *provider) HostMappable() bool { return true }
+
+// HostFD returns the memfd behind the buffer's dmabuf for the host to map
+// (a copy is sent).
+func (p *provider) HostFD(id memory.BufferID) (int, error) {
+	b, err := p.bufs.Get("host fd", id)
+	if err != nil {
+		return -1, err
+	}
+	return b.memfd, nil
 }
 
 func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {

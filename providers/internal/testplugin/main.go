@@ -15,6 +15,13 @@
 //   - TESTPLUGIN_IMPORT_KINDS=<kind,...>: the import kinds Capabilities
 //     lists (default "fd,shm", what hostmem imports; listing one hostmem
 //     refuses makes the plugin's own refusal cross the boundary).
+//   - TESTPLUGIN_HOST_MAP=1: the plugin is host-mappable (HostMapper): the
+//     host maps each buffer's memfd. TESTPLUGIN_HOST_MAP=unsealed: the
+//     same, but the fd sent is a memfd not sealed against shrinking, which
+//     the host must refuse.
+//   - TESTPLUGIN_COUNT=<file>: every CopyIn appends "i" to the file and
+//     every Checksum "c", so a test can count the data calls that reached
+//     the plugin.
 package main
 
 import (
@@ -24,6 +31,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -36,6 +44,8 @@ type provider struct {
 	why    string
 	nop    bool
 	kinds  []memory.ImportKind
+	host   string
+	count  string
 }
 
 func (p *provider) Name() string           { return p.name }
@@ -64,6 +74,47 @@ func (p *provider) Alloc(ctx context.Context, size int64, dmabuf bool) (memory.B
 		return memory.Buffer{DmabufFD: -1}, err
 	}
 	return b, nil
+}
+
+// HostMappable reports whether TESTPLUGIN_HOST_MAP is set.
+func (p *provider) HostMappable() bool { return p.host != "" }
+
+// HostFD returns the hostmem buffer's memfd, or with
+// TESTPLUGIN_HOST_MAP=unsealed a fresh memfd of its size that is not sealed
+// (leaked: the host must refuse it before mapping, and the test process is
+// short-lived).
+func (p *provider) HostFD(id memory.BufferID) (int, error) {
+	if p.host != "unsealed" {
+		return p.Provider.FD(id)
+	}
+	b, err := p.Provider.Bytes(id)
+	if err != nil {
+		return -1, err
+	}
+	return memfd.Create("testplugin-unsealed", int64(len(b)), 0)
+}
+
+// note appends tag to the TESTPLUGIN_COUNT file, if set.
+func (p *provider) note(tag string) {
+	if p.count == "" {
+		return
+	}
+	if f, err := os.OpenFile(p.count, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
+		f.WriteString(tag)
+		f.Close()
+	}
+}
+
+// CopyIn is hostmem's, counted.
+func (p *provider) CopyIn(ctx context.Context, dst memory.BufferID, off int64, src []byte) error {
+	p.note("i")
+	return p.Provider.CopyIn(ctx, dst, off, src)
+}
+
+// Checksum is hostmem's, counted.
+func (p *provider) Checksum(ctx context.Context, buf memory.BufferID, off, n int64) (uint32, error) {
+	p.note("c")
+	return p.Provider.Checksum(ctx, buf, off, n)
 }
 
 // Gather blocks forever when asked to, after telling the test it has begun.
@@ -102,5 +153,7 @@ func main() {
 		why:      os.Getenv("TESTPLUGIN_UNUSABLE"),
 		nop:      os.Getenv("TESTPLUGIN_GATHER_NOP") == "1",
 		kinds:    importKinds,
+		host:     os.Getenv("TESTPLUGIN_HOST_MAP"),
+		count:    os.Getenv("TESTPLUGIN_COUNT"),
 	}, nil)
 }
