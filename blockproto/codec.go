@@ -21,6 +21,11 @@ const volumeStatMinLen = 2 + 1 + 8 + 4 + 8
 // type (1) + ID (8) + Offset (8) + length (4).
 const putDataHeaderLen = 1 + 8 + 8 + 4
 
+// extentLen is the encoded size of an Extent without inline data: type (1)
+// + ID (8) + DataConn (2) + StreamOffset (8) + VolumeOffset (8) + Length
+// (4) + CRC32C (4).
+const extentLen = 1 + 8 + 2 + 8 + 8 + 4 + 4
+
 // Marshal encodes m as a frame body: the type byte followed by the payload,
 // without the length prefix (see [AppendFrame] for a whole frame). It checks
 // every field against the bounds the decoder enforces, so a message Marshal
@@ -79,6 +84,10 @@ func sizeHint(m Msg) int {
 	case *PutData:
 		if m != nil {
 			return putDataHeaderLen + len(m.Data)
+		}
+	case *Extent:
+		if m != nil {
+			return extentLen + len(m.Data)
 		}
 	case *PutError:
 		if m != nil {
@@ -169,6 +178,7 @@ func appendBody(dst []byte, m Msg) ([]byte, error) {
 		dst = be.AppendUint64(dst, m.VolumeOffset)
 		dst = be.AppendUint32(dst, m.Length)
 		dst = be.AppendUint32(dst, m.CRC32C)
+		dst = append(dst, m.Data...)
 	case *ReadDone:
 		dst = append(dst, byte(TypeReadDone))
 		dst = be.AppendUint64(dst, m.ID)
@@ -370,6 +380,13 @@ func Unmarshal(body []byte) (Msg, error) {
 		x.VolumeOffset = d.U64("Extent.VolumeOffset")
 		x.Length = d.U32("Extent.Length")
 		x.CRC32C = d.U32("Extent.CRC32C")
+		if n := d.Len(); d.Err() == nil && n > 0 {
+			x.Data = make([]byte, n)
+			d.Array(x.Data, "Extent.Data")
+			if err := validate(x); err != nil {
+				return nil, err
+			}
+		}
 		m = x
 	case TypeReadDone:
 		x := &ReadDone{}
@@ -586,6 +603,14 @@ func validate(m Msg) error {
 		}
 		if m.VolumeOffset > math.MaxUint64-uint64(m.Length) {
 			return malformedf("Extent volume range %d+%d overflows", m.VolumeOffset, m.Length)
+		}
+		if m.Data != nil {
+			switch {
+			case len(m.Data) != int(m.Length) || m.Length > MaxInlineData:
+				return malformedf("Extent.Data is %d bytes for Length %d, want Length bytes, at most %d", len(m.Data), m.Length, MaxInlineData)
+			case m.DataConn != 0 || m.StreamOffset != 0:
+				return malformedf("Extent with inline data on data connection %d at stream offset %d, want 0 and 0", m.DataConn, m.StreamOffset)
+			}
 		}
 	case *ReadDone:
 		if m == nil {

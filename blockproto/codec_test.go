@@ -97,6 +97,8 @@ func samples() []sample {
 		{"Read/generation-plain", &Read{ID: 3, Volume: "v", Length: 1, Generation: 42, Flags: ReadPlain}},
 		{"Extent", &Extent{ID: 77, DataConn: 3, StreamOffset: 1 << 33, VolumeOffset: 4096, Length: 1 << 20, CRC32C: 0xe3069283}},
 		{"Extent/min", &Extent{ID: 1, DataConn: 0, Length: 1}},
+		{"Extent/inline", &Extent{ID: 5, VolumeOffset: 8192, Length: 5, CRC32C: 0x1234, Data: []byte("hello")}},
+		{"Extent/inline-max", &Extent{ID: math.MaxUint64, VolumeOffset: 1 << 30, Length: MaxInlineData, Data: bytes.Repeat([]byte{0xa5}, MaxInlineData)}},
 		{"Extent/max", &Extent{ID: math.MaxUint64, DataConn: MaxDataConns - 1, StreamOffset: math.MaxUint64 - MaxExtentLen, VolumeOffset: math.MaxUint64 - MaxExtentLen, Length: MaxExtentLen, CRC32C: math.MaxUint32}},
 		{"ReadDone", &ReadDone{ID: 77, Bytes: 1 << 30}},
 		{"ReadDone/zero-bytes", &ReadDone{ID: 1, Bytes: 0}},
@@ -242,6 +244,8 @@ func TestGolden(t *testing.T) {
 	}{
 		{&Extent{ID: 0x0102030405060708, DataConn: 3, StreamOffset: 0x10, VolumeOffset: 0x2000, Length: 0x100000, CRC32C: 0xaabbccdd},
 			"0b" + "0102030405060708" + "0003" + "0000000000000010" + "0000000000002000" + "00100000" + "aabbccdd"},
+		{&Extent{ID: 9, VolumeOffset: 0x2000, Length: 4, CRC32C: 0xaabbccdd, Data: []byte{1, 2, 3, 4}},
+			"0b" + "0000000000000009" + "0000" + "0000000000000000" + "0000000000002000" + "00000004" + "aabbccdd" + "01020304"},
 		{&Read{ID: 9, Volume: "vol", Offset: 4096, Length: 8192, Deadline: time.Unix(0, 1_700_000_000_000_000_000)},
 			"0a" + "0000000000000009" + "0003" + "766f6c" + "0000000000001000" + "0000000000002000" + "17979cfe362a0000"},
 		{&Read{ID: 9, Volume: "vol", Offset: 4096, Length: 8192, Flags: ReadPlain},
@@ -360,6 +364,11 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"Extent length 0", extent(1, 0, 0, 0, 0), ErrMalformed},
 		{"Extent length too big", extent(1, 0, 0, 0, MaxExtentLen+1), ErrMalformed},
 		{"Extent stream range overflows", extent(1, 0, math.MaxUint64, 0, 1), ErrMalformed},
+		{"Extent inline data shorter than Length", extent(1, 0, 0, 0, 4).zeros(3), ErrMalformed},
+		{"Extent inline data longer than Length", extent(1, 0, 0, 0, 4).zeros(5), ErrMalformed},
+		{"Extent inline data over MaxInlineData", extent(1, 0, 0, 0, MaxInlineData+1).zeros(MaxInlineData + 1), ErrMalformed},
+		{"Extent inline data on a data connection", extent(1, 2, 0, 0, 4).zeros(4), ErrMalformed},
+		{"Extent inline data at a stream offset", extent(1, 0, 8, 0, 4).zeros(4), ErrMalformed},
 		{"Extent volume range overflows", extent(1, 0, 0, math.MaxUint64-MaxExtentLen+1, MaxExtentLen), ErrMalformed},
 		{"ReadDone ID 0", msgOf(TypeReadDone).u64(0).u64(1), ErrMalformed},
 		{"ReadDone bytes too big", msgOf(TypeReadDone).u64(1).u64(MaxReadLen + 1), ErrMalformed},
@@ -437,6 +446,12 @@ func withoutOptional(m Msg, body []byte) (int, Msg) {
 		if m.Next != "" {
 			return len(body) - 2 - len(m.Next), &VolumeList{Volumes: m.Volumes}
 		}
+	case *Extent:
+		if m.Data != nil {
+			short := *m
+			short.Data = nil
+			return len(body) - len(m.Data), &short
+		}
 	case *Read:
 		if m.Flags != 0 {
 			short := *m
@@ -479,9 +494,13 @@ func TestUnmarshalTrailingAndTruncated(t *testing.T) {
 				}
 			}
 			rd, _ := s.msg.(*Read)
+			ext, _ := s.msg.(*Extent)
 			for _, extra := range [][]byte{{0}, {0xff}, make([]byte, 100)} {
 				if rd != nil && rd.Generation != 0 && rd.Flags == 0 && len(extra) == 1 && extra[0] != 0 {
 					continue // a non-zero byte after Generation is Read.Flags
+				}
+				if ext != nil && ext.Data == nil && ext.DataConn == 0 && ext.StreamOffset == 0 && int(ext.Length) == len(extra) {
+					continue // Length bytes after an Extent on stream 0 at 0 are its inline data
 				}
 				long := append(bytes.Clone(body), extra...)
 				if m, err := Unmarshal(long); !errors.Is(err, ErrMalformed) || m != nil {

@@ -68,21 +68,33 @@ func (c *Conn) SetReadLimit(n int) {
 // If m does not encode (see [Marshal]) nothing is written and the Conn stays
 // usable. If the Write fails, the frame may have been cut short, so that
 // error is returned by every later WriteMsg too.
-func (c *Conn) WriteMsg(m Msg) error {
+func (c *Conn) WriteMsg(m Msg) error { return c.WriteMsgs([]Msg{m}) }
+
+// WriteMsgs encodes ms as frames and writes them together with a single
+// Write call (several frames per write are allowed: docs/protocol.md 4).
+// If one does not encode, nothing is written and the error is its; write
+// errors are as for WriteMsg.
+func (c *Conn) WriteMsgs(ms []Msg) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if c.werr != nil {
+	if c.werr != nil || len(ms) == 0 {
 		return c.werr
 	}
-	b, err := AppendFrame(c.wbuf[:0], m)
-	if err != nil {
-		return err
+	b := c.wbuf[:0]
+	for _, m := range ms {
+		var err error
+		if b, err = AppendFrame(b, m); err != nil {
+			return err
+		}
 	}
 	if cap(b) <= maxKeptBuf {
 		c.wbuf = b
 	}
 	if _, err := c.w.Write(b); err != nil {
-		c.werr = fmt.Errorf("blockproto: write %v frame: %w", m.Type(), err)
+		c.werr = fmt.Errorf("blockproto: write %v frame: %w", ms[0].Type(), err)
+		if len(ms) > 1 {
+			c.werr = fmt.Errorf("blockproto: write %d frames, %v first: %w", len(ms), ms[0].Type(), err)
+		}
 		return c.werr
 	}
 	return nil

@@ -48,6 +48,9 @@ const (
 	MaxPutSize = 1 << 48
 	// MaxPutData is the most payload bytes one PutData may carry.
 	MaxPutData = 512 << 10
+	// MaxInlineData is the most payload bytes one Extent may carry inline
+	// ([Extent.Data]).
+	MaxInlineData = 64 << 10
 	// MaxPutWindow is the largest upload window a server may grant in
 	// PutAck.
 	MaxPutWindow = 1 << 30
@@ -103,6 +106,11 @@ const (
 	// Challenge, the server reads that byte. Both must offer it for the
 	// byte to be sent (docs/protocol.md 6.2).
 	CapDataKinds Caps = 1 << 4
+	// CapInlineData: in Hello, the client takes extents whose bytes come
+	// in the Extent itself ([Extent.Data]); in Challenge, the server may
+	// send them. Both must offer it for such an Extent to be sent
+	// (docs/protocol.md 5.12).
+	CapInlineData Caps = 1 << 5
 )
 
 // DataKind is how a client receives one data connection's payload, as it
@@ -247,7 +255,10 @@ const (
 
 // Extent announces payload that follows on a data connection (server ->
 // client). It is sent before the first of its bytes is written: the bytes are
-// DataConn's stream bytes [StreamOffset, StreamOffset+Length).
+// DataConn's stream bytes [StreamOffset, StreamOffset+Length). Or, when
+// both peers offered [CapInlineData], it may carry its bytes itself (Data,
+// at most MaxInlineData): DataConn and StreamOffset are then 0 and no
+// stream bytes belong to it.
 type Extent struct {
 	ID           uint64 // the Read's ID
 	DataConn     uint16 // index into Welcome.Tokens
@@ -255,6 +266,8 @@ type Extent struct {
 	VolumeOffset uint64 // where the bytes belong in the volume
 	Length       uint32 // 1..MaxExtentLen
 	CRC32C       uint32 // Castagnoli CRC of the bytes
+	// Data holds the Length bytes inline; nil: they follow on DataConn.
+	Data []byte
 }
 
 // ReadDone ends a Read whose every extent was announced (server -> client).

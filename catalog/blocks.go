@@ -13,9 +13,13 @@ import (
 // MaxBlockSize is the largest block a volume's block CRCs cover.
 const MaxBlockSize = 64 << 10
 
-// BlockSizeFor returns the block size of volumes with extents of extentSize:
-// the largest power of two up to MaxBlockSize that divides it, so blocks
-// never straddle extents.
+// MinBlockSize is the smallest block size WithBlockSize accepts.
+const MinBlockSize = 4 << 10
+
+// BlockSizeFor returns the default block size of volumes with extents of
+// extentSize: the largest power of two up to MaxBlockSize that divides it,
+// so blocks never straddle extents. A volume may have smaller blocks (see
+// WithBlockSize); its Blocks record the size.
 func BlockSizeFor(extentSize int64) int64 {
 	bs := int64(MaxBlockSize)
 	for bs > 1 && extentSize%bs != 0 {
@@ -116,8 +120,8 @@ func (v *Volume) blocksProblem() string { return v.blocksFit(v.Blocks) }
 // blocksFit returns why b cannot be v's block CRCs, or "".
 func (v *Volume) blocksFit(b *Blocks) string {
 	switch {
-	case b.Size != BlockSizeFor(v.ExtentSize):
-		return fmt.Sprintf("block size %d, want %d for extents of %d", b.Size, BlockSizeFor(v.ExtentSize), v.ExtentSize)
+	case b.Size <= 0 || b.Size > MaxBlockSize || b.Size&(b.Size-1) != 0 || v.ExtentSize%b.Size != 0:
+		return fmt.Sprintf("block size %d: not a power of two up to %d that divides the extent size %d", b.Size, MaxBlockSize, v.ExtentSize)
 	case int64(len(b.CRCs)) != (v.Size+b.Size-1)/b.Size:
 		return fmt.Sprintf("%d block CRCs for %d bytes in blocks of %d", len(b.CRCs), v.Size, b.Size)
 	}
@@ -169,8 +173,7 @@ type blockSummer struct {
 	filled int64
 }
 
-func newBlockSummer(size, extentSize int64) *blockSummer {
-	bs := BlockSizeFor(extentSize)
+func newBlockSummer(size, bs int64) *blockSummer {
 	return &blockSummer{b: &Blocks{Size: bs, CRCs: make([]uint32, 0, (size+bs-1)/bs)}}
 }
 

@@ -44,18 +44,28 @@ var oneZeroByte = func() gf2 {
 	return op
 }()
 
+// zeroPows[k] is the operator that appends 2^k zero bytes, built once:
+// zerosOp composes them instead of squaring its way up on every call (a
+// partial read combines CRCs once or twice, which would otherwise cost more
+// than checksumming a 4 KiB block).
+var zeroPows = func() (p [63]gf2) {
+	p[0] = oneZeroByte
+	for k := 1; k < len(p); k++ {
+		p[k] = p[k-1].then(&p[k-1])
+	}
+	return p
+}()
+
 // zerosOp returns the operator that appends n zero bytes.
 func zerosOp(n int64) gf2 {
 	var r gf2
 	for i := range r {
 		r[i] = 1 << i // identity
 	}
-	op := oneZeroByte
-	for ; n > 0; n >>= 1 {
+	for k := 0; n > 0; k, n = k+1, n>>1 {
 		if n&1 != 0 {
-			r = r.then(&op)
+			r = r.then(&zeroPows[k])
 		}
-		op = op.then(&op)
 	}
 	return r
 }

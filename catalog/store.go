@@ -74,7 +74,8 @@ type OpOption func(*opConfig)
 
 // opConfig is what OpOptions set.
 type opConfig struct {
-	progress func(done, total int64)
+	progress  func(done, total int64)
+	blockSize int64 // of the block CRCs written; 0: BlockSizeFor
 }
 
 // WithProgress makes the operation call fn after every chunk it reads or
@@ -85,6 +86,18 @@ func WithProgress(fn func(done, total int64)) OpOption {
 	return func(c *opConfig) { c.progress = fn }
 }
 
+// WithBlockSize makes Create, Import and Write store the volume's block
+// CRCs in blocks of size bytes rather than BlockSizeFor's: a power of two
+// from MinBlockSize that divides the extent size, up to MaxBlockSize (else
+// the operation fails with [ErrInvalid]). Smaller blocks make a small
+// partial read cheaper to check (only the blocks at its edges are read),
+// for 4 bytes of catalog per block. The size is stored with the block
+// CRCs; operations that recompute them later ([Store.AddBlocks], Recover)
+// use BlockSizeFor.
+func WithBlockSize(size int64) OpOption {
+	return func(c *opConfig) { c.blockSize = size }
+}
+
 // newOpConfig applies opts.
 func newOpConfig(opts []OpOption) *opConfig {
 	c := &opConfig{}
@@ -92,6 +105,20 @@ func newOpConfig(opts []OpOption) *opConfig {
 		o(c)
 	}
 	return c
+}
+
+// blockSizeFor returns the block size of the block CRCs of a volume with
+// extents of extentSize: WithBlockSize's, or BlockSizeFor's.
+func (c *opConfig) blockSizeFor(extentSize int64) (int64, error) {
+	bs := c.blockSize
+	if bs == 0 {
+		return BlockSizeFor(extentSize), nil
+	}
+	if bs < MinBlockSize || bs > MaxBlockSize || bs&(bs-1) != 0 || extentSize%bs != 0 {
+		return 0, fmt.Errorf("block size %d: want a power of two from %d to %d that divides the extent size %d: %w",
+			bs, MinBlockSize, MaxBlockSize, extentSize, ErrInvalid)
+	}
+	return bs, nil
 }
 
 // report calls the progress function, if any.
@@ -443,8 +470,12 @@ func writeZero(ctx context.Context, f *os.File, size, extentSize int64, cfg *opC
 	if err := f.Truncate(size); err != nil {
 		return sums{}, err
 	}
+	bs, err := cfg.blockSizeFor(extentSize)
+	if err != nil {
+		return sums{}, err
+	}
 	cfg.report(size, size)
-	return sums{extents: zeroCRCs(size, extentSize), blocks: &Blocks{Size: BlockSizeFor(extentSize), CRCs: zeroCRCs(size, BlockSizeFor(extentSize))}}, nil
+	return sums{extents: zeroCRCs(size, extentSize), blocks: &Blocks{Size: bs, CRCs: zeroCRCs(size, bs)}}, nil
 }
 
 // zeroCRCs returns the CRCs of size zero bytes cut into pieces of unit.
@@ -515,9 +546,13 @@ func pump(ctx context.Context, size, extentSize int64, cfg *opConfig,
 	if !ok {
 		return sums{}, fmt.Errorf("size %d in extents of %d: %w", size, extentSize, ErrInvalid)
 	}
+	bs, err := cfg.blockSizeFor(extentSize)
+	if err != nil {
+		return sums{}, err
+	}
 	buf := make([]byte, min(bufSize, size))
 	crcs := make([]uint32, n)
-	blocks := newBlockSummer(size, extentSize)
+	blocks := newBlockSummer(size, bs)
 	var done int64
 	for i := range crcs {
 		var crc uint32

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"net"
 	"strings"
@@ -110,6 +111,10 @@ type Config struct {
 	StallTimeout time.Duration
 	// Logger receives the session's logs (default: discard).
 	Logger *slog.Logger
+
+	// noInline: do not offer CapInlineData, as a client before it did
+	// (tests reach the data connection paths so; export_test.go).
+	noInline bool
 }
 
 func (c *Config) setDefaults() error {
@@ -176,6 +181,17 @@ type Session struct {
 	// mapper maps the provider's buffers here, or is nil; extents landing
 	// in mapped memory are checksummed as they land.
 	mapper memory.Mapper
+	// inline stands in for a data connection for the extents whose bytes
+	// come in their Extent (CapInlineData, offered by a session whose
+	// Transport is TCP); nil when not offered.
+	inline *dataConn
+
+	// Reads to write, and whether a goroutine is writing them (see
+	// sendRead); guarded by rmu.
+	rmu      sync.Mutex
+	rq       []blockproto.Msg
+	rqSpare  []blockproto.Msg
+	rwriting bool
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -222,6 +238,10 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	if m, ok := cfg.Provider.(memory.Mapper); ok && cfg.Provider.Capabilities().CPUMappable {
 		s.mapper = m
 	}
+	if t := cfg.Transport; t.Name() == transport.TCP && !cfg.noInline {
+		s.inline = &dataConn{index: inlineConn, transport: t, kind: blockproto.DataPlain,
+			check: checkExtents(cfg.Verify, t.Name(), cfg.Provider.Capabilities())}
+	}
 	stop := context.AfterFunc(ctx, func() { ctl.SetDeadline(time.Now()) })
 	tokens, err := s.handshake()
 	if err == nil {
@@ -260,6 +280,9 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 		return nil, err
 	}
 	hello := &blockproto.Hello{Caps: blockproto.CapTCP | blockproto.CapDataKinds, Client: s.cfg.Name}
+	if s.inline != nil {
+		hello.Caps |= blockproto.CapInlineData
+	}
 	var err error
 	if hello.Nonce, err = blockproto.NewNonce(); err != nil {
 		return nil, err
@@ -736,8 +759,13 @@ func (s *Session) lookup(id uint64) *request {
 	return s.reqs[id]
 }
 
-// onExtent queues an announced extent on its data connection.
+// onExtent queues an announced extent on its data connection, or places
+// one whose bytes came with it.
 func (s *Session) onExtent(e *blockproto.Extent) {
+	if e.Data != nil {
+		s.onInline(e)
+		return
+	}
 	if int(e.DataConn) >= len(s.data) {
 		s.fail(fmt.Errorf("%w: protocol: extent on unknown data connection %d", ErrSessionClosed, e.DataConn))
 		return
@@ -759,6 +787,55 @@ func (s *Session) onExtent(e *blockproto.Extent) {
 	case dc.jobs <- job{req: r, ext: *e, at: time.Now()}:
 	case <-s.done:
 	}
+}
+
+// inlineConn is ExtentTiming.DataConn for an extent whose bytes came in its
+// Extent.
+const inlineConn = -1
+
+// onInline places an extent whose bytes came in its Extent (CapInlineData)
+// and finishes it, here in the control reader, as a data connection's
+// receiver would.
+func (s *Session) onInline(e *blockproto.Extent) {
+	if s.inline == nil {
+		s.fail(fmt.Errorf("%w: protocol: read %d: extent with inline data, which this client did not offer", ErrSessionClosed, e.ID))
+		return
+	}
+	r := s.lookup(e.ID)
+	if r == nil {
+		return // ended: the bytes are dropped
+	}
+	if !r.announce(e) {
+		s.fail(fmt.Errorf("%w: protocol: read %d: extent [%d,+%d) outside the request",
+			ErrSessionClosed, e.ID, e.VolumeOffset, e.Length))
+		return
+	}
+	j := job{req: r, ext: *e, at: time.Now()}
+	dstOff := r.dstOff + int64(e.VolumeOffset) - r.offset
+	n := int64(e.Length)
+	var (
+		crc    uint32
+		summed bool
+		spoilt error
+	)
+	if r.begin() {
+		var b []byte
+		if s.mapper != nil {
+			if m, err := s.mapper.Bytes(r.dst); err == nil && dstOff+n <= int64(len(m)) {
+				b = m[dstOff : dstOff+n]
+			}
+		}
+		if b != nil {
+			// Checked as it is in the destination, as receiveExtent does.
+			copy(b, e.Data)
+			crc, summed = crc32.Checksum(b, castagnoli), true
+		} else if err := s.cfg.Provider.CopyIn(context.Background(), r.dst, dstOff, e.Data); err != nil {
+			spoilt = fmt.Errorf("engine: read %d: extent at %d: %w", r.id, e.VolumeOffset, err)
+			n = 0
+		}
+		r.release(n)
+	}
+	s.finishExtent(context.Background(), s.inline, j, dstOff, crc, summed, spoilt)
 }
 
 // keepalive pings the server while the session is idle and ends the session

@@ -220,10 +220,35 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 }
 
 // sendRead writes a Read; false if the write failed and ended the session.
-// Not under s.mu: a write blocked by a busy server must not stop the
-// control reader, which takes s.mu, from draining the server's messages.
+// A Read sent while another goroutine writes Reads is queued, and that
+// goroutine writes every Read queued meanwhile in one write once its own
+// returns: a burst of Reads costs one write(2), as blockd batches its
+// answers. The queued Read's sender returns true at once; if that write
+// fails, the session ends and its request with it. Not under s.mu: a
+// write blocked by a busy server must not stop the control reader, which
+// takes s.mu, from draining the server's messages.
 func (s *Session) sendRead(m *blockproto.Read) bool {
-	if err := s.proto.WriteMsg(m); err != nil {
+	s.rmu.Lock()
+	s.rq = append(s.rq, m)
+	if s.rwriting {
+		s.rmu.Unlock()
+		return true
+	}
+	s.rwriting = true
+	var err error
+	for len(s.rq) > 0 && err == nil {
+		batch := s.rq
+		s.rq = s.rqSpare[:0]
+		s.rmu.Unlock()
+		err = s.proto.WriteMsgs(batch)
+		clear(batch)
+		s.rmu.Lock()
+		s.rqSpare = batch[:0]
+	}
+	s.rq = s.rq[:0]
+	s.rwriting = false
+	s.rmu.Unlock()
+	if err != nil {
 		s.fail(fmt.Errorf("%w: write: %w", ErrSessionClosed, err))
 		return false
 	}
@@ -332,7 +357,10 @@ func (r *request) extentDone(t ExtentTiming, err error) {
 func (r *request) record(t ExtentTiming) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	dc := r.s.data[t.DataConn]
+	dc := r.s.inline
+	if t.DataConn != inlineConn {
+		dc = r.s.data[t.DataConn]
+	}
 	t.Transport = dc.transport.Name()
 	if dc.index < r.s.cfg.DataConns {
 		r.mainBytes += t.Length

@@ -40,7 +40,7 @@ func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 type ExtentTiming struct {
 	VolumeOffset int64         `json:"volume_offset"`
 	Length       int64         `json:"length"`
-	DataConn     int           `json:"data_conn"`
+	DataConn     int           `json:"data_conn"`  // -1: the bytes came in the Extent, on the control connection
 	Latency      time.Duration `json:"latency_ns"` // announcement to last byte placed
 	// Verified: the extent's bytes were checked against its CRC-32C.
 	Verified bool `json:"verified"`

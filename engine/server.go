@@ -593,7 +593,7 @@ func (s *Server) handshake(c net.Conn, host netip.Addr, pc *blockproto.Conn, log
 	if !ok {
 		return nil, fmt.Errorf("expected hello, got %s", m.Type())
 	}
-	ch := &blockproto.Challenge{Caps: transportCaps(s.cfg.Transport.Name()) | blockproto.CapDataKinds, SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
+	ch := &blockproto.Challenge{Caps: transportCaps(s.cfg.Transport.Name()) | blockproto.CapDataKinds | blockproto.CapInlineData, SessionID: s.nextSID.Add(1), Server: s.cfg.Name}
 	if ch.Nonce, err = blockproto.NewNonce(); err != nil {
 		return nil, err
 	}
@@ -616,6 +616,7 @@ func (s *Server) handshake(c net.Conn, host netip.Addr, pc *blockproto.Conn, log
 		srv:      s,
 		id:       ch.SessionID,
 		kinds:    hello.Caps&blockproto.CapDataKinds != 0,
+		inline:   hello.Caps&blockproto.CapInlineData != 0,
 		client:   hello.Client,
 		conn:     c,
 		proto:    pc,
@@ -725,7 +726,10 @@ type srvSession struct {
 	id  uint64
 	// kinds: the client declares each data connection's kind (both
 	// offered CapDataKinds), so reads choose between plain and devmem ones.
-	kinds    bool
+	kinds bool
+	// inline: staged extents carry their bytes in the Extent (both
+	// offered CapInlineData; see enqueue).
+	inline   bool
 	client   string
 	conn     net.Conn
 	proto    *blockproto.Conn
@@ -743,7 +747,6 @@ type srvSession struct {
 	done       chan struct{}
 	announce   sync.Mutex // orders stream offsets, Extent queueing and job queueing
 	workers    sync.WaitGroup
-	stage      stager // staging files of small reads (see stager)
 
 	// Control writes. Frames are appended to pending under wmu and written
 	// by flush under fmu; queued and written count the bytes ever queued
@@ -764,6 +767,7 @@ type srvData struct {
 	kind   int // a blockproto.DataKind, or kindUndeclared
 	conn   net.Conn
 	sender transport.Sender
+	bytes  transport.BytesSender // sender, when it sends from memory; else nil
 	queue  chan sendJob
 	stream uint64       // next stream offset; guarded by srvSession.announce
 	queued atomic.Int64 // bytes queued or being sent, not yet finished
@@ -771,12 +775,12 @@ type srvData struct {
 }
 
 type sendJob struct {
-	rd    *srvRead
-	f     *os.File // the volume's file, or a staging file
-	off   int64    // in f
-	n     int64
-	ctl   uint64     // where its Extent ends in the control stream
-	stage *stageFile // f, when the bytes are sent from a staging file
+	rd  *srvRead
+	f   *os.File // the volume's file
+	off int64    // in f
+	n   int64
+	ctl uint64    // where its Extent ends in the control stream
+	buf *stageBuf // the checked bytes, sent instead of f's when set (see capture)
 }
 
 // srvRead is one read in progress.
@@ -799,7 +803,7 @@ type srvRead struct {
 	end     int64
 	total   uint64 // bytes announced
 	stopErr error
-	staged  bool // every extent so far is sent from the staging file
+	staged  bool // every extent so far is sent from a staging buffer
 
 	// terminated: the terminal message is queued. Set by the announcing
 	// goroutine before its last step, or by finishRead.
@@ -925,6 +929,7 @@ func (ss *srvSession) attach(index int, c net.Conn, kind int) error {
 		return fmt.Errorf("%s sender: %w", ss.srv.cfg.Transport.Name(), err)
 	}
 	d := &srvData{index: index, kind: kind, conn: c, sender: snd, queue: make(chan sendJob, jobQueue)}
+	d.bytes, _ = snd.(transport.BytesSender)
 	ss.mu.Lock()
 	if ss.closed {
 		ss.mu.Unlock()
@@ -970,7 +975,12 @@ func (ss *srvSession) send(d *srvData, j sendJob) {
 	}
 	// A client that stops reading is cut off after the idle timeout.
 	d.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
-	err := d.sender.SendExtent(j.f, j.off, j.n)
+	var err error
+	if j.buf != nil {
+		err = d.bytes.SendBytes(j.buf[:j.n])
+	} else {
+		err = d.sender.SendExtent(j.f, j.off, j.n)
+	}
 	if err != nil && !errors.Is(err, transport.ErrSource) {
 		d.broken = fmt.Errorf("%w %d: %w", errDataConnLost, d.index, err)
 		ss.log.Warn("data connection failed", "index", d.index, "err", err)
@@ -995,8 +1005,8 @@ func (ss *srvSession) finishJob(d *srvData, j sendJob, err error) {
 	}
 	d.queued.Add(-j.n)
 	ss.inflight.Release(j.n)
-	if j.stage != nil {
-		ss.stage.put(j.stage)
+	if j.buf != nil {
+		stagePool.Put(j.buf)
 	}
 	ss.step(j.rd)
 }
@@ -1115,7 +1125,6 @@ func (ss *srvSession) close(why error, code blockproto.Code) {
 	}
 	ss.announce.Unlock()
 	ss.workers.Wait()
-	ss.stage.close()
 	ss.log.Info("session closed", "reason", why)
 }
 
@@ -1323,24 +1332,25 @@ func (ss *srvSession) announceRead(rd *srvRead, wait bool) {
 			break
 		}
 		// A small partial range is kept as its edge blocks are read
-		// and checked, and sent from the staging file (see stager).
+		// and checked, and sent from memory (see capture).
 		var cp *capture
 		if (off != extOff || n != extLen) && n <= stageMax {
-			if sf, at := ss.stage.get(n); sf != nil {
-				cp = &capture{r: src, sf: sf, base: at, lo: off, hi: off + n}
-				src = cp
-			}
+			cp = &capture{r: src, buf: stagePool.Get().(*stageBuf), lo: off, hi: off + n}
+			src = cp
 		}
 		crc, err := v.RangeCRC(src, off, n, blocks)
 		j := sendJob{rd: rd, f: rd.vh.f, off: off, n: n}
 		if cp != nil {
-			if err == nil && cp.got == n {
-				j.f, j.off, j.stage = cp.sf.f, cp.base, cp.sf
+			held := false
+			if err == nil {
+				held, err = cp.fill(v.Name, crc)
+			}
+			if held {
+				j.buf = cp.buf
 			} else {
-				ss.stage.put(cp.sf)
+				stagePool.Put(cp.buf)
 			}
 		}
-		rd.staged = rd.staged && j.stage != nil
 		if err != nil {
 			ss.inflight.Release(n)
 			if !wait && errors.Is(err, errNotCached) {
@@ -1352,14 +1362,15 @@ func (ss *srvSession) announceRead(rd *srvRead, wait bool) {
 			rd.stopErr = err
 			break
 		}
-		if err := ss.enqueue(j, off, crc); err != nil {
-			if j.stage != nil {
-				ss.stage.put(j.stage)
+		if err := ss.enqueue(&j, off, crc); err != nil {
+			if j.buf != nil {
+				stagePool.Put(j.buf)
 			}
 			ss.inflight.Release(n)
 			rd.stopErr = err
 			break
 		}
+		rd.staged = rd.staged && j.buf != nil
 		rd.total += uint64(n)
 		rd.next += n
 		if wait {
@@ -1424,7 +1435,7 @@ func (ss *srvSession) step(rd *srvRead) {
 }
 
 // finishRead ends rd once all its work is done: its terminal message is
-// queued unless it went out early (see stager), and it stops counting
+// queued unless it went out early (see capture), and it stops counting
 // against the server's drain.
 func (ss *srvSession) finishRead(rd *srvRead) {
 	if !rd.terminated {
@@ -1513,8 +1524,14 @@ func (ss *srvSession) terminal(rd *srvRead) blockproto.Msg {
 
 // enqueue announces the extent of job j, at volume offset off, on the least
 // loaded data connection and queues j there. The Extent is queued on the control connection
-// before the job, and the sender writes it before the bytes.
-func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
+// before the job, and the sender writes it before the bytes. A staged job
+// picked by a connection that cannot send from memory gives its buffer back
+// and is sent from the volume file. In a session that takes inline data, a
+// staged job's bytes go in its Extent instead, and its work is done.
+func (ss *srvSession) enqueue(j *sendJob, off int64, crc uint32) error {
+	if ss.inline && j.buf != nil && j.n <= copyMax {
+		return ss.sendInline(j, off, crc)
+	}
 	ss.announce.Lock()
 	defer ss.announce.Unlock()
 	ss.mu.Lock()
@@ -1526,6 +1543,10 @@ func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
 	}
 	if d == nil {
 		return errors.New("no data connection attached")
+	}
+	if j.buf != nil && d.bytes == nil {
+		stagePool.Put(j.buf)
+		j.buf = nil
 	}
 	pos, err := ss.queue(&blockproto.Extent{ID: j.rd.id, DataConn: uint16(d.index), StreamOffset: d.stream,
 		VolumeOffset: uint64(off), Length: uint32(j.n), CRC32C: crc})
@@ -1540,7 +1561,31 @@ func (ss *srvSession) enqueue(j sendJob, off int64, crc uint32) error {
 	// The sender always makes progress (a closed connection fails fast),
 	// so this cannot block for good; close waits for announce before it
 	// closes the queue.
-	d.queue <- j
+	d.queue <- *j
+	return nil
+}
+
+// sendInline queues the Extent of staged job j with its bytes
+// (CapInlineData). The bytes are copied into the queued frame, so the
+// buffer and the in-flight budget are returned at once.
+func (ss *srvSession) sendInline(j *sendJob, off int64, crc uint32) error {
+	ss.mu.Lock()
+	closed := ss.closed
+	ss.mu.Unlock()
+	if closed {
+		return context.Canceled
+	}
+	ss.announce.Lock()
+	j.rd.notePath(int(blockproto.DataPlain))
+	ss.announce.Unlock()
+	_, err := ss.queue(&blockproto.Extent{ID: j.rd.id, VolumeOffset: uint64(off), Length: uint32(j.n), CRC32C: crc, Data: j.buf[:j.n]})
+	if err != nil {
+		return err
+	}
+	stagePool.Put(j.buf)
+	j.buf = nil
+	ss.inflight.Release(j.n)
+	ss.srv.cfg.Metrics.sent(transport.TCP, j.n)
 	return nil
 }
 

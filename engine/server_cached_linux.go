@@ -35,13 +35,3 @@ func (c cachedOnly) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
-
-// newStageFile returns an empty anonymous memory file for staging the
-// bytes of small reads (see stager).
-func newStageFile() (*os.File, error) {
-	fd, err := unix.MemfdCreate("blockd-stage", unix.MFD_CLOEXEC)
-	if err != nil {
-		return nil, os.NewSyscallError("memfd_create", err)
-	}
-	return os.NewFile(uintptr(fd), "blockd-stage"), nil
-}

@@ -15,7 +15,3 @@ var errNotCached = errors.New("not in the page cache")
 type cachedOnly struct{ f *os.File }
 
 func (c cachedOnly) ReadAt(p []byte, off int64) (int, error) { return 0, errNotCached }
-
-// newStageFile: no staging on this system; small reads are sent from the
-// volume file.
-func newStageFile() (*os.File, error) { return nil, errors.New("no memfd here") }

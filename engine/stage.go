@@ -1,117 +1,87 @@
 package engine
 
 import (
+	"fmt"
+	"hash/crc32"
 	"io"
-	"os"
 	"sync"
+
+	"github.com/blockxfer/blockxfer/catalog"
 )
 
-// Staging: the bytes of a small partial read are read once. RangeCRC reads
-// the blocks at the edges of a partial extent to check them against their
-// stored CRCs; when those reads cover the whole range (a read of at most
-// stageMax bytes inside one or two blocks), the checked bytes are kept in
-// the session's staging file, an anonymous memory file, and sent from there
-// instead of from the volume file. So the range is not read a second time,
-// the bytes sent are exactly the bytes checked, and, since nothing can fail
-// reading memory once the extent is announced, the read's ReadDone goes out
-// at once, in the same write as its Extent (a read's terminal message may
-// precede its bytes: docs/protocol.md 7.2).
+// Staging: the bytes of a small partial read (at most stageMax bytes) are
+// read once, checked, and sent from memory. RangeCRC reads the blocks at the
+// edges of a partial extent to check them against their stored CRCs; the
+// bytes of the range those reads return are kept in a staging buffer. When
+// they do not cover the range (whole blocks inside it contribute their
+// stored CRCs unread: a block-aligned read) and it is at most copyMax
+// bytes, the range is read into the buffer and checked against the CRC
+// RangeCRC combined from the stored ones; a larger one is sent from the
+// volume file (sendfile beats a read, a checksum and a copy there). A
+// staged range of at most copyMax bytes goes in its Extent to a client that
+// takes inline data (srvSession.sendInline); otherwise the buffer is sent
+// in one write on a data connection (transport.BytesSender) instead of
+// from the volume file. So the range is not read a second time, the bytes sent
+// are exactly the bytes checked, and, since nothing can fail
+// sending memory but the connection (which ends the session), the read's
+// ReadDone goes out at once, in the same write as its Extent (a read's
+// terminal message may precede its bytes: docs/protocol.md 7.2).
 //
-// A staging file is only ever appended to, never rewritten: sendfile(2)
-// hands the kernel references to its pages, which a socket may hold (on
-// loopback, until the receiver reads them) long after SendExtent returned,
-// so bytes once sent must never change. A full file is closed once its last
-// send returns, and the next read starts a new one.
+// The kernel copies the bytes before the write returns, so a buffer is
+// reused as soon as its send ends. An extent that goes to a data connection
+// whose sender cannot send from memory is sent from the volume file, and
+// its read's ReadDone waits for the send, as any other read's.
 const (
-	stageMax  = 64 << 10 // the largest range staged
-	stageSize = 1 << 20  // bytes appended to one staging file
+	stageMax = 64 << 10 // the largest range staged
+	copyMax  = 16 << 10 // the largest range read whole to stage it, or sent inline
 )
 
-// stageFile is one append-only staging file and the sends still using it.
-type stageFile struct {
-	f    *os.File
-	refs int  // regions lent and not yet returned; guarded by stager.mu
-	full bool // no more regions are lent from it; guarded by stager.mu
-}
+// stageBuf holds the checked bytes of one staged extent.
+type stageBuf = [stageMax]byte
 
-// stager lends regions of a session's staging files.
-type stager struct {
-	mu     sync.Mutex
-	cur    *stageFile
-	off    int64 // the next free byte of cur
-	failed bool  // no staging file could be made: never stage
-	closed bool
-}
-
-// get lends n bytes of a staging file, or returns nil.
-func (st *stager) get(n int64) (sf *stageFile, off int64) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.failed || st.closed {
-		return nil, 0
-	}
-	if st.cur == nil || st.off+n > stageSize {
-		st.retireLocked()
-		f, err := newStageFile()
-		if err != nil {
-			st.failed = true
-			return nil, 0
-		}
-		st.cur, st.off = &stageFile{f: f}, 0
-	}
-	st.cur.refs++
-	off = st.off
-	st.off += n
-	return st.cur, off
-}
-
-// put returns a region lent by get (sent, or never used).
-func (st *stager) put(sf *stageFile) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	sf.refs--
-	if sf.refs == 0 && sf.full {
-		sf.f.Close()
-	}
-}
-
-// retireLocked lends no more of the current file, closing it if no send
-// uses it.
-func (st *stager) retireLocked() {
-	if st.cur != nil {
-		st.cur.full = true
-		if st.cur.refs == 0 {
-			st.cur.f.Close()
-		}
-		st.cur = nil
-	}
-}
-
-// close stops staging; files still in use close after their last send.
-func (st *stager) close() {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.closed = true
-	st.retireLocked()
-}
+// stagePool recycles staging buffers.
+var stagePool = sync.Pool{New: func() any { return new(stageBuf) }}
 
 // capture passes reads through to r and copies what they return of
-// [lo, hi) into staging file sf at base, counting the bytes kept.
+// [lo, hi) into buf, counting the bytes kept.
 type capture struct {
 	r      io.ReaderAt
-	sf     *stageFile
-	base   int64
+	buf    *stageBuf
 	lo, hi int64
 	got    int64
+}
+
+// fill completes the buffer once RangeCRC returned crc for [lo, hi): if
+// its reads did not return every byte of the range, the range is read from
+// r and checked against crc. It reports whether the buffer holds the
+// range: false, and no error, for a range over copyMax. The error wraps
+// catalog.ErrDataCorrupt when the bytes on disk are not those the stored
+// CRCs describe.
+func (c *capture) fill(name string, crc uint32) (bool, error) {
+	n := c.hi - c.lo
+	if c.got == n {
+		return true, nil
+	}
+	if n > copyMax {
+		return false, nil
+	}
+	p := c.buf[:n]
+	if _, err := c.r.ReadAt(p, c.lo); err != nil {
+		return false, fmt.Errorf("volume %q: read [%d,+%d): %w", name, c.lo, n, err)
+	}
+	if got := crc32.Checksum(p, castagnoli); got != crc {
+		return false, fmt.Errorf("volume %q: [%d,+%d): crc32c on disk %08x, from the stored block CRCs %08x: %w",
+			name, c.lo, n, got, crc, catalog.ErrDataCorrupt)
+	}
+	c.got = n
+	return true, nil
 }
 
 func (c *capture) ReadAt(p []byte, off int64) (int, error) {
 	n, err := c.r.ReadAt(p, off)
 	if err == nil {
 		if a, b := max(off, c.lo), min(off+int64(n), c.hi); a < b {
-			if _, werr := c.sf.f.WriteAt(p[a-off:b-off], c.base+a-c.lo); werr == nil {
-				c.got += b - a
-			}
+			c.got += int64(copy(c.buf[a-c.lo:], p[a-off:b-off]))
 		}
 	}
 	return n, err

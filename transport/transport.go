@@ -97,3 +97,15 @@ type Sender interface {
 	// holds; it does not close the conn.
 	Close() error
 }
+
+// BytesSender is implemented by a Sender that can also send bytes from
+// memory: the engine sends a small read it has already read and checked in
+// one write, rather than from the volume file. transport/tcp's senders
+// implement it.
+type BytesSender interface {
+	// SendBytes writes p in stream order, like an extent of len(p) bytes.
+	// It returns once the bytes are handed to the kernel, which has copied
+	// them: p may be reused then. Any error means the connection is
+	// unusable.
+	SendBytes(p []byte) error
+}

@@ -70,6 +70,14 @@ func (f *volumeFlags) open(readOnly bool) (*catalog.Store, error) {
 	return catalog.OpenStore(f.dataDir, &catalog.Options{ReadOnly: readOnly})
 }
 
+// crcBlockFlag adds --crc-block to fs and returns the catalog option it
+// asks for.
+func crcBlockFlag(fs *volumeFlags) func() catalog.OpOption {
+	var bs cli.SizeFlag
+	fs.Var(&bs, "crc-block", "size of the blocks the stored block CRCs cover: a power of two from 4KiB to 64KiB dividing the extent size; 4KiB makes small random reads cheaper to check (default: the largest such up to 64KiB)")
+	return func() catalog.OpOption { return catalog.WithBlockSize(int64(bs)) }
+}
+
 // volumeCreate runs `blockd volume create NAME --size SIZE`.
 func volumeCreate(ctx context.Context, fs *volumeFlags, args []string, stdout, stderr io.Writer) error {
 	var size cli.SizeFlag
@@ -77,7 +85,8 @@ func volumeCreate(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 	fs.Var(&size, "size", "volume size, e.g. 256MiB (required)")
 	fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
 	fill := fs.String("fill", "zero", "contents: zero or random")
-	pos, err := fs.parse(args, 1, "NAME --size SIZE [--fill zero|random] [--extent-size SIZE] --data DIR")
+	crcBlock := crcBlockFlag(fs)
+	pos, err := fs.parse(args, 1, "NAME --size SIZE [--fill zero|random] [--extent-size SIZE] [--crc-block SIZE] --data DIR")
 	if err != nil {
 		return err
 	}
@@ -94,7 +103,7 @@ func volumeCreate(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 	}
 	defer s.Close()
 	bar := cli.NewBar(stderr, int64(size), "create "+pos[0])
-	v, err := s.Create(ctx, pos[0], int64(size), int64(extent), f, catalog.WithProgress(bar.Progress))
+	v, err := s.Create(ctx, pos[0], int64(size), int64(extent), f, catalog.WithProgress(bar.Progress), crcBlock())
 	bar.Finish(err)
 	if err != nil {
 		return err
@@ -108,7 +117,8 @@ func volumeImport(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 	var extent cli.SizeFlag = catalog.DefaultExtentSize
 	fs.Var(&extent, "extent-size", "extent size: a multiple of 4KiB up to 64MiB")
 	link := fs.Bool("link", false, "serve SRC in place instead of copying it (use for block devices)")
-	pos, err := fs.parse(args, 2, "NAME SRC [--link] [--extent-size SIZE] --data DIR\n\nSRC is a file (copied into DIR/volumes) or, with --link, a file or block\ndevice served in place.")
+	crcBlock := crcBlockFlag(fs)
+	pos, err := fs.parse(args, 2, "NAME SRC [--link] [--extent-size SIZE] [--crc-block SIZE] --data DIR\n\nSRC is a file (copied into DIR/volumes) or, with --link, a file or block\ndevice served in place.")
 	if err != nil {
 		return err
 	}
@@ -118,7 +128,7 @@ func volumeImport(ctx context.Context, fs *volumeFlags, args []string, stdout, s
 	}
 	defer s.Close()
 	bar := cli.NewBar(stderr, -1, "import "+pos[0])
-	v, err := s.Import(ctx, pos[0], pos[1], int64(extent), *link, catalog.WithProgress(bar.Progress))
+	v, err := s.Import(ctx, pos[0], pos[1], int64(extent), *link, catalog.WithProgress(bar.Progress), crcBlock())
 	bar.Finish(err)
 	if err != nil {
 		return err

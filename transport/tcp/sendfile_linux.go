@@ -19,20 +19,20 @@ const maxSendfile = 1 << 30
 func newSender(conn net.Conn) (transport.Sender, error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return &copySender{conn: conn}, nil
+		return &copySender{byteWriter{conn}}, nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("tcp: sender: %w", err)
 	}
-	return &sendfileSender{conn: conn, rc: rc}, nil
+	return &sendfileSender{byteWriter: byteWriter{conn}, rc: rc}, nil
 }
 
 // sendfileSender sends with sendfile(2) from an explicit file offset, so
 // several connections share one *os.File without seeking it.
 type sendfileSender struct {
-	conn net.Conn
-	rc   syscall.RawConn
+	byteWriter
+	rc syscall.RawConn
 }
 
 func (s *sendfileSender) SendExtent(f *os.File, off, n int64) error {

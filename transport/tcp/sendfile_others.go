@@ -8,4 +8,4 @@ import (
 	"github.com/blockxfer/blockxfer/transport"
 )
 
-func newSender(conn net.Conn) (transport.Sender, error) { return &copySender{conn: conn}, nil }
+func newSender(conn net.Conn) (transport.Sender, error) { return &copySender{byteWriter{conn}}, nil }

@@ -200,9 +200,23 @@ func pad(conn net.Conn, n int64, srcErr error) error {
 	return fmt.Errorf("tcp: %w: %w", transport.ErrSource, srcErr)
 }
 
+// byteWriter gives both senders SendBytes (transport.BytesSender).
+type byteWriter struct{ conn net.Conn }
+
+// SendBytes writes p in one write; the kernel copies it before the write
+// returns.
+func (w byteWriter) SendBytes(p []byte) error {
+	if _, err := w.conn.Write(p); err != nil {
+		return fmt.Errorf("tcp: send: %w", err)
+	}
+	return nil
+}
+
+var _ transport.BytesSender = byteWriter{}
+
 // copySender sends through user space, for connections that are not TCP
 // sockets (such as net.Pipe in tests).
-type copySender struct{ conn net.Conn }
+type copySender struct{ byteWriter }
 
 func (s *copySender) SendExtent(f *os.File, off, n int64) error {
 	buf := make([]byte, min(n, 1<<20))
