@@ -399,6 +399,7 @@ type ecGetFlags struct {
 	out            string
 	force          bool
 	resume         bool
+	keepCache      bool
 	shardTimeout   time.Duration
 	depth          int          // a replicated volume only
 	rate           cli.SizeFlag // a replicated volume only
@@ -420,6 +421,7 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	fs.StringVar(&f.out, "o", "", outputHelp)
 	fs.BoolVar(&f.force, "force", false, forceHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
+	fs.BoolVar(&f.keepCache, "keep-cache", false, keepCacheHelp)
 	fs.DurationVar(&f.shardTimeout, "shard-timeout", 0, "reconstruct a shard that takes longer than this (0: no limit)")
 	fs.IntVar(&f.depth, "depth", 4, "for a replicated volume (put --replicas), requests in flight")
 	fs.Var(&f.rate, "rate", "for a replicated volume, limit the fetch to about this many bytes per second")
@@ -526,6 +528,7 @@ func ecGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	out.keepCache = f.keepCache
 	defer out.finish(errors.New("get ended early"))
 	res := ecGetResult{Volume: man.Name, Manifest: manifestName(f.src), Offset: int64(f.offset), Length: n, K: man.K, M: man.M,
 		Generation: man.Generation, Degraded: []ec.DegradedStripe{}, Verified: true, Provider: sessions.p.Name(),

@@ -88,10 +88,12 @@ func extentInfos(ext []engine.ExtentTiming) []extentInfo {
 }
 
 // defaultWindow is the bytes of one request of a get. Up to --depth of
-// them are in flight, each into its own buffer: 4 × 16 MiB keeps four data
-// connections busy while touching a quarter of the memory 64 MiB windows
-// did (first touch of fresh memory was a third of the client's CPU).
-const defaultWindow = 16 << 20
+// them are in flight, each into its own buffer: 4 × 8 MiB keeps four data
+// connections busy with 32 MiB in flight while touching little fresh
+// memory (first touch of fresh memory was a third of the client's CPU with
+// 64 MiB windows; 16 clients at once ran 1.4x faster with 8 MiB windows
+// than with 16 MiB ones, one client as fast).
+const defaultWindow = 8 << 20
 
 // getFlags are the flags of `blockcat get` for a volume of one server.
 type getFlags struct {
@@ -104,6 +106,7 @@ type getFlags struct {
 	out            string
 	force          bool
 	resume         bool
+	keepCache      bool
 	asJSON         bool
 }
 
@@ -118,6 +121,12 @@ const outputHelp = "write the bytes to `FILE`, or - for stdout (default: keep in
 const continueHelp = "resume from the bytes an earlier get -o FILE of the same range kept;\n" +
 	"refused if the volume was replaced since. A get stopped by SIGINT (Ctrl-C)\n" +
 	"or SIGTERM keeps its bytes and exits with status 130 or 143"
+
+// keepCacheHelp describes --keep-cache for both kinds of get.
+const keepCacheHelp = "keep the bytes written to -o FILE in the page cache; by default a get\n" +
+	"waits for all but the last 32MiB written to reach the disk and drops them\n" +
+	"from the cache as it goes, as nbdcopy does, so a large get does not push\n" +
+	"other data out of memory"
 
 // parseGetFlags parses and checks the arguments of `blockcat get SERVER
 // VOLUME`.
@@ -135,6 +144,7 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	fs.StringVar(&f.out, "o", "", outputHelp)
 	fs.BoolVar(&f.force, "force", false, forceHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
+	fs.BoolVar(&f.keepCache, "keep-cache", false, keepCacheHelp)
 	fs.BoolVar(&f.verify, "verify", false, "require every extent's CRC-32C checked after it lands (it is checked\nwherever the path allows by default); fail if one cannot be")
 	fs.BoolVar(&f.noVerify, "no-verify", false, noVerifyHelp)
 	fs.BoolVar(&f.asJSON, "json", false, "print the result as JSON")
@@ -213,6 +223,7 @@ func getVolume(ctx context.Context, f *getFlags, holders []engine.Holder, stdout
 	if err != nil {
 		return err
 	}
+	out.keepCache = f.keepCache
 	defer out.finish(errors.New("get ended early"))
 	res := getResult{Server: f.server, Volume: vol.Name, Generation: vol.Generation, Offset: int64(f.offset), Length: n,
 		DataConns: int(f.dataConns), Depth: f.depth, Provider: s.p.Name(), Output: outputName(f.out), Resumed: out.resumed,

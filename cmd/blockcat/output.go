@@ -41,6 +41,10 @@ const (
 	// records how far it got, so that even a get that is killed outright
 	// leaves something to continue.
 	checkpointEvery = 10 * time.Second
+	// cacheWindow is how many written bytes of the partial the page cache
+	// may hold unless --keep-cache: beyond it, the oldest are waited for
+	// and dropped (see output.writeback).
+	cacheWindow = 32 << 20
 )
 
 // partialPaths returns the partial file of FILE and its record.
@@ -131,6 +135,14 @@ type output struct {
 	// ahead holds the checked extents written at their place beyond good,
 	// start to end, until good reaches them.
 	ahead map[int64]int64
+
+	// keepCache leaves written bytes in the page cache (--keep-cache).
+	keepCache bool
+	// wmu guards unsettled: the ranges of the partial written and handed
+	// to writeback but not yet settled, oldest first, and their bytes.
+	wmu            sync.Mutex
+	unsettled      []span
+	unsettledBytes int64
 
 	finished bool
 	result   error
@@ -337,6 +349,11 @@ func (o *output) write(b []byte, verified int64) error {
 	if _, err := o.w.Write(b); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
+	if o.partial != "" {
+		if err := o.writeback(o.resumed+o.written, int64(len(b))); err != nil {
+			return err
+		}
+	}
 	o.mu.Lock()
 	if o.good == o.resumed+o.written {
 		o.good += verified
@@ -358,7 +375,9 @@ func (o *output) writeAt(b []byte, at int64, checked bool) error {
 	if _, err := o.f.WriteAt(b, at); err != nil {
 		return fmt.Errorf("write %s: %w", o.partial, err)
 	}
-	startWriteback(o.f, at, int64(len(b)))
+	if err := o.writeback(at, int64(len(b))); err != nil {
+		return err
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.written += int64(len(b))
@@ -372,6 +391,41 @@ func (o *output) writeAt(b []byte, at int64, checked bool) error {
 	for end, ok := o.ahead[o.good]; ok; end, ok = o.ahead[o.good] {
 		delete(o.ahead, o.good)
 		o.good = end
+	}
+	return nil
+}
+
+// span is a range of the partial file.
+type span struct{ off, n int64 }
+
+// writeback starts writing the n bytes just written at off of the partial
+// to its device. Unless keepCache, it then bounds the page cache the get
+// holds, as nbdcopy does: while more than cacheWindow written bytes are
+// unsettled, it waits for the oldest to reach the device and drops them
+// from the page cache. So a large get neither pushes other data out of
+// memory nor needs fresh pages for every byte (on a VM that hands free
+// memory back to its host, fresh pages cost a fault in the host each), and
+// the final sync has at most cacheWindow left to write. An error is a
+// write error of the device. Several goroutines may call it at once.
+func (o *output) writeback(off, n int64) error {
+	startWriteback(o.f, off, n)
+	if o.keepCache {
+		return nil
+	}
+	var old []span
+	o.wmu.Lock()
+	o.unsettled = append(o.unsettled, span{off, n})
+	o.unsettledBytes += n
+	for o.unsettledBytes > cacheWindow {
+		old = append(old, o.unsettled[0])
+		o.unsettledBytes -= o.unsettled[0].n
+		o.unsettled = o.unsettled[1:]
+	}
+	o.wmu.Unlock()
+	for _, sp := range old {
+		if err := settle(o.f, sp.off, sp.n); err != nil {
+			return fmt.Errorf("write %s: %w", o.partial, err)
+		}
 	}
 	return nil
 }
