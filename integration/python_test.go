@@ -8,7 +8,8 @@ import (
 )
 
 // debianPython is the interpreter the Python tests run under: Debian's,
-// whose python3-pytest and python3-numpy packages .ci/run installs.
+// whose python3-pytest, python3-numpy and python3-torch packages .ci/run
+// installs.
 const debianPython = "/usr/bin/python3"
 
 // TestPythonClient runs the pytest suite of the Python client

@@ -95,7 +95,12 @@ def _coalesce(entries):
     return ranges
 
 
-def _tensor(buf, dtype, shape, begin, end):
+def _tensor(mem, dtype, shape, begin, end):
+    """The tensor at [begin, end) of mem, a memoryview of the loaded
+    mapping. Each tensor or array keeps mem, and so its export of the
+    mapping, alive: the mapping cannot be closed under them. (torch's
+    frombuffer keeps the object it is given but not its buffer export, so
+    given the mmap itself, closing it would unmap their memory.)"""
     size, np_name, torch_name = DTYPES[dtype]
     count = math.prod(shape)
     tdt = getattr(_torch, torch_name, None) if _torch is not None else None
@@ -104,17 +109,17 @@ def _tensor(buf, dtype, shape, begin, end):
             return _torch.empty(shape, dtype=tdt)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about a shared, writable buffer
-            return _torch.frombuffer(buf.mmap, dtype=tdt, count=count, offset=begin).reshape(shape)
+            return _torch.frombuffer(mem, dtype=tdt, count=count, offset=begin).reshape(shape)
     # No torch, or a torch without this dtype (uint16 before torch 2.3):
     # a numpy array.
     if _np is None:
-        return bytes(buf.view[begin:end]) if count else b""
+        return bytes(mem[begin:end]) if count else b""
     if np_name is None:
         # numpy has no such dtype: the raw elements, as unsigned integers.
         np_name = {1: "uint8", 2: "uint16"}[size]
     if count == 0:
         return _np.empty(shape, np_name)
-    return _np.frombuffer(buf.mmap, dtype=np_name, count=count, offset=begin).reshape(shape)
+    return _np.frombuffer(mem, dtype=np_name, count=count, offset=begin).reshape(shape)
 
 
 # Reads of a device load submitted before their completions are collected:
@@ -179,8 +184,10 @@ def load(client, server, volume, device, with_metadata):
                                       for b, e, names in ranges])
         client.wait_all(handles)
     tensors = {}
+    mem = memoryview(buf.mmap) if buf is not None else None
     for name, dtype, shape, begin, end in entries:
-        tensors[name] = _tensor(buf, dtype, shape, begin, end)
+        tensors[name] = _tensor(mem, dtype, shape, begin, end)
+    del mem  # the tensors hold it
     if buf is not None:
         # Unregistered now: the agent unmaps its side, and the mapping here
         # lives as long as the tensors that view it.

@@ -1,5 +1,6 @@
 """The Python client against real blockd and blockcat agent processes."""
 
+import gc
 import json
 import os
 import shutil
@@ -279,6 +280,19 @@ def test_load_safetensors(agent, blockd):
         with pytest.raises(BlockxferError) as e:
             c.load_safetensors(blockd.addr, "small")  # not a safetensors file
         assert e.value.code == "bad-safetensors"
+
+
+def test_load_safetensors_tensors_outlive_the_load(agent, blockd):
+    # The loaded tensors view the mapping the data was read into: it must
+    # stay mapped as long as they do, also when no numpy array views it.
+    want = safetensors_volumes()["floats.safetensors"]
+    with Client(agent.socket) as c:
+        got = c.load_safetensors(blockd.addr, "floats.safetensors")
+    gc.collect()
+    junk = [bytearray(1 << 20) for _ in range(64)]  # reuse what was freed
+    for name, w in want.items():
+        assert _same(got[name], w), name
+    del junk
 
 
 def test_server_gone(agent, blockd, bins, tmp_path):

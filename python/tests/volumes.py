@@ -40,7 +40,13 @@ def safetensors_volumes():
         # BF16 (numpy has none): the raw elements; 0x3f80 is 1.0.
         "bf16": np.array([0x3F80, 0xC000, 0x0000, 0x4049], dtype=np.uint16).reshape(2, 2),
     }
-    return {"model.safetensors": tensors}
+    # Only dtypes every torch has: no tensor falls back to numpy, so none
+    # but the torch tensors keeps the loaded mapping alive.
+    floats = {
+        "w": rng.standard_normal((64, 48)).astype(np.float32),
+        "b": rng.standard_normal((100,)).astype(np.float32),
+    }
+    return {"model.safetensors": tensors, "floats.safetensors": floats}
 
 
 # Tensors of safetensors_volumes stored under a dtype numpy lacks.
