@@ -16,12 +16,24 @@ const MaxBlockSize = 64 << 10
 // MinBlockSize is the smallest block size WithBlockSize accepts.
 const MinBlockSize = 4 << 10
 
-// BlockSizeFor returns the default block size of volumes with extents of
-// extentSize: the largest power of two up to MaxBlockSize that divides it,
-// so blocks never straddle extents. A volume may have smaller blocks (see
-// WithBlockSize); its Blocks record the size.
-func BlockSizeFor(extentSize int64) int64 {
-	bs := int64(MaxBlockSize)
+// maxDefaultBlocks is the most blocks BlockSizeFor gives a volume of up to
+// maxDefaultBlocks × MaxBlockSize bytes (64 GiB): 4 MiB of block CRCs.
+const maxDefaultBlocks = 1 << 20
+
+// BlockSizeFor returns the default block size of a volume of size bytes
+// with extents of extentSize: the smallest power of two from MinBlockSize
+// that keeps the volume within maxDefaultBlocks blocks, up to MaxBlockSize,
+// and lowered until it divides extentSize, so blocks never straddle
+// extents. So a volume of up to 4 GiB has 4 KiB blocks (a 4 KiB read of it
+// reads and checksums 4 KiB to be checked), one of 64 GiB or more 64 KiB
+// blocks, and no volume up to 64 GiB holds more than 4 MiB of block CRCs.
+// A volume may have other blocks (see WithBlockSize); its Blocks record
+// the size.
+func BlockSizeFor(size, extentSize int64) int64 {
+	bs := int64(MinBlockSize)
+	for bs < MaxBlockSize && (size+bs-1)/bs > maxDefaultBlocks {
+		bs <<= 1
+	}
 	for bs > 1 && extentSize%bs != 0 {
 		bs >>= 1
 	}
@@ -207,7 +219,8 @@ func (v *Volume) rangeCRCBlocks(r io.ReaderAt, off, n int64, b *Blocks) (uint32,
 	var (
 		crc  uint32
 		edge []byte
-		op   *gf2 // zerosOp(bs), built on first use
+		tab  = blockTable(bs) // appends a whole block; nil: op
+		op   *gf2             // zerosOp(bs), built on first use without tab
 	)
 	for k := first; k <= last; k++ {
 		bOff := k * bs
@@ -235,6 +248,8 @@ func (v *Volume) rangeCRCBlocks(r io.ReaderAt, off, n int64, b *Blocks) (uint32,
 		switch {
 		case k == first:
 			crc = part
+		case hi-lo == bs && tab != nil:
+			crc = tab.times(crc) ^ part
 		case hi-lo == bs:
 			if op == nil {
 				z := zerosOp(bs)

@@ -78,3 +78,47 @@ func crcCombine(crcA, crcB uint32, lenB int64) uint32 {
 	op := zerosOp(lenB)
 	return op.times(crcA) ^ crcB
 }
+
+// byteTable is a gf2 operator in the form that applies fastest: the image
+// of every value of each byte of the register, XORed together (the map is
+// linear, so the images of the four bytes add up to the image of the
+// register).
+type byteTable [4][256]uint32
+
+// table returns m as a byteTable.
+func (m *gf2) table() *byteTable {
+	var t byteTable
+	for j := range t {
+		for b := range t[j] {
+			t[j][b] = m.times(uint32(b) << (8 * j))
+		}
+	}
+	return &t
+}
+
+// times applies the operator to v.
+func (t *byteTable) times(v uint32) uint32 {
+	return t[0][byte(v)] ^ t[1][byte(v>>8)] ^ t[2][byte(v>>16)] ^ t[3][byte(v>>24)]
+}
+
+// blockTables[k] appends MinBlockSize<<k zero bytes: one table per block
+// size a volume's block CRCs may have, built once, so that combining the
+// CRCs of the whole blocks inside a read costs four lookups a block.
+var blockTables = func() (ts [5]*byteTable) {
+	for k := range ts {
+		op := zerosOp(MinBlockSize << k)
+		ts[k] = op.table()
+	}
+	return ts
+}()
+
+// blockTable returns the table that appends bs zero bytes, for a block
+// size from MinBlockSize to MaxBlockSize, or nil for any other size.
+func blockTable(bs int64) *byteTable {
+	for k, t := range blockTables {
+		if MinBlockSize<<k == bs {
+			return t
+		}
+	}
+	return nil
+}

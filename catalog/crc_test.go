@@ -78,7 +78,7 @@ func TestBlocksFollowTheVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, err := s.Blocks("z", v.Generation)
-	if err != nil || b == nil || b.Size != 8192 || len(b.CRCs) != 13 || b.CRCs[12] != zeroCRC(100000-12*8192) {
+	if err != nil || b == nil || b.Size != 4096 || len(b.CRCs) != 25 || b.CRCs[24] != zeroCRC(100000-24*4096) {
 		t.Fatalf("zero volume blocks %+v, %v", b, err)
 	}
 	if b, err := s.Blocks("z", v.Generation+1); err != nil || b != nil {
@@ -101,8 +101,25 @@ func TestBlocksFollowTheVolume(t *testing.T) {
 		t.Fatal("a removed volume's blocks are still served")
 	}
 	for _, es := range []int64{4096, 8192, 12288, 3 << 20, 64 << 20} {
-		if bs := BlockSizeFor(es); es%bs != 0 || bs > MaxBlockSize || bs < 4096 {
-			t.Errorf("BlockSizeFor(%d) = %d", es, bs)
+		for _, size := range []int64{1, 1 << 30, 4 << 30, 4<<30 + 1, 20 << 30, 64 << 30, 1 << 40} {
+			if bs := BlockSizeFor(size, es); es%bs != 0 || bs > MaxBlockSize || bs < 4096 {
+				t.Errorf("BlockSizeFor(%d, %d) = %d", size, es, bs)
+			}
+		}
+	}
+	for _, c := range []struct{ size, extent, want int64 }{
+		{1 << 20, 4 << 20, 4 << 10},        // small volumes: 4 KiB blocks
+		{4 << 30, 4 << 20, 4 << 10},        // 1Mi blocks of 4 KiB
+		{4<<30 + 1, 4 << 20, 8 << 10},      // one more byte: 8 KiB blocks
+		{20 << 30, 4 << 20, 32 << 10},      // at most 1Mi blocks
+		{64 << 30, 4 << 20, 64 << 10},      // 1Mi blocks of 64 KiB
+		{1 << 40, 4 << 20, 64 << 10},       // never above 64 KiB
+		{1 << 40, 12 << 10, 4 << 10},       // dividing the extent size
+		{100 << 30, 3 << 20, 64 << 10},     // 3 MiB extents: 64 KiB divides
+		{10 << 30, 4<<20 + 8<<10, 8 << 10}, // 16 KiB wanted, 8 KiB divides
+	} {
+		if got := BlockSizeFor(c.size, c.extent); got != c.want {
+			t.Errorf("BlockSizeFor(%d, %d) = %d, want %d", c.size, c.extent, got, c.want)
 		}
 	}
 }
@@ -185,7 +202,7 @@ func TestAddBlocks(t *testing.T) {
 		t.Fatalf("WithoutBlocks: %v, %v", names, err)
 	}
 	b, err := s.AddBlocks(ctx, "a")
-	if err != nil || b == nil || len(b.CRCs) != 13 {
+	if err != nil || b == nil || b.Size != 4096 || len(b.CRCs) != 25 {
 		t.Fatalf("AddBlocks a: %+v, %v", b, err)
 	}
 	c, _ := s.Get("c")

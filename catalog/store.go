@@ -107,12 +107,12 @@ func newOpConfig(opts []OpOption) *opConfig {
 	return c
 }
 
-// blockSizeFor returns the block size of the block CRCs of a volume with
-// extents of extentSize: WithBlockSize's, or BlockSizeFor's.
-func (c *opConfig) blockSizeFor(extentSize int64) (int64, error) {
+// blockSizeFor returns the block size of the block CRCs of a volume of
+// size bytes with extents of extentSize: WithBlockSize's, or BlockSizeFor's.
+func (c *opConfig) blockSizeFor(size, extentSize int64) (int64, error) {
 	bs := c.blockSize
 	if bs == 0 {
-		return BlockSizeFor(extentSize), nil
+		return BlockSizeFor(size, extentSize), nil
 	}
 	if bs < MinBlockSize || bs > MaxBlockSize || bs&(bs-1) != 0 || extentSize%bs != 0 {
 		return 0, fmt.Errorf("block size %d: want a power of two from %d to %d that divides the extent size %d: %w",
@@ -470,7 +470,7 @@ func writeZero(ctx context.Context, f *os.File, size, extentSize int64, cfg *opC
 	if err := f.Truncate(size); err != nil {
 		return sums{}, err
 	}
-	bs, err := cfg.blockSizeFor(extentSize)
+	bs, err := cfg.blockSizeFor(size, extentSize)
 	if err != nil {
 		return sums{}, err
 	}
@@ -546,7 +546,7 @@ func pump(ctx context.Context, size, extentSize int64, cfg *opConfig,
 	if !ok {
 		return sums{}, fmt.Errorf("size %d in extents of %d: %w", size, extentSize, ErrInvalid)
 	}
-	bs, err := cfg.blockSizeFor(extentSize)
+	bs, err := cfg.blockSizeFor(size, extentSize)
 	if err != nil {
 		return sums{}, err
 	}

@@ -91,6 +91,30 @@ func (e *env) volume(name string, size, extent int64) []byte {
 	return b
 }
 
+// corruptVolume creates a random 1 MiB volume of 64 KiB extents whose
+// block CRCs cover bs bytes each, flips a bit of its byte at off on disk,
+// and returns its bytes as written.
+func (e *env) corruptVolume(name string, bs, off int64) []byte {
+	e.t.Helper()
+	v, err := e.store.Create(context.Background(), name, 1<<20, 64<<10, catalog.FillRandom, catalog.WithBlockSize(bs))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	want, err := os.ReadFile(v.Backing)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f, err := os.OpenFile(v.Backing, os.O_RDWR, 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{want[off] ^ 0x10}, off); err != nil {
+		e.t.Fatal(err)
+	}
+	return want
+}
+
 type client struct {
 	*engine.Session
 	p *hostmem.Provider
@@ -722,20 +746,32 @@ func TestChecksumMismatchDetected(t *testing.T) {
 	}
 }
 
+// TestPartialReadOfCorruptInnerBlock: a partial read larger than blockd
+// reads whole checks the blocks at its edges on the server; the blocks
+// inside it go into the announced CRC as stored, unread, so a corrupt byte
+// in one of them reaches the client, whose check refuses the read.
+func TestPartialReadOfCorruptInnerBlock(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.corruptVolume("vol", 4<<10, 300<<10) // block [300K, 304K)
+	c := e.client(func(c *engine.Config) { c.Verify = engine.VerifyAuto })
+	r := engine.Range{Offset: 290 << 10, Length: 20 << 10} // edges [288K, 292K) and [308K, 312K) intact
+	buf, _ := c.alloc(t, r.Length)
+	if _, err := c.Read(context.Background(), "vol", []engine.Range{r}, buf); !errors.Is(err, engine.ErrChecksum) {
+		t.Fatalf("read %+v over a corrupt inner block: %v, want ErrChecksum", r, err)
+	}
+}
+
 // TestPartialReadOfCorruptExtent is the defect where a read covering part of
 // an extent "verified" bytes corrupted on disk: the server announced a CRC
 // recomputed from the disk. Now the server checks the extent against the
-// CRC stored when it was written and refuses the read.
+// CRC stored when it was written and refuses the read. The volume has one
+// block CRC per extent, so every partial read reads its whole extent to
+// check it; with smaller blocks the server checks only the blocks at a
+// read's edges, and the client's check catches the rest
+// (TestPartialReadOfCorruptInnerBlock).
 func TestPartialReadOfCorruptExtent(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	want := e.volume("vol", 1<<20, 64<<10)
-	v, _ := e.store.Get("vol")
-	f, err := os.OpenFile(v.Backing, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte{want[300<<10] ^ 0x10}, 300<<10) // extent 4
-	f.Close()
+	want := e.corruptVolume("vol", 64<<10, 300<<10) // extent 4
 	c := e.client(func(c *engine.Config) { c.Verify = engine.VerifyAuto })
 	for _, r := range []engine.Range{
 		{Offset: 290 << 10, Length: 20 << 10},  // inside extent 4, over the bad byte

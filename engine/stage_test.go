@@ -84,13 +84,15 @@ func TestSmallReadsSentFromMemory(t *testing.T) {
 	} {
 		ct := &countingTransport{fileOnly: tc.fileOnly}
 		e := newEnv(t, envOpts{transport: ct})
-		vols := map[string][]byte{"v64": e.volume("v64", 1<<20, 64<<10)}
-		v, err := e.store.Create(context.Background(), "v4", 1<<20, 64<<10, catalog.FillRandom, catalog.WithBlockSize(4<<10))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if vols["v4"], err = os.ReadFile(v.Backing); err != nil {
-			t.Fatal(err)
+		vols := map[string][]byte{}
+		for name, bs := range map[string]int64{"v64": 64 << 10, "v4": 4 << 10} {
+			v, err := e.store.Create(context.Background(), name, 1<<20, 64<<10, catalog.FillRandom, catalog.WithBlockSize(bs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if vols[name], err = os.ReadFile(v.Backing); err != nil {
+				t.Fatal(err)
+			}
 		}
 		c := e.client(func(c *engine.Config) {
 			if !tc.inline {
@@ -130,20 +132,7 @@ func TestSmallReadsSentFromMemory(t *testing.T) {
 // that does not verify.
 func TestSmallAlignedReadOfCorruptBlock(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	v, err := e.store.Create(context.Background(), "v", 1<<20, 64<<10, catalog.FillRandom, catalog.WithBlockSize(4<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile(v.Backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(v.Backing, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteAt([]byte{want[300<<10+5] ^ 0x10}, 300<<10+5) // block [300K, 304K)
-	f.Close()
+	want := e.corruptVolume("v", 4<<10, 300<<10+5) // block [300K, 304K)
 	c := e.client(func(c *engine.Config) { c.Verify = engine.VerifyOff })
 	for _, r := range []engine.Range{{Offset: 300 << 10, Length: 4 << 10}, {Offset: 296 << 10, Length: 16 << 10}} {
 		buf, _ := c.alloc(t, r.Length)

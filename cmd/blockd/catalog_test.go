@@ -200,7 +200,7 @@ func TestCatalogMigrate(t *testing.T) {
 	}
 	store.Close()
 	code, stdout, stderr := runBlockd(t, "catalog", "migrate", "--data", data)
-	if code != 0 || !strings.Contains(stdout, "volume old: 11 block CRCs of 8.0 KiB stored") {
+	if code != 0 || !strings.Contains(stdout, "volume old: 22 block CRCs of 4.0 KiB stored") {
 		t.Fatalf("migrate: exit %d\n%s%s", code, stdout, stderr)
 	}
 	if code, stdout, _ := runBlockd(t, "catalog", "migrate", "--data", data); code != 0 || !strings.Contains(stdout, "nothing to migrate") {
