@@ -17,18 +17,19 @@ const MaxBlockSize = 64 << 10
 const MinBlockSize = 4 << 10
 
 // maxDefaultBlocks is the most blocks BlockSizeFor gives a volume of up to
-// maxDefaultBlocks × MaxBlockSize bytes (64 GiB): 4 MiB of block CRCs.
-const maxDefaultBlocks = 1 << 20
+// maxDefaultBlocks × MaxBlockSize bytes (16 GiB): 1 MiB of block CRCs, as
+// many as such a volume has in blocks of MaxBlockSize, so no volume holds
+// more of them in memory than it would with MaxBlockSize blocks throughout.
+const maxDefaultBlocks = 1 << 18
 
 // BlockSizeFor returns the default block size of a volume of size bytes
 // with extents of extentSize: the smallest power of two from MinBlockSize
 // that keeps the volume within maxDefaultBlocks blocks, up to MaxBlockSize,
 // and lowered until it divides extentSize, so blocks never straddle
-// extents. So a volume of up to 4 GiB has 4 KiB blocks (a 4 KiB read of it
-// reads and checksums 4 KiB to be checked), one of 64 GiB or more 64 KiB
-// blocks, and no volume up to 64 GiB holds more than 4 MiB of block CRCs.
-// A volume may have other blocks (see WithBlockSize); its Blocks record
-// the size.
+// extents. So a volume of up to 1 GiB has 4 KiB blocks (a 4 KiB read of it
+// reads and checksums 4 KiB to be checked), one of 16 GiB or more 64 KiB
+// blocks, and none up to 16 GiB more than 1 MiB of block CRCs. A volume may
+// have other blocks (see WithBlockSize); its Blocks record the size.
 func BlockSizeFor(size, extentSize int64) int64 {
 	bs := int64(MinBlockSize)
 	for bs < MaxBlockSize && (size+bs-1)/bs > maxDefaultBlocks {

@@ -108,15 +108,15 @@ func TestBlocksFollowTheVolume(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ size, extent, want int64 }{
-		{1 << 20, 4 << 20, 4 << 10},        // small volumes: 4 KiB blocks
-		{4 << 30, 4 << 20, 4 << 10},        // 1Mi blocks of 4 KiB
-		{4<<30 + 1, 4 << 20, 8 << 10},      // one more byte: 8 KiB blocks
-		{20 << 30, 4 << 20, 32 << 10},      // at most 1Mi blocks
-		{64 << 30, 4 << 20, 64 << 10},      // 1Mi blocks of 64 KiB
-		{1 << 40, 4 << 20, 64 << 10},       // never above 64 KiB
-		{1 << 40, 12 << 10, 4 << 10},       // dividing the extent size
-		{100 << 30, 3 << 20, 64 << 10},     // 3 MiB extents: 64 KiB divides
-		{10 << 30, 4<<20 + 8<<10, 8 << 10}, // 16 KiB wanted, 8 KiB divides
+		{1 << 20, 4 << 20, 4 << 10},       // small volumes: 4 KiB blocks
+		{1 << 30, 4 << 20, 4 << 10},       // 256Ki blocks of 4 KiB
+		{1<<30 + 1, 4 << 20, 8 << 10},     // one more byte: 8 KiB blocks
+		{5 << 30, 4 << 20, 32 << 10},      // at most 256Ki blocks
+		{16 << 30, 4 << 20, 64 << 10},     // 256Ki blocks of 64 KiB
+		{1 << 40, 4 << 20, 64 << 10},      // never above 64 KiB
+		{1 << 40, 12 << 10, 4 << 10},      // dividing the extent size
+		{100 << 30, 3 << 20, 64 << 10},    // 3 MiB extents: 64 KiB divides
+		{3 << 30, 4<<20 + 8<<10, 8 << 10}, // 16 KiB wanted, 8 KiB divides
 	} {
 		if got := BlockSizeFor(c.size, c.extent); got != c.want {
 			t.Errorf("BlockSizeFor(%d, %d) = %d, want %d", c.size, c.extent, got, c.want)

@@ -74,7 +74,7 @@ func (f *volumeFlags) open(readOnly bool) (*catalog.Store, error) {
 // asks for.
 func crcBlockFlag(fs *volumeFlags) func() catalog.OpOption {
 	var bs cli.SizeFlag
-	fs.Var(&bs, "crc-block", "size of the blocks the stored block CRCs cover: a power of two from 4KiB to 64KiB dividing the extent size; smaller blocks make small random reads cheaper to check (default: 4KiB for volumes up to 4GiB, doubling with the size up to 64KiB from 64GiB)")
+	fs.Var(&bs, "crc-block", "size of the blocks the stored block CRCs cover: a power of two from 4KiB to 64KiB dividing the extent size; smaller blocks make small random reads cheaper to check (default: 4KiB for volumes up to 1GiB, doubling with the size up to 64KiB from 16GiB)")
 	return func() catalog.OpOption { return catalog.WithBlockSize(int64(bs)) }
 }
 
