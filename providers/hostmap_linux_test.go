@@ -4,18 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
-	"github.com/blockxfer/blockxfer/catalog"
-	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/engine/enginetest"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
-	"github.com/blockxfer/blockxfer/transport/tcp"
 )
 
 // hostMapEnv makes the test plugin host-mappable.
@@ -252,33 +249,6 @@ func TestCloseUnmaps(t *testing.T) {
 // mapping and are summed inline. Not host-mappable, the same fetch does
 // reach the plugin (which shows the count is taken).
 func TestFetchIntoHostMappedPlugin(t *testing.T) {
-	ctx := context.Background()
-	key := []byte("hostmap-fetch-test-key-hostmap-f")
-	store, err := catalog.OpenStore(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	const size = 8<<20 + 4096
-	v, err := store.Create(ctx, "vol", size, 1<<20, catalog.FillRandom)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := os.ReadFile(v.Backing)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := engine.NewServer(engine.ServerConfig{Key: key, Volumes: store, Transport: &tcp.Transport{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer srv.Close()
-
 	for _, mapped := range []bool{true, false} {
 		count := filepath.Join(t.TempDir(), "calls")
 		env := []string{"TESTPLUGIN_COUNT=" + count}
@@ -286,30 +256,7 @@ func TestFetchIntoHostMappedPlugin(t *testing.T) {
 			env = append(env, hostMapEnv...)
 		}
 		p := load(t, testPath, &LoadOptions{Env: env})
-		s, err := engine.Dial(ctx, l.Addr().String(), engine.Config{Key: key, Provider: p, Transport: &tcp.Transport{},
-			DataConns: 2, Verify: engine.VerifyRequire})
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf, err := p.Alloc(ctx, size, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := s.Read(ctx, "vol", []engine.Range{{Offset: 0, Length: size}}, buf)
-		s.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res[0].UnverifiedExtents != 0 || res[0].VerifiedExtents == 0 {
-			t.Errorf("mapped=%v: fetch not verified: %+v", mapped, res[0])
-		}
-		got := make([]byte, size)
-		if err := p.ReadBack(ctx, buf.ID, 0, got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("mapped=%v: the plugin's bytes differ from the volume", mapped)
-		}
+		enginetest.FetchAll(t, p, 8<<20+4096)
 		calls, err := os.ReadFile(count)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Fatal(err)
@@ -317,9 +264,6 @@ func TestFetchIntoHostMappedPlugin(t *testing.T) {
 		reached := len(calls) > 0
 		if reached == mapped {
 			t.Errorf("mapped=%v: the plugin saw %q (i: CopyIn, c: Checksum)", mapped, calls)
-		}
-		if err := p.Free(ctx, buf.ID); err != nil {
-			t.Fatal(err)
 		}
 	}
 }

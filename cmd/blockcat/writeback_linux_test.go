@@ -5,8 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
 
+	"github.com/blockxfer/blockxfer/internal/mincore"
 	"golang.org/x/sys/unix"
 )
 
@@ -70,13 +70,9 @@ func residentPages(t *testing.T, f *os.File, n int) int {
 		t.Fatal(err)
 	}
 	defer unix.Munmap(m)
-	vec := make([]byte, (n+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(os.NewSyscallError("mincore", e))
-	}
-	c := 0
-	for _, v := range vec {
-		c += int(v & 1)
+	c, err := mincore.Resident(m)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return c
 }

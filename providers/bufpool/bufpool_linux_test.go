@@ -8,10 +8,8 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/blockxfer/blockxfer/internal/mincore"
 	"github.com/blockxfer/blockxfer/providers/bufpool"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/providers/memory"
@@ -63,31 +61,22 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// mapped reports whether mem's range is still mapped (mincore fails with
-// ENOMEM where it is not).
+// mapped reports whether mem's range is still mapped.
 func mapped(t *testing.T, mem []byte) bool {
 	t.Helper()
-	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(mem))), uintptr(len(mem)),
-		uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
-	if errno != 0 && errno != unix.ENOMEM {
-		t.Fatal(os.NewSyscallError("mincore", errno))
+	ok, err := mincore.Mapped(mem)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return errno == 0
+	return ok
 }
 
-// resident counts the pages of mem that are in memory (mincore).
+// resident counts the pages of mem that are in memory.
 func resident(t *testing.T, mem []byte) int {
 	t.Helper()
-	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(mem))), uintptr(len(mem)),
-		uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
-	if errno != 0 {
-		t.Fatal(os.NewSyscallError("mincore", errno))
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
+	n, err := mincore.Resident(mem)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }

@@ -4,23 +4,16 @@ import (
 	"bytes"
 	"os"
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/blockxfer/blockxfer/internal/mincore"
 )
 
-// resident counts the pages of mem that are in memory (mincore).
+// resident counts the pages of mem that are in memory.
 func resident(t *testing.T, mem []byte) int {
 	t.Helper()
-	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
-	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(mem))), uintptr(len(mem)),
-		uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
-	if errno != 0 {
-		t.Fatal(os.NewSyscallError("mincore", errno))
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
+	n, err := mincore.Resident(mem)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
