@@ -10,30 +10,10 @@ package main
 #include <stdlib.h>
 #include <string.h>
 
-// The few CUDA driver API types and entry points used, declared here so no
-// CUDA header or toolkit is needed. Versioned names (_v2) are the ones
-// cuda.h maps the plain names to.
-typedef int CUresult;
-typedef int CUdevice;
-typedef void *CUcontext;
-typedef void *CUstream;
-typedef unsigned long long CUdeviceptr;
-typedef unsigned long long CUmemGenericAllocationHandle;
-typedef struct { char reserved[64]; } CUipcMemHandle;
-typedef struct { int type; int id; } CUmemLocation;
-typedef struct {
-	int type;
-	int requestedHandleTypes;
-	CUmemLocation location;
-	void *win32HandleMetaData;
-	struct {
-		unsigned char compressionType;
-		unsigned char gpuDirectRDMACapable;
-		unsigned short usage;
-		unsigned char reserved[4];
-	} allocFlags;
-} CUmemAllocationProp;
-typedef struct { CUmemLocation location; int flags; } CUmemAccessDesc;
+// The few CUDA driver API types used (cudatypes.h) and entry points,
+// declared here so no CUDA header or toolkit is needed. Versioned names
+// (_v2) are the ones cuda.h maps the plain names to.
+#include "cudatypes.h"
 
 enum {
 	BX_CU_DEVICE_ATTRIBUTE_GPU_DIRECT_RDMA_FLUSH_WRITES_OPTIONS = 117,

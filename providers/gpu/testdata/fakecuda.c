@@ -92,35 +92,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef int CUresult;
-typedef int CUdevice;
-typedef void *CUcontext;
-typedef void *CUstream;
-typedef unsigned long long CUdeviceptr;
-typedef unsigned long long CUmemGenericAllocationHandle;
-
-typedef struct {
-	int type; // CU_MEM_LOCATION_TYPE_DEVICE = 1
-	int id;
-} CUmemLocation;
-
-typedef struct {
-	int type;                 // CU_MEM_ALLOCATION_TYPE_PINNED = 1
-	int requestedHandleTypes; // CUmemAllocationHandleType
-	CUmemLocation location;
-	void *win32HandleMetaData;
-	struct {
-		unsigned char compressionType;
-		unsigned char gpuDirectRDMACapable;
-		unsigned short usage;
-		unsigned char reserved[4];
-	} allocFlags;
-} CUmemAllocationProp;
-
-typedef struct {
-	CUmemLocation location;
-	int flags; // CU_MEM_ACCESS_FLAGS_PROT_READ = 1, _READWRITE = 3
-} CUmemAccessDesc;
+#include "../cudatypes.h"
 
 enum {
 	CUDA_SUCCESS = 0,
@@ -157,12 +129,8 @@ enum {
 	IPC_MEM_LAZY_ENABLE_PEER_ACCESS = 1,
 };
 
-// CUipcMemHandle: 64 opaque bytes. The stand-in's layout (struct ipc_handle)
-// names the owner's memfd.
-typedef struct {
-	char reserved[64];
-} CUipcMemHandle;
-
+// CUipcMemHandle's 64 opaque bytes, in the stand-in's layout: the
+// owner's memfd.
 struct ipc_handle {
 	char magic[8]; // "BXFAKIPC"
 	int32_t pid;   // the owner process

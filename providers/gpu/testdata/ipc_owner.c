@@ -25,34 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-typedef int CUresult;
-typedef int CUdevice;
-typedef void *CUcontext;
-typedef unsigned long long CUdeviceptr;
-typedef unsigned long long CUmemGenericAllocationHandle;
-typedef struct {
-	char reserved[64];
-} CUipcMemHandle;
-typedef struct {
-	int type;
-	int id;
-} CUmemLocation;
-typedef struct {
-	int type;
-	int requestedHandleTypes;
-	CUmemLocation location;
-	void *win32HandleMetaData;
-	struct {
-		unsigned char compressionType;
-		unsigned char gpuDirectRDMACapable;
-		unsigned short usage;
-		unsigned char reserved[4];
-	} allocFlags;
-} CUmemAllocationProp;
-typedef struct {
-	CUmemLocation location;
-	int flags;
-} CUmemAccessDesc;
+#include "../cudatypes.h"
 
 static void *lib;
 #define DECL(ret, name, args) static ret(*name) args
