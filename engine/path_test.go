@@ -17,6 +17,7 @@ import (
 	"github.com/blockxfer/blockxfer/catalog"
 	"github.com/blockxfer/blockxfer/engine"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
+	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
 	"github.com/blockxfer/blockxfer/transport/choose"
 	"github.com/blockxfer/blockxfer/transport/tcp"
@@ -28,16 +29,29 @@ import (
 func (e *env) mixedClient(t *testing.T, devmemConns int, mod func(*engine.Config)) (*engine.Session, *hostmem.Provider) {
 	t.Helper()
 	p := hostmem.New()
+	t.Cleanup(func() { p.Close() }) // after the session's cleanup
+	return e.emulatedClient(t, p, devmemConns, true, mod), p
+}
+
+// emulatedClient dials e with devmem RX into p through the software NIC on
+// devmemConns data connections, and with plain also plain TCP ones. When
+// the test ends it closes the session and the path and fails the test if
+// they leak devmem tokens or bindings.
+func (e *env) emulatedClient(t *testing.T, p memory.Provider, devmemConns int, plain bool, mod func(*engine.Config)) *engine.Session {
+	t.Helper()
 	path, err := choose.Client(context.Background(), choose.ClientOptions{Mode: choose.Emulate, Server: e.addr,
 		Provider: p, DataConns: devmemConns})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if path.Plain == nil || path.Plain.Name() != transport.TCP {
-		t.Fatalf("emulated path's plain transport: %v, want tcp", path.Plain)
-	}
-	cfg := engine.Config{Key: testKey, Provider: p, Transport: path.Transport, PlainTransport: path.Plain,
+	cfg := engine.Config{Key: testKey, Provider: p, Transport: path.Transport,
 		DataConns: devmemConns, Verify: engine.VerifyRequire, Name: "t"}
+	if plain {
+		if path.Plain == nil || path.Plain.Name() != transport.TCP {
+			t.Fatalf("emulated path's plain transport: %v, want tcp", path.Plain)
+		}
+		cfg.PlainTransport = path.Plain
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -56,9 +70,8 @@ func (e *env) mixedClient(t *testing.T, devmemConns int, mod func(*engine.Config
 		if err := path.SoftNIC.Check(); err != nil {
 			t.Errorf("software NIC: %v", err)
 		}
-		p.Close()
 	})
-	return s, p
+	return s
 }
 
 // counter returns the value of the counter name{labels} in reg, 0 if it

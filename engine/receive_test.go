@@ -32,17 +32,8 @@ func TestSmallExtentsBatched(t *testing.T) {
 	const extent = 4 << 10
 	want := e.volume("vol", 1<<20, extent)
 	p := &gatherCounter{Provider: hostmem.New()}
-	defer p.Close()
-	path, err := choose.Client(context.Background(), choose.ClientOptions{Mode: choose.Emulate, Server: e.addr,
-		Provider: p, DataConns: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := engine.Dial(context.Background(), e.addr, engine.Config{Key: testKey, Provider: p, Transport: path.Transport,
-		DataConns: 1, Verify: engine.VerifyRequire, Name: "t"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { p.Close() }) // after the session's cleanup
+	s := e.emulatedClient(t, p, 1, false, nil)
 	buf, err := p.Alloc(context.Background(), int64(len(want))+100, false)
 	if err != nil {
 		t.Fatal(err)
@@ -66,15 +57,6 @@ func TestSmallExtentsBatched(t *testing.T) {
 	// faster than 4 KiB extents are received, so most arrive queued.
 	if n := p.calls.Load(); n >= extents/2 {
 		t.Errorf("%d gathers for %d extents of 4 KiB: small extents were not batched", n, extents)
-	}
-	if err := s.Close(); err != nil {
-		t.Errorf("session close: %v", err)
-	}
-	if err := path.Close(); err != nil {
-		t.Errorf("path close: %v", err)
-	}
-	if err := path.SoftNIC.Check(); err != nil {
-		t.Errorf("software NIC: %v", err)
 	}
 }
 
