@@ -127,14 +127,22 @@ func deleteBlocks(tx *bolt.Tx, name string) error {
 	return nil
 }
 
+// validBlockSize reports whether bs can be the block size of a volume with
+// extents of extentSize: a power of two from MinBlockSize to MaxBlockSize
+// that divides it.
+func validBlockSize(bs, extentSize int64) bool {
+	return bs >= MinBlockSize && bs <= MaxBlockSize && bs&(bs-1) == 0 && extentSize%bs == 0
+}
+
 // blocksProblem returns why v.Blocks cannot describe v, or "".
 func (v *Volume) blocksProblem() string { return v.blocksFit(v.Blocks) }
 
 // blocksFit returns why b cannot be v's block CRCs, or "".
 func (v *Volume) blocksFit(b *Blocks) string {
 	switch {
-	case b.Size <= 0 || b.Size > MaxBlockSize || b.Size&(b.Size-1) != 0 || v.ExtentSize%b.Size != 0:
-		return fmt.Sprintf("block size %d: not a power of two up to %d that divides the extent size %d", b.Size, MaxBlockSize, v.ExtentSize)
+	case !validBlockSize(b.Size, v.ExtentSize):
+		return fmt.Sprintf("block size %d: not a power of two from %d to %d that divides the extent size %d",
+			b.Size, MinBlockSize, MaxBlockSize, v.ExtentSize)
 	case int64(len(b.CRCs)) != (v.Size+b.Size-1)/b.Size:
 		return fmt.Sprintf("%d block CRCs for %d bytes in blocks of %d", len(b.CRCs), v.Size, b.Size)
 	}
@@ -220,8 +228,7 @@ func (v *Volume) rangeCRCBlocks(r io.ReaderAt, off, n int64, b *Blocks) (uint32,
 	var (
 		crc  uint32
 		edge []byte
-		tab  = blockTable(bs) // appends a whole block; nil: op
-		op   *gf2             // zerosOp(bs), built on first use without tab
+		tab  = blockTable(bs) // appends a whole block (the size is valid: RangeCRC checked)
 	)
 	for k := first; k <= last; k++ {
 		bOff := k * bs
@@ -249,14 +256,8 @@ func (v *Volume) rangeCRCBlocks(r io.ReaderAt, off, n int64, b *Blocks) (uint32,
 		switch {
 		case k == first:
 			crc = part
-		case hi-lo == bs && tab != nil:
-			crc = tab.times(crc) ^ part
 		case hi-lo == bs:
-			if op == nil {
-				z := zerosOp(bs)
-				op = &z
-			}
-			crc = op.times(crc) ^ part
+			crc = tab.times(crc) ^ part
 		default:
 			crc = crcCombine(crc, part, hi-lo)
 		}

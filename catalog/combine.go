@@ -112,8 +112,8 @@ var blockTables = func() (ts [5]*byteTable) {
 	return ts
 }()
 
-// blockTable returns the table that appends bs zero bytes, for a block
-// size from MinBlockSize to MaxBlockSize, or nil for any other size.
+// blockTable returns the table that appends bs zero bytes, for a valid
+// block size (validBlockSize), or nil for any other size.
 func blockTable(bs int64) *byteTable {
 	for k, t := range blockTables {
 		if MinBlockSize<<k == bs {

@@ -114,7 +114,7 @@ func (c *opConfig) blockSizeFor(size, extentSize int64) (int64, error) {
 	if bs == 0 {
 		return BlockSizeFor(size, extentSize), nil
 	}
-	if bs < MinBlockSize || bs > MaxBlockSize || bs&(bs-1) != 0 || extentSize%bs != 0 {
+	if !validBlockSize(bs, extentSize) {
 		return 0, fmt.Errorf("block size %d: want a power of two from %d to %d that divides the extent size %d: %w",
 			bs, MinBlockSize, MaxBlockSize, extentSize, ErrInvalid)
 	}
