@@ -82,47 +82,49 @@ func TestSmallReadsSentFromMemory(t *testing.T) {
 		{"bytes", false, false, 0, 8, 2},
 		{"file", false, true, 0, 0, 10},
 	} {
-		ct := &countingTransport{fileOnly: tc.fileOnly}
-		e := newEnv(t, envOpts{transport: ct})
-		vols := map[string][]byte{}
-		for name, bs := range map[string]int64{"v64": 64 << 10, "v4": 4 << 10} {
-			v, err := e.store.Create(context.Background(), name, 1<<20, 64<<10, catalog.FillRandom, catalog.WithBlockSize(bs))
-			if err != nil {
-				t.Fatal(err)
+		t.Run(tc.name, func(t *testing.T) { // each env ends, and is checked for leaks, before the next
+			ct := &countingTransport{fileOnly: tc.fileOnly}
+			e := newEnv(t, envOpts{transport: ct})
+			vols := map[string][]byte{}
+			for name, bs := range map[string]int64{"v64": 64 << 10, "v4": 4 << 10} {
+				v, err := e.store.Create(context.Background(), name, 1<<20, 64<<10, catalog.FillRandom, catalog.WithBlockSize(bs))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if vols[name], err = os.ReadFile(v.Backing); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if vols[name], err = os.ReadFile(v.Backing); err != nil {
-				t.Fatal(err)
+			c := e.client(func(c *engine.Config) {
+				if !tc.inline {
+					engine.WithoutInline(c)
+				}
+			})
+			var inlined int64
+			for name, want := range vols {
+				for _, r := range smallReads {
+					buf, mem := c.alloc(t, r.Length)
+					res, err := c.Read(context.Background(), name, []engine.Range{r}, buf)
+					if err != nil {
+						t.Fatalf("%s: %s %+v: %v", tc.name, name, r, err)
+					}
+					if !bytes.Equal(mem, want[r.Offset:r.Offset+r.Length]) {
+						t.Fatalf("%s: %s %+v: bytes differ", tc.name, name, r)
+					}
+					inline := tc.inline && r.Length <= 16<<10
+					if x := res[0].Extents; res[0].VerifiedExtents != 1 || len(x) != 1 || (x[0].DataConn == -1) != inline || x[0].Transport != "tcp" {
+						t.Fatalf("%s: %s %+v: %d verified, extents %+v; want one verified, inline %v", tc.name, name, r, res[0].VerifiedExtents, x, inline)
+					}
+					if inline {
+						inlined++
+					}
+				}
 			}
-		}
-		c := e.client(func(c *engine.Config) {
-			if !tc.inline {
-				engine.WithoutInline(c)
+			if inlined != tc.inlined || ct.bytes.Load() != tc.inMemory || ct.files.Load() != tc.files {
+				t.Errorf("%s: %d extents inline, %d sent from memory, %d from files; want %d, %d, %d",
+					tc.name, inlined, ct.bytes.Load(), ct.files.Load(), tc.inlined, tc.inMemory, tc.files)
 			}
 		})
-		var inlined int64
-		for name, want := range vols {
-			for _, r := range smallReads {
-				buf, mem := c.alloc(t, r.Length)
-				res, err := c.Read(context.Background(), name, []engine.Range{r}, buf)
-				if err != nil {
-					t.Fatalf("%s: %s %+v: %v", tc.name, name, r, err)
-				}
-				if !bytes.Equal(mem, want[r.Offset:r.Offset+r.Length]) {
-					t.Fatalf("%s: %s %+v: bytes differ", tc.name, name, r)
-				}
-				inline := tc.inline && r.Length <= 16<<10
-				if x := res[0].Extents; res[0].VerifiedExtents != 1 || len(x) != 1 || (x[0].DataConn == -1) != inline || x[0].Transport != "tcp" {
-					t.Fatalf("%s: %s %+v: %d verified, extents %+v; want one verified, inline %v", tc.name, name, r, res[0].VerifiedExtents, x, inline)
-				}
-				if inline {
-					inlined++
-				}
-			}
-		}
-		if inlined != tc.inlined || ct.bytes.Load() != tc.inMemory || ct.files.Load() != tc.files {
-			t.Errorf("%s: %d extents inline, %d sent from memory, %d from files; want %d, %d, %d",
-				tc.name, inlined, ct.bytes.Load(), ct.files.Load(), tc.inlined, tc.inMemory, tc.files)
-		}
 	}
 }
 
