@@ -396,6 +396,7 @@ type ecGetFlags struct {
 	src            ec.ManifestSource // --manifest or --etcd, and VOLUME
 	offset, length cli.SizeFlag
 	window         cli.SizeFlag
+	windowGiven    bool // --window given: a replicated volume uses it as get's, else get's default
 	out            string
 	force          bool
 	resume         bool
@@ -417,7 +418,7 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	fs.StringVar(&f.src.Etcd, "etcd", "", "etcd endpoints of the cluster catalog holding the striped volume")
 	fs.Var(&f.offset, "offset", "first byte to fetch")
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
-	fs.Var(&f.window, "window", "bytes fetched per step (rounded up to whole stripes)")
+	fs.Var(&f.window, "window", "bytes fetched per step (rounded up to whole stripes); a replicated volume\nuses it as bytes per request when given, else the default of a single server's get")
 	fs.StringVar(&f.out, "o", "", outputHelp)
 	fs.BoolVar(&f.force, "force", false, forceHelp)
 	fs.BoolVar(&f.resume, "continue", false, continueHelp)
@@ -434,6 +435,7 @@ func parseECGetFlags(args []string, stderr io.Writer) (*ecGetFlags, error) {
 	if len(pos) == 1 {
 		f.src.Volume = pos[0]
 	}
+	fs.Visit(func(fl *flag.Flag) { f.windowGiven = f.windowGiven || fl.Name == "window" })
 	switch {
 	case f.window <= 0:
 		return nil, cli.UsageErr(errors.New("--window must be positive"))

@@ -87,20 +87,30 @@ func extentInfos(ext []engine.ExtentTiming) []extentInfo {
 	return out
 }
 
-// defaultWindow is the bytes of one request of a get. Up to --depth of
-// them are in flight, each into its own buffer: 4 × 8 MiB keeps four data
-// connections busy with 32 MiB in flight while touching little fresh
-// memory (first touch of fresh memory was a third of the client's CPU with
-// 64 MiB windows; 16 clients at once ran 1.4x faster with 8 MiB windows
-// than with 16 MiB ones, one client as fast).
-const defaultWindow = 8 << 20
+// defaultWindow is the bytes of one request of a get of n bytes when
+// --window is not given: n/64 rounded down to a power of two, from 1 MiB
+// to 8 MiB. Up to --depth windows are in flight, each into its own buffer
+// that every new process must have the kernel zero once, so the memory in
+// flight (4 × 8 MiB keeps four data connections busy) is kept to a small
+// share of what the get fetches. Measured on the 2-core development VM
+// (docs/performance.md): one 1 GiB get is 12% slower with 4 MiB windows
+// than with 8 MiB ones; one 256 MiB get is as fast with 1, 2, 4 or 8 MiB;
+// 16 gets of 256 MiB at once run 1.3x faster with 4 MiB than with 8 MiB
+// (first touch of fresh memory was a third of their CPU).
+func defaultWindow(n int64) int64 {
+	w := int64(8 << 20)
+	for w > 1<<20 && w > n/64 {
+		w >>= 1
+	}
+	return w
+}
 
 // getFlags are the flags of `blockcat get` for a volume of one server.
 type getFlags struct {
 	common
 	server, volume string
 	offset, length cli.SizeFlag
-	window         cli.SizeFlag
+	window         cli.SizeFlag // 0: defaultWindow of the bytes to fetch
 	depth          int
 	rate           cli.SizeFlag
 	out            string
@@ -131,13 +141,13 @@ const keepCacheHelp = "keep the bytes written to -o FILE in the page cache; by d
 // parseGetFlags parses and checks the arguments of `blockcat get SERVER
 // VOLUME`.
 func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
-	f := &getFlags{window: defaultWindow}
+	f := &getFlags{}
 	fs := flag.NewFlagSet("blockcat get", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f.register(fs)
 	fs.Var(&f.offset, "offset", "first byte to fetch")
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
-	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight")
+	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight\n(default: the bytes to fetch / 64, a power of two from 1MiB to 8MiB)")
 	fs.IntVar(&f.depth, "depth", 4, "requests in flight")
 	cli.Alias(fs, "concurrency", "depth")
 	fs.Var(&f.rate, "rate", "limit the fetch to about this many bytes per second, such as 100MiB (0: no limit);\nit caps --window at a quarter second's worth")
@@ -152,7 +162,9 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	if err != nil {
 		return nil, cli.UsageErr(err)
 	}
-	if f.window <= 0 || f.depth < 1 {
+	given := false
+	fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == "window" })
+	if (given && f.window <= 0) || f.depth < 1 {
 		return nil, cli.CmdUsageErr(fs, errors.New("--window and --depth must be positive"))
 	}
 	if f.verify && f.noVerify {
@@ -235,6 +247,9 @@ func getVolume(ctx context.Context, f *getFlags, holders []engine.Holder, stdout
 	start := time.Now()
 	if rest := n - out.resumed; rest > 0 {
 		window := int64(f.window)
+		if window == 0 {
+			window = defaultWindow(rest)
+		}
 		if f.rate > 0 {
 			// Requests of a quarter second's worth keep the rate even.
 			window = min(window, max(int64(f.rate)/4, 4096))

@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"io"
+	"strings"
+	"testing"
+)
 
 func TestWindowCount(t *testing.T) {
 	const mib = 1 << 20
@@ -10,7 +14,7 @@ func TestWindowCount(t *testing.T) {
 		extentSize   uint32
 		want         int
 	}{
-		{1024 * mib, 16 * mib, 4, 4, 4 * mib, 4},  // the defaults: --depth
+		{1024 * mib, 8 * mib, 4, 4, 4 * mib, 4},   // the defaults: --depth
 		{1024 * mib, 1 * mib, 2, 4, 4 * mib, 4},   // windows under an extent: one per connection
 		{1024 * mib, 16 * mib, 1, 16, 4 * mib, 4}, // 16 connections need 64 MiB in flight
 		{1024 * mib, 16 * mib, 6, 16, 4 * mib, 6}, // --depth above that stays
@@ -21,5 +25,36 @@ func TestWindowCount(t *testing.T) {
 			t.Errorf("windowCount(%d, %d, depth %d, %d conns, extents of %d) = %d, want %d",
 				tc.n, tc.window, tc.depth, tc.conns, tc.extentSize, got, tc.want)
 		}
+	}
+}
+
+func TestDefaultWindow(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct{ n, want int64 }{
+		{16 << 30, 8 * mib},  // large gets: 8 MiB
+		{1 << 30, 8 * mib},   // 1 GiB / 64 = 16 MiB, capped
+		{512 * mib, 8 * mib}, // exactly n/64
+		{256 * mib, 4 * mib},
+		{300 * mib, 4 * mib}, // rounded down to a power of two
+		{64 * mib, 1 * mib},
+		{4096, 1 * mib}, // never below 1 MiB (the get caps it at n)
+	} {
+		if got := defaultWindow(tc.n); got != tc.want {
+			t.Errorf("defaultWindow(%d) = %d, want %d", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestGetWindowFlag(t *testing.T) {
+	f, err := parseGetFlags([]string{"host:1", "v"}, io.Discard)
+	if err != nil || f.window != 0 {
+		t.Fatalf("no --window: window %d, err %v; want 0 (the default for the fetch's size)", f.window, err)
+	}
+	if _, err := parseGetFlags([]string{"host:1", "v", "--window", "0"}, io.Discard); err == nil || !strings.Contains(err.Error(), "--window and --depth must be positive") {
+		t.Errorf("--window 0: err %v, want it refused", err)
+	}
+	f, err = parseGetFlags([]string{"host:1", "v", "--window", "2MiB"}, io.Discard)
+	if err != nil || f.window != 2<<20 {
+		t.Errorf("--window 2MiB: window %d, err %v", f.window, err)
 	}
 }

@@ -139,7 +139,10 @@ func replicaHolders(ctx context.Context, endpoints, name string) ([]engine.Holde
 // SERVER VOLUME`), from the first holder that answers, failing over to the
 // others.
 func getReplicated(ctx context.Context, f *ecGetFlags, holders []engine.Holder, stdout, stderr io.Writer) error {
-	g := &getFlags{common: f.common, volume: f.src.Volume, offset: f.offset, length: f.length, window: f.window,
-		depth: f.depth, rate: f.rate, out: f.out, force: f.force, resume: f.resume, asJSON: f.asJSON}
+	g := &getFlags{common: f.common, volume: f.src.Volume, offset: f.offset, length: f.length,
+		depth: f.depth, rate: f.rate, out: f.out, force: f.force, resume: f.resume, keepCache: f.keepCache, asJSON: f.asJSON}
+	if f.windowGiven {
+		g.window = f.window
+	}
 	return getVolume(ctx, g, holders, stdout, stderr)
 }
