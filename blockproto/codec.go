@@ -268,7 +268,11 @@ func appendVolumeStat(dst []byte, v *VolumeStat) []byte {
 // A non-zero Read.Deadline is returned in UTC without a monotonic clock
 // reading, and an empty VolumeList as a nil slice, so decoded messages compare
 // equal with reflect.DeepEqual exactly when their encodings are equal.
-func Unmarshal(body []byte) (Msg, error) {
+func Unmarshal(body []byte) (Msg, error) { return unmarshal(body, false) }
+
+// unmarshal is Unmarshal; with view set, an Extent's Data aliases body
+// instead of being copied (Conn.ReadMsgView).
+func unmarshal(body []byte, view bool) (Msg, error) {
 	if len(body) == 0 {
 		return nil, malformed("empty frame body")
 	}
@@ -381,8 +385,12 @@ func Unmarshal(body []byte) (Msg, error) {
 		x.Length = d.U32("Extent.Length")
 		x.CRC32C = d.U32("Extent.CRC32C")
 		if n := d.Len(); d.Err() == nil && n > 0 {
-			x.Data = make([]byte, n)
-			d.Array(x.Data, "Extent.Data")
+			if view {
+				x.Data = d.Bytes(n, "Extent.Data")
+			} else {
+				x.Data = make([]byte, n)
+				d.Array(x.Data, "Extent.Data")
+			}
 			if err := validate(x); err != nil {
 				return nil, err
 			}

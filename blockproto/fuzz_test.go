@@ -102,6 +102,10 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("type byte %d decoded as %v", body[0], m.Type())
 		}
 		checkReencode(t, m, body)
+		// The view decoding (ReadMsgView) gives the same message.
+		if v, err := unmarshal(body, true); err != nil || !reflect.DeepEqual(v, m) {
+			t.Fatalf("view decoding: %+v, %v; want %+v", v, err, m)
+		}
 	})
 }
 
@@ -118,7 +122,7 @@ func FuzzReadMsg(f *testing.F) {
 	f.Add(header(MaxFrame + 1))
 	f.Add(append(header(3), 99, 0, 0))
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		c := readerConn(stream)
+		c, view := readerConn(stream), readerConn(stream)
 		var prev error
 		// Every frame, good or bad, consumes at least 5 bytes.
 		for i := 0; ; i++ {
@@ -126,6 +130,11 @@ func FuzzReadMsg(f *testing.F) {
 				t.Fatalf("ReadMsg returned %d results from %d bytes", i, len(stream))
 			}
 			m, err := c.ReadMsg()
+			// ReadMsgView reads the same stream alike, its Extent's
+			// Data valid until its next read.
+			if v, verr := view.ReadMsgView(); !reflect.DeepEqual(v, m) || (verr == nil) != (err == nil) {
+				t.Fatalf("ReadMsgView: %+v, %v; ReadMsg: %+v, %v", v, verr, m, err)
+			}
 			if err == io.EOF {
 				return
 			}

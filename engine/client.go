@@ -644,7 +644,9 @@ func (s *Session) Stat(ctx context.Context, name string) (blockproto.VolumeStat,
 func (s *Session) readControl() {
 	defer s.closeWG.Done()
 	for {
-		m, err := s.proto.ReadMsg()
+		// Inline extents are placed before the next read: their Data
+		// may alias the read buffer.
+		m, err := s.proto.ReadMsgView()
 		if err != nil {
 			s.closeAfterDrain(fmt.Errorf("%w: control connection: %w", ErrSessionClosed, err))
 			return

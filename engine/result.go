@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -139,8 +140,10 @@ func (r *request) settlePath() {
 		}
 	}
 	s.cfg.Metrics.read(r.res.Transport, reasonCode(r.res.FallbackReason))
-	s.cfg.Logger.Debug("read path", "id", r.id, "volume", r.res.Volume, "offset", r.offset, "length", r.length,
-		"transport", r.res.Transport, "reason", r.res.FallbackReason, "state", r.state)
+	if s.cfg.Logger.Enabled(context.Background(), slog.LevelDebug) { // its arguments cost a small read allocations
+		s.cfg.Logger.Debug("read path", "id", r.id, "volume", r.res.Volume, "offset", r.offset, "length", r.length,
+			"transport", r.res.Transport, "reason", r.res.FallbackReason, "state", r.state)
+	}
 }
 
 // addPath folds the path of r, one piece of a read that a Client fetched

@@ -1475,7 +1475,9 @@ func (ss *srvSession) terminate(rd *srvRead) {
 			reason = rd.reason
 		}
 		ss.srv.cfg.Metrics.path(rd.path, reason)
-		ss.log.Debug("read path", "id", rd.id, "volume", rd.volume, "path", rd.path, "reason", reason, "bytes", rd.total)
+		if ss.log.Enabled(context.Background(), slog.LevelDebug) { // its arguments cost a small read allocations
+			ss.log.Debug("read path", "id", rd.id, "volume", rd.volume, "path", rd.path, "reason", reason, "bytes", rd.total)
+		}
 	}
 	ss.queue(reply)
 }

@@ -89,6 +89,17 @@ func (d *Decoder) U64(field string) uint64 {
 	return v
 }
 
+// Bytes returns the next n bytes without copying them: the slice aliases
+// the decoder's input.
+func (d *Decoder) Bytes(n int, field string) []byte {
+	if !d.Need(n, field) {
+		return nil
+	}
+	b := d.b[:n:n]
+	d.b = d.b[n:]
+	return b
+}
+
 // Array fills dst from the next len(dst) bytes.
 func (d *Decoder) Array(dst []byte, field string) {
 	if d.Need(len(dst), field) {

@@ -29,6 +29,21 @@ func TestDecoder(t *testing.T) {
 	}
 }
 
+func TestBytes(t *testing.T) {
+	b := []byte{'a', 'b', 'c', 'd'}
+	d := NewDecoder(b, fail)
+	got := d.Bytes(3, "data")
+	if string(got) != "abc" || cap(got) != 3 || d.Len() != 1 {
+		t.Fatalf("Bytes(3) = %q (cap %d), %d left", got, cap(got), d.Len())
+	}
+	if b[0] = 'z'; got[0] != 'z' {
+		t.Fatal("Bytes copied; want the input aliased")
+	}
+	if got := d.Bytes(2, "more"); got != nil || !strings.Contains(d.Err().Error(), "truncated at more") {
+		t.Fatalf("Bytes past the end = %q, %v", got, d.Err())
+	}
+}
+
 func TestStringBound(t *testing.T) {
 	d := NewDecoder([]byte{0, 5, 'a', 'b', 'c', 'd', 'e'}, fail)
 	if s := d.String("name", 4); s != "" || !strings.Contains(d.Err().Error(), "name is 5 bytes, more than 4") {
