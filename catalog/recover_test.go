@@ -25,15 +25,7 @@ var catalogDamages = []struct {
 			t.Fatal(err)
 		}
 	}},
-	{"truncated", func(t *testing.T, path string) {
-		st, err := os.Stat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(path, st.Size()/2); err != nil {
-			t.Fatal(err)
-		}
-	}},
+	{"truncated", truncateInUse},
 	{"zeroed pages", func(t *testing.T, path string) {
 		b, err := os.ReadFile(path)
 		if err != nil {

@@ -45,12 +45,7 @@ func TestDamagedCatalog(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"truncated", func(t *testing.T, path string) {
-			st, _ := os.Stat(path)
-			if err := os.Truncate(path, st.Size()/2); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"truncated", truncateInUse},
 		{"zeroed page", func(t *testing.T, path string) {
 			b, err := os.ReadFile(path)
 			if err != nil {
@@ -98,5 +93,34 @@ func TestDamagedCatalog(t *testing.T) {
 				t.Fatalf("the damaged catalog was changed (%d bytes before, %d after, %v)", len(before), len(after), err)
 			}
 		})
+	}
+}
+
+// truncateInUse cuts the bbolt file at path to half the bytes its pages in
+// use span (the meta page's high-water mark). Half the file is not
+// enough: bbolt grows the file ahead of its pages, and a file cut only in
+// that unused tail is whole.
+func truncateInUse(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, boltPageHeader+boltMetaLen)
+	var used int64
+	for _, off := range []int64{0, 4096} { // both meta pages: the newer counts
+		if _, err := f.ReadAt(head, off); err != nil {
+			t.Fatal(err)
+		}
+		if m, ok := parseBoltMeta(head); ok && m.pageSize == 4096 {
+			used = max(used, int64(m.pgid)*int64(m.pageSize))
+		}
+	}
+	if used == 0 {
+		t.Fatal("no 4 KiB-page meta in the catalog")
+	}
+	if err := os.Truncate(path, used/2); err != nil {
+		t.Fatal(err)
 	}
 }
