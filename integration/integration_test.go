@@ -320,7 +320,7 @@ func TestMetrics(t *testing.T) {
 	metricsAddr := ml.Addr().String()
 	ml.Close()
 	s := startServer(t, data, env, "--metrics", metricsAddr)
-	mustRun(t, env, "blockcat", "get", s.addr, "vol")
+	mustRun(t, env, "blockcat", "get", s.addr, "vol", "--window", "2MiB") // one read
 	if r := runCmd(t, env, "blockcat", "get", s.addr, "vol", "--offset", "1MiB", "--length", "2MiB"); r.code == 0 {
 		t.Fatal("a read past the end succeeded")
 	}
