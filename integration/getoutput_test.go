@@ -73,8 +73,9 @@ func TestGetFailureLeavesFile(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		// The server refuses the read after FILE's partial was opened.
-		{"out of range", []string{"vol", "--offset", "1MiB", "--length", "2MiB"}, "out-of-range"},
+		// The server refuses the read after FILE's partial was opened
+		// (one read, so nothing was fetched).
+		{"out of range", []string{"vol", "--offset", "1MiB", "--length", "2MiB", "--window", "2MiB"}, "out-of-range"},
 		{"missing volume", []string{"nope"}, `no volume "nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,7 +92,7 @@ func TestGetFailureLeavesFile(t *testing.T) {
 	}
 	// A FILE that did not exist is not created.
 	fresh := filepath.Join(dir, "fresh")
-	r := runCmd(t, env, "blockcat", "get", s.addr, "vol", "--offset", "1MiB", "--length", "2MiB", "-o", fresh)
+	r := runCmd(t, env, "blockcat", "get", s.addr, "vol", "--offset", "1MiB", "--length", "2MiB", "--window", "2MiB", "-o", fresh)
 	if r.code != 1 || !strings.Contains(r.stderr, fresh+" not created") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 	}
