@@ -98,6 +98,22 @@ type Sender interface {
 	Close() error
 }
 
+// TrySender is implemented by a Sender that can send part of an extent
+// without waiting for the connection: the engine sends the small extent of
+// a lone read from the goroutine that announced it, where the connection
+// is idle, and hands what the socket did not take at once to the
+// connection's sender goroutine. transport/tcp's sendfile sender
+// implements it.
+type TrySender interface {
+	// TrySendExtent writes up to n bytes of f from off, as many as the
+	// connection takes at once (possibly none), and returns how many. It
+	// never blocks, and it stops at the first thing it cannot do: a full
+	// socket, the end of the file, any error. SendExtent of the rest meets
+	// the same condition again and handles it as it always does (waits,
+	// pads or fails).
+	TrySendExtent(f *os.File, off, n int64) int64
+}
+
 // BytesSender is implemented by a Sender that can also send bytes from
 // memory: the engine sends a small read it has already read and checked in
 // one write, rather than from the volume file. transport/tcp's senders

@@ -68,4 +68,28 @@ func (s *sendfileSender) SendExtent(f *os.File, off, n int64) error {
 	return nil
 }
 
+var _ transport.TrySender = (*sendfileSender)(nil)
+
+// TrySendExtent implements transport.TrySender: sendfile(2) calls on the
+// non-blocking socket until it would block, the file ends or one fails.
+func (s *sendfileSender) TrySendExtent(f *os.File, off, n int64) int64 {
+	src := int(f.Fd())
+	defer runtime.KeepAlive(f)
+	var done int64
+	s.rc.Write(func(fd uintptr) bool {
+		for done < n {
+			o := off + done
+			k, err := unix.Sendfile(int(fd), src, &o, int(min(n-done, maxSendfile)))
+			if k > 0 {
+				done += int64(k)
+			}
+			if err != nil || k <= 0 {
+				break
+			}
+		}
+		return true // never wait for the socket
+	})
+	return done
+}
+
 func (s *sendfileSender) Close() error { return nil }
