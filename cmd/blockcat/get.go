@@ -88,18 +88,19 @@ func extentInfos(ext []engine.ExtentTiming) []extentInfo {
 }
 
 // defaultWindow is the bytes of one request of a get of n bytes when
-// --window is not given: n/64 rounded down to a power of two, from 1 MiB
+// --window is not given: n/128 rounded down to a power of two, from 1 MiB
 // to 8 MiB. Up to --depth windows are in flight, each into its own buffer
 // that every new process must have the kernel zero once, so the memory in
 // flight (4 × 8 MiB keeps four data connections busy) is kept to a small
 // share of what the get fetches. Measured on the 2-core development VM
 // (docs/performance.md): one 1 GiB get is 12% slower with 4 MiB windows
-// than with 8 MiB ones; one 256 MiB get is as fast with 1, 2, 4 or 8 MiB;
-// 16 gets of 256 MiB at once run 1.3x faster with 4 MiB than with 8 MiB
-// (first touch of fresh memory was a third of their CPU).
+// than with 8 MiB ones; one 512 MiB get is as fast with 4 or 8 MiB, one
+// 256 MiB get with 1, 2, 4 or 8 MiB; 16 gets of 256 MiB at once ran 1.5x
+// faster with 4 MiB windows than with 8 MiB, and 1.1x faster again with
+// 2 MiB (first touch of fresh memory was a third of their CPU).
 func defaultWindow(n int64) int64 {
 	w := int64(8 << 20)
-	for w > 1<<20 && w > n/64 {
+	for w > 1<<20 && w > n/128 {
 		w >>= 1
 	}
 	return w
@@ -147,7 +148,7 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	f.register(fs)
 	fs.Var(&f.offset, "offset", "first byte to fetch")
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
-	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight\n(default: the bytes to fetch / 64, a power of two from 1MiB to 8MiB)")
+	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight\n(default: the bytes to fetch / 128, a power of two from 1MiB to 8MiB)")
 	fs.IntVar(&f.depth, "depth", 4, "requests in flight")
 	cli.Alias(fs, "concurrency", "depth")
 	fs.Var(&f.rate, "rate", "limit the fetch to about this many bytes per second, such as 100MiB (0: no limit);\nit caps --window at a quarter second's worth")

@@ -31,11 +31,12 @@ func TestWindowCount(t *testing.T) {
 func TestDefaultWindow(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct{ n, want int64 }{
-		{16 << 30, 8 * mib},  // large gets: 8 MiB
-		{1 << 30, 8 * mib},   // 1 GiB / 64 = 16 MiB, capped
-		{512 * mib, 8 * mib}, // exactly n/64
-		{256 * mib, 4 * mib},
-		{300 * mib, 4 * mib}, // rounded down to a power of two
+		{16 << 30, 8 * mib}, // large gets: 8 MiB
+		{2 << 30, 8 * mib},  // 2 GiB / 128 = 16 MiB, capped
+		{1 << 30, 8 * mib},  // exactly n/128
+		{512 * mib, 4 * mib},
+		{600 * mib, 4 * mib}, // rounded down to a power of two
+		{256 * mib, 2 * mib},
 		{64 * mib, 1 * mib},
 		{4096, 1 * mib}, // never below 1 MiB (the get caps it at n)
 	} {
