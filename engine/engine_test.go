@@ -21,6 +21,7 @@ import (
 	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/catalog"
 	"github.com/blockxfer/blockxfer/engine"
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
@@ -162,7 +163,7 @@ func (c *client) alloc(t *testing.T, n int64) (memory.Buffer, []byte) {
 // test's own teardown.
 func checkLeaks(t *testing.T) {
 	t.Helper()
-	fds := countFDs(t)
+	fds := fdcount.Open(t)
 	gs := runtime.NumGoroutine()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -178,18 +179,10 @@ func checkLeaks(t *testing.T) {
 			buf := make([]byte, 1<<20)
 			t.Errorf("leaked %d goroutines:\n%s", n-gs, buf[:runtime.Stack(buf, true)])
 		}
-		if n := countFDs(t); n > fds {
+		if n := fdcount.Open(t); n > fds {
 			t.Errorf("leaked %d file descriptors", n-fds)
 		}
 	})
-}
-
-func countFDs(t *testing.T) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func TestFetchWholeVolume(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/blockxfer/blockxfer/engine/enginetest"
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -42,13 +43,13 @@ func TestHostMappedBuffers(t *testing.T) {
 	if got := p.Capabilities().ImportKinds; len(got) != 1 || got[0] != memory.ImportFD {
 		t.Errorf("ImportKinds = %q, want [fd]", got)
 	}
-	fds, maps := openFDs(t), mappedBuffers(t)
+	fds, maps := fdcount.Open(t), mappedBuffers(t)
 	const size = 3 << 20
 	b, err := p.Alloc(ctx, size, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := openFDs(t); n != fds {
+	if n := fdcount.Open(t); n != fds {
 		t.Errorf("%d fds open after Alloc, want %d: the buffer's fd was kept", n, fds)
 	}
 	if n := mappedBuffers(t); n != maps+1 {
@@ -95,7 +96,7 @@ func TestHostMappedBuffers(t *testing.T) {
 	if _, err := p.Bytes(b.ID); !errors.Is(err, memory.ErrUnknownBuffer) {
 		t.Errorf("Bytes after Free: %v, want ErrUnknownBuffer", err)
 	}
-	if n := openFDs(t); n != fds {
+	if n := fdcount.Open(t); n != fds {
 		t.Errorf("%d fds open after Free, want %d", n, fds)
 	}
 }
@@ -129,12 +130,12 @@ func TestNotHostMappable(t *testing.T) {
 func TestHostMapRefusesUnsealed(t *testing.T) {
 	ctx := context.Background()
 	p := load(t, testPath, &LoadOptions{Env: []string{"TESTPLUGIN_HOST_MAP=unsealed"}})
-	fds, maps := openFDs(t), mappedBuffers(t)
+	fds, maps := fdcount.Open(t), mappedBuffers(t)
 	_, err := p.Alloc(ctx, 1<<16, false)
 	if err == nil || !strings.Contains(err.Error(), "not sealed against shrinking") {
 		t.Fatalf("Alloc with an unsealed buffer file: %v, want a refusal", err)
 	}
-	if n := openFDs(t); n != fds {
+	if n := fdcount.Open(t); n != fds {
 		t.Errorf("%d fds open after the refusal, want %d", n, fds)
 	}
 	if n := mappedBuffers(t); n != maps {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/internal/memfd"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -70,7 +71,7 @@ func TestImportThroughPlugin(t *testing.T) {
 			const size, off, n = 3 << 20, 4097, 1<<20 + 3
 			name := "import-test-" + fmt.Sprint(noRing)
 			fd, mem := sharedMemfd(t, name, size)
-			before := openFDs(t)
+			before := fdcount.Open(t)
 			b, err := p.Import(ctx, memory.ImportDesc{Kind: memory.ImportFD, FD: fd, Offset: off, Size: n})
 			memfd.Close(fd) // the import holds the mapping, not the fd
 			if err != nil {
@@ -79,7 +80,7 @@ func TestImportThroughPlugin(t *testing.T) {
 			if b.Size != n || b.DmabufFD != -1 {
 				t.Errorf("Import = %+v, want %d bytes and no dmabuf", b, n)
 			}
-			if got := openFDs(t); got != before-1 {
+			if got := fdcount.Open(t); got != before-1 {
 				t.Errorf("%d fds open after Import and closing the memfd, want %d", got, before-1)
 			}
 			if mapped, open := pluginHolds(t, p, name); !mapped || open {

@@ -120,13 +120,3 @@ func load(tb testing.TB, path string, opts *LoadOptions) *Plugin {
 	tb.Cleanup(func() { p.Close() })
 	return p
 }
-
-// openFDs counts this process's open fds.
-func openFDs(tb testing.TB) int {
-	tb.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return len(ents)
-}

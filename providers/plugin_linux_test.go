@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/providers/providerpb"
 )
@@ -107,11 +108,11 @@ func TestDmabufFDPassing(t *testing.T) {
 		t.Errorf("Checksum = %#x, want %#x", sum, want)
 	}
 
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	if err := p.Free(ctx, b.ID); err != nil {
 		t.Fatal(err)
 	}
-	if n := openFDs(t); n != before-1 {
+	if n := fdcount.Open(t); n != before-1 {
 		t.Errorf("%d fds open after Free, want %d: the dmabuf fd was not closed", n, before-1)
 	}
 }
@@ -331,7 +332,7 @@ func TestCrashMidGather(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	fifo := filepath.Join(t.TempDir(), "gather-started")
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -398,7 +399,7 @@ func TestCrashMidGather(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Errorf("Close after crash: %v", err)
 	}
-	if n := openFDs(t); n != before {
+	if n := fdcount.Open(t); n != before {
 		t.Errorf("%d fds open after the crash and Close, want %d (the crashed plugin's fds leaked)", n, before)
 	}
 
@@ -518,7 +519,7 @@ func TestDiscover(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	ctx := context.Background()
 	opts := &LoadOptions{Logger: testLogger(t), StartTimeout: 10 * time.Second}
 	if _, err := Load(ctx, filepath.Join(t.TempDir(), "missing"), opts); !errors.Is(err, fs.ErrNotExist) {
@@ -546,7 +547,7 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := Load(cctx, examplePath, opts); !errors.Is(err, context.Canceled) {
 		t.Errorf("Load with cancelled ctx: %v, want context.Canceled", err)
 	}
-	if n := openFDs(t); n != before {
+	if n := fdcount.Open(t); n != before {
 		t.Errorf("%d fds open after failed Loads, want %d", n, before)
 	}
 }
@@ -585,7 +586,7 @@ func TestServeRefusesDirectRun(t *testing.T) {
 
 func TestCloseFailsCalls(t *testing.T) {
 	ctx := context.Background()
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	p := load(t, examplePath, nil)
 	b, err := p.Alloc(ctx, 4096, true)
 	if err != nil {
@@ -601,7 +602,7 @@ func TestCloseFailsCalls(t *testing.T) {
 	if err := p.CopyIn(ctx, b.ID, 0, []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("CopyIn after Close: %v, want ErrClosed", err)
 	}
-	if n := openFDs(t); n != before {
+	if n := fdcount.Open(t); n != before {
 		t.Errorf("%d fds open after Close, want %d as before Load", n, before)
 	}
 	if err := p.Close(); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -233,7 +234,7 @@ func holdPlugin(t *testing.T) (*Plugin, memory.Buffer, func(ctx context.Context)
 // ErrPluginExited, and the ring's and staging's fds and mappings go.
 func TestRingCrashFailsInFlight(t *testing.T) {
 	ctx := context.Background()
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	p, b, hold := holdPlugin(t)
 	if err := p.CopyIn(ctx, b.ID, 0, pattern(4096, 1)); err != nil {
 		t.Fatal(err)
@@ -280,7 +281,7 @@ func TestRingCrashFailsInFlight(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Errorf("Close after crash: %v", err)
 	}
-	if n := openFDs(t); n != before {
+	if n := fdcount.Open(t); n != before {
 		t.Errorf("%d fds open after the crash and Close, want %d", n, before)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/internal/mincore"
 	"github.com/blockxfer/blockxfer/providers/bufpool"
 	"github.com/blockxfer/blockxfer/providers/hostmem"
@@ -50,15 +51,6 @@ func newCounting(t *testing.T) *counting {
 	c := &counting{Provider: hostmem.New()}
 	t.Cleanup(func() { c.Provider.Close() })
 	return c
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 // mapped reports whether mem's range is still mapped.
@@ -171,7 +163,7 @@ func TestBuffersArePrefaulted(t *testing.T) {
 func TestCloseFreesEverything(t *testing.T) {
 	ctx := context.Background()
 	c := newCounting(t)
-	fds := openFDs(t)
+	fds := fdcount.Open(t)
 	pl := bufpool.New(c)
 	idle, err := pl.Get(ctx, win, 2)
 	if err != nil {
@@ -193,7 +185,7 @@ func TestCloseFreesEverything(t *testing.T) {
 	if err := pl.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := openFDs(t); got != fds {
+	if got := fdcount.Open(t); got != fds {
 		t.Errorf("%d fds open after Close, want %d", got, fds)
 	}
 	for i, mem := range mems {
@@ -255,7 +247,7 @@ func TestProviderWithoutPrivateMemory(t *testing.T) {
 	ctx := context.Background()
 	hm := hostmem.New()
 	defer hm.Close()
-	fds := openFDs(t)
+	fds := fdcount.Open(t)
 	pl := bufpool.New(shareable{hm})
 	bufs, err := pl.Get(ctx, win, 2)
 	if err != nil {
@@ -266,13 +258,13 @@ func TestProviderWithoutPrivateMemory(t *testing.T) {
 			t.Errorf("buffer %d: %v, want a memfd-backed buffer from Alloc", b.ID, err)
 		}
 	}
-	if got := openFDs(t); got != fds+2 {
+	if got := fdcount.Open(t); got != fds+2 {
 		t.Errorf("%d fds open with 2 buffers, want %d", got, fds+2)
 	}
 	if err := pl.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := openFDs(t); got != fds {
+	if got := fdcount.Open(t); got != fds {
 		t.Errorf("%d fds open after Close, want %d", got, fds)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -191,7 +192,7 @@ func TestImportIPC(t *testing.T) {
 		if !p.Capabilities().CanImport(memory.ImportCUDAIPC) {
 			t.Fatalf("ImportKinds %q lack cuda-ipc; Version %q", p.Capabilities().ImportKinds, p.Version())
 		}
-		fdsBefore := openFDs(t)
+		fdsBefore := fdcount.Open(t)
 		o := startOwner(t, ownerLib(fake))
 		const size = 2<<20 + 3*4096
 		h := o.alloc(size)
@@ -293,7 +294,7 @@ func TestImportIPC(t *testing.T) {
 			t.Errorf("Import of a 16-byte handle: %v", err)
 		}
 		o.close()
-		if n := openFDs(t); n != fdsBefore {
+		if n := fdcount.Open(t); n != fdsBefore {
 			t.Errorf("%d fds open in the test after the owner ended, %d before", n, fdsBefore)
 		}
 	})
@@ -309,7 +310,7 @@ func TestImportVMM(t *testing.T) {
 		if !p.Capabilities().CanImport(memory.ImportCUDAVMMFD) {
 			t.Skipf("no cuda-vmm-fd import here: %s", p.Version())
 		}
-		fdsBefore := openFDs(t)
+		fdsBefore := fdcount.Open(t)
 		o := startOwner(t, ownerLib(fake))
 		const size = 4 << 20
 		fd := o.vmm(size)
@@ -349,7 +350,7 @@ func TestImportVMM(t *testing.T) {
 			t.Error("Free changed the owner's memory")
 		}
 		o.close()
-		if got := openFDs(t); got != fdsBefore {
+		if got := fdcount.Open(t); got != fdsBefore {
 			t.Errorf("%d fds open in the test after the owner ended, %d before", got, fdsBefore)
 		}
 	})
@@ -360,7 +361,7 @@ func TestImportVMM(t *testing.T) {
 // ErrPluginExited, and the test process holds no fd more than before.
 func TestImportReleasedOnKill(t *testing.T) {
 	ctx := context.Background()
-	fdsBefore := openFDs(t)
+	fdsBefore := fdcount.Open(t)
 	p := loadGPU(t, []string{"BLOCKXFER_LIBCUDA=" + fakeCUDA})
 	o := startOwner(t, fakeCUDA)
 	const size = 1 << 20
@@ -386,7 +387,7 @@ func TestImportReleasedOnKill(t *testing.T) {
 	o.free()
 	o.close()
 	p.Close()
-	if n := openFDs(t); n != fdsBefore {
+	if n := fdcount.Open(t); n != fdsBefore {
 		t.Errorf("%d fds open after the plugin died and was closed, %d before", n, fdsBefore)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
@@ -90,15 +91,6 @@ func pattern(n int, seed byte) []byte {
 	return p
 }
 
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestDrivers runs the same checks against the stand-in driver and, where
 // one is installed, the real libcuda.so.1.
 func TestDrivers(t *testing.T) {
@@ -148,7 +140,7 @@ func testProvider(t *testing.T, p *providers.Plugin, fake bool) {
 	const size = 5<<20 + 100 // spans two Checksum read-back chunks
 	data := pattern(size, 1)
 	if c.DmabufExport {
-		before := openFDs(t)
+		before := fdcount.Open(t)
 		b, err := p.Alloc(ctx, size, true)
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +182,7 @@ func testProvider(t *testing.T, p *providers.Plugin, fake bool) {
 		if err := p.Free(ctx, b.ID); err != nil {
 			t.Fatal(err)
 		}
-		if n := openFDs(t); n != before {
+		if n := fdcount.Open(t); n != before {
 			t.Errorf("%d fds open after Free, want %d", n, before)
 		}
 	}

@@ -8,13 +8,13 @@ import (
 	"errors"
 	"hash/crc32"
 	"math"
-	"os"
 	"reflect"
 	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -33,15 +33,6 @@ func fill(n int, seed byte) []byte {
 		p[i] = seed + byte(i*7) + byte(i>>9)
 	}
 	return p
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -315,12 +306,12 @@ func TestCancelledContext(t *testing.T) {
 
 func TestCloseReleasesEverything(t *testing.T) {
 	ctx := context.Background()
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	p := New()
 	for range 10 {
 		alloc(t, p, 1<<16)
 	}
-	if got := openFDs(t); got != before+10 {
+	if got := fdcount.Open(t); got != before+10 {
 		t.Errorf("open fds = %d after 10 Allocs, want %d", got, before+10)
 	}
 	b := alloc(t, p, 4096)
@@ -330,7 +321,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := openFDs(t); got != before {
+	if got := fdcount.Open(t); got != before {
 		t.Errorf("open fds = %d after Close, want %d", got, before)
 	}
 	if err := p.Close(); err != nil {
@@ -554,7 +545,7 @@ func TestAllocPrivate(t *testing.T) {
 	ctx := context.Background()
 	p := New()
 	defer p.Close()
-	fds := openFDs(t)
+	fds := fdcount.Open(t)
 	b, err := p.AllocPrivate(ctx, 3<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -562,7 +553,7 @@ func TestAllocPrivate(t *testing.T) {
 	if b.Size != 3<<20 || b.DmabufFD != -1 {
 		t.Fatalf("AllocPrivate returned %+v", b)
 	}
-	if got := openFDs(t); got != fds {
+	if got := fdcount.Open(t); got != fds {
 		t.Errorf("%d fds open after AllocPrivate, want %d: private memory has no memfd", got, fds)
 	}
 	if _, err := p.FD(b.ID); err == nil {

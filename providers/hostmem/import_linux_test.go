@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/blockxfer/blockxfer/providers/memory"
 )
 
@@ -54,7 +55,7 @@ func TestImportFD(t *testing.T) {
 	defer p.Close()
 	const size = 5 * 4096
 	fd, caller := callerMemfd(t, size, unix.F_SEAL_SHRINK)
-	fds, maps := openFDs(t), mappings(t)
+	fds, maps := fdcount.Open(t), mappings(t)
 	// A sub-range that starts and ends off the page boundaries.
 	const off, n = 4096 + 100, 2*4096 + 7
 	b, err := p.Import(ctx, memory.ImportDesc{Kind: memory.ImportFD, FD: fd, Offset: off, Size: n})
@@ -82,7 +83,7 @@ func TestImportFD(t *testing.T) {
 	if _, err := p.FD(b.ID); err == nil {
 		t.Error("FD of an imported buffer succeeded")
 	}
-	if got := openFDs(t); got != fds {
+	if got := fdcount.Open(t); got != fds {
 		t.Errorf("Import kept an fd: %d open, %d before", got, fds)
 	}
 	if err := p.Free(ctx, b.ID); err != nil {

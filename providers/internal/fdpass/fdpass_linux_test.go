@@ -9,17 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"golang.org/x/sys/unix"
 )
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 // pair returns a Conn receiving kind on one end and the raw fd of the other.
 func pair(t *testing.T, opts Options) (*Conn, int) {
@@ -82,7 +74,7 @@ func record(kind Kind, tag uint64) []byte {
 }
 
 func TestSendTake(t *testing.T) {
-	before := openFDs(t)
+	before := fdcount.Open(t)
 	local, remote, err := Socketpair()
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +137,7 @@ func TestSendTake(t *testing.T) {
 		t.Errorf("plugin end after host close: Err() = %v, want io.EOF", plugin.Err())
 	}
 	plugin.Close()
-	if got := openFDs(t); got != before {
+	if got := fdcount.Open(t); got != before {
 		t.Errorf("%d fds open after closing both ends, want %d", got, before)
 	}
 }
@@ -167,7 +159,7 @@ func TestBadRecords(t *testing.T) {
 		many[i] = memfdWith(t, "x")
 	}
 	two := many[:2]
-	before := openFDs(t)
+	before := fdcount.Open(t)
 
 	c.Expect(1)
 	c.Expect(2)
@@ -203,7 +195,7 @@ func TestBadRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(fd)
-	if got := openFDs(t); got != before {
+	if got := fdcount.Open(t); got != before {
 		t.Errorf("%d fds open after bad records, want %d: a bad record's fd leaked", got, before)
 	}
 	mu.Lock()
@@ -218,7 +210,7 @@ func TestBadRecords(t *testing.T) {
 
 func TestTakeCancelAndClose(t *testing.T) {
 	c, peer := pair(t, Options{Accept: KindDmabuf, Strict: true})
-	before := openFDs(t)
+	before := fdcount.Open(t)
 
 	c.Expect(1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -237,7 +229,7 @@ func TestTakeCancelAndClose(t *testing.T) {
 	}
 	unix.Close(got)
 	unix.Close(fd)
-	if n := openFDs(t); n != before {
+	if n := fdcount.Open(t); n != before {
 		t.Errorf("%d fds open, want %d: late fd not closed", n, before)
 	}
 
@@ -253,7 +245,7 @@ func TestTakeCancelAndClose(t *testing.T) {
 	}
 	unix.Close(got)
 	c.Forget(3)
-	if n := openFDs(t); n != before {
+	if n := fdcount.Open(t); n != before {
 		t.Errorf("%d fds open after Forget, want %d", n, before)
 	}
 
@@ -286,7 +278,7 @@ func TestTakeCancelAndClose(t *testing.T) {
 	if err := c.Send(KindDmabuf, 1, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("Send after Close: %v, want ErrClosed", err)
 	}
-	if n := openFDs(t); n != before-1 { // the conn's own socket is gone too
+	if n := fdcount.Open(t); n != before-1 { // the conn's own socket is gone too
 		t.Errorf("%d fds open after Close, want %d", n, before-1)
 	}
 }

@@ -3,28 +3,19 @@
 package netdev_test
 
 import (
-	"os"
 	"testing"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"golang.org/x/sys/unix"
 )
-
-func countFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 // leakCheck fails the test if it leaves file descriptors open: every
 // netlink socket a Client or a Binding opened must be closed.
 func leakCheck(t testing.TB) {
 	t.Helper()
-	fds := countFDs(t)
+	fds := fdcount.Open(t)
 	t.Cleanup(func() {
-		if n := countFDs(t); n != fds {
+		if n := fdcount.Open(t); n != fds {
 			t.Errorf("fd leak: %d open before, %d after", fds, n)
 		}
 	})

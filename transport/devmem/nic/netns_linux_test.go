@@ -9,27 +9,18 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/blockxfer/blockxfer/internal/fdcount"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// countFDs returns the number of open file descriptors of the process.
-func countFDs(tb testing.TB) int {
-	tb.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		tb.Fatalf("read /proc/self/fd: %v", err)
-	}
-	return len(ents)
-}
 
 // checkFDs fails the test if it ends with more open file descriptors than
 // it started with. Call it first, so its cleanup runs after the others.
 func checkFDs(t *testing.T) {
 	t.Helper()
-	before := countFDs(t)
+	before := fdcount.Open(t)
 	t.Cleanup(func() {
-		if after := countFDs(t); after != before {
+		if after := fdcount.Open(t); after != before {
 			t.Errorf("file descriptor leak: %d open before the test, %d after", before, after)
 		}
 	})
