@@ -93,8 +93,9 @@ func extentInfos(ext []engine.ExtentTiming) []extentInfo {
 // that every new process must have the kernel zero once, so the memory in
 // flight (4 × 8 MiB keeps four data connections busy) is kept to a small
 // share of what the get fetches. Measured on the 2-core development VM
-// (docs/performance.md): one 1 GiB get is 12% slower with 4 MiB windows
-// than with 8 MiB ones; one 512 MiB get is as fast with 4 or 8 MiB, one
+// (docs/performance.md): one 1 GiB get took 0.315 s with 4 MiB windows
+// against 0.281 s with 8 MiB in one run, 0.293 against 0.301 s in another,
+// so 1 GiB keeps 8 MiB; one 512 MiB get is as fast with 4 or 8 MiB, one
 // 256 MiB get with 1, 2, 4 or 8 MiB; 16 gets of 256 MiB at once ran 1.5x
 // faster with 4 MiB windows than with 8 MiB, and 1.1x faster again with
 // 2 MiB (first touch of fresh memory was a third of their CPU).
