@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
+	"github.com/blockxfer/blockxfer/internal/rawsock"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
 )
@@ -224,7 +225,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: connect to %s: %w", addr, withCtx(ctx, err))
 	}
-	ctl = &sniffConn{Conn: ctl}
+	ctl = &sniffConn{Conn: rawsock.Wrap(ctl)}
 	s := &Session{
 		cfg:      cfg,
 		addr:     addr,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/blockxfer/blockxfer/blockproto"
 	"github.com/blockxfer/blockxfer/catalog"
+	"github.com/blockxfer/blockxfer/internal/rawsock"
 	"github.com/blockxfer/blockxfer/transport"
 )
 
@@ -556,6 +557,7 @@ func (s *Server) attachData(c net.Conn, tok [blockproto.TokenLen]byte, host neti
 // runControl authenticates a control connection and serves its session.
 func (s *Server) runControl(c net.Conn, host netip.Addr, release func(), log *slog.Logger) {
 	defer c.Close()
+	c = rawsock.Wrap(c)
 	pc := blockproto.NewConn(c)
 	ss, err := s.handshake(c, host, pc, log)
 	release()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/blockxfer/blockxfer/internal/rawsock"
 	"github.com/blockxfer/blockxfer/providers/memory"
 	"github.com/blockxfer/blockxfer/transport"
 )
@@ -39,7 +40,7 @@ func (*Transport) Name() string { return transport.TCP }
 
 // NewReceiver returns a receiver that reads conn into p's buffers.
 func (t *Transport) NewReceiver(conn net.Conn, p memory.Provider) (transport.Receiver, error) {
-	r := &receiver{conn: conn, p: p, lowat: newLowat(conn)}
+	r := &receiver{conn: rawsock.Wrap(conn), p: p, lowat: newLowat(conn)}
 	if m, ok := p.(memory.Mapper); ok && p.Capabilities().CPUMappable {
 		r.mapper = m
 	} else if st, ok := p.(memory.Stager); ok {
