@@ -87,24 +87,22 @@ func extentInfos(ext []engine.ExtentTiming) []extentInfo {
 	return out
 }
 
-// defaultWindow is the bytes of one request of a get of n bytes when
-// --window is not given: n/128 rounded down to a power of two, from 1 MiB
-// to 8 MiB. Up to --depth windows are in flight, each into its own buffer
-// that every new process must have the kernel zero once, so the memory in
-// flight (4 × 8 MiB keeps four data connections busy) is kept to a small
-// share of what the get fetches. Measured on the 2-core development VM
-// (docs/performance.md): one 1 GiB get took 0.315 s with 4 MiB windows
-// against 0.281 s with 8 MiB in one run, 0.293 against 0.301 s in another,
-// so 1 GiB keeps 8 MiB; one 512 MiB get is as fast with 4 or 8 MiB, one
-// 256 MiB get with 1, 2, 4 or 8 MiB; 16 gets of 256 MiB at once ran 1.5x
-// faster with 4 MiB windows than with 8 MiB, and 1.1x faster again with
-// 2 MiB (first touch of fresh memory was a third of their CPU).
-func defaultWindow(n int64) int64 {
-	w := int64(8 << 20)
-	for w > 1<<20 && w > n/128 {
-		w >>= 1
+// defaultWindow is the bytes of one request of a get when --window is not
+// given: 1 MiB with four or more data connections (as by default), 4 MiB
+// with fewer. Up to --depth windows are in flight, each into its own
+// buffer, so this is also the memory a get takes and must have the kernel
+// zero once. Measured on the 2-core development VM (whole processes, 7-9
+// interleaved rounds, docs/performance.md): a 1 GiB get over 4 data
+// connections took 200 ms of client CPU with 1 MiB windows, 254 ms with
+// 2 MiB, 276 ms with 4 MiB and 296 ms with 8 MiB, and no longer with 1 MiB
+// (290 ms against 297-308 ms); a 256 MiB get 79 ms against 89 ms with
+// 2 MiB. One data connection was slower with 1 MiB (335 ms against 276 ms
+// with 4 MiB and 277 ms with 8 MiB).
+func defaultWindow(dataConns int) int64 {
+	if dataConns >= 4 {
+		return 1 << 20
 	}
-	return w
+	return 4 << 20
 }
 
 // getFlags are the flags of `blockcat get` for a volume of one server.
@@ -112,7 +110,7 @@ type getFlags struct {
 	common
 	server, volume string
 	offset, length cli.SizeFlag
-	window         cli.SizeFlag // 0: defaultWindow of the bytes to fetch
+	window         cli.SizeFlag // 0: defaultWindow for --data-conns
 	depth          int
 	rate           cli.SizeFlag
 	out            string
@@ -149,7 +147,7 @@ func parseGetFlags(args []string, stderr io.Writer) (*getFlags, error) {
 	f.register(fs)
 	fs.Var(&f.offset, "offset", "first byte to fetch")
 	fs.Var(&f.length, "length", "bytes to fetch (default: to the end of the volume)")
-	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight\n(default: the bytes to fetch / 128, a power of two from 1MiB to 8MiB)")
+	fs.Var(&f.window, "window", "bytes per request; up to --depth requests are in flight\n(default: 1MiB, or 4MiB with fewer than 4 --data-conns)")
 	fs.IntVar(&f.depth, "depth", 4, "requests in flight")
 	cli.Alias(fs, "concurrency", "depth")
 	fs.Var(&f.rate, "rate", "limit the fetch to about this many bytes per second, such as 100MiB (0: no limit);\nit caps --window at a quarter second's worth")
@@ -250,7 +248,7 @@ func getVolume(ctx context.Context, f *getFlags, holders []engine.Holder, stdout
 	if rest := n - out.resumed; rest > 0 {
 		window := int64(f.window)
 		if window == 0 {
-			window = defaultWindow(rest)
+			window = defaultWindow(int(f.dataConns))
 		}
 		if f.rate > 0 {
 			// Requests of a quarter second's worth keep the rate even.

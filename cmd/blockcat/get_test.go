@@ -30,18 +30,17 @@ func TestWindowCount(t *testing.T) {
 
 func TestDefaultWindow(t *testing.T) {
 	const mib = 1 << 20
-	for _, tc := range []struct{ n, want int64 }{
-		{16 << 30, 8 * mib}, // large gets: 8 MiB
-		{2 << 30, 8 * mib},  // 2 GiB / 128 = 16 MiB, capped
-		{1 << 30, 8 * mib},  // exactly n/128
-		{512 * mib, 4 * mib},
-		{600 * mib, 4 * mib}, // rounded down to a power of two
-		{256 * mib, 2 * mib},
-		{64 * mib, 1 * mib},
-		{4096, 1 * mib}, // never below 1 MiB (the get caps it at n)
+	for _, tc := range []struct {
+		conns int
+		want  int64
+	}{
+		{4, 1 * mib}, // the default --data-conns
+		{64, 1 * mib},
+		{3, 4 * mib},
+		{1, 4 * mib},
 	} {
-		if got := defaultWindow(tc.n); got != tc.want {
-			t.Errorf("defaultWindow(%d) = %d, want %d", tc.n, got, tc.want)
+		if got := defaultWindow(tc.conns); got != tc.want {
+			t.Errorf("defaultWindow(%d data connections) = %d, want %d", tc.conns, got, tc.want)
 		}
 	}
 }
