@@ -48,6 +48,14 @@ type Request struct {
 	// connections it fails with ErrNoPlainPath unless the session also has
 	// plain ones and the server chooses per read (docs/devmem.md).
 	Plain bool
+	// Notify, when not nil, receives the request's Handle once it has
+	// ended (Handle.Done is closed), as net/rpc's Call.Done does: a caller
+	// with many requests in flight waits on one channel for whichever
+	// ends first, instead of a goroutine per request. Give it room for
+	// every request that uses it: a send that would block is made from a
+	// goroutine of its own, so the engine never waits on it and no Handle
+	// is dropped.
+	Notify chan<- *Handle
 }
 
 // Handle follows one submitted request.
@@ -113,6 +121,8 @@ type request struct {
 	// onExtent is Request.OnExtent.
 	onExtent func(ExtentTiming) error
 	plain    bool // Request.Plain
+	h        *Handle
+	notify   chan<- *Handle // Request.Notify
 	done     chan struct{}
 	placed   atomic.Int64
 	stop     func() bool // stops the context watcher
@@ -139,7 +149,7 @@ type request struct {
 func (s *Session) Submit(ctx context.Context, reqs []Request) []*Handle {
 	hs := make([]*Handle, len(reqs))
 	for i, q := range reqs {
-		hs[i] = &Handle{r: s.start(ctx, q)}
+		hs[i] = s.start(ctx, q).h
 	}
 	return hs
 }
@@ -155,12 +165,14 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 
 		onExtent: q.OnExtent,
 		plain:    q.Plain,
+		notify:   q.Notify,
 		res: Result{
 			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
 			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason, ServerSend: s.serverSend,
 			Start: time.Now(),
 		},
 	}
+	r.h = &Handle{r: r}
 	switch {
 	case q.Length <= 0 || q.Offset < 0:
 		r.abort(StateFailed, fmt.Errorf("engine: read %s: bad range offset %d length %d", q.Volume, q.Offset, q.Length))
@@ -474,6 +486,13 @@ func (r *request) maybeFinish() {
 		r.s.forget(r.id, false)
 	}
 	close(r.done)
+	if r.notify != nil {
+		select {
+		case r.notify <- r.h:
+		default:
+			go func(ch chan<- *Handle, h *Handle) { ch <- h }(r.notify, r.h)
+		}
+	}
 }
 
 // forget drops a request from the session; with cancel it also tells the
