@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
@@ -1315,5 +1316,86 @@ func TestNotify(t *testing.T) {
 	case h := <-notify:
 		t.Fatalf("handle %d notified twice", index[h])
 	default:
+	}
+}
+
+// TestOnDone: OnDone runs once per request, after Done is closed and with
+// no engine lock held, so it can Cancel its own handle and Submit the next
+// read (a chain of reads, each started from the last one's OnDone, as
+// blockcat bench does); it runs for reads whose bytes come inline (4 KiB),
+// on data connections (256 KiB), refused inside Submit, and cancelled.
+func TestOnDone(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 4<<20, 64<<10)
+	c := e.client(nil)
+	for _, size := range []int64{4 << 10, 256 << 10} {
+		const chain = 40
+		buf, mem := c.alloc(t, chain*size)
+		var (
+			mu    sync.Mutex
+			calls = map[*engine.Handle]int{}
+			errs  []error
+		)
+		finished := make(chan struct{})
+		var submit func(i int)
+		submit = func(i int) {
+			off := int64(i) * 65536 % (int64(len(want)) - size)
+			c.Submit(context.Background(), []engine.Request{{Volume: "vol", Offset: off, Length: size, Dst: buf, DstOff: int64(i) * size,
+				OnDone: func(h *engine.Handle) {
+					select {
+					case <-h.Done():
+					default:
+						t.Errorf("read %d: OnDone before Done closed", i)
+					}
+					h.Cancel() // takes the request's lock: deadlocks if OnDone held it
+					r := h.Result()
+					mu.Lock()
+					calls[h]++
+					if r.Err != nil {
+						errs = append(errs, r.Err)
+					} else if !bytes.Equal(mem[int64(i)*size:int64(i+1)*size], want[off:off+size]) {
+						errs = append(errs, fmt.Errorf("read %d: bytes differ", i))
+					}
+					mu.Unlock()
+					if i+1 < chain {
+						submit(i + 1)
+					} else {
+						close(finished)
+					}
+				}}})
+		}
+		submit(0)
+		<-finished
+		mu.Lock()
+		if len(calls) != chain || len(errs) != 0 {
+			t.Fatalf("%d-byte chain: OnDone for %d handles, errors %v", size, len(calls), errs)
+		}
+		for _, n := range calls {
+			if n != 1 {
+				t.Fatalf("%d-byte chain: OnDone called %d times for one handle", size, n)
+			}
+		}
+		mu.Unlock()
+	}
+	// Refused at once, and cancelled before it started: OnDone still runs,
+	// once, inside Submit.
+	buf, _ := c.alloc(t, 4096)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var n atomic.Int32
+	for _, q := range []struct {
+		ctx context.Context
+		len int64
+	}{{context.Background(), -1}, {ctx, 4096}} {
+		h := c.Submit(q.ctx, []engine.Request{{Volume: "vol", Length: q.len, Dst: buf, OnDone: func(h *engine.Handle) {
+			if h.Result().Err == nil {
+				t.Error("a refused or cancelled read ended without an error")
+			}
+			n.Add(1)
+		}}})[0]
+		<-h.Done()
+	}
+	if n.Load() != 2 {
+		t.Fatalf("OnDone ran %d times for 2 reads that ended inside Submit", n.Load())
 	}
 }

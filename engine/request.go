@@ -56,6 +56,22 @@ type Request struct {
 	// goroutine of its own, so the engine never waits on it and no Handle
 	// is dropped.
 	Notify chan<- *Handle
+	// OnDone, when set, is called with the request's Handle once it has
+	// ended (after Done is closed and after Notify), with no engine lock
+	// held, on the goroutine that ended it: the session's control reader
+	// when the read's last event was a control message (its ReadDone, or
+	// an extent whose bytes came in its Extent: ExtentTiming.DataConn -1),
+	// a data connection's goroutine when it was that connection's last
+	// bytes, else the goroutine that cancelled it, or Submit itself for a
+	// request refused at once. It may Submit the next request: a caller
+	// keeps reads in flight so without a hand-off between goroutines per
+	// read. It must return quickly and never wait (for another read, a
+	// channel, a lock held long): the session's other reads wait for it,
+	// and a Submit on a data connection's goroutine delays that
+	// connection's next extent. A Submit never waits long: it writes at
+	// most Config.MaxReads Read frames the server has not answered, which
+	// the socket buffers hold.
+	OnDone func(*Handle)
 }
 
 // Handle follows one submitted request.
@@ -123,6 +139,7 @@ type request struct {
 	plain    bool // Request.Plain
 	h        *Handle
 	notify   chan<- *Handle // Request.Notify
+	onDone   func(*Handle)  // Request.OnDone
 	done     chan struct{}
 	placed   atomic.Int64
 	stop     func() bool // stops the context watcher
@@ -166,6 +183,7 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 		onExtent: q.OnExtent,
 		plain:    q.Plain,
 		notify:   q.Notify,
+		onDone:   q.OnDone,
 		res: Result{
 			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
 			Transport: s.cfg.Transport.Name(), FallbackReason: s.cfg.FallbackReason, ServerSend: s.serverSend,
@@ -345,8 +363,9 @@ func (r *request) release(placed int64) {
 	r.placed.Add(placed)
 	r.mu.Lock()
 	r.active--
-	r.maybeFinish()
+	fin := r.maybeFinish()
 	r.mu.Unlock()
+	r.ended(fin)
 }
 
 // extentDone counts a fully received extent (record listed it, if it landed
@@ -358,8 +377,9 @@ func (r *request) extentDone(t ExtentTiming, err error) {
 	}
 	r.mu.Lock()
 	r.received += t.Length
-	r.maybeFinish()
+	fin := r.maybeFinish()
 	r.mu.Unlock()
+	r.ended(fin)
 }
 
 // record adds a landed extent to the result. It is called between begin
@@ -426,8 +446,9 @@ func (r *request) serverDone(n int64, err *blockproto.Error) {
 		r.abort(StateFailed, fmt.Errorf("engine: read %d: server reported %d bytes, announced %d", r.id, n, r.announced))
 		return
 	}
-	r.maybeFinish()
+	fin := r.maybeFinish()
 	r.mu.Unlock()
+	r.ended(fin)
 }
 
 // abort ends the request early. Bytes still to come for it are discarded;
@@ -447,26 +468,29 @@ func (r *request) abort(st State, err error) {
 			s.fail(fmt.Errorf("%w: a data connection stalled for %s", ErrSessionClosed, s.cfg.StallTimeout))
 		})
 	}
-	r.maybeFinish()
+	fin := r.maybeFinish()
 	r.mu.Unlock()
 	if r.s != nil && r.id != 0 {
 		r.s.forget(r.id, st != StateFailed)
 	}
+	r.ended(fin)
 }
 
-// maybeFinish closes done when the request is complete. r.mu must be held.
-func (r *request) maybeFinish() {
+// maybeFinish closes done when the request is complete, and reports
+// whether it did; the caller then calls ended once it has let go of r.mu,
+// which must be held here.
+func (r *request) maybeFinish() bool {
 	if r.finished {
-		return
+		return false
 	}
 	if r.state == StatePending {
 		if !r.serverSaid || r.received != r.serverLen {
-			return
+			return false
 		}
 		r.state = StateDone
 	}
 	if r.active > 0 {
-		return
+		return false
 	}
 	r.finished = true
 	if r.stall != nil {
@@ -486,12 +510,24 @@ func (r *request) maybeFinish() {
 		r.s.forget(r.id, false)
 	}
 	close(r.done)
+	return true
+}
+
+// ended tells the request's Notify and OnDone that it has ended, if fin
+// (maybeFinish closed done). No lock may be held: OnDone may Submit.
+func (r *request) ended(fin bool) {
+	if !fin {
+		return
+	}
 	if r.notify != nil {
 		select {
 		case r.notify <- r.h:
 		default:
 			go func(ch chan<- *Handle, h *Handle) { ch <- h }(r.notify, r.h)
 		}
+	}
+	if r.onDone != nil {
+		r.onDone(r.h)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/blockxfer/blockxfer/blockproto"
@@ -133,6 +134,18 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// inline reports whether every extent of a read came in its Extent, on the
+// control connection (ExtentTiming.DataConn -1): the read then ended on
+// the session's control reader.
+func inline(res engine.Result) bool {
+	for _, e := range res.Extents {
+		if e.DataConn != -1 {
+			return false
+		}
+	}
+	return len(res.Extents) > 0
+}
+
 // parseSizes parses --sizes, a comma-separated list of positive sizes.
 func parseSizes(list string) ([]int64, error) {
 	var sizes []int64
@@ -149,62 +162,95 @@ func parseSizes(list string) ([]int64, error) {
 // benchSize keeps a read of size bytes at a random offset of vol in
 // flight into each of bufs (each at least size bytes) for d, each slot
 // starting its next read as soon as its last one ended, and reports
-// throughput and latency percentiles. One goroutine submits the reads and
-// takes their completions from one channel (Request.Notify), as fio's
-// event loop does, so the figures are the engine's and not the cost of
-// scheduling a goroutine per slot. A read that fails is read again through
-// the conn's client, which resumes a lost session (unless --no-resume);
-// the time that took counts in the latency.
+// throughput and latency percentiles. As fio's event loop does, the next
+// read is submitted from the last one's completion (Request.OnDone): on
+// the session's control reader when the bytes came in the Extent, so a
+// small read costs no hand-off between goroutines; otherwise this
+// goroutine submits it, so that a data connection's goroutine, which
+// ended the read, goes back to receiving. A read that fails is read again
+// here, through the conn's client, which resumes a lost session (unless
+// --no-resume); the time that took counts in the latency.
 func benchSize(ctx context.Context, s *conn, bufs []memory.Buffer, vol blockproto.VolumeStat, size int64,
 	d time.Duration, rng *rand.Rand) (benchRow, error) {
 	row := benchRow{Size: size}
 	slots := (int64(vol.Size) - size) / size
-	type inflight struct {
+	type read struct {
 		slot int
 		off  int64
 		at   time.Time
 	}
 	var (
-		lat     []time.Duration
-		pending = make(map[*engine.Handle]inflight, len(bufs))
-		notify  = make(chan *engine.Handle, len(bufs))
+		mu    sync.Mutex // guards rng, lat, row.Bytes and left
+		lat   []time.Duration
+		left  = len(bufs)           // slots still reading
+		all   = make(chan struct{}) // closed when left is 0
+		start = time.Now()
+		stop  = start.Add(d)
+		// A slot has one read at a time, so neither channel fills.
+		failed = make(chan read, len(bufs))
+		next   = make(chan int, len(bufs)) // slots for this goroutine to submit
 	)
+	// landed counts a read and reports whether its slot reads again.
+	landed := func(rd read, n int64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		lat = append(lat, time.Since(rd.at))
+		row.Bytes += n
+		if time.Now().Before(stop) {
+			return true
+		}
+		if left--; left == 0 {
+			close(all)
+		}
+		return false
+	}
+	var submit func(sess *engine.Session, slot int)
+	submit = func(sess *engine.Session, slot int) {
+		mu.Lock()
+		rd := read{slot: slot, off: rng.Int64N(slots+1) * size}
+		mu.Unlock()
+		rd.at = time.Now()
+		sess.Submit(ctx, []engine.Request{{Volume: vol.Name, Offset: rd.off, Length: size, Dst: bufs[slot],
+			Generation: vol.Generation, OnDone: func(h *engine.Handle) {
+				res := h.Result()
+				switch {
+				case res.Err != nil:
+					failed <- rd
+				case !landed(rd, res.Bytes):
+				case inline(res):
+					submit(sess, slot)
+				default:
+					next <- slot
+				}
+			}}})
+	}
 	sess, err := s.client.Session(ctx)
 	if err != nil {
 		return row, err
 	}
-	submit := func(slot int) {
-		off := rng.Int64N(slots+1) * size
-		at := time.Now()
-		h := sess.Submit(ctx, []engine.Request{{Volume: vol.Name, Offset: off, Length: size, Dst: bufs[slot],
-			Generation: vol.Generation, Notify: notify}})[0]
-		pending[h] = inflight{slot: slot, off: off, at: at}
-	}
-	start := time.Now()
-	stop := start.Add(d)
 	for slot := range bufs {
-		submit(slot)
+		submit(sess, slot)
 	}
-	for len(pending) > 0 {
-		h := <-notify
-		in := pending[h]
-		delete(pending, h)
-		res := h.Result()
-		if res.Err != nil {
-			rs, err := s.client.Read(ctx, vol.Name, []engine.Range{{Offset: in.off, Length: size}}, bufs[in.slot],
+	for done := false; !done; {
+		select {
+		case <-all:
+			done = true
+		case slot := <-next:
+			submit(sess, slot)
+		case rd := <-failed:
+			rs, err := s.client.Read(ctx, vol.Name, []engine.Range{{Offset: rd.off, Length: size}}, bufs[rd.slot],
 				&engine.ReadOptions{Generation: vol.Generation})
+			if err == nil {
+				sess, err = s.client.Session(ctx)
+			}
 			if err != nil {
+				// The reads still open end with ctx's cancellation
+				// (the caller's) or the lost session's error.
 				return row, err
 			}
-			res = rs[0]
-			if sess, err = s.client.Session(ctx); err != nil {
-				return row, err
+			if landed(rd, rs[0].Bytes) {
+				submit(sess, rd.slot)
 			}
-		}
-		lat = append(lat, time.Since(in.at))
-		row.Bytes += res.Bytes
-		if time.Now().Before(stop) {
-			submit(in.slot)
 		}
 	}
 	row.Seconds = time.Since(start).Seconds()
