@@ -1262,63 +1262,6 @@ func TestClientReadDstOffset(t *testing.T) {
 	}
 }
 
-// TestNotify: every request that names a Notify channel sends its Handle
-// there exactly once, after its Done is closed, whether it ends with its
-// bytes, at once (a bad range), or cancelled; a channel without room for
-// them all (capacity 1) still gets every one, and the session is not held
-// up meanwhile.
-func TestNotify(t *testing.T) {
-	e := newEnv(t, envOpts{})
-	want := e.volume("vol", 4<<20, 64<<10)
-	c := e.client(nil)
-	const n = 64
-	buf, mem := c.alloc(t, n*4096)
-	notify := make(chan *engine.Handle, 1)
-	reqs := make([]engine.Request, n)
-	for i := range reqs {
-		reqs[i] = engine.Request{Volume: "vol", Offset: int64(i) * 65536, Length: 4096, Dst: buf, DstOff: int64(i) * 4096, Notify: notify}
-	}
-	reqs[7].Length = -1 // ends at once, inside Submit
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	late := c.Submit(ctx, []engine.Request{{Volume: "vol", Length: 4096, Dst: buf, Notify: notify}})[0]
-	hs := append(c.Submit(context.Background(), reqs), late)
-	index := map[*engine.Handle]int{}
-	for i, h := range hs {
-		index[h] = i
-	}
-	seen := map[*engine.Handle]bool{}
-	for range hs {
-		h := <-notify
-		i, ok := index[h]
-		if !ok || seen[h] {
-			t.Fatalf("notified of handle %p: known %v, seen before %v", h, ok, seen[h])
-		}
-		seen[h] = true
-		select {
-		case <-h.Done():
-		default:
-			t.Fatalf("request %d notified before its Done closed", i)
-		}
-		r := h.Result()
-		switch {
-		case i == 7 || h == late:
-			if r.Err == nil {
-				t.Errorf("request %d: no error, want it refused or cancelled", i)
-			}
-		case r.Err != nil:
-			t.Errorf("request %d: %v", i, r.Err)
-		case !bytes.Equal(mem[i*4096:(i+1)*4096], want[i*65536:i*65536+4096]):
-			t.Errorf("request %d: bytes differ", i)
-		}
-	}
-	select {
-	case h := <-notify:
-		t.Fatalf("handle %d notified twice", index[h])
-	default:
-	}
-}
-
 // TestOnDone: OnDone runs once per request, after Done is closed and with
 // no engine lock held, so it can Cancel its own handle and Submit the next
 // read (a chain of reads, each started from the last one's OnDone, as

@@ -48,17 +48,9 @@ type Request struct {
 	// connections it fails with ErrNoPlainPath unless the session also has
 	// plain ones and the server chooses per read (docs/devmem.md).
 	Plain bool
-	// Notify, when not nil, receives the request's Handle once it has
-	// ended (Handle.Done is closed), as net/rpc's Call.Done does: a caller
-	// with many requests in flight waits on one channel for whichever
-	// ends first, instead of a goroutine per request. Give it room for
-	// every request that uses it: a send that would block is made from a
-	// goroutine of its own, so the engine never waits on it and no Handle
-	// is dropped.
-	Notify chan<- *Handle
 	// OnDone, when set, is called with the request's Handle once it has
-	// ended (after Done is closed and after Notify), with no engine lock
-	// held, on the goroutine that ended it: the session's control reader
+	// ended (after Done is closed), with no engine lock held, on the
+	// goroutine that ended it: the session's control reader
 	// when the read's last event was a control message (its ReadDone, or
 	// an extent whose bytes came in its Extent: ExtentTiming.DataConn -1),
 	// a data connection's goroutine when it was that connection's last
@@ -138,8 +130,7 @@ type request struct {
 	onExtent func(ExtentTiming) error
 	plain    bool // Request.Plain
 	h        *Handle
-	notify   chan<- *Handle // Request.Notify
-	onDone   func(*Handle)  // Request.OnDone
+	onDone   func(*Handle) // Request.OnDone
 	done     chan struct{}
 	placed   atomic.Int64
 	stop     func() bool // stops the context watcher
@@ -182,7 +173,6 @@ func (s *Session) start(ctx context.Context, q Request) *request {
 
 		onExtent: q.OnExtent,
 		plain:    q.Plain,
-		notify:   q.Notify,
 		onDone:   q.OnDone,
 		res: Result{
 			Volume: q.Volume, Offset: q.Offset, Length: q.Length,
@@ -513,20 +503,10 @@ func (r *request) maybeFinish() bool {
 	return true
 }
 
-// ended tells the request's Notify and OnDone that it has ended, if fin
-// (maybeFinish closed done). No lock may be held: OnDone may Submit.
+// ended calls the request's OnDone, if fin (maybeFinish closed done). No
+// lock may be held: OnDone may Submit.
 func (r *request) ended(fin bool) {
-	if !fin {
-		return
-	}
-	if r.notify != nil {
-		select {
-		case r.notify <- r.h:
-		default:
-			go func(ch chan<- *Handle, h *Handle) { ch <- h }(r.notify, r.h)
-		}
-	}
-	if r.onDone != nil {
+	if fin && r.onDone != nil {
 		r.onDone(r.h)
 	}
 }
