@@ -783,6 +783,9 @@ type sendJob struct {
 	n   int64
 	ctl uint64    // where its Extent ends in the control stream
 	buf *stageBuf // the checked bytes, sent instead of f's when set (see capture)
+	// inlineMax: the largest staged job sent in its Extent (copyMax, or
+	// loneInlineMax for a lone read of a client that takes inline data).
+	inlineMax int64
 }
 
 // srvRead is one read in progress.
@@ -1341,11 +1344,14 @@ func (ss *srvSession) announceRead(rd *srvRead, wait bool) {
 			src = cp
 		}
 		crc, err := v.RangeCRC(src, off, n, blocks)
-		j := sendJob{rd: rd, f: rd.vh.f, off: off, n: n}
+		j := sendJob{rd: rd, f: rd.vh.f, off: off, n: n, inlineMax: copyMax}
+		if ss.inline && ss.lone() {
+			j.inlineMax = loneInlineMax
+		}
 		if cp != nil {
 			held := false
 			if err == nil {
-				held, err = cp.fill(v.Name, crc)
+				held, err = cp.fill(v.Name, crc, j.inlineMax)
 			}
 			if held {
 				j.buf = cp.buf
@@ -1535,7 +1541,7 @@ func (ss *srvSession) terminal(rd *srvRead) blockproto.Msg {
 // and is sent from the volume file. In a session that takes inline data, a
 // staged job's bytes go in its Extent instead, and its work is done.
 func (ss *srvSession) enqueue(j *sendJob, off int64, crc uint32) error {
-	if ss.inline && j.buf != nil && j.n <= copyMax {
+	if ss.inline && j.buf != nil && j.n <= j.inlineMax {
 		return ss.sendInline(j, off, crc)
 	}
 	ss.announce.Lock()

@@ -15,10 +15,11 @@ import (
 // bytes of the range those reads return are kept in a staging buffer. When
 // they do not cover the range (whole blocks inside it contribute their
 // stored CRCs unread: a block-aligned read) and it is at most copyMax
-// bytes, the range is read into the buffer and checked against the CRC
+// bytes (loneInlineMax for the only read of a session that takes inline
+// data), the range is read into the buffer and checked against the CRC
 // RangeCRC combined from the stored ones; a larger one is sent from the
 // volume file (sendfile beats a read, a checksum and a copy there). A
-// staged range of at most copyMax bytes goes in its Extent to a client that
+// staged range of at most that many bytes goes in its Extent to a client that
 // takes inline data (srvSession.sendInline); otherwise the buffer is sent
 // in one write on a data connection (transport.BytesSender) instead of
 // from the volume file. So the range is not read a second time, the bytes sent
@@ -34,6 +35,13 @@ import (
 const (
 	stageMax = 64 << 10 // the largest range staged
 	copyMax  = 16 << 10 // the largest range read whole to stage it, or sent inline
+	// loneInlineMax is copyMax for the session's only read, when its
+	// client takes inline data: the whole read then costs one control
+	// write on the server and no data connection or goroutine hand-off
+	// on the client (32 KiB reads at depth 1: 1.5x, docs/performance.md).
+	// At 64 KiB it was slower: such frames outgrow the control
+	// connection's buffers.
+	loneInlineMax = 32 << 10
 )
 
 // stageBuf holds the checked bytes of one staged extent.
@@ -54,15 +62,16 @@ type capture struct {
 // fill completes the buffer once RangeCRC returned crc for [lo, hi): if
 // its reads did not return every byte of the range, the range is read from
 // r and checked against crc. It reports whether the buffer holds the
-// range: false, and no error, for a range over copyMax. The error wraps
+// range: false, and no error, for a range over max (copyMax, or
+// loneInlineMax). The error wraps
 // catalog.ErrDataCorrupt when the bytes on disk are not those the stored
 // CRCs describe.
-func (c *capture) fill(name string, crc uint32) (bool, error) {
+func (c *capture) fill(name string, crc uint32, max int64) (bool, error) {
 	n := c.hi - c.lo
 	if c.got == n {
 		return true, nil
 	}
-	if n > copyMax {
+	if n > max {
 		return false, nil
 	}
 	p := c.buf[:n]

@@ -64,23 +64,26 @@ var smallReads = []engine.Range{
 	{Offset: 128<<10 + 4<<10, Length: 40 << 10},    // 4 KiB blocks, aligned
 	{Offset: 192<<10 + 1000, Length: 60<<10 - 999}, // edges and whole 4 KiB blocks
 	{Offset: 256<<10 + 8<<10, Length: 12 << 10},    // three whole 4 KiB blocks
+	{Offset: 320 << 10, Length: 24 << 10},          // six whole 4 KiB blocks: over copyMax, a lone read
 }
 
 // TestSmallReadsSentFromMemory: small partial reads are read, checked and
 // sent from memory, for blocks of 4 KiB (where a block-aligned read of at
-// most 16 KiB is read and checked whole) and 64 KiB: those of at most
-// 16 KiB in their Extent to a client that takes inline data, the others on
-// a data connection whose sender can (SendBytes), else from the volume
-// file. The bytes are right and checked every way.
+// most 16 KiB is read and checked whole, 32 KiB for a session's only read
+// when its client takes inline data) and 64 KiB: those of at most 16 KiB,
+// and a lone read of at most 32 KiB, in their Extent to a client that
+// takes inline data, the others on a data connection whose sender can
+// (SendBytes), else from the volume file. The bytes are right and checked
+// every way.
 func TestSmallReadsSentFromMemory(t *testing.T) {
 	for _, tc := range []struct {
 		name                     string
 		inline, fileOnly         bool
 		inlined, inMemory, files int64
 	}{
-		{"inline", true, false, 6, 2, 2},
-		{"bytes", false, false, 0, 8, 2},
-		{"file", false, true, 0, 0, 10},
+		{"inline", true, false, 8, 2, 2},
+		{"bytes", false, false, 0, 9, 3},
+		{"file", false, true, 0, 0, 12},
 	} {
 		t.Run(tc.name, func(t *testing.T) { // each env ends, and is checked for leaks, before the next
 			ct := &countingTransport{fileOnly: tc.fileOnly}
@@ -111,7 +114,7 @@ func TestSmallReadsSentFromMemory(t *testing.T) {
 					if !bytes.Equal(mem, want[r.Offset:r.Offset+r.Length]) {
 						t.Fatalf("%s: %s %+v: bytes differ", tc.name, name, r)
 					}
-					inline := tc.inline && r.Length <= 16<<10
+					inline := tc.inline && r.Length <= 32<<10 // every read here is the session's only one
 					if x := res[0].Extents; res[0].VerifiedExtents != 1 || len(x) != 1 || (x[0].DataConn == -1) != inline || x[0].Transport != "tcp" {
 						t.Fatalf("%s: %s %+v: %d verified, extents %+v; want one verified, inline %v", tc.name, name, r, res[0].VerifiedExtents, x, inline)
 					}
@@ -136,7 +139,9 @@ func TestSmallAlignedReadOfCorruptBlock(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	want := e.corruptVolume("v", 4<<10, 300<<10+5) // block [300K, 304K)
 	c := e.client(func(c *engine.Config) { c.Verify = engine.VerifyOff })
-	for _, r := range []engine.Range{{Offset: 300 << 10, Length: 4 << 10}, {Offset: 296 << 10, Length: 16 << 10}} {
+	// The last is over copyMax, checked whole because it is the
+	// session's only read.
+	for _, r := range []engine.Range{{Offset: 300 << 10, Length: 4 << 10}, {Offset: 296 << 10, Length: 16 << 10}, {Offset: 296 << 10, Length: 24 << 10}} {
 		buf, _ := c.alloc(t, r.Length)
 		_, err := c.Read(context.Background(), "v", []engine.Range{r}, buf)
 		var pe *blockproto.Error
