@@ -14,8 +14,11 @@ const (
 	// are decoded in place, without a copy.
 	connReadBufSize = 32 << 10
 	// maxKeptBuf is the largest scratch buffer a Conn keeps between frames;
-	// a larger one (a big VolumeList) is dropped after use.
-	maxKeptBuf = 64 << 10
+	// a larger one (a big VolumeList) is dropped after use. It holds an
+	// Extent with MaxInlineData bytes and its header: at 64 KiB, every
+	// such frame allocated a new buffer, and the garbage collector took a
+	// quarter of a client reading 64 KiB inline extents.
+	maxKeptBuf = 128 << 10
 	// readChunk is how much a large frame's buffer grows at a time, so a
 	// length prefix alone cannot make the reader allocate MaxFrame bytes.
 	readChunk = 64 << 10
