@@ -50,19 +50,19 @@ type Request struct {
 	Plain bool
 	// OnDone, when set, is called with the request's Handle once it has
 	// ended (after Done is closed), with no engine lock held, on the
-	// goroutine that ended it: the session's control reader
-	// when the read's last event was a control message (its ReadDone, or
-	// an extent whose bytes came in its Extent: ExtentTiming.DataConn -1),
-	// a data connection's goroutine when it was that connection's last
-	// bytes, else the goroutine that cancelled it, or Submit itself for a
-	// request refused at once. It may Submit the next request: a caller
-	// keeps reads in flight so without a hand-off between goroutines per
-	// read. It must return quickly and never wait (for another read, a
-	// channel, a lock held long): the session's other reads wait for it,
-	// and a Submit on a data connection's goroutine delays that
-	// connection's next extent. A Submit never waits long: it writes at
-	// most Config.MaxReads Read frames the server has not answered, which
-	// the socket buffers hold.
+	// goroutine that ended it: the session's control reader when the
+	// read's last event was a control message (its ReadDone, or an extent
+	// whose bytes came in its Extent: ExtentTiming.DataConn -1), a data
+	// connection's goroutine when it was that connection's last bytes,
+	// else the goroutine that cancelled it, or Submit itself for a request
+	// refused at once. It may Submit the next request, so a caller keeps
+	// reads in flight without a hand-off between goroutines per read. It
+	// must return quickly and never wait (for another read, a channel, a
+	// lock held long): the session's other reads wait for it, and a
+	// Submit on a data connection's goroutine delays that connection's
+	// next extent. A Submit never waits long: it writes at most
+	// Config.MaxReads Read frames the server has not answered, which the
+	// socket buffers hold.
 	OnDone func(*Handle)
 }
 

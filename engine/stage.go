@@ -39,8 +39,8 @@ const (
 	// client takes inline data: the whole read then costs one control
 	// write on the server and no data connection or goroutine hand-off
 	// on the client (32 KiB reads at depth 1: 1.5x, docs/performance.md).
-	// At 64 KiB it was slower: such frames outgrow the control
-	// connection's buffers.
+	// Not 64 KiB: clients built before blockproto kept a scratch buffer
+	// for such frames took a fresh one for each, and slowed down badly.
 	loneInlineMax = 32 << 10
 )
 
@@ -62,16 +62,16 @@ type capture struct {
 // fill completes the buffer once RangeCRC returned crc for [lo, hi): if
 // its reads did not return every byte of the range, the range is read from
 // r and checked against crc. It reports whether the buffer holds the
-// range: false, and no error, for a range over max (copyMax, or
+// range: false, and no error, for a range over limit (copyMax, or
 // loneInlineMax). The error wraps
 // catalog.ErrDataCorrupt when the bytes on disk are not those the stored
 // CRCs describe.
-func (c *capture) fill(name string, crc uint32, max int64) (bool, error) {
+func (c *capture) fill(name string, crc uint32, limit int64) (bool, error) {
 	n := c.hi - c.lo
 	if c.got == n {
 		return true, nil
 	}
-	if n > max {
+	if n > limit {
 		return false, nil
 	}
 	p := c.buf[:n]
