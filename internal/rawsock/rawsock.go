@@ -7,8 +7,7 @@
 // 20 µs until the process is idle again. A request-response process, which
 // is idle between requests, so pays a futex wake-up and two or three
 // context switches of sysmon per request: a fifth of blockd's CPU samples
-// at queue depth 1, and the reason random reads ran at 0.8x fio's rate
-// where the CPU per read was the same.
+// at queue depth 1 (docs/performance.md).
 //
 // A socket of Go's net package is non-blocking: read(2) and write(2) on it
 // return at once (EAGAIN when they would block), so they need none of that
