@@ -602,7 +602,7 @@ func TestCloseFailsCalls(t *testing.T) {
 	if err := p.CopyIn(ctx, b.ID, 0, []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Errorf("CopyIn after Close: %v, want ErrClosed", err)
 	}
-	if n := fdcount.Open(t); n != before {
+	if n := fdcount.Await(t, before); n != before {
 		t.Errorf("%d fds open after Close, want %d as before Load", n, before)
 	}
 	if err := p.Close(); err != nil {
