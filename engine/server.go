@@ -783,8 +783,9 @@ type sendJob struct {
 	n   int64
 	ctl uint64    // where its Extent ends in the control stream
 	buf *stageBuf // the checked bytes, sent instead of f's when set (see capture)
-	// inlineMax: the largest staged job sent in its Extent (copyMax, or
-	// loneInlineMax for a lone read of a client that takes inline data).
+	// inlineMax: for a job being staged, the largest one staged whole and
+	// sent in its Extent (copyMax, or loneInlineMax for a lone read of a
+	// client that takes inline data); 0 for any other.
 	inlineMax int64
 }
 
@@ -1344,11 +1345,12 @@ func (ss *srvSession) announceRead(rd *srvRead, wait bool) {
 			src = cp
 		}
 		crc, err := v.RangeCRC(src, off, n, blocks)
-		j := sendJob{rd: rd, f: rd.vh.f, off: off, n: n, inlineMax: copyMax}
-		if ss.inline && ss.lone() {
-			j.inlineMax = loneInlineMax
-		}
+		j := sendJob{rd: rd, f: rd.vh.f, off: off, n: n}
 		if cp != nil {
+			j.inlineMax = copyMax
+			if ss.inline && ss.lone() {
+				j.inlineMax = loneInlineMax
+			}
 			held := false
 			if err == nil {
 				held, err = cp.fill(v.Name, crc, j.inlineMax)

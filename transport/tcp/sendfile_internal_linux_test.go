@@ -52,9 +52,9 @@ func TestCached(t *testing.T) {
 		{page + 100, page - 200, true}, // inside the page
 		{page + 100, page, false},      // runs into the third page unless read ahead
 		{0, page, false},               // the first page was not read
-		{0, size, false},               //
-		{page - 1, 2, false},           // straddles the first page
-		{page, 0, false},               // nothing to send
+		{0, size, false},
+		{page - 1, 2, false}, // straddles the first page
+		{page, 0, false},     // nothing to send
 	} {
 		if c.off+c.n > 2*page && c.want == false && cached(fd, 2*page, page) {
 			continue // read-ahead brought the third page back: this case says nothing

@@ -114,7 +114,7 @@ func sendfile(fd, src int, off, n int64, raw bool) (int, error) {
 	}
 	r, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, uintptr(fd), uintptr(src), uintptr(unsafe.Pointer(&off)), uintptr(n), 0, 0)
 	if e != 0 {
-		return int(r), e
+		return 0, e
 	}
 	return int(r), nil
 }
