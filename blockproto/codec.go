@@ -54,6 +54,27 @@ func AppendFrame(dst []byte, m Msg) ([]byte, error) {
 	return b, nil
 }
 
+// AppendExtentHeader appends the frame of an Extent whose Length bytes are
+// written by the caller right after it, without passing through dst (a
+// sendfile(2) from the volume file): the frame's length counts them, and
+// e.Data must be nil. e must be valid as an inline extent (DataConn and
+// StreamOffset 0, Length at most [MaxInlineData]); otherwise nothing is
+// appended and the error wraps [ErrMalformed].
+func AppendExtentHeader(dst []byte, e *Extent) ([]byte, error) {
+	if e == nil || e.Data != nil {
+		return dst, malformed("AppendExtentHeader wants an Extent without Data")
+	}
+	if err := validate(e); err != nil {
+		return dst, err
+	}
+	if e.Length > MaxInlineData || e.DataConn != 0 || e.StreamOffset != 0 {
+		return dst, malformedf("inline Extent of %d bytes on data connection %d at stream offset %d, want at most %d, 0 and 0",
+			e.Length, e.DataConn, e.StreamOffset, MaxInlineData)
+	}
+	b := binary.BigEndian.AppendUint32(dst, uint32(extentLen)+e.Length)
+	return appendBody(b, e)
+}
+
 // sizeHint returns the encoded body size of m, or a small default.
 func sizeHint(m Msg) int {
 	switch m := m.(type) {

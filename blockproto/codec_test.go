@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -694,5 +695,41 @@ func TestVolumeListPageFitsFrame(t *testing.T) {
 	}
 	if sizeHint(big) != want {
 		t.Errorf("sizeHint = %d, want %d", sizeHint(big), want)
+	}
+}
+
+// TestAppendExtentHeader: the header, followed by the Length bytes the
+// caller sends itself, is the frame AppendFrame makes of the Extent with
+// its Data; an Extent that cannot be sent inline appends nothing.
+func TestAppendExtentHeader(t *testing.T) {
+	data := bytes.Repeat([]byte{0xa5}, MaxInlineData)
+	e := &Extent{ID: 7, VolumeOffset: 1 << 20, Length: MaxInlineData, CRC32C: 0xdeadbeef}
+	prefix := []byte("queued")
+	hdr, err := AppendExtentHeader(slices.Clone(prefix), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withData := *e
+	withData.Data = data
+	want, err := AppendFrame(slices.Clone(prefix), &withData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(hdr, data...); !bytes.Equal(got, want) {
+		t.Fatalf("header and bytes differ from the whole frame (%d bytes, want %d)", len(got), len(want))
+	}
+	for _, bad := range []*Extent{
+		nil,
+		{ID: 7, Length: 4, Data: []byte{1, 2, 3, 4}},
+		{ID: 7, Length: MaxInlineData + 1},
+		{ID: 7, Length: 4, DataConn: 1},
+		{ID: 7, Length: 4, StreamOffset: 8},
+		{ID: 0, Length: 4},
+		{ID: 7, Length: 0},
+	} {
+		got, err := AppendExtentHeader(slices.Clone(prefix), bad)
+		if !errors.Is(err, ErrMalformed) || !bytes.Equal(got, prefix) {
+			t.Errorf("%+v: %q, %v; want the prefix alone and ErrMalformed", bad, got, err)
+		}
 	}
 }

@@ -398,3 +398,28 @@ func TestConnKeepsInlineScratch(t *testing.T) {
 		t.Errorf("%d frames of %d inline bytes allocated %d bytes: the scratch buffer is not kept", n-1, MaxInlineData, got)
 	}
 }
+
+// TestConnSizeDecodesInlineExtentsInPlace: with InlineReadBuf, an Extent
+// carrying MaxInlineData bytes is decoded in the read buffer: the Data a
+// view returns lies inside it, so no scratch buffer is filled and copied.
+func TestConnSizeDecodesInlineExtentsInPlace(t *testing.T) {
+	data := bytes.Repeat([]byte{9}, MaxInlineData)
+	b := frames(t, &Extent{ID: 1, Length: MaxInlineData, Data: data}, &ReadDone{ID: 1, Bytes: MaxInlineData})
+	for _, tc := range []struct {
+		size    int
+		inPlace bool
+	}{{0, false}, {InlineReadBuf, true}} {
+		c := NewConnSize(rw{bytes.NewReader(b), io.Discard}, tc.size)
+		m, err := c.ReadMsgView()
+		x, ok := m.(*Extent)
+		if err != nil || !ok || !bytes.Equal(x.Data, data) {
+			t.Fatalf("size %d: read %T, %v; want the Extent", tc.size, m, err)
+		}
+		if inPlace := c.rbuf == nil; inPlace != tc.inPlace {
+			t.Errorf("size %d: decoded in the read buffer %v, want %v", tc.size, inPlace, tc.inPlace)
+		}
+		if m, err := c.ReadMsg(); err != nil || m.Type() != TypeReadDone {
+			t.Fatalf("size %d: then read %v, %v; want the ReadDone", tc.size, m, err)
+		}
+	}
+}

@@ -111,6 +111,12 @@ const (
 	// send them. Both must offer it for such an Extent to be sent
 	// (docs/protocol.md 5.12).
 	CapInlineData Caps = 1 << 5
+	// CapInlineLarge: in Hello, the client reads inline extents of up to
+	// [MaxInlineData] bytes without a fresh buffer for each; in Challenge,
+	// the server may send a session's only read inline up to that size
+	// rather than 32 KiB. It means nothing without [CapInlineData] on both
+	// sides (docs/protocol.md 5.12).
+	CapInlineLarge Caps = 1 << 6
 )
 
 // DataKind is how a client receives one data connection's payload, as it

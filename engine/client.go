@@ -116,6 +116,9 @@ type Config struct {
 	// noInline: do not offer CapInlineData, as a client before it did
 	// (tests reach the data connection paths so; export_test.go).
 	noInline bool
+	// noInlineLarge: offer CapInlineData but not CapInlineLarge, as a
+	// client before it did (tests).
+	noInlineLarge bool
 }
 
 func (c *Config) setDefaults() error {
@@ -230,7 +233,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Session, error) {
 		cfg:      cfg,
 		addr:     addr,
 		ctl:      ctl,
-		proto:    blockproto.NewConn(ctl),
+		proto:    blockproto.NewConnSize(ctl, blockproto.InlineReadBuf),
 		reqs:     make(map[uint64]*request),
 		puts:     make(map[uint64]*clientPut),
 		putSlots: make(chan struct{}, MaxUploadsPerSession),
@@ -283,6 +286,9 @@ func (s *Session) handshake() ([][blockproto.TokenLen]byte, error) {
 	hello := &blockproto.Hello{Caps: blockproto.CapTCP | blockproto.CapDataKinds, Client: s.cfg.Name}
 	if s.inline != nil {
 		hello.Caps |= blockproto.CapInlineData
+		if !s.cfg.noInlineLarge {
+			hello.Caps |= blockproto.CapInlineLarge
+		}
 	}
 	var err error
 	if hello.Nonce, err = blockproto.NewNonce(); err != nil {

@@ -18,12 +18,13 @@ import (
 )
 
 // countingTransport is tcp.Transport counting how its senders send: from a
-// file (SendExtent) or from memory (SendBytes). With fileOnly its senders
-// cannot send from memory.
+// file (SendExtent), from memory (SendBytes), or from a file inline on the
+// control connection (SendExtentAfter). With fileOnly its senders cannot
+// send from memory or inline.
 type countingTransport struct {
 	tcp.Transport
-	fileOnly     bool
-	files, bytes atomic.Int64
+	fileOnly             bool
+	files, bytes, inline atomic.Int64
 }
 
 func (t *countingTransport) NewSender(c net.Conn) (transport.Sender, error) {
@@ -48,6 +49,11 @@ func (s *countingSender) SendExtent(f *os.File, off, n int64) error {
 	return s.Sender.SendExtent(f, off, n)
 }
 
+func (s *countingSender) SendExtentAfter(hdr []byte, f *os.File, off, n int64) error {
+	s.t.inline.Add(1)
+	return s.Sender.(transport.HeaderSender).SendExtentAfter(hdr, f, off, n)
+}
+
 func (s *countingSender) SendBytes(p []byte) error {
 	s.t.bytes.Add(1)
 	return s.Sender.(transport.BytesSender).SendBytes(p)
@@ -70,9 +76,10 @@ var smallReads = []engine.Range{
 // TestSmallReadsSentFromMemory: small partial reads are read, checked and
 // sent from memory, for blocks of 4 KiB (where a block-aligned read of at
 // most 16 KiB is read and checked whole, 32 KiB for a session's only read
-// when its client takes inline data) and 64 KiB: those of at most 16 KiB,
-// and a lone read of at most 32 KiB, in their Extent to a client that
-// takes inline data, the others on a data connection whose sender can
+// when its client takes inline data) and 64 KiB: in their Extent to a
+// client that takes inline data (every read here, each the session's only
+// one; those not staged come from the volume file inline,
+// TestLoneReadInlineFromFile), else on a data connection whose sender can
 // (SendBytes), else from the volume file. The bytes are right and checked
 // every way.
 func TestSmallReadsSentFromMemory(t *testing.T) {
@@ -81,7 +88,7 @@ func TestSmallReadsSentFromMemory(t *testing.T) {
 		inline, fileOnly         bool
 		inlined, inMemory, files int64
 	}{
-		{"inline", true, false, 8, 2, 2},
+		{"inline", true, false, 12, 0, 0},
 		{"bytes", false, false, 0, 9, 3},
 		{"file", false, true, 0, 0, 12},
 	} {
@@ -114,7 +121,7 @@ func TestSmallReadsSentFromMemory(t *testing.T) {
 					if !bytes.Equal(mem, want[r.Offset:r.Offset+r.Length]) {
 						t.Fatalf("%s: %s %+v: bytes differ", tc.name, name, r)
 					}
-					inline := tc.inline && r.Length <= 32<<10 // every read here is the session's only one
+					inline := tc.inline // every read here is the session's only one, of at most 64 KiB
 					if x := res[0].Extents; res[0].VerifiedExtents != 1 || len(x) != 1 || (x[0].DataConn == -1) != inline || x[0].Transport != "tcp" {
 						t.Fatalf("%s: %s %+v: %d verified, extents %+v; want one verified, inline %v", tc.name, name, r, res[0].VerifiedExtents, x, inline)
 					}

@@ -114,6 +114,19 @@ type TrySender interface {
 	TrySendExtent(f *os.File, off, n int64) int64
 }
 
+// HeaderSender is implemented by a Sender that can put bytes of its own
+// before an extent's in one piece of the stream: the engine sends an
+// extent inline on the control connection as its Extent frame's header
+// followed by the bytes from the volume file (docs/protocol.md 5.12).
+// transport/tcp's senders implement it.
+type HeaderSender interface {
+	// SendExtentAfter writes hdr, then n bytes of f from off as
+	// SendExtent does (a source failure pads them, and the error wraps
+	// ErrSource). Where it can, it holds hdr back until the first bytes
+	// go with it, so the peer is not woken for the header alone.
+	SendExtentAfter(hdr []byte, f *os.File, off, n int64) error
+}
+
 // BytesSender is implemented by a Sender that can also send bytes from
 // memory: the engine sends a small read it has already read and checked in
 // one write, rather than from the volume file. transport/tcp's senders

@@ -70,7 +70,43 @@ func (s *sendfileSender) SendExtent(f *os.File, off, n int64) error {
 	return nil
 }
 
-var _ transport.TrySender = (*sendfileSender)(nil)
+var (
+	_ transport.TrySender    = (*sendfileSender)(nil)
+	_ transport.HeaderSender = (*sendfileSender)(nil)
+)
+
+// SendExtentAfter implements transport.HeaderSender: hdr goes with
+// MSG_MORE, so the kernel holds it for the bytes sendfile(2) adds, and
+// the socket sends both in one segment where they fit.
+func (s *sendfileSender) SendExtentAfter(hdr []byte, f *os.File, off, n int64) error {
+	for len(hdr) > 0 {
+		var (
+			sent  int
+			errno unix.Errno
+		)
+		err := s.rc.Write(func(fd uintptr) bool {
+			for {
+				r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&hdr[0])), uintptr(len(hdr)), unix.MSG_MORE, 0, 0)
+				switch e {
+				case unix.EINTR:
+					continue
+				case unix.EAGAIN:
+					return false // wait for room, then call again
+				}
+				sent, errno = int(r), e
+				return true
+			}
+		})
+		if err == nil && errno != 0 {
+			err = os.NewSyscallError("sendto", errno)
+		}
+		if err != nil {
+			return fmt.Errorf("tcp: send header: %w", err)
+		}
+		hdr = hdr[sent:]
+	}
+	return s.SendExtent(f, off, n)
+}
 
 // TrySendExtent implements transport.TrySender: sendfile(2) calls on the
 // non-blocking socket until it would block, the file ends or one fails.

@@ -277,4 +277,12 @@ func (s *copySender) SendExtent(f *os.File, off, n int64) error {
 	return nil
 }
 
+// SendExtentAfter implements transport.HeaderSender: hdr, then the bytes.
+func (s *copySender) SendExtentAfter(hdr []byte, f *os.File, off, n int64) error {
+	if err := s.SendBytes(hdr); err != nil {
+		return err
+	}
+	return s.SendExtent(f, off, n)
+}
+
 func (s *copySender) Close() error { return nil }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/blockxfer/blockxfer/engine"
@@ -212,5 +213,54 @@ func TestReceiveChecksum(t *testing.T) {
 	r, _ := (&tcp.Transport{}).NewReceiver(c, unmapped{hm})
 	if _, ok := r.(engine.ChecksumReceiver); ok {
 		t.Error("the receiver for a provider that does not checksum copy-ins offers ReceiveChecksum")
+	}
+}
+
+// TestSendExtentAfter: a header, then the file's bytes, with the short-file
+// padding of SendExtent, over a TCP socket (sendfile) and over a pipe
+// (through user space).
+func TestSendExtentAfter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vol")
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<12) // 64 KiB
+	os.WriteFile(path, data, 0o644)
+	f, _ := os.Open(path)
+	defer f.Close()
+	hdr := []byte("header:")
+	for name, conns := range map[string]func() (net.Conn, net.Conn){
+		"tcp": func() (net.Conn, net.Conn) { return pair(t) },
+		"pipe": func() (net.Conn, net.Conn) {
+			c, s := net.Pipe()
+			t.Cleanup(func() { c.Close(); s.Close() })
+			return c, s
+		},
+	} {
+		c, s := conns()
+		snd, err := (&tcp.Transport{}).NewSender(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs, ok := snd.(transport.HeaderSender)
+		if !ok {
+			t.Fatalf("%s: %T is not a transport.HeaderSender", name, snd)
+		}
+		errc := make(chan error, 2)
+		go func() {
+			errc <- hs.SendExtentAfter(hdr, f, 100, int64(len(data))-100)
+			errc <- hs.SendExtentAfter(hdr, f, int64(len(data))-4, 10) // 4 bytes, then 6 zeros
+		}()
+		got := make([]byte, 2*len(hdr)+len(data)-100+10)
+		if _, err := io.ReadFull(c, got); err != nil {
+			t.Fatal(err)
+		}
+		want := slices.Concat(hdr, data[100:], hdr, data[len(data)-4:], make([]byte, 6))
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: received bytes differ from header, file range, header, padded range", name)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := <-errc; !errors.Is(err, transport.ErrSource) {
+			t.Fatalf("%s: short file: %v, want ErrSource", name, err)
+		}
 	}
 }
