@@ -175,6 +175,19 @@ func (c *Conn) readMsg(view bool) (Msg, error) {
 // its answers to a burst of requests together, once it has read the burst.
 func (c *Conn) Buffered() int { return c.r.Buffered() }
 
+// FrameBuffered reports whether a whole frame is buffered, so the next
+// ReadMsg returns without reading from the connection. A reader that acts
+// on a burst of frames uses it to hold its own writes until the burst is
+// read. Like ReadMsg, it must not be called concurrently with a read.
+func (c *Conn) FrameBuffered() bool {
+	n := c.r.Buffered()
+	if c.rerr != nil || n < FrameHeaderLen {
+		return false
+	}
+	hdr, _ := c.r.Peek(FrameHeaderLen) // buffered: reads nothing
+	return n-FrameHeaderLen >= int(binary.BigEndian.Uint32(hdr))
+}
+
 // readLarge reads a size-byte body that does not fit the read buffer,
 // growing the scratch buffer only as bytes arrive (at most doubling what
 // has arrived), so a lying length prefix costs little memory.

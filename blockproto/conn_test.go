@@ -423,3 +423,31 @@ func TestConnSizeDecodesInlineExtentsInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestConnFrameBuffered: true only while a whole frame is in the read
+// buffer, so a ReadMsg then reads nothing from the connection.
+func TestConnFrameBuffered(t *testing.T) {
+	two := frames(t, &Ping{Seq: 1}, &Ping{Seq: 2})
+	pr, pw := io.Pipe()
+	c := NewConn(rw{pr, io.Discard})
+	if c.FrameBuffered() {
+		t.Fatal("nothing read yet, but a frame buffered")
+	}
+	go func() {
+		pw.Write(two[:len(two)-1]) // the first frame, and the second but its last byte
+		pw.Write(two[len(two)-1:])
+	}()
+	if m, err := c.ReadMsg(); err != nil || m.(*Ping).Seq != 1 {
+		t.Fatalf("first frame: %v, %v", m, err)
+	}
+	if c.FrameBuffered() {
+		t.Fatal("the second frame lacks a byte, but it is reported buffered")
+	}
+	if m, err := c.ReadMsg(); err != nil || m.(*Ping).Seq != 2 {
+		t.Fatalf("second frame: %v, %v", m, err)
+	}
+	c = readerConn(two)
+	if m, err := c.ReadMsg(); err != nil || m.(*Ping).Seq != 1 || !c.FrameBuffered() {
+		t.Fatalf("both frames read at once: first %v, %v; second buffered %v, want true", m, err, c.FrameBuffered())
+	}
+}

@@ -190,12 +190,13 @@ type Session struct {
 	// Transport is TCP); nil when not offered.
 	inline *dataConn
 
-	// Reads to write, and whether a goroutine is writing them (see
-	// sendRead); guarded by rmu.
+	// Reads to write, whether a goroutine is writing them, and whether
+	// the control reader holds them back (see sendRead); guarded by rmu.
 	rmu      sync.Mutex
 	rq       []blockproto.Msg
 	rqSpare  []blockproto.Msg
 	rwriting bool
+	rhold    bool
 
 	mu       sync.Mutex
 	nextID   uint64
@@ -650,13 +651,22 @@ func (s *Session) Stat(ctx context.Context, name string) (blockproto.VolumeStat,
 // readControl dispatches messages from the server until the session ends.
 func (s *Session) readControl() {
 	defer s.closeWG.Done()
+	held := false // Reads held back while a burst of frames is dispatched
 	for {
+		if held && !s.proto.FrameBuffered() {
+			s.releaseReads()
+			held = false
+		}
 		// Inline extents are placed before the next read: their Data
 		// may alias the read buffer.
 		m, err := s.proto.ReadMsgView()
 		if err != nil {
 			s.closeAfterDrain(fmt.Errorf("%w: control connection: %w", ErrSessionClosed, err))
 			return
+		}
+		if !held && s.proto.FrameBuffered() {
+			s.holdReads()
+			held = true
 		}
 		s.mu.Lock()
 		s.lastRx.Store(time.Now().UnixNano())

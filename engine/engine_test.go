@@ -1342,3 +1342,43 @@ func TestOnDone(t *testing.T) {
 		t.Fatalf("OnDone ran %d times for 2 reads that ended inside Submit", n.Load())
 	}
 }
+
+// TestOnDoneRefillsAtDepth: seven chains of small reads, each read's
+// OnDone submitting its chain's next, as blockcat bench does. The control
+// reader holds the Reads submitted while it dispatches a burst of the
+// server's frames and writes them when the burst is read (holdReads):
+// none may be left behind, whether its burst ended on a held one or not.
+func TestOnDoneRefillsAtDepth(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	want := e.volume("vol", 1<<20, 64<<10)
+	c := e.client(nil)
+	const depth, per, size = 7, 50, 4 << 10
+	buf, mem := c.alloc(t, depth*size)
+	var (
+		wg   sync.WaitGroup
+		bad  atomic.Int32
+		next func(slot, i int)
+	)
+	next = func(slot, i int) {
+		off := int64((slot*depth+i)*size) % int64(len(want))
+		c.Submit(context.Background(), []engine.Request{{Volume: "vol", Offset: off, Length: size, Dst: buf, DstOff: int64(slot * size),
+			OnDone: func(h *engine.Handle) {
+				if h.Result().Err != nil || !bytes.Equal(mem[slot*size:(slot+1)*size], want[off:off+size]) {
+					bad.Add(1)
+				}
+				if i+1 < per+slot { // chains of different lengths: the last reads come one at a time
+					next(slot, i+1)
+				} else {
+					wg.Done()
+				}
+			}}})
+	}
+	wg.Add(depth)
+	for slot := range depth {
+		next(slot, 0)
+	}
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Fatalf("%d reads failed or brought the wrong bytes", n)
+	}
+}
