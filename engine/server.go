@@ -1145,6 +1145,11 @@ func (ss *srvSession) close(why error, code blockproto.Code) {
 	}
 	ss.announce.Unlock()
 	ss.workers.Wait()
+	if snd, ok := ss.inlineFrom.(transport.Sender); ok {
+		ss.fmu.Lock() // once no inline send is in progress
+		snd.Close()
+		ss.fmu.Unlock()
+	}
 	ss.log.Info("session closed", "reason", why)
 }
 

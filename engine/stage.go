@@ -39,8 +39,11 @@ const (
 	// client takes inline data: the whole read then costs one control
 	// write on the server and no data connection or goroutine hand-off
 	// on the client (32 KiB reads at depth 1: 1.5x, docs/performance.md).
-	// Not 64 KiB: clients built before blockproto kept a scratch buffer
-	// for such frames took a fresh one for each, and slowed down badly.
+	// Not read whole up to 64 KiB: sending such a read from the file
+	// (sendInlineFile, for a client that offered CapInlineLarge) costs
+	// the server less than reading and checking it; and clients built
+	// before blockproto kept a scratch buffer for 64 KiB frames took a
+	// fresh one for each, and slowed down badly.
 	loneInlineMax = 32 << 10
 )
 
