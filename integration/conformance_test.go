@@ -58,6 +58,13 @@ const (
 	typeGoodbye      = 17
 )
 
+// Caps bits (section 6.1).
+const (
+	capTCP         = 1
+	capInlineData  = 32
+	capInlineLarge = 64
+)
+
 // Error codes (section 10).
 const (
 	codeBadRequest = 2
@@ -112,7 +119,11 @@ func wframe(typ byte, payload ...[]byte) []byte {
 }
 
 func helloFrame(nonce [wireNonceLen]byte, client string) []byte {
-	return wframe(typeHello, be64(1), nonce[:], wstr(client))
+	return helloCapsFrame(nonce, client, capTCP)
+}
+
+func helloCapsFrame(nonce [wireNonceLen]byte, client string, caps uint64) []byte {
+	return wframe(typeHello, be64(caps), nonce[:], wstr(client))
 }
 
 func authFrame(mac []byte) []byte { return wframe(typeAuth, mac) }
@@ -393,10 +404,16 @@ type rawSession struct {
 // session runs the handshake of section 6.1 by hand.
 func (s *confServer) session(t *testing.T) *rawSession {
 	t.Helper()
+	return s.sessionCaps(t, capTCP)
+}
+
+// sessionCaps is session with caps in the Hello.
+func (s *confServer) sessionCaps(t *testing.T, caps uint64) *rawSession {
+	t.Helper()
 	c := dialRaw(t, s.addr, nil, 0)
 	var nc [wireNonceLen]byte
 	rand.Read(nc[:])
-	send(t, c, append(append([]byte{}, controlPreamble...), helloFrame(nc, "conformance")...))
+	send(t, c, append(append([]byte{}, controlPreamble...), helloCapsFrame(nc, "conformance", caps)...))
 	f, err := readWire(c)
 	if err != nil {
 		t.Fatalf("waiting for Challenge: %v", err)
@@ -550,6 +567,7 @@ func TestConformance(t *testing.T) {
 	isChallenge := func(f wireFrame) bool { return f.typ == typeChallenge }
 
 	t.Run("7.2 happy path", func(t *testing.T) { conformHappyPath(t, s) })
+	t.Run("5.12 a lone read inline", func(t *testing.T) { conformInlineLarge(t, s) })
 
 	t.Run("3 preambles", func(t *testing.T) {
 		const silent = "section 3: not ours, close without writing anything (no echo)"
@@ -862,6 +880,51 @@ func TestConformance(t *testing.T) {
 
 // conformHappyPath reads a range over two data connections and checks
 // every announcement and every payload byte against the volume file.
+// conformInlineLarge: a session's only read of 64 KiB comes whole in its
+// Extent (its bytes after the 35 fixed bytes, DataConn and StreamOffset 0),
+// then its ReadDone, to a client that offered CapInlineData and
+// CapInlineLarge (section 5.12); with CapInlineData alone, over 32 KiB,
+// its bytes come on the data connection.
+func conformInlineLarge(t *testing.T, s *confServer) {
+	want := s.volumeBytes(t, "small")[:64<<10]
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
+	for _, tc := range []struct {
+		caps   uint64
+		inline bool
+	}{{capTCP | capInlineData | capInlineLarge, true}, {capTCP | capInlineData, false}} {
+		rs := s.sessionCaps(t, tc.caps)
+		d := rs.attach(0, 0)
+		rs.send(readFrame(1, "small", 0, uint64(len(want)), 0))
+		f := rs.next()
+		b := f.body
+		var data []byte
+		if tc.inline {
+			if f.typ != typeExtent || len(b) != 35+len(want) || binary.BigEndian.Uint64(b[1:]) != 1 ||
+				binary.BigEndian.Uint16(b[9:]) != 0 || binary.BigEndian.Uint64(b[11:]) != 0 ||
+				binary.BigEndian.Uint64(b[19:]) != 0 || binary.BigEndian.Uint32(b[27:]) != uint32(len(want)) {
+				t.Fatalf("caps %d: got %d-byte %s, want Extent{ID: 1, DataConn: 0, StreamOffset: 0, VolumeOffset: 0, Length: %d} with its bytes", tc.caps, len(b), f, len(want))
+			}
+			data = b[35:]
+		} else {
+			x, err := f.asExtent()
+			if err != nil || x.id != 1 || x.volOff != 0 || x.length != uint32(len(want)) {
+				t.Fatalf("caps %d: got %s (%v), want a 35-byte Extent of read 1", tc.caps, f, err)
+			}
+			data = make([]byte, len(want))
+			d.SetReadDeadline(time.Now().Add(waitLimit))
+			if _, err := io.ReadFull(d, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(data, want) || crc32.Checksum(data, castagnoli) != binary.BigEndian.Uint32(b[31:]) {
+			t.Fatalf("caps %d: the extent's bytes or CRC-32C differ from the volume's", tc.caps)
+		}
+		if f := rs.next(); f.typ != typeReadDone || len(f.body) != 17 || binary.BigEndian.Uint64(f.body[9:]) != uint64(len(want)) {
+			t.Fatalf("caps %d: after the Extent got %s, want ReadDone{ID: 1, Bytes: %d}", tc.caps, f, len(want))
+		}
+	}
+}
+
 func conformHappyPath(t *testing.T, s *confServer) {
 	want := s.volumeBytes(t, "big")
 	rs := s.session(t)
