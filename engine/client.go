@@ -653,7 +653,8 @@ func (s *Session) readControl() {
 	defer s.closeWG.Done()
 	held := false // Reads held back while a burst of frames is dispatched
 	for {
-		if held && !s.proto.FrameBuffered() {
+		buffered := s.proto.FrameBuffered()
+		if held && !buffered {
 			s.releaseReads()
 			held = false
 		}
@@ -664,13 +665,15 @@ func (s *Session) readControl() {
 			s.closeAfterDrain(fmt.Errorf("%w: control connection: %w", ErrSessionClosed, err))
 			return
 		}
+		if !buffered {
+			// Read from the connection now; a burst's later frames
+			// were received with it.
+			s.lastRx.Store(time.Now().UnixNano())
+		}
 		if !held && s.proto.FrameBuffered() {
 			s.holdReads()
 			held = true
 		}
-		s.mu.Lock()
-		s.lastRx.Store(time.Now().UnixNano())
-		s.mu.Unlock()
 		switch m := m.(type) {
 		case *blockproto.Extent:
 			s.onExtent(m)
