@@ -235,6 +235,7 @@ func TestServeAndFetch(t *testing.T) {
 				Requests int
 				P50      float64 `json:"p50_seconds"`
 				P99      float64 `json:"p99_seconds"`
+				Inline   int     `json:"inline_requests"`
 			}
 		}
 		js := mustRun(t, env, "blockcat", "bench", s.addr, "big", "--sizes", "64KiB,1MiB", "--duration", "300ms", "--json")
@@ -244,6 +245,12 @@ func TestServeAndFetch(t *testing.T) {
 		rows := res.Sizes
 		if res.Volume != "big" || len(rows) != 2 || rows[0].Size != 64<<10 || rows[0].Requests == 0 || rows[1].P50 <= 0 || rows[1].P99 < rows[1].P50 {
 			t.Fatalf("bench: %s", js)
+		}
+		// A 1 MiB read never comes inline; a 64 KiB one does when it is
+		// the session's only read, as most are even at bench's depth 8 (blockd
+		// serves one lone read after another).
+		if rows[0].Inline == 0 || rows[0].Inline > rows[0].Requests || rows[1].Inline != 0 {
+			t.Fatalf("bench: inline requests %d of %d at 64 KiB and %d at 1 MiB, want some and none: %s", rows[0].Inline, rows[0].Requests, rows[1].Inline, js)
 		}
 	})
 }

@@ -44,11 +44,15 @@ type benchRow struct {
 	BytesPerSecond float64 `json:"bytes_per_second"`
 	P50            float64 `json:"p50_seconds"`
 	P99            float64 `json:"p99_seconds"`
+	// Inline counts the reads whose bytes all came in their Extent on
+	// the control connection, not on a data connection (docs/protocol.md
+	// 5.12): small reads, and a session's only read of up to 64 KiB.
+	Inline int `json:"inline_requests"`
 }
 
 // benchColumns lays out the text table; each size's line is printed as
 // soon as that size is done.
-const benchColumns = "%10s  %9s  %12s  %10s  %10s\n"
+const benchColumns = "%10s  %9s  %12s  %10s  %10s  %7s\n"
 
 // bench runs `blockcat bench SERVER VOLUME`: random reads of each size for
 // --duration, reporting throughput and latency percentiles.
@@ -106,7 +110,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if res.FallbackReason != nil {
 			fmt.Fprintf(stdout, "fallback: %s\n", *res.FallbackReason)
 		}
-		fmt.Fprintf(stdout, benchColumns, "SIZE", "REQUESTS", "THROUGHPUT", "P50", "P99")
+		fmt.Fprintf(stdout, benchColumns, "SIZE", "REQUESTS", "THROUGHPUT", "P50", "P99", "INLINE")
 	}
 	// Every size reads into the same depth buffers of the largest size,
 	// allocated and prefaulted once.
@@ -125,7 +129,7 @@ func bench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		res.Sizes = append(res.Sizes, r)
 		if !*asJSON {
 			fmt.Fprintf(stdout, benchColumns, cli.FormatBytes(float64(r.Size)), strconv.Itoa(r.Requests),
-				cli.FormatBytes(r.BytesPerSecond)+"/s", fmtDur(r.P50), fmtDur(r.P99))
+				cli.FormatBytes(r.BytesPerSecond)+"/s", fmtDur(r.P50), fmtDur(r.P99), fmt.Sprintf("%.0f%%", 100*float64(r.Inline)/float64(max(r.Requests, 1))))
 		}
 	}
 	if *asJSON {
@@ -191,11 +195,14 @@ func benchSize(ctx context.Context, s *conn, bufs []memory.Buffer, vol blockprot
 		next   = make(chan int, len(bufs)) // slots for this goroutine to submit
 	)
 	// landed counts a read and reports whether its slot reads again.
-	landed := func(rd read, n int64) bool {
+	landed := func(rd read, res engine.Result) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		lat = append(lat, time.Since(rd.at))
-		row.Bytes += n
+		row.Bytes += res.Bytes
+		if inline(res) {
+			row.Inline++
+		}
 		if time.Now().Before(stop) {
 			return true
 		}
@@ -216,7 +223,7 @@ func benchSize(ctx context.Context, s *conn, bufs []memory.Buffer, vol blockprot
 				switch {
 				case res.Err != nil:
 					failed <- rd
-				case !landed(rd, res.Bytes):
+				case !landed(rd, res):
 				case inline(res):
 					submit(sess, slot)
 				default:
@@ -248,7 +255,7 @@ func benchSize(ctx context.Context, s *conn, bufs []memory.Buffer, vol blockprot
 				// (the caller's) or the lost session's error.
 				return row, err
 			}
-			if landed(rd, rs[0].Bytes) {
+			if landed(rd, rs[0]) {
 				submit(sess, rd.slot)
 			}
 		}
