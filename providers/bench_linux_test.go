@@ -202,7 +202,7 @@ func BenchmarkRingGatherDescriptors(b *testing.B) {
 		if !ring {
 			path = "grpc"
 		}
-		for _, batch := range []int{64, 1024} {
+		for _, batch := range []int{64, 256, 1024} { // 256: devmem.RXConfig's default GatherBatch
 			for _, callers := range []int{1, 4} {
 				b.Run(fmt.Sprintf("%s/batch%d/callers%d", path, batch, callers), func(b *testing.B) {
 					copies := make([][]memory.Copy, callers)
