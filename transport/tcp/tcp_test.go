@@ -41,12 +41,24 @@ func pair(t *testing.T) (client, server net.Conn) {
 	return client, server
 }
 
-func TestSendExtentFromOffset(t *testing.T) {
+// volumeFile returns a file holding data, closed when the test ends.
+func volumeFile(t *testing.T, data []byte) *os.File {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "vol")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestSendExtentFromOffset(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<14) // 256 KiB
-	os.WriteFile(path, data, 0o644)
-	f, _ := os.Open(path)
-	defer f.Close()
+	f := volumeFile(t, data)
 	c, s := pair(t)
 	snd, err := (&tcp.Transport{}).NewSender(s)
 	if err != nil {
@@ -71,10 +83,7 @@ func TestSendExtentFromOffset(t *testing.T) {
 // A backing file shorter than the extent: the sender pads with zeros so the
 // stream stays in step, and reports transport.ErrSource.
 func TestSendExtentPadsShortFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vol")
-	os.WriteFile(path, []byte("abcdef"), 0o644)
-	f, _ := os.Open(path)
-	defer f.Close()
+	f := volumeFile(t, []byte("abcdef"))
 	c, s := pair(t)
 	snd, _ := (&tcp.Transport{}).NewSender(s)
 	errc := make(chan error, 1)
@@ -220,11 +229,8 @@ func TestReceiveChecksum(t *testing.T) {
 // padding of SendExtent, over a TCP socket (sendfile) and over a pipe
 // (through user space).
 func TestSendExtentAfter(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vol")
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<12) // 64 KiB
-	os.WriteFile(path, data, 0o644)
-	f, _ := os.Open(path)
-	defer f.Close()
+	f := volumeFile(t, data)
 	hdr := []byte("header:")
 	for name, conns := range map[string]func() (net.Conn, net.Conn){
 		"tcp": func() (net.Conn, net.Conn) { return pair(t) },

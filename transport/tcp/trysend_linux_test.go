@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/blockxfer/blockxfer/transport"
@@ -21,15 +19,7 @@ func TestTrySendExtent(t *testing.T) {
 	const size = 64 << 20 // more than any socket buffer holds
 	data := make([]byte, size)
 	rand.NewChaCha8([32]byte{3}).Read(data)
-	path := filepath.Join(t.TempDir(), "vol")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := volumeFile(t, data)
 	c, s := pair(t)
 	snd, err := (&tcp.Transport{}).NewSender(s)
 	if err != nil {
