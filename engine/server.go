@@ -894,18 +894,45 @@ func (ss *srvSession) unflushed() bool { return ss.written.Load() != ss.queued.L
 // flush writes every frame queued so far, in one write. Concurrent flushes
 // take turns; one finding nothing left to write returns at once.
 func (ss *srvSession) flush() error {
+	return ss.writeQueued(nil, func(b []byte) error {
+		_, err := ss.conn.Write(b)
+		return err
+	})
+}
+
+// writeQueued hands every frame queued so far to send, in one call, with
+// last's header after them when last is set (an inline Extent whose
+// Length bytes send writes itself: sendInlineFile). Concurrent calls take
+// turns. A send error ends the session, except one wrapping
+// transport.ErrSource (the bytes came short from their source and were
+// padded): that is returned with the stream intact.
+func (ss *srvSession) writeQueued(last *blockproto.Extent, send func([]byte) error) error {
 	ss.fmu.Lock()
 	defer ss.fmu.Unlock()
 	if ss.werr != nil {
 		return ss.werr
 	}
 	ss.wmu.Lock()
-	buf, upTo := ss.pending, ss.queued.Load()
+	buf := ss.pending
+	if last != nil {
+		if ss.ended {
+			ss.wmu.Unlock()
+			return errSessionEnded
+		}
+		var err error
+		if buf, err = blockproto.AppendExtentHeader(buf, last); err != nil {
+			ss.wmu.Unlock()
+			return err
+		}
+		ss.queued.Add(uint64(len(buf)-len(ss.pending)) + uint64(last.Length))
+	}
+	upTo := ss.queued.Load()
 	ss.pending = ss.spare[:0]
 	ss.wmu.Unlock()
+	var err error
 	if len(buf) > 0 {
 		ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
-		if _, err := ss.conn.Write(buf); err != nil {
+		if err = send(buf); err != nil && !errors.Is(err, transport.ErrSource) {
 			ss.werr = fmt.Errorf("control connection: %w", err)
 			go ss.close(ss.werr, 0)
 			return ss.werr
@@ -917,7 +944,7 @@ func (ss *srvSession) flush() error {
 	} else {
 		ss.spare = nil
 	}
-	return nil
+	return err
 }
 
 // closeWrite half-closes the session's connections once the control frames
@@ -1700,36 +1727,10 @@ func (ss *srvSession) sendInlineFile(j *sendJob, off int64, crc uint32) error {
 	if err := ss.inlinePath(j.rd); err != nil {
 		return err
 	}
-	ss.fmu.Lock()
-	defer ss.fmu.Unlock()
-	if ss.werr != nil {
-		return ss.werr
-	}
-	ss.wmu.Lock()
-	if ss.ended {
-		ss.wmu.Unlock()
-		return errSessionEnded
-	}
-	n := len(ss.pending)
-	buf, err := blockproto.AppendExtentHeader(ss.pending, &blockproto.Extent{ID: j.rd.id, VolumeOffset: uint64(off), Length: uint32(j.n), CRC32C: crc})
-	if err != nil {
-		ss.wmu.Unlock()
-		return err
-	}
-	upTo := ss.queued.Add(uint64(len(buf)-n) + uint64(j.n))
-	ss.pending = ss.spare[:0]
-	ss.wmu.Unlock()
-	ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.IdleTimeout))
-	err = ss.inlineFrom.SendExtentAfter(buf, j.f, j.off, j.n)
+	e := &blockproto.Extent{ID: j.rd.id, VolumeOffset: uint64(off), Length: uint32(j.n), CRC32C: crc}
+	err := ss.writeQueued(e, func(b []byte) error { return ss.inlineFrom.SendExtentAfter(b, j.f, j.off, j.n) })
 	if err != nil && !errors.Is(err, transport.ErrSource) {
-		ss.werr = fmt.Errorf("control connection: %w", err)
-		go ss.close(ss.werr, 0)
-		return ss.werr
-	}
-	ss.written.Store(upTo)
-	ss.spare = buf[:0]
-	if cap(buf) > 4*maxPendingCtl {
-		ss.spare = nil
+		return err
 	}
 	ss.inflight.Release(j.n)
 	if err != nil {

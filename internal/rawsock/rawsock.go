@@ -9,7 +9,7 @@
 // context switches of sysmon per request: a fifth of blockd's CPU samples
 // at queue depth 1 (docs/performance.md).
 //
-// A socket of Go's net package is non-blocking: read(2) and write(2) on it
+// A socket of Go's net package is non-blocking: read(2) and send(2) on it
 // return at once (EAGAIN when they would block), so they need none of that
 // bookkeeping. [Wrap] returns a connection whose Read and Write make those
 // calls with unix.RawSyscall inside [syscall.RawConn] callbacks, and wait

@@ -3,6 +3,7 @@ package rawsock
 import (
 	"io"
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -44,22 +45,34 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write writes all of p with write(2) calls on the non-blocking socket,
+// Write writes all of p with send(2) calls on the non-blocking socket,
 // waiting in Go's poller while the socket's send buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
+	n, err := Send(c.rc, p, 0)
+	if err != nil {
+		return n, c.opError("write", err)
+	}
+	return n, nil
+}
+
+// Send writes all of p with send(2) calls and flags (such as MSG_MORE) as
+// raw system calls on the non-blocking socket rc controls, waiting in Go's
+// poller while its send buffer is full. It returns how many bytes went and
+// the poller's error (a deadline, a closed socket) or send's.
+func Send(rc syscall.RawConn, p []byte, flags int) (int, error) {
 	var (
 		n     int
 		errno unix.Errno
 	)
-	err := c.rc.Write(func(fd uintptr) bool {
+	err := rc.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n), uintptr(flags), 0, 0)
 			switch e {
 			case 0:
 				n += int(r)
 			case unix.EINTR:
 			case unix.EAGAIN:
-				return false
+				return false // wait for room, then call again
 			default:
 				errno = e
 				return true
@@ -67,11 +80,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		return true
 	})
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
+	if err == nil && errno != 0 {
+		err = os.NewSyscallError("sendto", errno)
 	}
-	return n, nil
+	return n, err
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockxfer/blockxfer/internal/rawsock"
 	"github.com/blockxfer/blockxfer/transport"
 )
 
@@ -79,31 +80,8 @@ var (
 // MSG_MORE, so the kernel holds it for the bytes sendfile(2) adds, and
 // the socket sends both in one segment where they fit.
 func (s *sendfileSender) SendExtentAfter(hdr []byte, f *os.File, off, n int64) error {
-	for len(hdr) > 0 {
-		var (
-			sent  int
-			errno unix.Errno
-		)
-		err := s.rc.Write(func(fd uintptr) bool {
-			for {
-				r, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&hdr[0])), uintptr(len(hdr)), unix.MSG_MORE, 0, 0)
-				switch e {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false // wait for room, then call again
-				}
-				sent, errno = int(r), e
-				return true
-			}
-		})
-		if err == nil && errno != 0 {
-			err = os.NewSyscallError("sendto", errno)
-		}
-		if err != nil {
-			return fmt.Errorf("tcp: send header: %w", err)
-		}
-		hdr = hdr[sent:]
+	if _, err := rawsock.Send(s.rc, hdr, unix.MSG_MORE); err != nil {
+		return fmt.Errorf("tcp: send header: %w", err)
 	}
 	return s.SendExtent(f, off, n)
 }
