@@ -577,13 +577,15 @@ func (e *env) handshake(t *testing.T) (*blockproto.Conn, [][blockproto.TokenLen]
 }
 
 // gate holds the server's sends: the first `free` extents go out, the rest
-// wait until open is called.
+// wait until open is called. With cut, a held send then fails as a write
+// that closing its connection ended, instead of sending.
 type gate struct {
 	tcp.Transport
 	free   atomic.Int64
 	opened chan struct{}
 	once   sync.Once
 	held   chan struct{} // receives once per held extent
+	cut    bool
 }
 
 func newGate(free int64) *gate {
@@ -608,6 +610,9 @@ func (s *gatedSender) SendExtent(f *os.File, off, n int64) error {
 	if s.g.free.Add(-1) < 0 {
 		s.g.held <- struct{}{}
 		<-s.g.opened
+		if s.g.cut {
+			return net.ErrClosed
+		}
 	}
 	return s.Sender.SendExtent(f, off, n)
 }
@@ -945,8 +950,10 @@ func TestShutdownIdleSession(t *testing.T) {
 func TestShutdownReportsCutReads(t *testing.T) {
 	g := newGate(0)
 	// The held sender stands for a stuck socket write, which closing the
-	// connection would end: let it go once Shutdown has counted the reads
-	// and starts closing.
+	// connection ends: it fails once Shutdown has counted the reads and
+	// starts closing. (Let go to send instead, the rest of the read could
+	// reach the client before the close, and the read succeed.)
+	g.cut = true
 	logs := &hookHandler{Handler: slog.DiscardHandler, hook: func(r slog.Record) {
 		if strings.HasPrefix(r.Message, "shutdown timed out") {
 			g.open()
