@@ -10,6 +10,7 @@ package netdev_test
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -98,16 +99,35 @@ func ipLinks(t *testing.T) map[int]bool {
 func TestKernelDevices(t *testing.T) {
 	leakCheck(t)
 	c := dialNetdev(t)
-	devs, err := c.Devices()
-	if err != nil {
-		t.Fatal(err)
+	dump := func() map[int]netdev.Device {
+		devs, err := c.Devices()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := make(map[int]netdev.Device)
+		for _, d := range devs {
+			m[d.Ifindex] = d
+		}
+		return m
 	}
-	got := make(map[int]netdev.Device)
-	for _, d := range devs {
-		got[d.Ifindex] = d
+	// Tests of other packages, run at the same time, add and remove
+	// links in this namespace: compare with ip link's list between two
+	// dumps that agree, so no link came or went while it was taken.
+	var (
+		got   map[int]netdev.Device
+		links map[int]bool
+	)
+	for try := 0; try < 20; try++ {
+		before := dump()
+		links = ipLinks(t)
+		got = dump()
+		if maps.EqualFunc(before, got, func(netdev.Device, netdev.Device) bool { return true }) {
+			break
+		}
+	}
+	for _, d := range got {
 		t.Logf("device %+v", d)
 	}
-	links := ipLinks(t)
 	if _, ok := links[1]; !ok {
 		t.Fatal("ip link lists no lo (ifindex 1)")
 	}
