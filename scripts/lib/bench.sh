@@ -49,9 +49,17 @@ bench_get() {
 	shift 2
 	local s0 t0 t1 s1 tf=$work/time
 	s0=$(cpu "$pid")
-	t0=$(date +%s.%N)
-	{ TIMEFORMAT='%U %S'; time env $env blockcat get "$addr" "${VOLUME:-bench}" "$@" >"${OUT:-/dev/null}" 2>&1; } 2>"$tf"
-	t1=$(date +%s.%N)
+	# The wall clock is bash's own ($EPOCHREALTIME), and the environment
+	# is set in a subshell, so that neither a date(1) nor an env(1)
+	# process is timed with blockcat (together about 2 ms here, 3% of a
+	# 256 MiB get). (An explicit exec in the subshell would lose time's
+	# report.)
+	t0=${EPOCHREALTIME/,/.}
+	{ TIMEFORMAT='%U %S'; time (
+		[ -z "$env" ] || export $env
+		blockcat get "$addr" "${VOLUME:-bench}" "$@" >"${OUT:-/dev/null}" 2>&1
+	); } 2>"$tf"
+	t1=${EPOCHREALTIME/,/.}
 	s1=$(cpu "$pid")
 	awk -v l="$label" -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" '{printf "%s %.3f %.3f %.3f\n", l, t1-t0, $1+$2, s1-s0}' "$tf"
 }
